@@ -1,0 +1,138 @@
+//! Wiring: the only place that names concrete adapters. `run(config, listener, deps, shutdown)`
+//! starts everything on a listener the caller bound, so tests run the real app on 127.0.0.1:0.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::chat::console::ConsolePort;
+use crate::config::Config;
+use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
+use crate::engine::runner::Engine;
+use crate::http::{router, AppState};
+use crate::ports::{ChatPort, Clock, Store, SystemClock};
+use crate::store::SledStore;
+
+/// What the app runs against; tests swap the clock and the chat sinks.
+pub struct Deps {
+    pub clock: Arc<dyn Clock>,
+    pub sinks: Vec<Arc<dyn ChatPort>>,
+    pub outbox: OutboxConfig,
+}
+
+impl Deps {
+    /// The real clock and the chat surfaces the config enables (the console when none is).
+    pub fn from_config(_cfg: &Config) -> Deps {
+        Deps {
+            clock: Arc::new(SystemClock),
+            sinks: vec![Arc::new(ConsolePort::new())],
+            outbox: OutboxConfig::default(),
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves, then stops accepting, finishes what was accepted, and
+/// flushes the store.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let path = cfg.store.path.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SledStore::open(&path))
+            .await?
+            .context("opening the store")?,
+    );
+    let now = deps.clock.now();
+    let s = store.clone();
+    let recovery = tokio::task::spawn_blocking(move || s.recover(now))
+        .await?
+        .context("recovering the store")?;
+    info!(
+        incidents = recovery.incidents,
+        outbox = recovery.outbox_pending,
+        timers = recovery.timers,
+        interrupted = recovery.interrupted.len(),
+        "Store opened."
+    );
+    for x in &recovery.interrupted {
+        warn!(incident = %x.incident, action = %x.action, "An execution was running when the process stopped; it is marked interrupted and will not be re-run automatically.");
+    }
+    let s = store.clone();
+    let timers = tokio::task::spawn_blocking(move || s.timers()).await??;
+
+    let sink_names = deps.sinks.iter().map(|p| p.name().to_string()).collect();
+    let (engine, notes, writer) =
+        Engine::start(store.clone(), cfg.clone(), deps.clock.clone(), sink_names)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    for port in deps.sinks {
+        workers.push(tokio::spawn(run_outbox(
+            store.clone(),
+            port,
+            notes.outbox.clone(),
+            stop_rx.clone(),
+            deps.outbox.clone(),
+        )));
+    }
+    workers.push(tokio::spawn(run_timers(
+        engine.clone(),
+        deps.clock.clone(),
+        timers,
+        notes.timers,
+        stop_rx.clone(),
+    )));
+
+    let state = AppState {
+        engine,
+        store: store.clone(),
+        cfg: cfg.clone(),
+    };
+    let addr = listener.local_addr()?;
+    info!(%addr, "incidentd listening.");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
+    info!("Shutting down: finishing accepted work.");
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    // Every engine handle is gone now, so the writer drains its queue and stops.
+    tokio::task::spawn_blocking(move || writer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    tokio::task::spawn_blocking(move || store.flush()).await??;
+    info!("Stopped.");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

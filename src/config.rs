@@ -1,0 +1,799 @@
+//! TOML → validated [`Config`]. Unknown keys and bad values are errors that name their key path;
+//! semantic problems are all collected so `check-config` can print every one at once. Secrets
+//! are read from environment variables named in the file, never from the file itself.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::domain::classify::{default_kinds, Classifier, IncidentKind, Matcher, Rule};
+use crate::domain::playbook::{ExecutorSpec, Playbook, DEFAULT_ALLOWED_PATTERN};
+use crate::domain::policy::ApprovalPolicy;
+use crate::domain::severity::{ApprovalNeed, Severity, Targets, ALL};
+
+/// The annotated example config, also the built-in default when no file is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/incidentd.toml");
+
+/// A secret value (token). Never printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One problem in the config, with the key path it is at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+/// Optional bearer tokens, one per webhook endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookAuth {
+    pub alertmanager: Option<Secret>,
+    pub grafana: Option<Secret>,
+    pub generic: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Repeats within this window after a card edit only mark the card dirty; one edit follows.
+    #[serde(default = "default_coalesce")]
+    pub card_coalesce_seconds: u64,
+    /// Longer alert descriptions are cut on the card (the full text stays in the store).
+    #[serde(default = "default_max_description")]
+    pub max_description_chars: usize,
+    /// Severity for alerts that no rule and no `severity` label classify.
+    #[serde(default = "default_severity")]
+    pub default_severity: Severity,
+}
+
+fn default_coalesce() -> u64 {
+    5
+}
+fn default_max_description() -> usize {
+    1500
+}
+fn default_severity() -> Severity {
+    Severity::P2
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            card_coalesce_seconds: default_coalesce(),
+            max_description_chars: default_max_description(),
+            default_severity: default_severity(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub webhooks: WebhookAuth,
+    pub engine: EngineConfig,
+    pub targets: [Targets; 4],
+    pub classifier: Classifier,
+    pub playbooks: Vec<Playbook>,
+    pub policy: [ApprovalPolicy; 4],
+}
+
+impl Config {
+    pub fn targets(&self, s: Severity) -> Targets {
+        self.targets[s.index()]
+    }
+    pub fn policy(&self, s: Severity) -> &ApprovalPolicy {
+        &self.policy[s.index()]
+    }
+    pub fn playbook(&self, id: &str) -> Option<&Playbook> {
+        self.playbooks.iter().find(|p| p.id == id)
+    }
+
+    /// The built-in default (the shipped example file), with no environment.
+    pub fn builtin() -> Config {
+        Config::from_toml(DEFAULT_CONFIG, &|_| None).expect("the shipped config is valid")
+    }
+
+    /// Loads a file, then applies `INCIDENTD_LISTEN` / `INCIDENTD_STORE_PATH` from the process
+    /// environment. `None` means the built-in default.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                ConfigErrors(vec![ConfigError {
+                    path: String::new(),
+                    message: format!("cannot read {}: {e}", p.display()),
+                }])
+            })?,
+            None => DEFAULT_CONFIG.to_string(),
+        };
+        Config::from_toml(&text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses and validates `text`; `env` looks up environment variables (injected for tests).
+    pub fn from_toml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let de = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigErrors(vec![ConfigError {
+                path: if path == "." { String::new() } else { path },
+                message: inner.message().to_string()
+                    + &inner
+                        .span()
+                        .map(|s| format!(" (at {})", line_col(text, s.start)))
+                        .unwrap_or_default(),
+            }])
+        })?;
+        raw.validate(env)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {col}")
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    webhooks: RawWebhooks,
+    #[serde(default)]
+    engine: EngineConfig,
+    #[serde(default)]
+    severity: BTreeMap<String, RawTargets>,
+    #[serde(default)]
+    kinds: Vec<IncidentKind>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    playbooks: Vec<Playbook>,
+    #[serde(default)]
+    policy: BTreeMap<String, ApprovalPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default = "default_store")]
+    path: PathBuf,
+}
+
+fn default_store() -> PathBuf {
+    "data/incidentd.sled".into()
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            path: default_store(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    #[serde(default)]
+    alertmanager: RawEndpoint,
+    #[serde(default)]
+    grafana: RawEndpoint,
+    #[serde(default)]
+    generic: RawEndpoint,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    /// Name of the environment variable holding the bearer token; unset means no auth.
+    token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    detect_seconds: Option<u64>,
+    repair_seconds: Option<u64>,
+    approval: Option<ApprovalNeed>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    /// label → exact value (case-insensitive)
+    #[serde(default, rename = "match")]
+    match_labels: BTreeMap<String, String>,
+    /// label → regex over the whole value
+    #[serde(default)]
+    match_re: BTreeMap<String, String>,
+    /// regex over title, description, labels and annotations
+    text_re: Option<String>,
+    severity: Option<Severity>,
+    kind: Option<String>,
+    playbook: Option<String>,
+}
+
+impl RawConfig {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut err = |path: String, message: String| errs.push(ConfigError { path, message });
+
+        let listen_text = env("INCIDENTD_LISTEN").unwrap_or(self.server.listen);
+        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
+            err(
+                "server.listen".into(),
+                format!("{listen_text:?} is not an address:port ({e})"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        if self.server.max_body_bytes < 1024 {
+            err(
+                "server.max_body_bytes".into(),
+                "must be at least 1024".into(),
+            );
+        }
+        let store_path = env("INCIDENTD_STORE_PATH")
+            .map(PathBuf::from)
+            .unwrap_or(self.store.path);
+
+        let mut secret = |name: &str, ep: &RawEndpoint| -> Option<Secret> {
+            let var = ep.token_env.as_deref()?;
+            match env(var) {
+                Some(v) if !v.is_empty() => Some(Secret(v)),
+                _ => {
+                    err(
+                        format!("webhooks.{name}.token_env"),
+                        format!("environment variable {var} is not set (the endpoint would be open; unset token_env to allow that)"),
+                    );
+                    None
+                }
+            }
+        };
+        let webhooks = WebhookAuth {
+            alertmanager: secret("alertmanager", &self.webhooks.alertmanager),
+            grafana: secret("grafana", &self.webhooks.grafana),
+            generic: secret("generic", &self.webhooks.generic),
+        };
+
+        if self.engine.max_description_chars < 80 {
+            err(
+                "engine.max_description_chars".into(),
+                "must be at least 80".into(),
+            );
+        }
+
+        let mut targets = ALL.map(|s| s.default_targets());
+        for (key, t) in &self.severity {
+            match key.parse::<Severity>() {
+                Ok(s) => {
+                    let cur = &mut targets[s.index()];
+                    if let Some(d) = t.detect_seconds {
+                        cur.detect_seconds = d;
+                    }
+                    if let Some(r) = t.repair_seconds {
+                        cur.repair_seconds = r;
+                    }
+                    if let Some(a) = t.approval {
+                        cur.approval = a;
+                    }
+                    if cur.detect_seconds == 0 || cur.repair_seconds == 0 {
+                        err(
+                            format!("severity.{key}"),
+                            "targets must be greater than 0".into(),
+                        );
+                    }
+                }
+                Err(e) => err(format!("severity.{key}"), e),
+            }
+        }
+        if targets[Severity::P0.index()].approval != ApprovalNeed::Required {
+            err(
+                "severity.P0.approval".into(),
+                "P0 remediation always needs a human: approval must be \"required\"".into(),
+            );
+        }
+
+        // Kinds: the defaults, overridden or extended by configured ones.
+        let mut kinds = default_kinds();
+        for (i, k) in self.kinds.into_iter().enumerate() {
+            if !valid_id(&k.id) {
+                err(format!("kinds[{i}].id"), id_rule(&k.id));
+            }
+            match kinds.iter_mut().find(|d| d.id == k.id) {
+                Some(d) => *d = k,
+                None => kinds.push(k),
+            }
+        }
+        let kind_known = |id: &str| kinds.iter().any(|k| k.id == id);
+
+        // Playbooks.
+        let mut seen = HashSet::new();
+        for (i, pb) in self.playbooks.iter().enumerate() {
+            let at = format!("playbooks[{i}]");
+            if !valid_id(&pb.id) {
+                err(format!("{at}.id"), id_rule(&pb.id));
+            }
+            if !seen.insert(pb.id.clone()) {
+                err(
+                    format!("{at}.id"),
+                    format!("duplicate playbook id {:?}", pb.id),
+                );
+            }
+            for (j, k) in pb.kinds.iter().enumerate() {
+                if !kind_known(k) {
+                    err(
+                        format!("{at}.kinds[{j}]"),
+                        format!("unknown incident kind {k:?}"),
+                    );
+                }
+            }
+            let mut action_ids = HashSet::new();
+            for (j, a) in pb.actions.iter().enumerate() {
+                let at = format!("{at}.actions[{j}]");
+                if !valid_id(&a.id) {
+                    err(format!("{at}.id"), id_rule(&a.id));
+                }
+                if !action_ids.insert(a.id.as_str()) {
+                    err(
+                        format!("{at}.id"),
+                        format!("duplicate action id {:?}", a.id),
+                    );
+                }
+                if a.title.trim().is_empty() {
+                    err(format!("{at}.title"), "must not be empty".into());
+                }
+                if a.timeout_seconds == 0 || a.timeout_seconds > 3600 {
+                    err(
+                        format!("{at}.timeout_seconds"),
+                        "must be between 1 and 3600".into(),
+                    );
+                }
+                let pattern = a
+                    .allowed_pattern
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ALLOWED_PATTERN);
+                if let Err(e) = Regex::new(pattern) {
+                    err(
+                        format!("{at}.allowed_pattern"),
+                        format!("invalid regex: {e}"),
+                    );
+                }
+                match &a.run {
+                    ExecutorSpec::Command { argv } => {
+                        if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                            err(
+                                format!("{at}.run.argv"),
+                                "needs at least the program".into(),
+                            );
+                        } else if argv[0].contains('{') {
+                            err(
+                                format!("{at}.run.argv[0]"),
+                                "the program itself cannot be a template".into(),
+                            );
+                        }
+                    }
+                    ExecutorSpec::Http {
+                        url, expect_status, ..
+                    } => {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            err(
+                                format!("{at}.run.url"),
+                                format!("{url:?} is not an http(s) URL"),
+                            );
+                        }
+                        if !(100..600).contains(expect_status) {
+                            err(
+                                format!("{at}.run.expect_status"),
+                                "must be an HTTP status".into(),
+                            );
+                        }
+                    }
+                    ExecutorSpec::Kubectl {
+                        deployment,
+                        namespace,
+                        ..
+                    } => {
+                        for (k, v) in [("deployment", deployment), ("namespace", namespace)] {
+                            if v.trim().is_empty() {
+                                err(format!("{at}.run.{k}"), "must not be empty".into());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let playbook_known = |id: &str| self.playbooks.iter().any(|p| p.id == id);
+
+        // Rules.
+        let mut rules = Vec::new();
+        for (i, r) in self.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let mut labels = BTreeMap::new();
+            for (k, v) in r.match_labels {
+                labels.insert(k, Matcher::Equals(v));
+            }
+            for (k, v) in r.match_re {
+                match Regex::new(&format!("^(?:{v})$")) {
+                    Ok(re) => {
+                        labels.insert(k, Matcher::Regex(re));
+                    }
+                    Err(e) => err(format!("{at}.match_re.{k}"), format!("invalid regex: {e}")),
+                }
+            }
+            let text = r.text_re.and_then(|t| match Regex::new(&t) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    err(format!("{at}.text_re"), format!("invalid regex: {e}"));
+                    None
+                }
+            });
+            if let Some(k) = &r.kind {
+                if !kind_known(k) {
+                    err(format!("{at}.kind"), format!("unknown incident kind {k:?}"));
+                }
+            }
+            if let Some(p) = &r.playbook {
+                if !playbook_known(p) {
+                    err(format!("{at}.playbook"), format!("unknown playbook {p:?}"));
+                }
+            }
+            if r.severity.is_none() && r.kind.is_none() && r.playbook.is_none() {
+                err(at.clone(), "sets none of severity, kind, playbook".into());
+            }
+            rules.push(Rule {
+                name: r.name.unwrap_or_else(|| format!("rule {}", i + 1)),
+                labels,
+                text,
+                severity: r.severity,
+                kind: r.kind,
+                playbook: r.playbook,
+            });
+        }
+
+        // Policy.
+        let mut policy = ALL.map(ApprovalPolicy::default_for);
+        for (key, p) in self.policy {
+            let at = format!("policy.{key}");
+            match key.parse::<Severity>() {
+                Ok(s) => {
+                    if p.min_approvals == 0 {
+                        err(format!("{at}.min_approvals"), "must be at least 1".into());
+                    }
+                    if p.expiry_seconds == 0 {
+                        err(
+                            format!("{at}.expiry_seconds"),
+                            "must be greater than 0".into(),
+                        );
+                    }
+                    for (j, a) in p.approvers.iter().enumerate() {
+                        if let Err(m) = check_approver(a) {
+                            err(format!("{at}.approvers[{j}]"), m);
+                        }
+                    }
+                    policy[s.index()] = p;
+                }
+                Err(e) => err(at, e),
+            }
+        }
+
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        let playbook_for_kind = {
+            let mut m = BTreeMap::new();
+            for pb in &self.playbooks {
+                for k in &pb.kinds {
+                    m.entry(k.clone()).or_insert_with(|| pb.id.clone());
+                }
+            }
+            m
+        };
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                max_body_bytes: self.server.max_body_bytes,
+            },
+            store: StoreConfig { path: store_path },
+            webhooks,
+            classifier: Classifier {
+                rules,
+                kinds,
+                default_severity: self.engine.default_severity,
+                playbook_for_kind,
+            },
+            engine: self.engine,
+            targets,
+            playbooks: self.playbooks,
+            policy,
+        })
+    }
+}
+
+/// Ids appear in button ids (≤ 100 chars on Discord) and commands: keep them short and plain.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 40
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn id_rule(id: &str) -> String {
+    format!("{id:?} is not a valid id (1–40 characters: letters, digits, - and _)")
+}
+
+fn check_approver(entry: &str) -> Result<(), String> {
+    if entry == "*" {
+        return Ok(());
+    }
+    const KINDS: &[&str] = &["slack", "slack-group", "discord", "discord-role", "console"];
+    match entry.split_once(':') {
+        Some((k, v)) if KINDS.contains(&k) && !v.is_empty() => Ok(()),
+        _ => Err(format!(
+            "{entry:?} is not an approver: use slack:USER, slack-group:GROUP, discord:USER, discord-role:ROLE, console:NAME, PLATFORM:* or *"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        Config::from_toml(text, &no_env)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn empty_config_gets_the_defaults() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.targets(Severity::P0).detect_seconds, 30);
+        assert_eq!(c.policy(Severity::P0).min_approvals, 2);
+        assert_eq!(c.classifier.kinds.len(), 4);
+        assert!(c.webhooks.alertmanager.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let e = errors("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("server.lsiten: unknown field `lsiten`"),
+            "{e:?}"
+        );
+        assert!(e[0].contains("line 3"), "{e:?}");
+        let e = errors("[[playbooks]]\nid='a'\ntitle='A'\n[[playbooks.actions]]\nid='x'\ntitle='X'\nrun={type='command', argv=['a'], shel=true}\n");
+        assert!(e[0].starts_with("playbooks[0].actions[0].run"), "{e:?}");
+        let e = errors("[engine]\ncard_coalesce_seconds = \"five\"\n");
+        assert!(e[0].starts_with("engine.card_coalesce_seconds:"), "{e:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported() {
+        let e = errors(
+            r#"
+            [server]
+            listen = "nowhere"
+            [severity.P7]
+            detect_seconds = 1
+            [severity.P0]
+            approval = "optional"
+            [[rules]]
+            match_re = { alertname = "(" }
+            kind = "nope"
+            playbook = "missing"
+            [[rules]]
+            match = { a = "b" }
+            [[playbooks]]
+            id = "bad id!"
+            title = "x"
+            kinds = ["nope"]
+            [[playbooks.actions]]
+            id = "a"
+            title = "A"
+            allowed_pattern = "["
+            run = { type = "command", argv = ["{labels.x}"] }
+            [[playbooks.actions]]
+            id = "a"
+            title = ""
+            run = { type = "http", url = "ftp://x" }
+            [policy.P1]
+            approvers = ["bob"]
+            min_approvals = 0
+            [webhooks.generic]
+            token_env = "NOPE_TOKEN"
+            "#,
+        );
+        let want = [
+            "server.listen:",
+            "severity.P7:",
+            "severity.P0.approval:",
+            "rules[0].match_re.alertname: invalid regex",
+            "rules[0].kind: unknown incident kind",
+            "rules[0].playbook: unknown playbook",
+            "rules[1]: sets none",
+            "playbooks[0].id:",
+            "playbooks[0].kinds[0]:",
+            "playbooks[0].actions[0].allowed_pattern:",
+            "playbooks[0].actions[0].run.argv[0]:",
+            "playbooks[0].actions[1].id: duplicate",
+            "playbooks[0].actions[1].title:",
+            "playbooks[0].actions[1].run.url:",
+            "policy.P1.min_approvals:",
+            "policy.P1.approvers[0]:",
+            "webhooks.generic.token_env: environment variable NOPE_TOKEN is not set",
+        ];
+        for w in want {
+            assert!(
+                e.iter().any(|l| l.starts_with(w)),
+                "missing {w:?} in {e:#?}"
+            );
+        }
+        assert_eq!(e.len(), want.len(), "{e:#?}");
+    }
+
+    #[test]
+    fn env_overrides_and_secrets() {
+        let env = |k: &str| match k {
+            "INCIDENTD_LISTEN" => Some("0.0.0.0:9999".to_string()),
+            "INCIDENTD_STORE_PATH" => Some("/tmp/x".to_string()),
+            "AM_TOKEN" => Some("s3cret".to_string()),
+            _ => None,
+        };
+        let c =
+            Config::from_toml("[webhooks.alertmanager]\ntoken_env = \"AM_TOKEN\"\n", &env).unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.store.path, PathBuf::from("/tmp/x"));
+        let s = c.webhooks.alertmanager.unwrap();
+        assert_eq!(s.expose(), "s3cret");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn configured_kinds_extend_and_override() {
+        let c = Config::from_toml(
+            r#"
+            [[kinds]]
+            id = "data_pipeline"
+            name = "Data pipeline failure"
+            keywords = ["etl"]
+            [[kinds]]
+            id = "tool_api_failure"
+            name = "External API failure"
+            "#,
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.classifier.kinds.len(), 5);
+        assert_eq!(
+            c.classifier.kind_name("tool_api_failure"),
+            "External API failure"
+        );
+        assert_eq!(
+            c.classifier.kind_name("data_pipeline"),
+            "Data pipeline failure"
+        );
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let env = |k: &str| k.ends_with("_TOKEN").then(|| "t".to_string());
+                Config::from_toml(&text, &env).unwrap_or_else(|e| panic!("{}:\n{e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 1);
+        let c = Config::builtin();
+        assert!(!c.playbooks.is_empty());
+    }
+}

@@ -1,0 +1,202 @@
+//! The `/incident` command language, one parser for every surface (Slack, Discord, console).
+//! Adapters only pass the text and who typed it; errors are user-facing and say what would work.
+
+use super::incident::IncidentId;
+use super::severity::Severity;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListScope {
+    Open,
+    Resolved,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    List {
+        scope: ListScope,
+        severity: Option<Severity>,
+    },
+    Status(IncidentId),
+    Ack(IncidentId),
+    Resolve(IncidentId, Option<String>),
+    Reopen(IncidentId),
+    Escalate(IncidentId),
+    Approve(IncidentId, String),
+    Reject(IncidentId, String, Option<String>),
+    Note(IncidentId, String),
+}
+
+impl Command {
+    /// Whether the command changes state (and so goes through the engine and the policy).
+    pub fn is_mutation(&self) -> bool {
+        !matches!(
+            self,
+            Command::Help | Command::List { .. } | Command::Status(_)
+        )
+    }
+}
+
+pub const HELP: &str = "\
+*/incident* commands:
+• `list [open|resolved|all] [p0|p1|p2|p3]` — incidents, newest first (default: open)
+• `status INC-n` — one incident with its actions
+• `ack INC-n` — acknowledge
+• `approve INC-n ACTION` / `reject INC-n ACTION [reason]` — decide a recommended action
+• `escalate INC-n` — escalate to the on-call
+• `note INC-n TEXT` — add a note to the timeline
+• `resolve INC-n [note]` — resolve
+• `reopen INC-n` — reopen a resolved incident
+• `help` — this text";
+
+/// Parses the text after `/incident`.
+pub fn parse(text: &str) -> Result<Command, String> {
+    let text = text.trim();
+    let (verb, rest) = split_word(text);
+    let verb = verb.to_ascii_lowercase();
+    let id = |rest: &str| -> Result<(IncidentId, String), String> {
+        let (word, rest) = split_word(rest);
+        if word.is_empty() {
+            return Err(format!(
+                "`{verb}` needs an incident id, e.g. `/incident {verb} INC-1`"
+            ));
+        }
+        Ok((word.parse()?, rest.trim().to_string()))
+    };
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    Ok(match verb.as_str() {
+        "" | "help" | "?" => Command::Help,
+        "list" | "ls" => {
+            let mut scope = ListScope::Open;
+            let mut severity = None;
+            for w in rest.split_whitespace() {
+                match w.to_ascii_lowercase().as_str() {
+                    "open" => scope = ListScope::Open,
+                    "resolved" | "closed" => scope = ListScope::Resolved,
+                    "all" => scope = ListScope::All,
+                    other => {
+                        severity = Some(other.parse::<Severity>().map_err(|_| {
+                            format!("`list` takes open|resolved|all and p0..p3, not {w:?}")
+                        })?)
+                    }
+                }
+            }
+            Command::List { scope, severity }
+        }
+        "status" | "show" => Command::Status(id(rest)?.0),
+        "ack" | "acknowledge" => Command::Ack(id(rest)?.0),
+        "resolve" => {
+            let (i, note) = id(rest)?;
+            Command::Resolve(i, opt(note))
+        }
+        "reopen" => Command::Reopen(id(rest)?.0),
+        "escalate" => Command::Escalate(id(rest)?.0),
+        "approve" | "reject" => {
+            let (i, rest) = id(rest)?;
+            let (action, reason) = split_word(&rest);
+            if action.is_empty() {
+                return Err(format!(
+                    "`{verb}` needs an action id, e.g. `/incident {verb} {i} restart` (see `/incident status {i}`)"
+                ));
+            }
+            if verb == "approve" {
+                Command::Approve(i, action.to_string())
+            } else {
+                Command::Reject(i, action.to_string(), opt(reason.trim().to_string()))
+            }
+        }
+        "note" | "comment" => {
+            let (i, text) = id(rest)?;
+            if text.is_empty() {
+                return Err(
+                    "`note` needs some text, e.g. `/incident note INC-1 rolled back by hand`"
+                        .into(),
+                );
+            }
+            Command::Note(i, text)
+        }
+        other => return Err(format!("unknown command `{other}`. Try `/incident help`.")),
+    })
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_commands() {
+        let i = IncidentId(3);
+        assert_eq!(parse(""), Ok(Command::Help));
+        assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(
+            parse("list"),
+            Ok(Command::List {
+                scope: ListScope::Open,
+                severity: None
+            })
+        );
+        assert_eq!(
+            parse("LIST all P1"),
+            Ok(Command::List {
+                scope: ListScope::All,
+                severity: Some(Severity::P1)
+            })
+        );
+        assert_eq!(parse("status INC-3"), Ok(Command::Status(i)));
+        assert_eq!(parse("  ack   inc-3 "), Ok(Command::Ack(i)));
+        assert_eq!(parse("resolve INC-3"), Ok(Command::Resolve(i, None)));
+        assert_eq!(
+            parse("resolve INC-3 rolled back the deploy"),
+            Ok(Command::Resolve(i, Some("rolled back the deploy".into())))
+        );
+        assert_eq!(
+            parse("approve INC-3 restart"),
+            Ok(Command::Approve(i, "restart".into()))
+        );
+        assert_eq!(
+            parse("reject INC-3 restart too risky"),
+            Ok(Command::Reject(
+                i,
+                "restart".into(),
+                Some("too risky".into())
+            ))
+        );
+        assert_eq!(
+            parse("note #3 looking"),
+            Ok(Command::Note(i, "looking".into()))
+        );
+        assert_eq!(parse("escalate 3"), Ok(Command::Escalate(i)));
+        assert_eq!(parse("reopen INC-3"), Ok(Command::Reopen(i)));
+    }
+
+    #[test]
+    fn bad_commands_say_what_would_work() {
+        assert!(parse("frobnicate").unwrap_err().contains("/incident help"));
+        assert!(parse("ack").unwrap_err().contains("needs an incident id"));
+        assert!(parse("ack INC-x")
+            .unwrap_err()
+            .contains("not an incident id"));
+        assert!(parse("approve INC-1")
+            .unwrap_err()
+            .contains("needs an action id"));
+        assert!(parse("note INC-1").unwrap_err().contains("needs some text"));
+        assert!(parse("list p7").unwrap_err().contains("p0..p3"));
+    }
+
+    #[test]
+    fn mutations_are_flagged() {
+        assert!(!parse("list").unwrap().is_mutation());
+        assert!(!parse("status 1").unwrap().is_mutation());
+        assert!(parse("ack 1").unwrap().is_mutation());
+        assert!(parse("note 1 x").unwrap().is_mutation());
+    }
+}

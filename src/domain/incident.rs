@@ -1,0 +1,512 @@
+//! The incident and its state machine. Every transition is explicit, checked, and recorded as a
+//! timeline event with actor and time; an illegal transition is an error, never a panic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::alert::{AlertSource, AlertStatus, ChatOrigin, Link};
+use super::policy::Actor;
+use super::severity::Severity;
+
+/// `INC-42`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IncidentId(pub u64);
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "INC-{}", self.0)
+    }
+}
+
+impl FromStr for IncidentId {
+    type Err = String;
+    /// Accepts `INC-42`, `inc-42`, `#42` and `42`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let digits = t
+            .strip_prefix("INC-")
+            .or_else(|| t.strip_prefix("inc-"))
+            .or_else(|| t.strip_prefix('#'))
+            .unwrap_or(t);
+        match digits.parse::<u64>() {
+            Ok(n) if n > 0 && !digits.starts_with('+') => Ok(IncidentId(n)),
+            _ => Err(format!(
+                "{t:?} is not an incident id (expected INC-<number>)"
+            )),
+        }
+    }
+}
+
+/// Where the incident is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Open,
+    Acknowledged,
+    AwaitingApproval,
+    Remediating,
+    Verifying,
+    Escalated,
+    RolledBack,
+    Resolved,
+    Closed,
+}
+
+pub const ALL_STATUSES: [Status; 9] = [
+    Status::Open,
+    Status::Acknowledged,
+    Status::AwaitingApproval,
+    Status::Remediating,
+    Status::Verifying,
+    Status::Escalated,
+    Status::RolledBack,
+    Status::Resolved,
+    Status::Closed,
+];
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Acknowledged => "acknowledged",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::Remediating => "remediating",
+            Status::Verifying => "verifying",
+            Status::Escalated => "escalated",
+            Status::RolledBack => "rolled_back",
+            Status::Resolved => "resolved",
+            Status::Closed => "closed",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Open => "Open",
+            Status::Acknowledged => "Acknowledged",
+            Status::AwaitingApproval => "Awaiting approval",
+            Status::Remediating => "Remediating",
+            Status::Verifying => "Verifying",
+            Status::Escalated => "Escalated",
+            Status::RolledBack => "Rolled back",
+            Status::Resolved => "Resolved",
+            Status::Closed => "Closed",
+        }
+    }
+
+    /// Still needs attention: everything but resolved and closed.
+    pub fn is_active(self) -> bool {
+        !matches!(self, Status::Resolved | Status::Closed)
+    }
+
+    /// The transition table. Anything not listed is illegal.
+    pub fn can_become(self, to: Status) -> bool {
+        use Status::*;
+        match self {
+            Open => matches!(
+                to,
+                Acknowledged | AwaitingApproval | Remediating | Escalated | Resolved
+            ),
+            Acknowledged => matches!(to, AwaitingApproval | Remediating | Escalated | Resolved),
+            AwaitingApproval => matches!(to, Acknowledged | Remediating | Escalated | Resolved),
+            Remediating => matches!(to, Verifying | RolledBack | Escalated | Resolved),
+            Verifying => matches!(to, Resolved | RolledBack | Escalated),
+            Escalated => matches!(to, Acknowledged | AwaitingApproval | Remediating | Resolved),
+            RolledBack => matches!(
+                to,
+                Acknowledged | AwaitingApproval | Remediating | Escalated | Resolved
+            ),
+            // Reopen goes back to open; closing is final.
+            Resolved => matches!(to, Open | Closed),
+            Closed => false,
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL_STATUSES
+            .into_iter()
+            .find(|st| st.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown status {s:?}"))
+    }
+}
+
+/// An illegal transition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{id} is {from_label}; it cannot become {to_label}", from_label = .from.label().to_lowercase(), to_label = .to.label().to_lowercase())]
+pub struct TransitionError {
+    pub id: IncidentId,
+    pub from: Status,
+    pub to: Status,
+}
+
+/// The life of one recommended action on this incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    Proposed,
+    Approved,
+    Rejected,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl ActionStatus {
+    /// A decision has been taken: no more approve/reject buttons.
+    pub fn is_decided(self) -> bool {
+        !matches!(self, ActionStatus::Proposed)
+    }
+}
+
+/// A recommended action (from the playbook) and its approvals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionState {
+    pub id: String,
+    pub title: String,
+    pub auto: bool,
+    /// Templated preview (`kubectl -n prod rollout restart deployment/api`).
+    pub summary: String,
+    pub status: ActionStatus,
+    #[serde(default)]
+    pub approvals: Vec<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// What happened, for the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    Opened {
+        severity: Severity,
+        kind: String,
+        rule: Option<String>,
+    },
+    StatusChanged {
+        from: Status,
+        to: Status,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    AlertResolved,
+    AlertRefired,
+    ActionApproved {
+        action: String,
+        approvals: u32,
+        needed: u32,
+    },
+    ActionRejected {
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    ApprovalRefused {
+        action: String,
+        reason: super::policy::Refusal,
+    },
+    ExecutionQueued {
+        action: String,
+        execution: String,
+    },
+    Note {
+        text: String,
+    },
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl TimelineEvent {
+    /// One line for chat and the console.
+    pub fn describe(&self) -> String {
+        let who = self.actor.display();
+        match &self.kind {
+            EventKind::Opened { severity, kind, .. } => format!("Opened as {severity} ({kind})"),
+            EventKind::StatusChanged { to, note, .. } => {
+                let mut s = format!("{} by {who}", to.label());
+                if let Some(n) = note {
+                    s.push_str(": ");
+                    s.push_str(n);
+                }
+                s
+            }
+            EventKind::AlertResolved => "Monitoring reports the alert resolved".into(),
+            EventKind::AlertRefired => "Alert is firing again".into(),
+            EventKind::ActionApproved {
+                action,
+                approvals,
+                needed,
+            } => format!("{who} approved `{action}` ({approvals}/{needed})"),
+            EventKind::ActionRejected { action, reason } => match reason {
+                Some(r) => format!("{who} rejected `{action}`: {r}"),
+                None => format!("{who} rejected `{action}`"),
+            },
+            EventKind::ApprovalRefused { action, reason } => {
+                format!(
+                    "Refused approval of `{action}` by {who}: {}",
+                    reason.message()
+                )
+            }
+            EventKind::ExecutionQueued { action, execution } => {
+                format!("`{action}` queued for execution ({execution})")
+            }
+            EventKind::Note { text } => format!("{who}: {text}"),
+        }
+    }
+}
+
+/// An incident: one per firing alert fingerprint at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    pub fingerprint: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub source: AlertSource,
+    pub severity: Severity,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub status: Status,
+    pub alert_status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub links: Vec<Link>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ChatOrigin>,
+    pub opened_at: DateTime<Utc>,
+    /// When the monitoring system says it started (detection time = opened_at − started_at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    pub last_seen_at: DateTime<Utc>,
+    pub alert_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<Actor>,
+    #[serde(default)]
+    pub actions: Vec<ActionState>,
+    /// Number of timeline events written so far (the next event's sequence number).
+    pub timeline_len: u32,
+    /// When the card was last sent to chat; repeats within the coalescing window only mark it dirty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_sent_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub card_dirty: bool,
+}
+
+impl Incident {
+    /// Moves to `to`, or says why not. Returns the timeline event to record.
+    pub fn transition(
+        &mut self,
+        to: Status,
+        actor: &Actor,
+        now: DateTime<Utc>,
+        note: Option<String>,
+    ) -> Result<TimelineEvent, TransitionError> {
+        let from = self.status;
+        if !from.can_become(to) {
+            return Err(TransitionError {
+                id: self.id,
+                from,
+                to,
+            });
+        }
+        self.status = to;
+        match to {
+            Status::Acknowledged if self.acknowledged_at.is_none() => {
+                self.acknowledged_at = Some(now);
+                self.acknowledged_by = Some(actor.clone());
+            }
+            Status::Resolved => {
+                self.resolved_at = Some(now);
+                self.resolved_by = Some(actor.clone());
+            }
+            Status::Open => {
+                // Reopened: it is unresolved again.
+                self.resolved_at = None;
+                self.resolved_by = None;
+            }
+            _ => {}
+        }
+        Ok(TimelineEvent {
+            at: now,
+            actor: actor.clone(),
+            kind: EventKind::StatusChanged { from, to, note },
+        })
+    }
+
+    pub fn action(&self, id: &str) -> Option<&ActionState> {
+        self.actions.iter().find(|a| a.id == id)
+    }
+
+    pub fn action_mut(&mut self, id: &str) -> Option<&mut ActionState> {
+        self.actions.iter_mut().find(|a| a.id == id)
+    }
+}
+
+/// A minimal incident for tests across the crate.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub(crate) fn incident() -> Incident {
+        let now = Utc::now();
+        Incident {
+            id: IncidentId(7),
+            fingerprint: "fp".into(),
+            title: "t".into(),
+            description: None,
+            source: AlertSource::Generic,
+            severity: Severity::P2,
+            kind: "unclassified".into(),
+            playbook: None,
+            rule: None,
+            status: Status::Open,
+            alert_status: AlertStatus::Firing,
+            labels: Default::default(),
+            annotations: Default::default(),
+            links: vec![],
+            origin: None,
+            opened_at: now,
+            started_at: None,
+            last_seen_at: now,
+            alert_count: 1,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            resolved_by: None,
+            actions: vec![],
+            timeline_len: 0,
+            card_sent_at: None,
+            card_dirty: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::incident;
+    use super::*;
+    use crate::domain::alert::Platform;
+
+    #[test]
+    fn every_pair_of_states_follows_the_table() {
+        use Status::*;
+        let legal: &[(Status, &[Status])] = &[
+            (
+                Open,
+                &[
+                    Acknowledged,
+                    AwaitingApproval,
+                    Remediating,
+                    Escalated,
+                    Resolved,
+                ],
+            ),
+            (
+                Acknowledged,
+                &[AwaitingApproval, Remediating, Escalated, Resolved],
+            ),
+            (
+                AwaitingApproval,
+                &[Acknowledged, Remediating, Escalated, Resolved],
+            ),
+            (Remediating, &[Verifying, RolledBack, Escalated, Resolved]),
+            (Verifying, &[Resolved, RolledBack, Escalated]),
+            (
+                Escalated,
+                &[Acknowledged, AwaitingApproval, Remediating, Resolved],
+            ),
+            (
+                RolledBack,
+                &[
+                    Acknowledged,
+                    AwaitingApproval,
+                    Remediating,
+                    Escalated,
+                    Resolved,
+                ],
+            ),
+            (Resolved, &[Open, Closed]),
+            (Closed, &[]),
+        ];
+        let actor = Actor::new(Platform::Slack, "U1");
+        for (from, tos) in legal {
+            for to in ALL_STATUSES {
+                let mut inc = incident();
+                inc.status = *from;
+                let r = inc.transition(to, &actor, Utc::now(), None);
+                if tos.contains(&to) {
+                    let ev = r.unwrap_or_else(|e| panic!("{from:?} -> {to:?}: {e}"));
+                    assert_eq!(inc.status, to);
+                    assert_eq!(ev.actor, actor);
+                    assert!(
+                        matches!(ev.kind, EventKind::StatusChanged { from: f, to: t, .. } if f == *from && t == to)
+                    );
+                } else {
+                    let e = r.expect_err(&format!("{from:?} -> {to:?} must be illegal"));
+                    assert_eq!((e.from, e.to), (*from, to));
+                    assert_eq!(inc.status, *from, "state unchanged on error");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ack_and_resolve_record_who_and_when_and_reopen_clears() {
+        let mut inc = incident();
+        let alice = Actor::new(Platform::Slack, "U1");
+        let t0 = Utc::now();
+        inc.transition(Status::Acknowledged, &alice, t0, None)
+            .unwrap();
+        assert_eq!(inc.acknowledged_by.as_ref(), Some(&alice));
+        assert_eq!(inc.acknowledged_at, Some(t0));
+        inc.transition(Status::Resolved, &alice, t0, Some("fixed".into()))
+            .unwrap();
+        assert!(inc.resolved_at.is_some());
+        let e = inc
+            .transition(Status::Acknowledged, &alice, t0, None)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "INC-7 is resolved; it cannot become acknowledged"
+        );
+        inc.transition(Status::Open, &alice, t0, None).unwrap();
+        assert_eq!(inc.resolved_at, None);
+    }
+
+    #[test]
+    fn ids_parse_and_print() {
+        assert_eq!("INC-42".parse::<IncidentId>(), Ok(IncidentId(42)));
+        assert_eq!("inc-3".parse::<IncidentId>(), Ok(IncidentId(3)));
+        assert_eq!("#5".parse::<IncidentId>(), Ok(IncidentId(5)));
+        assert_eq!("5".parse::<IncidentId>(), Ok(IncidentId(5)));
+        assert!("INC-0".parse::<IncidentId>().is_err());
+        assert!("INC-x".parse::<IncidentId>().is_err());
+        assert!("+5".parse::<IncidentId>().is_err());
+        assert_eq!(IncidentId(9).to_string(), "INC-9");
+    }
+}

@@ -1,0 +1,10 @@
+//! Pure types and rules: no tokio, no sled, no chat crates. Everything here is unit-tested.
+
+pub mod alert;
+pub mod card;
+pub mod classify;
+pub mod command;
+pub mod incident;
+pub mod playbook;
+pub mod policy;
+pub mod severity;

@@ -1,0 +1,177 @@
+//! Playbooks: the recommended actions for a kind of incident, and how each action runs.
+//! These are the config shapes; running them is the remediation module's job.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A playbook from config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    pub id: String,
+    pub title: String,
+    /// Incident kinds this playbook is recommended for (rules may also name it directly).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Resolve the incident when the monitoring system reports the alert resolved.
+    #[serde(default)]
+    pub auto_resolve: bool,
+    #[serde(default)]
+    pub actions: Vec<ActionSpec>,
+}
+
+/// One recommended action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// Stable id within the playbook (`restart`), used in buttons and commands.
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// May run without a human where the severity's approval need allows it (P2/P3 by default).
+    #[serde(default)]
+    pub auto: bool,
+    /// Template values (`{labels.x}`) must match this pattern, else the action is refused.
+    #[serde(default)]
+    pub allowed_pattern: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    pub run: ExecutorSpec,
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+/// The pattern template values must match when an action does not set its own.
+pub const DEFAULT_ALLOWED_PATTERN: &str = "^[A-Za-z0-9._:/=-]{1,128}$";
+
+/// How an action runs. Never through a shell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecutorSpec {
+    /// A program and its arguments; `{labels.name}` placeholders expand element by element.
+    Command { argv: Vec<String> },
+    /// An HTTP request.
+    Http {
+        #[serde(default = "default_method")]
+        method: String,
+        url: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+        #[serde(default = "default_expect")]
+        expect_status: u16,
+    },
+    /// `kubectl rollout restart|undo` or `kubectl scale` of a deployment.
+    Kubectl {
+        verb: KubectlVerb,
+        deployment: String,
+        namespace: String,
+        #[serde(default)]
+        replicas: Option<u32>,
+    },
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+fn default_expect() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KubectlVerb {
+    RolloutRestart,
+    RolloutUndo,
+    Scale,
+}
+
+impl ExecutorSpec {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ExecutorSpec::Command { .. } => "command",
+            ExecutorSpec::Http { .. } => "http",
+            ExecutorSpec::Kubectl { .. } => "kubectl",
+        }
+    }
+
+    /// A one-line preview of what would run, before templating.
+    pub fn summary(&self) -> String {
+        match self {
+            ExecutorSpec::Command { argv } => argv.join(" "),
+            ExecutorSpec::Http { method, url, .. } => format!("{method} {url}"),
+            ExecutorSpec::Kubectl {
+                verb,
+                deployment,
+                namespace,
+                replicas,
+            } => match verb {
+                KubectlVerb::RolloutRestart => {
+                    format!("kubectl -n {namespace} rollout restart deployment/{deployment}")
+                }
+                KubectlVerb::RolloutUndo => {
+                    format!("kubectl -n {namespace} rollout undo deployment/{deployment}")
+                }
+                KubectlVerb::Scale => format!(
+                    "kubectl -n {namespace} scale deployment/{deployment} --replicas={}",
+                    replicas.unwrap_or(1)
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_executor_and_rejects_unknown_fields() {
+        let pb: Playbook = toml::from_str(
+            r#"
+            id = "api"
+            title = "API"
+            kinds = ["tool_api_failure"]
+            [[actions]]
+            id = "restart"
+            title = "Restart"
+            run = { type = "kubectl", verb = "rollout_restart", deployment = "{labels.deployment}", namespace = "prod" }
+            [[actions]]
+            id = "fallback"
+            title = "Fallback"
+            auto = true
+            run = { type = "http", url = "http://x/switch", body = { to = "backup" } }
+            [[actions]]
+            id = "cmd"
+            title = "Cmd"
+            run = { type = "command", argv = ["echo", "{labels.service}"] }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(pb.actions.len(), 3);
+        assert_eq!(
+            pb.actions[0].run.summary(),
+            "kubectl -n prod rollout restart deployment/{labels.deployment}"
+        );
+        assert_eq!(pb.actions[1].run.summary(), "POST http://x/switch");
+        assert_eq!(pb.actions[1].timeout_seconds, 60);
+        assert!(pb.actions[1].auto);
+        assert_eq!(pb.actions[2].run.type_name(), "command");
+
+        let err = toml::from_str::<ExecutorSpec>(
+            r#"type = "command"
+argv = ["x"]
+shell = true"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("shell"), "{err}");
+        let err = toml::from_str::<ExecutorSpec>(r#"type = "bash""#).unwrap_err();
+        assert!(err.to_string().contains("bash"), "{err}");
+    }
+}

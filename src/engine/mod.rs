@@ -1,0 +1,619 @@
+//! The functional core: `handle(incident, input, config, ctx) -> Decision`. No I/O, no tokio;
+//! the runner persists each decision with its effects in one transaction and dispatches them.
+
+pub mod outbox;
+pub mod runner;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::domain::alert::{Alert, AlertStatus};
+use crate::domain::card::{build_card, IncidentCard};
+use crate::domain::command::Command;
+use crate::domain::incident::{
+    ActionState, ActionStatus, EventKind, Incident, IncidentId, Status, TimelineEvent,
+};
+use crate::domain::policy::{check_approval, Actor, Refusal};
+use crate::domain::severity::Severity;
+use crate::ports::{ChatBody, Timer, TimerKind};
+
+/// Everything that can happen to an incident.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An alert from a webhook or a chat message.
+    Alert(Alert),
+    /// A state-changing command (slash command or button) by someone.
+    Command { actor: Actor, command: Command },
+    /// A human wrote in the incident's thread: recorded on the timeline, not echoed.
+    ThreadMessage {
+        actor: Actor,
+        incident: IncidentId,
+        text: String,
+    },
+    /// A persisted timer came due.
+    Timer(Timer),
+}
+
+/// What the core wants done besides changing state.
+// Effects live for one decision; boxing the card would cost an allocation and buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Sent to every chat sink through the outbox.
+    Chat(ChatBody),
+    ArmTimer(Timer),
+    DisarmTimer(TimerKind),
+    /// Run an approved action (exactly once per key).
+    Execute {
+        action: String,
+        key: String,
+    },
+}
+
+/// A user-facing error: shown in chat as is ("INC-4 is already resolved").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// The result of handling one input.
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    /// The incident after the input; `None` when nothing changed (e.g. a resolved alert for no incident).
+    pub incident: Option<Incident>,
+    pub created: bool,
+    pub events: Vec<TimelineEvent>,
+    pub effects: Vec<Effect>,
+    /// An answer for whoever sent the input (ephemeral in chat).
+    pub reply: Option<String>,
+    /// The input was refused (not authorized, already decided…) and the refusal recorded.
+    pub refused: bool,
+}
+
+/// The context the runner supplies.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub now: DateTime<Utc>,
+    /// The id a new incident would get.
+    pub next_id: IncidentId,
+}
+
+/// A short, serializable account of what happened to one input (HTTP and chat answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentId>,
+    pub created: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+}
+
+/// The core.
+pub fn handle(
+    incident: Option<Incident>,
+    input: Input,
+    cfg: &Config,
+    ctx: Ctx,
+) -> Result<Decision, UserError> {
+    match input {
+        Input::Alert(alert) => Ok(on_alert(incident, alert, cfg, ctx)),
+        Input::Command { actor, command } => {
+            let inc = incident.ok_or_else(|| {
+                UserError(match command_target(&command) {
+                    Some(id) => format!("{id} does not exist"),
+                    None => "no such incident".into(),
+                })
+            })?;
+            on_command(inc, actor, command, cfg, ctx)
+        }
+        Input::ThreadMessage {
+            actor,
+            incident: id,
+            text,
+        } => {
+            let inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor,
+                kind: EventKind::Note { text },
+            });
+            d.incident = Some(inc);
+            Ok(d)
+        }
+        Input::Timer(t) => Ok(on_timer(incident, t, cfg, ctx)),
+    }
+}
+
+/// The incident a command is about.
+pub fn command_target(c: &Command) -> Option<IncidentId> {
+    match c {
+        Command::Help | Command::List { .. } => None,
+        Command::Status(i)
+        | Command::Ack(i)
+        | Command::Resolve(i, _)
+        | Command::Reopen(i)
+        | Command::Escalate(i)
+        | Command::Approve(i, _)
+        | Command::Reject(i, _, _)
+        | Command::Note(i, _) => Some(*i),
+    }
+}
+
+/// The card for an incident under this config.
+pub fn card(inc: &Incident, cfg: &Config) -> IncidentCard {
+    build_card(
+        inc,
+        cfg.classifier.kind_name(&inc.kind),
+        cfg.targets(inc.severity),
+        cfg.policy(inc.severity).min_approvals,
+        cfg.engine.max_description_chars,
+    )
+}
+
+fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) -> Decision {
+    let mut d = Decision::default();
+    let system = Actor::system();
+    match (existing, alert.status) {
+        (None, AlertStatus::Resolved) => {
+            d.reply = Some(format!(
+                "no open incident for fingerprint {}; resolved alert ignored",
+                alert.fingerprint
+            ));
+        }
+        (None, AlertStatus::Firing) => {
+            let triage = cfg.classifier.classify(&alert);
+            let actions = proposed_actions(triage.playbook.as_deref(), cfg);
+            let mut inc = Incident {
+                id: ctx.next_id,
+                fingerprint: alert.fingerprint,
+                title: alert.title,
+                description: alert.description,
+                source: alert.source,
+                severity: triage.severity,
+                kind: triage.kind.clone(),
+                playbook: triage.playbook,
+                rule: triage.rule.clone(),
+                status: Status::Open,
+                alert_status: AlertStatus::Firing,
+                labels: alert.labels,
+                annotations: alert.annotations,
+                links: alert.links,
+                origin: alert.origin,
+                opened_at: ctx.now,
+                started_at: alert.starts_at,
+                last_seen_at: ctx.now,
+                alert_count: 1,
+                acknowledged_at: None,
+                acknowledged_by: None,
+                resolved_at: None,
+                resolved_by: None,
+                actions,
+                timeline_len: 0,
+                card_sent_at: Some(ctx.now),
+                card_dirty: false,
+            };
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: system.clone(),
+                kind: EventKind::Opened {
+                    severity: triage.severity,
+                    kind: triage.kind,
+                    rule: triage.rule,
+                },
+            });
+            start_auto_actions(&mut inc, cfg, ctx, &mut d);
+            d.effects.insert(
+                0,
+                Effect::Chat(ChatBody::PostCard {
+                    card: card(&inc, cfg),
+                }),
+            );
+            d.created = true;
+            d.incident = Some(inc);
+        }
+        (Some(mut inc), AlertStatus::Firing) => {
+            inc.alert_count += 1;
+            inc.last_seen_at = ctx.now;
+            if inc.alert_status == AlertStatus::Resolved {
+                inc.alert_status = AlertStatus::Firing;
+                d.events.push(TimelineEvent {
+                    at: ctx.now,
+                    actor: system,
+                    kind: EventKind::AlertRefired,
+                });
+                push_card(&mut inc, cfg, ctx, &mut d);
+            } else {
+                coalesce_card(&mut inc, cfg, ctx, &mut d);
+            }
+            d.incident = Some(inc);
+        }
+        (Some(mut inc), AlertStatus::Resolved) => {
+            if inc.alert_status != AlertStatus::Resolved {
+                inc.alert_status = AlertStatus::Resolved;
+                inc.last_seen_at = ctx.now;
+                d.events.push(TimelineEvent {
+                    at: ctx.now,
+                    actor: system.clone(),
+                    kind: EventKind::AlertResolved,
+                });
+                let auto_resolve = inc
+                    .playbook
+                    .as_deref()
+                    .and_then(|p| cfg.playbook(p))
+                    .is_some_and(|p| p.auto_resolve);
+                if auto_resolve && inc.status.can_become(Status::Resolved) {
+                    let ev = inc
+                        .transition(
+                            Status::Resolved,
+                            &system,
+                            ctx.now,
+                            Some("the alert resolved and the playbook resolves on clear".into()),
+                        )
+                        .expect("checked above");
+                    d.events.push(ev);
+                    d.effects.push(Effect::Chat(ChatBody::Note {
+                        text: format!("✅ {} resolved: the alert cleared.", inc.id),
+                    }));
+                } else {
+                    d.effects.push(Effect::Chat(ChatBody::Note {
+                        text: format!(
+                            "Monitoring reports the alert for {} resolved. Resolve the incident when you are satisfied.",
+                            inc.id
+                        ),
+                    }));
+                }
+                push_card(&mut inc, cfg, ctx, &mut d);
+            }
+            d.incident = Some(inc);
+        }
+    }
+    d
+}
+
+fn proposed_actions(playbook: Option<&str>, cfg: &Config) -> Vec<ActionState> {
+    playbook
+        .and_then(|p| cfg.playbook(p))
+        .map(|pb| {
+            pb.actions
+                .iter()
+                .map(|a| ActionState {
+                    id: a.id.clone(),
+                    title: a.title.clone(),
+                    auto: a.auto,
+                    summary: a.run.summary(),
+                    status: ActionStatus::Proposed,
+                    approvals: vec![],
+                    decided_by: None,
+                    decided_at: None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Actions marked `auto` run at once where the severity allows it (never at P0/P1 by default).
+fn start_auto_actions(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+    if !cfg.targets(inc.severity).approval.allows_auto() || inc.severity == Severity::P0 {
+        return;
+    }
+    let system = Actor::system();
+    let auto: Vec<String> = inc
+        .actions
+        .iter()
+        .filter(|a| a.auto && a.status == ActionStatus::Proposed)
+        .map(|a| a.id.clone())
+        .collect();
+    for id in auto {
+        approve_fully(inc, &id, &system, ctx, d);
+    }
+}
+
+/// Marks an action approved, queues its execution and moves the incident to remediating.
+fn approve_fully(inc: &mut Incident, action: &str, by: &Actor, ctx: Ctx, d: &mut Decision) {
+    let key = format!("{}:{}", inc.id, action);
+    if let Some(a) = inc.action_mut(action) {
+        a.status = ActionStatus::Approved;
+        a.decided_by = Some(by.clone());
+        a.decided_at = Some(ctx.now);
+    }
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: by.clone(),
+        kind: EventKind::ExecutionQueued {
+            action: action.to_string(),
+            execution: key.clone(),
+        },
+    });
+    d.effects.push(Effect::Execute {
+        action: action.to_string(),
+        key,
+    });
+    if inc.status != Status::Remediating && inc.status.can_become(Status::Remediating) {
+        if let Ok(ev) = inc.transition(Status::Remediating, by, ctx.now, None) {
+            d.events.push(ev);
+        }
+    }
+}
+
+/// Sends the card edit now, clearing any held-back edit.
+fn push_card(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+    inc.card_sent_at = Some(ctx.now);
+    if inc.card_dirty {
+        inc.card_dirty = false;
+        d.effects.push(Effect::DisarmTimer(TimerKind::CardFlush));
+    }
+    d.effects.push(Effect::Chat(ChatBody::UpdateCard {
+        card: card(inc, cfg),
+    }));
+}
+
+/// Repeats: at most one card edit per coalescing window; the rest wait for the flush timer.
+fn coalesce_card(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+    let window = Duration::seconds(cfg.engine.card_coalesce_seconds as i64);
+    let due = inc.card_sent_at.map_or(ctx.now, |t| t + window);
+    if due <= ctx.now {
+        push_card(inc, cfg, ctx, d);
+    } else if !inc.card_dirty {
+        inc.card_dirty = true;
+        d.effects.push(Effect::ArmTimer(Timer {
+            incident: inc.id,
+            kind: TimerKind::CardFlush,
+            at: due,
+        }));
+    }
+}
+
+fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx) -> Decision {
+    let mut d = Decision::default();
+    let Some(mut inc) = incident else {
+        return d;
+    };
+    match t.kind {
+        TimerKind::CardFlush => {
+            if inc.card_dirty {
+                inc.card_dirty = false;
+                inc.card_sent_at = Some(ctx.now);
+                d.effects.push(Effect::Chat(ChatBody::UpdateCard {
+                    card: card(&inc, cfg),
+                }));
+            }
+        }
+    }
+    d.incident = Some(inc);
+    d
+}
+
+fn on_command(
+    mut inc: Incident,
+    actor: Actor,
+    command: Command,
+    cfg: &Config,
+    ctx: Ctx,
+) -> Result<Decision, UserError> {
+    let mut d = Decision::default();
+    let who = actor.display();
+    let transition = |inc: &mut Incident, to: Status, note: Option<String>| {
+        inc.transition(to, &actor, ctx.now, note)
+            .map_err(|e| UserError(e.to_string()))
+    };
+    match command {
+        Command::Help | Command::List { .. } | Command::Status(_) => {
+            return Err(UserError("read-only commands are not engine inputs".into()));
+        }
+        Command::Ack(_) => {
+            if let Some(by) = &inc.acknowledged_by {
+                return Err(UserError(format!(
+                    "{} is already acknowledged by {}",
+                    inc.id,
+                    by.display()
+                )));
+            }
+            if inc.status.can_become(Status::Acknowledged) {
+                d.events
+                    .push(transition(&mut inc, Status::Acknowledged, None)?);
+            } else if inc.status.is_active() {
+                // Remediating/verifying: record who took it without changing the state.
+                inc.acknowledged_at = Some(ctx.now);
+                inc.acknowledged_by = Some(actor.clone());
+                d.events.push(TimelineEvent {
+                    at: ctx.now,
+                    actor: actor.clone(),
+                    kind: EventKind::Note {
+                        text: "acknowledged".into(),
+                    },
+                });
+            } else {
+                return Err(UserError(format!(
+                    "{} is {}; it cannot be acknowledged",
+                    inc.id,
+                    inc.status.label().to_lowercase()
+                )));
+            }
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text: format!("👀 Acknowledged by {who}."),
+            }));
+        }
+        Command::Resolve(_, note) => {
+            d.events
+                .push(transition(&mut inc, Status::Resolved, note.clone())?);
+            let mut text = format!("✅ Resolved by {who}.");
+            if let Some(n) = note {
+                text.push_str(&format!(" Note: {n}"));
+            }
+            d.effects.push(Effect::Chat(ChatBody::Note { text }));
+        }
+        Command::Reopen(_) => {
+            d.events
+                .push(transition(&mut inc, Status::Open, Some("reopened".into()))?);
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text: format!("↩️ Reopened by {who}."),
+            }));
+        }
+        Command::Escalate(_) => {
+            d.events
+                .push(transition(&mut inc, Status::Escalated, None)?);
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text: format!("📣 Escalated by {who}."),
+            }));
+        }
+        Command::Note(_, text) => {
+            if inc.status == Status::Closed {
+                return Err(UserError(format!("{} is closed", inc.id)));
+            }
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text: format!("📝 {who}: {text}"),
+            }));
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::Note { text },
+            });
+            // A note does not change the card.
+            d.incident = Some(inc);
+            return Ok(d);
+        }
+        Command::Approve(_, action) => {
+            approve(&mut inc, &actor, &action, cfg, ctx, &mut d)?;
+            if d.refused {
+                d.incident = Some(inc);
+                return Ok(d);
+            }
+        }
+        Command::Reject(_, action, reason) => {
+            let policy = cfg.policy(inc.severity);
+            let state = known_action(&inc, &action)?;
+            let refusal = if !policy.is_approver(&actor) {
+                Some(Refusal::NotAuthorized)
+            } else if state.status.is_decided() {
+                Some(Refusal::AlreadyDecided)
+            } else {
+                None
+            };
+            if let Some(r) = refusal {
+                refuse(&inc, &actor, &action, r, ctx, &mut d);
+                d.incident = Some(inc);
+                return Ok(d);
+            }
+            let a = inc.action_mut(&action).expect("checked");
+            a.status = ActionStatus::Rejected;
+            a.decided_by = Some(actor.clone());
+            a.decided_at = Some(ctx.now);
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::ActionRejected {
+                    action: action.clone(),
+                    reason: reason.clone(),
+                },
+            });
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text: format!(
+                    "🚫 {who} rejected `{action}`{}",
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            }));
+        }
+    }
+    push_card(&mut inc, cfg, ctx, &mut d);
+    d.incident = Some(inc);
+    Ok(d)
+}
+
+fn known_action<'a>(inc: &'a Incident, action: &str) -> Result<&'a ActionState, UserError> {
+    inc.action(action).ok_or_else(|| {
+        let ids: Vec<&str> = inc.actions.iter().map(|a| a.id.as_str()).collect();
+        UserError(if ids.is_empty() {
+            format!("{} has no recommended actions", inc.id)
+        } else {
+            format!(
+                "{} has no action `{action}`; its actions are: {}",
+                inc.id,
+                ids.join(", ")
+            )
+        })
+    })
+}
+
+fn refuse(inc: &Incident, actor: &Actor, action: &str, r: Refusal, ctx: Ctx, d: &mut Decision) {
+    d.reply = Some(format!(
+        "Not counted: {} ({} `{action}`).",
+        r.message(),
+        inc.id
+    ));
+    d.refused = true;
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: actor.clone(),
+        kind: EventKind::ApprovalRefused {
+            action: action.to_string(),
+            reason: r,
+        },
+    });
+}
+
+fn approve(
+    inc: &mut Incident,
+    actor: &Actor,
+    action: &str,
+    cfg: &Config,
+    ctx: Ctx,
+    d: &mut Decision,
+) -> Result<(), UserError> {
+    if !inc.status.is_active() {
+        return Err(UserError(format!(
+            "{} is {}; nothing to approve",
+            inc.id,
+            inc.status.label().to_lowercase()
+        )));
+    }
+    let policy = cfg.policy(inc.severity);
+    let state = known_action(inc, action)?;
+    if state.status.is_decided() {
+        refuse(inc, actor, action, Refusal::AlreadyDecided, ctx, d);
+        return Ok(());
+    }
+    let proposers: Vec<&Actor> = inc.acknowledged_by.iter().collect();
+    if let Err(r) = check_approval(policy, actor, &state.approvals, &proposers) {
+        refuse(inc, actor, action, r, ctx, d);
+        return Ok(());
+    }
+    let needed = policy.min_approvals;
+    let a = inc.action_mut(action).expect("checked");
+    a.approvals.push(actor.clone());
+    let have = a.approvals.len() as u32;
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: actor.clone(),
+        kind: EventKind::ActionApproved {
+            action: action.to_string(),
+            approvals: have,
+            needed,
+        },
+    });
+    let who = actor.display();
+    if have >= needed {
+        d.effects.push(Effect::Chat(ChatBody::Note {
+            text: format!("✔️ {who} approved `{action}` ({have}/{needed}): queued for execution."),
+        }));
+        approve_fully(inc, action, actor, ctx, d);
+    } else {
+        d.effects.push(Effect::Chat(ChatBody::Note {
+            text: format!(
+                "✔️ {who} approved `{action}` ({have}/{needed}): waiting for {} more.",
+                needed - have
+            ),
+        }));
+        if inc.status.can_become(Status::AwaitingApproval) {
+            if let Ok(ev) = inc.transition(Status::AwaitingApproval, actor, ctx.now, None) {
+                d.events.push(ev);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

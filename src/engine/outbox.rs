@@ -1,0 +1,254 @@
+//! Delivery of chat messages from the durable outbox, and the timer wheel.
+//!
+//! One worker per chat sink. Entries are delivered in sequence order per incident; an incident
+//! whose head entry is backing off holds back only its own later entries. A 429 pauses the whole
+//! sink for `Retry-After`; network errors and 5xx back off exponentially with jitter; an entry
+//! is deleted only after the platform accepted it. A card edit that a later edit of the same
+//! incident supersedes is dropped instead of sent (after an outage, one edit rather than fifty).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::runner::Engine;
+use super::Input;
+use crate::domain::incident::IncidentId;
+use crate::ports::{
+    ChatBody, ChatError, ChatPort, Clock, OutboundMessage, Store, Timer, TimerKind,
+};
+
+/// Tuning for the outbox worker.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    pub batch: usize,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Per-call timeout: a hung platform call counts as a transient error.
+    pub call_timeout: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            batch: 256,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+            call_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter in [d/2, d].
+pub fn backoff(cfg: &OutboxConfig, attempts: u32) -> Duration {
+    let exp = cfg
+        .base_backoff
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
+    let d = exp.min(cfg.max_backoff);
+    let half = d / 2;
+    half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("store task panicked")
+}
+
+/// Runs until `shutdown` turns true. Survives store and platform errors by retrying.
+pub async fn run_outbox(
+    store: Arc<dyn Store>,
+    port: Arc<dyn ChatPort>,
+    mut commits: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+    cfg: OutboxConfig,
+) {
+    let sink = port.name().to_string();
+    let mut attempts: HashMap<u64, u32> = HashMap::new();
+    let mut not_before: HashMap<IncidentId, Instant> = HashMap::new();
+    let mut paused_until: Option<Instant> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let s = store.clone();
+        let sk = sink.clone();
+        let limit = cfg.batch;
+        let entries = match blocking(move || s.outbox_pending(&sk, limit)).await {
+            Ok(e) => e,
+            Err(e) => {
+                error!(sink = %sink, error = %e, "Cannot read the outbox; retrying.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut wake_at: Option<Instant> = paused_until;
+        let mut progressed = false;
+        let mut held: HashSet<IncidentId> = HashSet::new();
+        // The last card edit queued per incident: earlier ones are superseded.
+        let mut last_update: HashMap<IncidentId, u64> = HashMap::new();
+        for e in &entries {
+            if matches!(e.body, ChatBody::UpdateCard { .. }) {
+                last_update.insert(e.incident, e.seq);
+            }
+        }
+        for entry in &entries {
+            let now = Instant::now();
+            if paused_until.is_some_and(|t| t > now) {
+                break;
+            }
+            paused_until = None;
+            if held.contains(&entry.incident) {
+                continue;
+            }
+            if let Some(t) = not_before.get(&entry.incident).copied() {
+                if t > now {
+                    held.insert(entry.incident);
+                    wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
+                    continue;
+                }
+            }
+            let superseded = matches!(entry.body, ChatBody::UpdateCard { .. })
+                && last_update.get(&entry.incident) != Some(&entry.seq);
+            let result = if superseded {
+                Ok(Default::default())
+            } else {
+                let s = store.clone();
+                let (sk, inc) = (sink.clone(), entry.incident);
+                let thread = match blocking(move || s.thread_for(&sk, inc)).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        error!(sink = %sink, error = %e, "Cannot read the thread; retrying.");
+                        held.insert(entry.incident);
+                        wake_at = Some(Instant::now() + Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                let msg = OutboundMessage {
+                    key: entry.key(),
+                    incident: entry.incident,
+                    thread,
+                    body: &entry.body,
+                };
+                match tokio::time::timeout(cfg.call_timeout, port.deliver(msg)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ChatError::Transient("timed out".into())),
+                }
+            };
+            match result {
+                Ok(delivered) => {
+                    let s = store.clone();
+                    let e2 = entry.clone();
+                    let thread = delivered.thread.clone();
+                    if let Err(e) = blocking(move || s.outbox_complete(&e2, thread.as_ref())).await
+                    {
+                        error!(sink = %sink, error = %e, "Delivered but cannot delete the outbox entry; it may be sent again.");
+                        held.insert(entry.incident);
+                        wake_at = Some(Instant::now() + Duration::from_secs(1));
+                        continue;
+                    }
+                    attempts.remove(&entry.seq);
+                    not_before.remove(&entry.incident);
+                    progressed = true;
+                    debug!(sink = %sink, incident = %entry.incident, seq = entry.seq, superseded, "Chat message delivered.");
+                }
+                Err(ChatError::RateLimited { retry_after }) => {
+                    warn!(sink = %sink, incident = %entry.incident, ?retry_after, "Rate limited; pausing the sink.");
+                    let t = Instant::now() + retry_after;
+                    paused_until = Some(t);
+                    wake_at = Some(t);
+                    break;
+                }
+                Err(ChatError::Transient(msg)) => {
+                    let n = attempts.entry(entry.seq).or_insert(0);
+                    *n += 1;
+                    let wait = backoff(&cfg, *n);
+                    warn!(sink = %sink, incident = %entry.incident, attempt = *n, ?wait, error = %msg, "Chat delivery failed; will retry.");
+                    let t = Instant::now() + wait;
+                    not_before.insert(entry.incident, t);
+                    held.insert(entry.incident);
+                    wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
+                }
+                Err(ChatError::Permanent(msg)) => {
+                    error!(sink = %sink, incident = %entry.incident, seq = entry.seq, error = %msg, "The platform rejected a message for good; moved to the dead-letter tree.");
+                    let s = store.clone();
+                    let e2 = entry.clone();
+                    let m = msg.clone();
+                    if let Err(e) = blocking(move || s.outbox_dead_letter(&e2, &m)).await {
+                        error!(sink = %sink, error = %e, "Cannot dead-letter the entry.");
+                        held.insert(entry.incident);
+                        wake_at = Some(Instant::now() + Duration::from_secs(1));
+                        continue;
+                    }
+                    attempts.remove(&entry.seq);
+                    progressed = true;
+                }
+            }
+        }
+        if progressed && entries.len() >= cfg.batch {
+            continue;
+        }
+        if progressed && wake_at.is_none() {
+            // Something new may have been queued while we delivered.
+            continue;
+        }
+        let sleep = async {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = sleep => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    info!(sink = %sink, "Outbox worker stopped.");
+}
+
+/// Fires persisted timers: those from the store at start, and those the writer arms later.
+pub async fn run_timers(
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    initial: Vec<Timer>,
+    mut armed: mpsc::UnboundedReceiver<Timer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut due: BTreeSet<(chrono::DateTime<chrono::Utc>, IncidentId, TimerKind)> =
+        initial.iter().map(|t| (t.at, t.incident, t.kind)).collect();
+    loop {
+        let now = clock.now();
+        while let Some(&(at, incident, kind)) = due.first() {
+            if at > now {
+                break;
+            }
+            due.pop_first();
+            let t = Timer { incident, kind, at };
+            if let Err(e) = engine.submit_one(Input::Timer(t)).await {
+                warn!(%incident, error = %e, "Timer input failed.");
+            }
+        }
+        let sleep = async {
+            match due.first() {
+                Some(&(at, _, _)) => {
+                    let wait = (at - clock.now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(wait).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            t = armed.recv() => match t {
+                Some(t) => { due.insert((t.at, t.incident, t.kind)); }
+                None => break,
+            },
+            _ = sleep => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+}

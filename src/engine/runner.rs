@@ -1,0 +1,369 @@
+//! The imperative shell around the core. One writer thread owns every state change: it takes
+//! inputs from a queue, runs `handle` on each, writes all decisions of a batch in one sled
+//! transaction, fsyncs once (group commit), and only then answers the callers. This is what
+//! makes "durable before acknowledged" cheap enough for tens of thousands of alerts a second.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, warn};
+
+use super::{command_target, handle, Ctx, Effect, Input, Outcome, UserError};
+use crate::config::Config;
+use crate::domain::command::Command;
+use crate::domain::incident::{Incident, IncidentId};
+use crate::ports::{
+    Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, WriteSet,
+};
+
+/// The most inputs one group commit takes (bounds latency and transaction size).
+const MAX_BATCH_INPUTS: usize = 8192;
+/// Queue depth before submitters wait (backpressure instead of unbounded memory).
+const QUEUE_DEPTH: usize = 1024;
+
+/// Why a submission failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+type Reply = Result<Vec<Result<Outcome, UserError>>, Arc<EngineError>>;
+
+struct Job {
+    inputs: Vec<Input>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Cheap to clone; every clone submits to the same writer.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Job>,
+    alive: Arc<AtomicBool>,
+}
+
+/// What the writer tells the rest of the shell after each durable commit.
+pub struct Notifications {
+    /// Bumped after every commit that queued chat messages.
+    pub outbox: watch::Receiver<u64>,
+    /// Timers armed by committed decisions.
+    pub timers: mpsc::UnboundedReceiver<Timer>,
+}
+
+impl Engine {
+    /// Starts the writer thread. `sinks` are the chat sink names every chat effect goes to.
+    pub fn start(
+        store: Arc<dyn Store>,
+        cfg: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        sinks: Vec<String>,
+    ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
+        let next_id = store.next_incident_id()?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (outbox_tx, outbox_rx) = watch::channel(0u64);
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let alive = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            store,
+            cfg,
+            clock,
+            sinks,
+            next_id,
+            outbox_tx,
+            timer_tx,
+        };
+        let flag = alive.clone();
+        let handle = std::thread::Builder::new()
+            .name("incidentd-writer".into())
+            .spawn(move || {
+                writer.run(rx);
+                flag.store(false, Ordering::SeqCst);
+            })
+            .expect("spawn writer thread");
+        Ok((
+            Engine { tx, alive },
+            Notifications {
+                outbox: outbox_rx,
+                timers: timer_rx,
+            },
+            handle,
+        ))
+    }
+
+    /// Submits inputs; resolves once their decisions are durable. One result per input, in order.
+    pub async fn submit(
+        &self,
+        inputs: Vec<Input>,
+    ) -> Result<Vec<Result<Outcome, UserError>>, Arc<EngineError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { inputs, reply })
+            .await
+            .map_err(|_| Arc::new(EngineError::ShuttingDown))?;
+        rx.await.map_err(|_| Arc::new(EngineError::ShuttingDown))?
+    }
+
+    /// Submits one input.
+    pub async fn submit_one(&self, input: Input) -> Result<Outcome, EngineSubmitError> {
+        let mut v = self.submit(vec![input]).await?;
+        Ok(v.pop().expect("one result per input")?)
+    }
+
+    /// The writer thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) && !self.tx.is_closed()
+    }
+}
+
+/// Either a user error (show it) or an engine failure (internal error).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineSubmitError {
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Engine(#[from] Arc<EngineError>),
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    sinks: Vec<String>,
+    next_id: u64,
+    outbox_tx: watch::Sender<u64>,
+    timer_tx: mpsc::UnboundedSender<Timer>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            let mut n = jobs[0].inputs.len();
+            while n < MAX_BATCH_INPUTS {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        n += j.inputs.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(jobs);
+        }
+        debug!("Writer stopped: all submitters gone.");
+    }
+
+    fn commit_batch(&mut self, jobs: Vec<Job>) {
+        let now = self.clock.now();
+        let mut batch = Batch {
+            store: &*self.store,
+            cfg: &self.cfg,
+            sinks: &self.sinks,
+            now,
+            next_id: self.next_id,
+            incidents: HashMap::new(),
+            fingerprints: HashMap::new(),
+            executions: HashMap::new(),
+            w: WriteSet::default(),
+        };
+        let mut replies = Vec::with_capacity(jobs.len());
+        let mut failed: Option<StoreError> = None;
+        for job in jobs {
+            let mut results = Vec::with_capacity(job.inputs.len());
+            for input in job.inputs {
+                match batch.apply(input) {
+                    Ok(r) => results.push(r),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            replies.push((job.reply, results));
+            if failed.is_some() {
+                break;
+            }
+        }
+        let next_id = batch.next_id;
+        let mut w = batch.w;
+        // Only the latest version of each incident is written, however many inputs touched it.
+        w.incidents = batch.incidents.into_values().collect();
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None if w.is_empty() => Ok(()),
+            None => self.store.commit(&w).and_then(|_| self.store.flush()),
+        };
+        match outcome {
+            Ok(()) => {
+                self.next_id = next_id;
+                if !w.outbox.is_empty() {
+                    self.outbox_tx.send_modify(|g| *g += 1);
+                }
+                for (_, _, t) in &w.timers {
+                    if let Some(t) = t {
+                        let _ = self.timer_tx.send(*t);
+                    }
+                }
+                for (reply, results) in replies {
+                    let _ = reply.send(Ok(results));
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "Commit failed; the batch was not acknowledged.");
+                let e = Arc::new(EngineError::Store(e));
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                // Re-read what is really stored: nothing of this batch is.
+                match self.store.next_incident_id() {
+                    Ok(id) => self.next_id = id,
+                    Err(e) => warn!(error = %e, "Cannot re-read the id counter."),
+                }
+            }
+        }
+    }
+}
+
+/// The decisions of one group commit, with an overlay so later inputs see earlier ones.
+struct Batch<'a> {
+    store: &'a dyn Store,
+    cfg: &'a Config,
+    sinks: &'a [String],
+    now: chrono::DateTime<chrono::Utc>,
+    next_id: u64,
+    incidents: HashMap<IncidentId, Incident>,
+    fingerprints: HashMap<String, Option<IncidentId>>,
+    executions: HashMap<String, ()>,
+    w: WriteSet,
+}
+
+impl Batch<'_> {
+    fn open_for(&mut self, fp: &str) -> Result<Option<IncidentId>, StoreError> {
+        if let Some(v) = self.fingerprints.get(fp) {
+            return Ok(*v);
+        }
+        self.store.open_incident_for(fp)
+    }
+
+    fn load(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        if let Some(i) = self.incidents.get(&id) {
+            return Ok(Some(i.clone()));
+        }
+        self.store.get_incident(id)
+    }
+
+    fn set_fingerprint(&mut self, fp: &str, v: Option<IncidentId>) {
+        self.fingerprints.insert(fp.to_string(), v);
+        self.w.fingerprints.push((fp.to_string(), v));
+    }
+
+    /// Handles one input. `Err` only for storage failures (which fail the whole batch).
+    fn apply(&mut self, input: Input) -> Result<Result<Outcome, UserError>, StoreError> {
+        let target = match &input {
+            Input::Alert(a) => self.open_for(&a.fingerprint)?,
+            Input::Command { command, .. } => command_target(command),
+            Input::ThreadMessage { incident, .. } => Some(*incident),
+            Input::Timer(t) => {
+                self.w.timers.push((t.incident, t.kind, None));
+                Some(t.incident)
+            }
+        };
+        let existing = match target {
+            Some(id) => self.load(id)?,
+            None => None,
+        };
+        if let (
+            Input::Command {
+                command: Command::Reopen(id),
+                ..
+            },
+            Some(inc),
+        ) = (&input, &existing)
+        {
+            if let Some(other) = self.open_for(&inc.fingerprint)? {
+                if other != *id {
+                    return Ok(Err(UserError(format!(
+                        "{other} is already open for this alert; {id} stays resolved"
+                    ))));
+                }
+            }
+        }
+        let was_active = existing.as_ref().map(|i| i.status.is_active());
+        let ctx = Ctx {
+            now: self.now,
+            next_id: IncidentId(self.next_id),
+        };
+        let d = match handle(existing, input, self.cfg, ctx) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut outcome = Outcome {
+            incident: d.incident.as_ref().map(|i| i.id),
+            created: d.created,
+            reply: d.reply,
+            refused: d.refused,
+        };
+        let Some(mut inc) = d.incident else {
+            return Ok(Ok(outcome));
+        };
+        let id = inc.id;
+        if d.created {
+            self.next_id += 1;
+            self.w.next_id = Some(self.next_id);
+        }
+        for ev in d.events {
+            self.w.events.push((id, inc.timeline_len, ev));
+            inc.timeline_len += 1;
+        }
+        let active = inc.status.is_active();
+        match (was_active, active) {
+            (None, true) | (Some(false), true) => self.set_fingerprint(&inc.fingerprint, Some(id)),
+            (Some(true), false) if self.open_for(&inc.fingerprint)? == Some(id) => {
+                self.set_fingerprint(&inc.fingerprint, None)
+            }
+            _ => {}
+        }
+        for effect in d.effects {
+            match effect {
+                Effect::Chat(body) => {
+                    for sink in self.sinks {
+                        self.w.outbox.push(OutboxEntry {
+                            seq: self.store.next_seq()?,
+                            sink: sink.clone(),
+                            incident: id,
+                            body: body.clone(),
+                            created_at: self.now,
+                        });
+                    }
+                }
+                Effect::ArmTimer(t) => self.w.timers.push((t.incident, t.kind, Some(t))),
+                Effect::DisarmTimer(kind) => self.w.timers.push((id, kind, None)),
+                Effect::Execute { action, key } => {
+                    // Exactly once: a key that exists (stored or earlier in this batch) is not queued again.
+                    if self.executions.contains_key(&key) || self.store.execution(&key)?.is_some() {
+                        outcome
+                            .reply
+                            .get_or_insert_with(|| format!("`{action}` already ran or is running"));
+                        continue;
+                    }
+                    self.executions.insert(key.clone(), ());
+                    self.w.executions.push(Execution {
+                        key,
+                        incident: id,
+                        action,
+                        status: ExecutionStatus::Queued,
+                        created_at: self.now,
+                        updated_at: self.now,
+                    });
+                }
+            }
+        }
+        outcome.incident = Some(id);
+        self.incidents.insert(id, inc);
+        Ok(Ok(outcome))
+    }
+}

@@ -1,0 +1,580 @@
+//! The core, exhaustively and without tokio.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::*;
+use crate::domain::alert::{AlertSource, Platform};
+use crate::domain::incident::ActionStatus;
+use crate::domain::policy::Refusal;
+
+const CFG: &str = r#"
+[engine]
+card_coalesce_seconds = 5
+
+[[rules]]
+name = "sev-from-label"
+match = { team = "payments" }
+severity = "P0"
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+auto_resolve = true
+[[playbooks.actions]]
+id = "fallback"
+title = "Switch to fallback"
+auto = true
+run = { type = "http", url = "http://127.0.0.1:1/x" }
+[[playbooks.actions]]
+id = "restart"
+title = "Restart"
+run = { type = "command", argv = ["/bin/true"] }
+
+[[playbooks]]
+id = "orch"
+title = "Orchestration"
+kinds = ["orchestration_failure"]
+[[playbooks.actions]]
+id = "restart"
+title = "Restart agent"
+run = { type = "command", argv = ["/bin/true"] }
+
+[policy.P0]
+approvers = ["slack:U1", "slack:U2", "slack:U3"]
+min_approvals = 2
+allow_proposer = false
+[policy.P1]
+approvers = ["slack:U1", "slack-group:S-ONCALL"]
+[policy.P2]
+approvers = ["slack:U1"]
+[policy.P3]
+approvers = ["slack:U1"]
+"#;
+
+fn cfg() -> Config {
+    Config::from_toml(CFG, &|_| None).unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap()
+}
+
+fn ctx(secs: i64) -> Ctx {
+    Ctx {
+        now: t0() + Duration::seconds(secs),
+        next_id: IncidentId(1),
+    }
+}
+
+fn alert(title: &str, sev: &str, status: AlertStatus) -> Alert {
+    Alert {
+        source: AlertSource::Alertmanager,
+        fingerprint: "fp1".into(),
+        status,
+        title: title.into(),
+        description: Some("details".into()),
+        labels: [("severity".to_string(), sev.to_string())]
+            .into_iter()
+            .collect(),
+        annotations: Default::default(),
+        starts_at: None,
+        ends_at: None,
+        links: vec![],
+        origin: None,
+    }
+}
+
+fn user(id: &str) -> Actor {
+    Actor::new(Platform::Slack, id)
+}
+
+fn cmd(inc: &Incident, actor: &str, c: Command, secs: i64) -> Result<Decision, UserError> {
+    handle(
+        Some(inc.clone()),
+        Input::Command {
+            actor: user(actor),
+            command: c,
+        },
+        &cfg(),
+        ctx(secs),
+    )
+}
+
+/// Opens an incident from a firing alert and returns it.
+fn open(title: &str, sev: &str) -> Incident {
+    let d = handle(
+        None,
+        Input::Alert(alert(title, sev, AlertStatus::Firing)),
+        &cfg(),
+        ctx(0),
+    )
+    .unwrap();
+    d.incident.unwrap()
+}
+
+fn chats(d: &Decision) -> Vec<&ChatBody> {
+    d.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Chat(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn executes(d: &Decision) -> Vec<&str> {
+    d.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Execute { action, .. } => Some(action.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_firing_alert_opens_a_triaged_incident_with_its_card() {
+    let d = handle(
+        None,
+        Input::Alert(alert(
+            "Orders API 503 errors",
+            "critical",
+            AlertStatus::Firing,
+        )),
+        &cfg(),
+        ctx(0),
+    )
+    .unwrap();
+    assert!(d.created);
+    let inc = d.incident.as_ref().unwrap();
+    assert_eq!(inc.id, IncidentId(1));
+    assert_eq!(inc.severity, Severity::P1);
+    assert_eq!(inc.kind, "tool_api_failure");
+    assert_eq!(inc.playbook.as_deref(), Some("api"));
+    assert_eq!(
+        inc.status,
+        Status::Open,
+        "P1: the auto action waits for a human"
+    );
+    assert!(inc
+        .actions
+        .iter()
+        .all(|a| a.status == ActionStatus::Proposed));
+    assert!(executes(&d).is_empty());
+    assert!(matches!(
+        d.events[0].kind,
+        EventKind::Opened {
+            severity: Severity::P1,
+            ..
+        }
+    ));
+    let bodies = chats(&d);
+    assert_eq!(bodies.len(), 1);
+    let ChatBody::PostCard { card } = bodies[0] else {
+        panic!("expected a card, got {bodies:?}")
+    };
+    assert_eq!(card.incident, IncidentId(1));
+    assert_eq!(card.kind_name, "Tool/API failure");
+    assert_eq!(card.targets.repair_seconds, 900);
+    assert_eq!(card.actions.len(), 2);
+    assert!(card
+        .buttons
+        .iter()
+        .any(|b| b.action
+            == crate::domain::card::ButtonAction::Approve(IncidentId(1), "restart".into())));
+}
+
+#[test]
+fn auto_actions_run_at_p2_and_p3_but_never_at_p0_or_p1() {
+    for (sev, runs) in [
+        ("info", true),
+        ("warning", true),
+        ("critical", false),
+        ("fatal", false),
+    ] {
+        let d = handle(
+            None,
+            Input::Alert(alert("API rate limit", sev, AlertStatus::Firing)),
+            &cfg(),
+            ctx(0),
+        )
+        .unwrap();
+        let inc = d.incident.as_ref().unwrap();
+        if runs {
+            assert_eq!(executes(&d), ["fallback"], "{sev}");
+            assert_eq!(inc.status, Status::Remediating);
+            assert_eq!(
+                inc.action("fallback").unwrap().status,
+                ActionStatus::Approved
+            );
+            assert_eq!(
+                inc.action("restart").unwrap().status,
+                ActionStatus::Proposed
+            );
+        } else {
+            assert!(executes(&d).is_empty(), "{sev}");
+            assert_eq!(inc.status, Status::Open);
+        }
+    }
+}
+
+#[test]
+fn repeats_coalesce_card_edits_within_the_window() {
+    let cfg = cfg();
+    let inc = open("API 503", "critical");
+    let firing = || Input::Alert(alert("API 503", "critical", AlertStatus::Firing));
+    // 1 s later: counted, card held back, flush timer armed at sent + 5 s.
+    let d = handle(Some(inc), firing(), &cfg, ctx(1)).unwrap();
+    let inc = d.incident.clone().unwrap();
+    assert_eq!(inc.alert_count, 2);
+    assert_eq!(inc.last_seen_at, t0() + Duration::seconds(1));
+    assert!(inc.card_dirty);
+    assert!(chats(&d).is_empty());
+    assert_eq!(
+        d.effects,
+        vec![Effect::ArmTimer(Timer {
+            incident: inc.id,
+            kind: TimerKind::CardFlush,
+            at: t0() + Duration::seconds(5)
+        })]
+    );
+    assert!(d.events.is_empty(), "repeats do not flood the timeline");
+    // 2 s: already dirty, nothing more.
+    let d = handle(Some(inc), firing(), &cfg, ctx(2)).unwrap();
+    assert!(d.effects.is_empty());
+    let inc = d.incident.unwrap();
+    assert_eq!(inc.alert_count, 3);
+    // The timer fires: one edit with the count.
+    let d = handle(
+        Some(inc),
+        Input::Timer(Timer {
+            incident: IncidentId(1),
+            kind: TimerKind::CardFlush,
+            at: t0() + Duration::seconds(5),
+        }),
+        &cfg,
+        ctx(5),
+    )
+    .unwrap();
+    let bodies = chats(&d);
+    assert!(matches!(bodies[..], [ChatBody::UpdateCard { card }] if card.alert_count == 3));
+    let inc = d.incident.unwrap();
+    assert!(!inc.card_dirty);
+    // A stale timer does nothing.
+    let d = handle(
+        Some(inc.clone()),
+        Input::Timer(Timer {
+            incident: IncidentId(1),
+            kind: TimerKind::CardFlush,
+            at: t0(),
+        }),
+        &cfg,
+        ctx(6),
+    )
+    .unwrap();
+    assert!(d.effects.is_empty());
+    // Past the window: edited at once.
+    let d = handle(Some(inc), firing(), &cfg, ctx(20)).unwrap();
+    assert!(matches!(chats(&d)[..], [ChatBody::UpdateCard { card }] if card.alert_count == 4));
+}
+
+#[test]
+fn resolved_alerts() {
+    let cfg = cfg();
+    // No incident: ignored, with a reason.
+    let d = handle(
+        None,
+        Input::Alert(alert("x", "critical", AlertStatus::Resolved)),
+        &cfg,
+        ctx(0),
+    )
+    .unwrap();
+    assert!(d.incident.is_none() && !d.created);
+    assert!(d.reply.unwrap().contains("no open incident"));
+
+    // Playbook with auto_resolve: the incident resolves.
+    let inc = open("API 503", "critical");
+    let d = handle(
+        Some(inc),
+        Input::Alert(alert("API 503", "critical", AlertStatus::Resolved)),
+        &cfg,
+        ctx(30),
+    )
+    .unwrap();
+    let inc = d.incident.unwrap();
+    assert_eq!(inc.alert_status, AlertStatus::Resolved);
+    assert_eq!(inc.status, Status::Resolved);
+    assert!(inc.resolved_by.as_ref().unwrap().is_system());
+
+    // Without auto_resolve: the alert is marked cleared; a human resolves.
+    let inc = open("agent deadlock", "critical");
+    assert_eq!(inc.playbook.as_deref(), Some("orch"));
+    let d = handle(
+        Some(inc),
+        Input::Alert(alert("agent deadlock", "critical", AlertStatus::Resolved)),
+        &cfg,
+        ctx(30),
+    )
+    .unwrap();
+    let inc = d.incident.clone().unwrap();
+    assert_eq!(inc.alert_status, AlertStatus::Resolved);
+    assert_eq!(inc.status, Status::Open);
+    assert!(matches!(
+        d.events[..],
+        [TimelineEvent {
+            kind: EventKind::AlertResolved,
+            ..
+        }]
+    ));
+    // It fires again: recorded, card edited at once.
+    let d = handle(
+        Some(inc),
+        Input::Alert(alert("agent deadlock", "critical", AlertStatus::Firing)),
+        &cfg,
+        ctx(31),
+    )
+    .unwrap();
+    assert!(matches!(
+        d.events[..],
+        [TimelineEvent {
+            kind: EventKind::AlertRefired,
+            ..
+        }]
+    ));
+    assert!(matches!(chats(&d)[..], [ChatBody::UpdateCard { .. }]));
+}
+
+#[test]
+fn acknowledge_once() {
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(&inc, "U9", Command::Ack(inc.id), 10).unwrap();
+    let acked = d.incident.clone().unwrap();
+    assert_eq!(acked.status, Status::Acknowledged);
+    assert_eq!(acked.acknowledged_by, Some(user("U9")));
+    assert!(chats(&d).iter().any(
+        |b| matches!(b, ChatBody::Note { text } if text.contains("Acknowledged by slack:U9"))
+    ));
+    assert!(chats(&d)
+        .iter()
+        .any(|b| matches!(b, ChatBody::UpdateCard { card } if card.acknowledged_by.is_some())));
+    let e = cmd(&acked, "U1", Command::Ack(inc.id), 11).unwrap_err();
+    assert_eq!(e.0, "INC-1 is already acknowledged by slack:U9");
+}
+
+#[test]
+fn approvals_follow_the_policy_and_refusals_are_recorded() {
+    let inc = open("agent deadlock", "critical"); // P1, orch playbook, 1 approval
+    let d = cmd(&inc, "U7", Command::Approve(inc.id, "restart".into()), 10).unwrap();
+    assert!(d.refused);
+    assert!(d
+        .reply
+        .as_deref()
+        .unwrap()
+        .contains("not an authorized approver"));
+    assert!(matches!(
+        &d.events[..],
+        [TimelineEvent {
+            kind: EventKind::ApprovalRefused {
+                reason: Refusal::NotAuthorized,
+                ..
+            },
+            ..
+        }]
+    ));
+    assert!(executes(&d).is_empty());
+    let inc2 = d.incident.unwrap();
+    assert_eq!(
+        inc2.action("restart").unwrap().status,
+        ActionStatus::Proposed
+    );
+
+    // A group member may approve at P1.
+    let mut oncall = user("U8");
+    oncall.roles = vec!["S-ONCALL".into()];
+    let d = handle(
+        Some(inc2),
+        Input::Command {
+            actor: oncall,
+            command: Command::Approve(IncidentId(1), "restart".into()),
+        },
+        &cfg(),
+        ctx(11),
+    )
+    .unwrap();
+    assert!(!d.refused);
+    assert_eq!(executes(&d), ["restart"]);
+    let inc3 = d.incident.unwrap();
+    assert_eq!(inc3.status, Status::Remediating);
+    assert_eq!(
+        inc3.action("restart").unwrap().status,
+        ActionStatus::Approved
+    );
+    // A second click: already decided, refused and recorded, nothing runs.
+    let d = cmd(&inc3, "U1", Command::Approve(inc3.id, "restart".into()), 12).unwrap();
+    assert!(d.refused && executes(&d).is_empty());
+    assert!(matches!(
+        &d.events[..],
+        [TimelineEvent {
+            kind: EventKind::ApprovalRefused {
+                reason: Refusal::AlreadyDecided,
+                ..
+            },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn p0_needs_two_distinct_approvers_and_not_the_acknowledger() {
+    let mut a = alert("payments down", "critical", AlertStatus::Firing);
+    a.labels.insert("team".into(), "payments".into());
+    a.title = "payments API 503".into();
+    let d = handle(None, Input::Alert(a), &cfg(), ctx(0)).unwrap();
+    assert!(executes(&d).is_empty(), "P0 never runs without humans");
+    let inc = d.incident.unwrap();
+    assert_eq!(inc.severity, Severity::P0);
+    assert_eq!(inc.rule.as_deref(), Some("sev-from-label"));
+
+    let inc = cmd(&inc, "U1", Command::Ack(inc.id), 1)
+        .unwrap()
+        .incident
+        .unwrap();
+    // Two-person rule: U1 acknowledged, so U1 may not approve.
+    let d = cmd(&inc, "U1", Command::Approve(inc.id, "restart".into()), 2).unwrap();
+    assert!(d.refused);
+    assert!(d.reply.unwrap().contains("two-person rule"));
+    let inc = d.incident.unwrap();
+    // U2: 1 of 2, awaiting approval.
+    let d = cmd(&inc, "U2", Command::Approve(inc.id, "restart".into()), 3).unwrap();
+    assert!(!d.refused && executes(&d).is_empty());
+    let inc = d.incident.unwrap();
+    assert_eq!(inc.status, Status::AwaitingApproval);
+    assert!(matches!(
+        d.events[0].kind,
+        EventKind::ActionApproved {
+            approvals: 1,
+            needed: 2,
+            ..
+        }
+    ));
+    // U2 again: does not count twice.
+    let d = cmd(&inc, "U2", Command::Approve(inc.id, "restart".into()), 4).unwrap();
+    assert!(d.refused);
+    assert!(d.reply.unwrap().contains("already approved"));
+    let inc = d.incident.unwrap();
+    // U3: 2 of 2, runs.
+    let d = cmd(&inc, "U3", Command::Approve(inc.id, "restart".into()), 5).unwrap();
+    assert_eq!(executes(&d), ["restart"]);
+    assert_eq!(d.incident.unwrap().status, Status::Remediating);
+}
+
+#[test]
+fn reject_then_approve_is_refused() {
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(
+        &inc,
+        "U1",
+        Command::Reject(inc.id, "restart".into(), Some("too risky".into())),
+        1,
+    )
+    .unwrap();
+    let inc = d.incident.unwrap();
+    assert_eq!(
+        inc.action("restart").unwrap().status,
+        ActionStatus::Rejected
+    );
+    let d = cmd(&inc, "U1", Command::Approve(inc.id, "restart".into()), 2).unwrap();
+    assert!(d.refused);
+    // Non-approvers cannot reject either.
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(
+        &inc,
+        "U7",
+        Command::Reject(inc.id, "restart".into(), None),
+        1,
+    )
+    .unwrap();
+    assert!(d.refused);
+    assert_eq!(
+        d.incident.unwrap().action("restart").unwrap().status,
+        ActionStatus::Proposed
+    );
+}
+
+#[test]
+fn user_errors_are_clear() {
+    let inc = open("agent deadlock", "critical");
+    let e = cmd(&inc, "U1", Command::Approve(inc.id, "nuke".into()), 1).unwrap_err();
+    assert_eq!(e.0, "INC-1 has no action `nuke`; its actions are: restart");
+    let e = handle(
+        None,
+        Input::Command {
+            actor: user("U1"),
+            command: Command::Ack(IncidentId(9)),
+        },
+        &cfg(),
+        ctx(0),
+    )
+    .unwrap_err();
+    assert_eq!(e.0, "INC-9 does not exist");
+
+    let resolved = cmd(
+        &inc,
+        "U1",
+        Command::Resolve(inc.id, Some("fixed".into())),
+        2,
+    )
+    .unwrap()
+    .incident
+    .unwrap();
+    assert_eq!(resolved.status, Status::Resolved);
+    let e = cmd(&resolved, "U1", Command::Resolve(inc.id, None), 3).unwrap_err();
+    assert_eq!(e.0, "INC-1 is resolved; it cannot become resolved");
+    let e = cmd(
+        &resolved,
+        "U1",
+        Command::Approve(inc.id, "restart".into()),
+        3,
+    )
+    .unwrap_err();
+    assert!(e.0.contains("nothing to approve"));
+    let reopened = cmd(&resolved, "U1", Command::Reopen(inc.id), 4)
+        .unwrap()
+        .incident
+        .unwrap();
+    assert_eq!(reopened.status, Status::Open);
+}
+
+#[test]
+fn notes_and_thread_messages_go_to_the_timeline() {
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(&inc, "U1", Command::Note(inc.id, "looking at it".into()), 1).unwrap();
+    assert!(
+        matches!(&d.events[..], [TimelineEvent { kind: EventKind::Note { text }, .. }] if text == "looking at it")
+    );
+    assert!(matches!(chats(&d)[..], [ChatBody::Note { .. }]));
+    let d = handle(
+        Some(inc),
+        Input::ThreadMessage {
+            actor: user("U2"),
+            incident: IncidentId(1),
+            text: "deploy 42 looks bad".into(),
+        },
+        &cfg(),
+        ctx(2),
+    )
+    .unwrap();
+    assert_eq!(d.events.len(), 1);
+    assert!(d.effects.is_empty(), "thread messages are not echoed back");
+}
+
+#[test]
+fn escalate() {
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(&inc, "U1", Command::Escalate(inc.id), 1).unwrap();
+    let inc = d.incident.unwrap();
+    assert_eq!(inc.status, Status::Escalated);
+    let e = cmd(&inc, "U1", Command::Escalate(inc.id), 2).unwrap_err();
+    assert!(e.0.contains("cannot become escalated"));
+}

@@ -1,0 +1,290 @@
+//! The axum router: webhooks in, the read API out, health checks. Every webhook is answered only
+//! after its alerts are durable (the engine's group commit has fsynced them).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{error, info_span, warn, Instrument};
+
+use crate::config::{Config, Secret};
+use crate::domain::alert::Alert;
+use crate::domain::incident::{IncidentId, Status};
+use crate::domain::severity::Severity;
+use crate::engine::runner::Engine;
+use crate::engine::{Input, Outcome};
+use crate::ingest::{self, DecodeError};
+use crate::ports::{IncidentFilter, Store};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub store: Arc<dyn Store>,
+    pub cfg: Arc<Config>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.cfg.server.max_body_bytes;
+    Router::new()
+        .route("/api/v1/alerts/alertmanager", post(alertmanager))
+        .route("/api/v1/alerts/grafana", post(grafana))
+        .route("/api/v1/alerts", post(generic))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A JSON error body: `{"error": "..."}` with the status.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    let reference = format!("{:08x}", rand::random::<u32>());
+    error!(error = %e, reference = %reference, "Internal error.");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error (ref {reference})"),
+    )
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)
+}
+
+/// Constant-time comparison, so a token cannot be guessed byte by byte from response times.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_auth(headers: &HeaderMap, token: Option<&Secret>) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same(g.trim().as_bytes(), token.expose().as_bytes()) => Ok(()),
+        _ => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        )),
+    }
+}
+
+fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "expected Content-Type: application/json, got {:?}",
+                if ct.is_empty() { "nothing" } else { ct }
+            ),
+        ))
+    }
+}
+
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        let status = r.status();
+        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body too large".to_string()
+        } else {
+            r.body_text()
+        };
+        ApiError(status, msg)
+    })
+}
+
+fn decode_error(e: DecodeError) -> ApiError {
+    let status = match e {
+        DecodeError::Json(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError(status, e.to_string())
+}
+
+async fn ingest_alerts(
+    state: AppState,
+    source: &'static str,
+    headers: HeaderMap,
+    token: Option<Secret>,
+    bytes: Result<Bytes, BytesRejection>,
+    decode: fn(&[u8]) -> Result<Vec<Alert>, DecodeError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_auth(&headers, token.as_ref())?;
+    check_json(&headers)?;
+    let bytes = body(bytes)?;
+    let alerts = decode(&bytes).map_err(|e| {
+        warn!(source, error = %e, "Rejected webhook payload.");
+        decode_error(e)
+    })?;
+    let n = alerts.len();
+    let results = state
+        .engine
+        .submit(alerts.into_iter().map(Input::Alert).collect())
+        .instrument(info_span!("ingest", source, alerts = n))
+        .await
+        .map_err(internal)?;
+    let outcomes: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(o) => outcome_json(&o),
+            Err(e) => json!({ "error": e.0 }),
+        })
+        .collect();
+    Ok(Json(json!({ "accepted": n, "results": outcomes })))
+}
+
+fn outcome_json(o: &Outcome) -> serde_json::Value {
+    json!({
+        "incident": o.incident.map(|i| i.to_string()),
+        "created": o.created,
+        "note": o.reply,
+    })
+}
+
+async fn alertmanager(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = s.cfg.webhooks.alertmanager.clone();
+    ingest_alerts(
+        s,
+        "alertmanager",
+        headers,
+        token,
+        b,
+        ingest::decode_alertmanager,
+    )
+    .await
+}
+
+async fn grafana(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = s.cfg.webhooks.grafana.clone();
+    ingest_alerts(s, "grafana", headers, token, b, ingest::decode_grafana).await
+}
+
+async fn generic(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = s.cfg.webhooks.generic.clone();
+    ingest_alerts(s, "generic", headers, token, b, ingest::decode_generic).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    severity: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_incidents(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let mut filter = IncidentFilter {
+        limit: q.limit.unwrap_or(100).min(1000),
+        ..Default::default()
+    };
+    match q.status.as_deref().unwrap_or("open") {
+        "open" | "active" => filter.active = Some(true),
+        "resolved" | "inactive" => filter.active = Some(false),
+        "all" => {}
+        other => filter.status = Some(other.parse::<Status>().map_err(|_| {
+            bad(format!(
+                "status must be open, resolved, all or one of the states (e.g. acknowledged), not {other:?}"
+            ))
+        })?),
+    }
+    if let Some(sev) = q.severity {
+        filter.severity = Some(sev.parse::<Severity>().map_err(bad)?);
+    }
+    let store = s.store.clone();
+    let list = blocking(move || store.list_incidents(&filter))
+        .await?
+        .map_err(internal)?;
+    Ok(Json(json!({ "incidents": list })))
+}
+
+async fn get_incident(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: IncidentId = id
+        .parse()
+        .map_err(|e: String| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let store = s.store.clone();
+    let (inc, timeline, executions) = blocking(move || {
+        Ok::<_, crate::ports::StoreError>((
+            store.get_incident(id)?,
+            store.timeline(id)?,
+            store.executions(id)?,
+        ))
+    })
+    .await?
+    .map_err(internal)?;
+    let inc = inc.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{id} does not exist")))?;
+    let timeline: Vec<serde_json::Value> = timeline
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["text"] = json!(e.describe());
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "incident": inc,
+        "card": crate::engine::card(&inc, &s.cfg),
+        "timeline": timeline,
+        "executions": executions,
+    })))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if !s.engine.is_alive() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "engine stopped").into_response();
+    }
+    let store = s.store.clone();
+    match blocking(move || store.next_incident_id()).await {
+        Ok(Ok(_)) => "ready".into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+    }
+}

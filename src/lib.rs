@@ -1,0 +1,29 @@
+//! # incidentd
+//!
+//! An incident-response chat-ops bot: alerts in (webhooks and alert-channel messages), one
+//! incident thread per event, triage, approvals, remediation, reports.
+//!
+//! # Layout
+//! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks, policy, card, commands
+//! - `engine`    — the core `handle` and its runner (group commit, outbox delivery, timers)
+//! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
+//! - `store`     — sled implementation of Store
+//! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
+//! - `chat`      — chat surfaces: console (default) and a recording port for tests
+//! - `http`      — axum router: webhooks, read API, health
+//! - `config`    — TOML → validated Config
+//! - `app`       — wiring; `run(config, listener, deps, shutdown)`
+//! - `simulate`  — dry-run triage of an alert file
+//! - `telemetry` — logging setup
+
+pub mod app;
+pub mod chat;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod ingest;
+pub mod ports;
+pub mod simulate;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,118 @@
+//! The `incidentd` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use incidentd::config::Config;
+use incidentd::simulate::{self, Format};
+
+#[derive(Parser)]
+#[command(
+    name = "incidentd",
+    version,
+    about = "Incident-response chat-ops bot: alerts in, one incident thread per event, triage, approvals, remediation, reports.",
+    long_about = None
+)]
+struct Cli {
+    /// Config file (TOML). Without one, the built-in default (config/incidentd.toml) is used.
+    #[arg(long, short, global = true, env = "INCIDENTD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bot: webhooks, chat, API (INCIDENTD_LISTEN and INCIDENTD_STORE_PATH override the config).
+    Run,
+    /// Check the config and print every problem with its key path; exits 1 if there is any.
+    CheckConfig,
+    /// Dry run: show the incident, severity, kind, actions and approvers an alert would get.
+    /// Touches neither the store nor any chat.
+    Simulate {
+        /// The alert: an Alertmanager/Grafana/generic JSON payload, or the text of a chat message.
+        #[arg(long)]
+        alert: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        format: Format,
+    },
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("config error{}:", if e.0.len() > 1 { "s" } else { "" });
+        for err in &e.0 {
+            eprintln!("  {err}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::CheckConfig => match load(cli.config.as_deref()) {
+            Ok(c) => {
+                println!(
+                    "config ok: {} kinds, {} rules, {} playbooks, listen {}, store {}",
+                    c.classifier.kinds.len(),
+                    c.classifier.rules.len(),
+                    c.playbooks.len(),
+                    c.server.listen,
+                    c.store.path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(_) => ExitCode::from(1),
+        },
+        Cmd::Simulate { alert, format } => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let bytes = match std::fs::read(&alert) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("cannot read {}: {e}", alert.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match simulate::decode(&bytes, format) {
+                Ok(alerts) => {
+                    print!("{}", simulate::render(&alerts, &cfg));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot read the alert: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Run => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            incidentd::telemetry::init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
+                let deps = incidentd::app::Deps::from_config(&cfg);
+                incidentd::app::run(cfg, listener, deps, incidentd::app::shutdown_signal()).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("incidentd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The traits the engine needs from the outside world (store, chat, clock), and the records
+//! they exchange. Only `app.rs` knows which implementations stand behind them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::card::IncidentCard;
+use crate::domain::incident::{Incident, IncidentId, Status, TimelineEvent};
+use crate::domain::severity::Severity;
+
+/// Wall-clock time, injected so the core and tests control it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that follows tokio's (pausable) time from a fixed start: tests advance it with
+/// `tokio::time::advance` and timers fire exactly when the clock says they should.
+pub struct TokioClock {
+    start_wall: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn new(start_wall: DateTime<Utc>) -> Self {
+        TokioClock {
+            start_wall,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.start_wall
+            + chrono::Duration::from_std(self.start.elapsed()).unwrap_or(chrono::Duration::zero())
+    }
+}
+
+/// Where a card lives on a platform: the channel and the message (thread root) id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadRef {
+    pub channel: String,
+    pub message_id: String,
+}
+
+/// What a chat sink is asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatBody {
+    /// Start the incident's thread with its card.
+    PostCard { card: IncidentCard },
+    /// Edit the card in place.
+    UpdateCard { card: IncidentCard },
+    /// A reply in the incident's thread.
+    Note { text: String },
+}
+
+/// One durable outbox entry: delivered in `seq` order per incident, deleted only after success.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub seq: u64,
+    pub sink: String,
+    pub incident: IncidentId,
+    pub body: ChatBody,
+    pub created_at: DateTime<Utc>,
+}
+
+impl OutboxEntry {
+    /// Idempotency key: the same for every delivery attempt of this entry.
+    pub fn key(&self) -> String {
+        format!("incidentd:{}:{}", self.sink, self.seq)
+    }
+}
+
+/// A message handed to a chat port.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage<'a> {
+    pub key: String,
+    pub incident: IncidentId,
+    /// The incident's thread on this sink, once its card has been posted.
+    pub thread: Option<ThreadRef>,
+    pub body: &'a ChatBody,
+}
+
+/// The result of a delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Set when a card was posted: where its thread is.
+    pub thread: Option<ThreadRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    /// 429: wait at least this long before the next call.
+    #[error("rate limited, retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// Network errors, 5xx: retry with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The platform rejected the request for good (bad payload, missing channel…).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A chat surface the outbox delivers to (Slack, Discord, console, a test recorder).
+#[async_trait]
+pub trait ChatPort: Send + Sync {
+    /// The sink name, used in outbox keys (`slack`, `discord`, `console`).
+    fn name(&self) -> &str;
+    async fn deliver(&self, msg: OutboundMessage<'_>) -> Result<Delivered, ChatError>;
+}
+
+/// Persisted timers, re-armed after restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Send the card edit that coalescing held back.
+    CardFlush,
+}
+
+impl TimerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::CardFlush => "card_flush",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub incident: IncidentId,
+    pub kind: TimerKind,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Approved, waiting for an executor.
+    Queued,
+    /// Written before the process or request is launched.
+    Started,
+    Succeeded,
+    Failed,
+    /// Was `Started` when the process died: needs a human, never re-run automatically.
+    Interrupted,
+}
+
+/// One run of an approved action. The key makes replays and double clicks run once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub key: String,
+    pub incident: IncidentId,
+    pub action: String,
+    pub status: ExecutionStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything one group commit writes, in one transaction. Keyed operations are applied in
+/// order, so a later set or delete of the same key wins.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    /// The latest version of each changed incident (a later one of the same id wins).
+    pub incidents: Vec<Incident>,
+    pub events: Vec<(IncidentId, u32, TimelineEvent)>,
+    /// fingerprint → open incident, or `None` to drop the mapping.
+    pub fingerprints: Vec<(String, Option<IncidentId>)>,
+    pub outbox: Vec<OutboxEntry>,
+    /// Arm (Some) or disarm (None).
+    pub timers: Vec<(IncidentId, TimerKind, Option<Timer>)>,
+    pub executions: Vec<Execution>,
+    pub next_id: Option<u64>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty()
+            && self.events.is_empty()
+            && self.fingerprints.is_empty()
+            && self.outbox.is_empty()
+            && self.timers.is_empty()
+            && self.executions.is_empty()
+            && self.next_id.is_none()
+    }
+}
+
+/// Which incidents a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// `None`: any status. `Some(true)`: active only. `Some(false)`: resolved/closed only.
+    pub active: Option<bool>,
+    pub status: Option<Status>,
+    pub severity: Option<Severity>,
+    pub limit: usize,
+}
+
+impl IncidentFilter {
+    pub fn matches(&self, inc: &Incident) -> bool {
+        self.active.is_none_or(|a| inc.status.is_active() == a)
+            && self.status.is_none_or(|s| inc.status == s)
+            && self.severity.is_none_or(|s| inc.severity == s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("corrupt record in {tree}: {message}")]
+    Codec { tree: &'static str, message: String },
+}
+
+/// What start-up recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub incidents: usize,
+    pub outbox_pending: usize,
+    pub timers: usize,
+    pub interrupted: Vec<Execution>,
+}
+
+/// Durable state. Synchronous: callers run it on a blocking thread.
+pub trait Store: Send + Sync {
+    fn get_incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError>;
+    fn open_incident_for(&self, fingerprint: &str) -> Result<Option<IncidentId>, StoreError>;
+    /// Newest first.
+    fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError>;
+    fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEvent>, StoreError>;
+    /// The id the next new incident gets.
+    fn next_incident_id(&self) -> Result<u64, StoreError>;
+    /// A fresh, monotonically increasing sequence number (outbox order).
+    fn next_seq(&self) -> Result<u64, StoreError>;
+    /// Applies everything atomically (not yet durable: call `flush`).
+    fn commit(&self, w: &WriteSet) -> Result<(), StoreError>;
+    /// Makes everything committed so far durable (fsync).
+    fn flush(&self) -> Result<(), StoreError>;
+
+    fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Deletes a delivered entry and, for a posted card, records where its thread is. Durable on return.
+    fn outbox_complete(
+        &self,
+        entry: &OutboxEntry,
+        thread: Option<&ThreadRef>,
+    ) -> Result<(), StoreError>;
+    /// Moves an entry that the platform rejected for good aside (kept for inspection).
+    fn outbox_dead_letter(&self, entry: &OutboxEntry, error: &str) -> Result<(), StoreError>;
+    fn outbox_len(&self) -> usize;
+    fn thread_for(&self, sink: &str, id: IncidentId) -> Result<Option<ThreadRef>, StoreError>;
+    fn incident_for_thread(
+        &self,
+        sink: &str,
+        channel: &str,
+        message_id: &str,
+    ) -> Result<Option<IncidentId>, StoreError>;
+
+    fn timers(&self) -> Result<Vec<Timer>, StoreError>;
+    fn executions(&self, id: IncidentId) -> Result<Vec<Execution>, StoreError>;
+    fn execution(&self, key: &str) -> Result<Option<Execution>, StoreError>;
+    /// Start-up: counts what is pending and marks `Started` executions `Interrupted`.
+    fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError>;
+}

@@ -1,0 +1,159 @@
+//! `incidentd simulate`: what incidentd would do with an alert, without touching the store or
+//! any chat: the incident, its severity and targets, kind, recommended actions and approvers.
+
+use std::fmt::Write;
+
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::domain::alert::{Alert, Platform};
+use crate::domain::incident::IncidentId;
+use crate::engine::{card, handle, Ctx, Effect, Input};
+use crate::ingest::{self, ChatMessage};
+
+/// The input formats `simulate` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Guess from the content.
+    Auto,
+    Alertmanager,
+    Grafana,
+    Generic,
+    /// The text of a message posted in an alert channel.
+    Message,
+}
+
+/// Decodes `bytes` in `format` (guessing when `Auto`).
+pub fn decode(bytes: &[u8], format: Format) -> Result<Vec<Alert>, String> {
+    let format = match format {
+        Format::Auto => guess(bytes),
+        f => f,
+    };
+    let r = match format {
+        Format::Alertmanager => ingest::decode_alertmanager(bytes),
+        Format::Grafana => ingest::decode_grafana(bytes),
+        Format::Generic => ingest::decode_generic(bytes),
+        Format::Message | Format::Auto => {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let msg = ChatMessage {
+                platform: Platform::Console,
+                channel: "simulate".into(),
+                message_id: "1".into(),
+                text,
+                attachments: vec![],
+                embeds: vec![],
+            };
+            return ingest::parse_chat_message(&msg)
+                .map(|a| vec![a])
+                .ok_or_else(|| "the message does not look like an alert".to_string());
+        }
+    };
+    r.map_err(|e| e.to_string())
+}
+
+fn guess(bytes: &[u8]) -> Format {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Format::Message;
+    };
+    let has = |k: &str| v.get(k).is_some();
+    if has("orgId") || has("evalMatches") || has("ruleName") || has("ruleId") {
+        Format::Grafana
+    } else if has("alerts") && (has("groupKey") || has("version") || has("receiver")) {
+        Format::Alertmanager
+    } else {
+        Format::Generic
+    }
+}
+
+/// A human-readable account of what would happen, one block per alert.
+pub fn render(alerts: &[Alert], cfg: &Config) -> String {
+    let mut out = String::new();
+    for (i, alert) in alerts.iter().enumerate() {
+        let ctx = Ctx {
+            now: Utc::now(),
+            next_id: IncidentId(i as u64 + 1),
+        };
+        let _ = writeln!(out, "── alert {} of {} ──", i + 1, alerts.len());
+        let _ = writeln!(out, "fingerprint: {}", alert.fingerprint);
+        let d = match handle(None, Input::Alert(alert.clone()), cfg, ctx) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = writeln!(out, "error: {e}");
+                continue;
+            }
+        };
+        let Some(inc) = d.incident else {
+            let _ = writeln!(
+                out,
+                "no incident: {}",
+                d.reply.unwrap_or_else(|| "nothing to do".into())
+            );
+            continue;
+        };
+        let c = card(&inc, cfg);
+        let t = c.targets;
+        let policy = cfg.policy(inc.severity);
+        let _ = writeln!(out, "incident:    {} (new) — {}", inc.id, inc.title);
+        let _ = writeln!(
+            out,
+            "severity:    {} — detect < {}, repair < {}, {}",
+            inc.severity,
+            crate::domain::severity::human_seconds(t.detect_seconds),
+            crate::domain::severity::human_seconds(t.repair_seconds),
+            t.approval.label()
+        );
+        let _ = writeln!(out, "kind:        {} ({})", c.kind_name, inc.kind);
+        if let Some(r) = &inc.rule {
+            let _ = writeln!(out, "rule:        {r}");
+        }
+        let _ = writeln!(
+            out,
+            "playbook:    {}",
+            inc.playbook.as_deref().unwrap_or("none")
+        );
+        let approvers = if policy.approvers.is_empty() {
+            "nobody is configured".to_string()
+        } else {
+            policy.approvers.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "approval:    {} of: {}{}; requests expire after {}",
+            policy.min_approvals,
+            approvers,
+            if policy.allow_proposer {
+                ""
+            } else {
+                " (two-person rule: not whoever acknowledged)"
+            },
+            crate::domain::severity::human_seconds(policy.expiry_seconds)
+        );
+        if inc.actions.is_empty() {
+            let _ = writeln!(out, "actions:     none recommended");
+        }
+        let queued: Vec<&str> = d
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Execute { action, .. } => Some(action.as_str()),
+                _ => None,
+            })
+            .collect();
+        for a in &inc.actions {
+            let how = if queued.contains(&a.id.as_str()) {
+                "runs automatically"
+            } else {
+                "waits for approval"
+            };
+            let _ = writeln!(
+                out,
+                "action:      {} — {} [{how}]\n             {}",
+                a.id, a.title, a.summary
+            );
+        }
+        for l in &inc.links {
+            let _ = writeln!(out, "link:        {}: {}", l.title, l.url);
+        }
+    }
+    out
+}

@@ -1,0 +1,204 @@
+use chrono::Utc;
+
+use super::*;
+use crate::domain::incident::{EventKind, Status};
+use crate::domain::policy::Actor;
+use crate::ports::ChatBody;
+
+fn incident(id: u64, fp: &str) -> Incident {
+    let mut i: Incident = serde_json::from_value(serde_json::json!({
+        "id": id, "fingerprint": fp, "title": "t", "source": "generic", "severity": "P2",
+        "kind": "unclassified", "status": "open", "alert_status": "firing", "labels": {},
+        "annotations": {}, "links": [], "opened_at": Utc::now(), "last_seen_at": Utc::now(),
+        "alert_count": 1, "timeline_len": 0
+    }))
+    .unwrap();
+    i.id = IncidentId(id);
+    i
+}
+
+fn entry(seq: u64, sink: &str, id: u64) -> OutboxEntry {
+    OutboxEntry {
+        seq,
+        sink: sink.into(),
+        incident: IncidentId(id),
+        body: ChatBody::Note {
+            text: format!("n{seq}"),
+        },
+        created_at: Utc::now(),
+    }
+}
+
+#[test]
+fn commit_is_atomic_across_trees_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.next_incident_id().unwrap(), 1);
+        let w = WriteSet {
+            incidents: vec![incident(1, "fpA"), incident(2, "fpB")],
+            events: vec![(
+                IncidentId(1),
+                0,
+                TimelineEvent {
+                    at: Utc::now(),
+                    actor: Actor::system(),
+                    kind: EventKind::Note { text: "hi".into() },
+                },
+            )],
+            fingerprints: vec![
+                ("fpA".into(), Some(IncidentId(1))),
+                ("fpB".into(), Some(IncidentId(2))),
+                ("fpB".into(), None),
+            ],
+            outbox: vec![
+                entry(5, "slack", 1),
+                entry(3, "slack", 2),
+                entry(4, "discord", 1),
+            ],
+            timers: vec![],
+            executions: vec![],
+            next_id: Some(3),
+        };
+        s.commit(&w).unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.next_incident_id().unwrap(), 3);
+    assert_eq!(s.open_incident_for("fpA").unwrap(), Some(IncidentId(1)));
+    assert_eq!(
+        s.open_incident_for("fpB").unwrap(),
+        None,
+        "later delete wins"
+    );
+    assert_eq!(
+        s.get_incident(IncidentId(2)).unwrap().unwrap().fingerprint,
+        "fpB"
+    );
+    assert_eq!(s.timeline(IncidentId(1)).unwrap().len(), 1);
+    assert!(s.timeline(IncidentId(2)).unwrap().is_empty());
+    let slack: Vec<u64> = s
+        .outbox_pending("slack", 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(slack, [3, 5], "outbox in sequence order, per sink");
+    assert_eq!(s.outbox_pending("discord", 10).unwrap().len(), 1);
+    let list = s
+        .list_incidents(&IncidentFilter {
+            active: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        list.iter().map(|i| i.id.0).collect::<Vec<_>>(),
+        [2, 1],
+        "newest first"
+    );
+    let mut resolved = incident(3, "fpC");
+    resolved.status = Status::Resolved;
+    s.commit(&WriteSet {
+        incidents: vec![resolved],
+        ..Default::default()
+    })
+    .unwrap();
+    let list = s
+        .list_incidents(&IncidentFilter {
+            active: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(list.len(), 1);
+}
+
+#[test]
+fn outbox_completion_records_threads_and_dead_letters_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    let e1 = entry(1, "slack", 7);
+    let e2 = entry(2, "slack", 7);
+    s.commit(&WriteSet {
+        outbox: vec![e1.clone(), e2.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let t = ThreadRef {
+        channel: "C1".into(),
+        message_id: "123.456".into(),
+    };
+    s.outbox_complete(&e1, Some(&t)).unwrap();
+    assert_eq!(s.thread_for("slack", IncidentId(7)).unwrap(), Some(t));
+    assert_eq!(s.thread_for("discord", IncidentId(7)).unwrap(), None);
+    assert_eq!(
+        s.incident_for_thread("slack", "C1", "123.456").unwrap(),
+        Some(IncidentId(7))
+    );
+    assert_eq!(s.incident_for_thread("slack", "C1", "999").unwrap(), None);
+    s.outbox_dead_letter(&e2, "invalid_blocks").unwrap();
+    assert_eq!(s.outbox_len(), 0);
+    assert_eq!(s.dead.len(), 1);
+}
+
+#[test]
+fn recovery_marks_started_executions_interrupted_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        let x = |key: &str, status| Execution {
+            key: key.into(),
+            incident: IncidentId(1),
+            action: key.into(),
+            status,
+            created_at: now,
+            updated_at: now,
+        };
+        s.commit(&WriteSet {
+            executions: vec![
+                x("INC-1:a", ExecutionStatus::Started),
+                x("INC-1:b", ExecutionStatus::Succeeded),
+                x("INC-1:c", ExecutionStatus::Queued),
+            ],
+            timers: vec![(
+                IncidentId(1),
+                TimerKind::CardFlush,
+                Some(Timer {
+                    incident: IncidentId(1),
+                    kind: TimerKind::CardFlush,
+                    at: now,
+                }),
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    let r = s.recover(now).unwrap();
+    assert_eq!(r.interrupted.len(), 1);
+    assert_eq!(r.interrupted[0].key, "INC-1:a");
+    assert_eq!(r.timers, 1);
+    let status = |k: &str| s.execution(k).unwrap().unwrap().status;
+    assert_eq!(status("INC-1:a"), ExecutionStatus::Interrupted);
+    assert_eq!(status("INC-1:b"), ExecutionStatus::Succeeded);
+    assert_eq!(status("INC-1:c"), ExecutionStatus::Queued);
+    assert_eq!(s.executions(IncidentId(1)).unwrap().len(), 3);
+    assert!(s.executions(IncidentId(10)).unwrap().is_empty());
+    // Nothing left to interrupt the second time.
+    assert!(s.recover(now).unwrap().interrupted.is_empty());
+}
+
+#[test]
+fn refuses_a_store_from_another_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.meta
+            .insert("schema_version", &99u64.to_be_bytes())
+            .unwrap();
+        s.flush().unwrap();
+    }
+    let e = SledStore::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("schema version Some(99)"), "{e}");
+}

@@ -1,0 +1,151 @@
+//! Test harness: the real app on 127.0.0.1:0 with a temp sled store and a recording chat port.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use incidentd::app::{run, Deps};
+use incidentd::chat::recording::{Recorded, RecordingPort};
+use incidentd::config::Config;
+use incidentd::engine::outbox::OutboxConfig;
+use incidentd::ports::SystemClock;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub base: String,
+    pub port: Arc<RecordingPort>,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The config tests use unless they bring their own.
+pub const TEST_CONFIG: &str = r#"
+[engine]
+card_coalesce_seconds = 5
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+auto_resolve = true
+[[playbooks.actions]]
+id = "restart"
+title = "Restart"
+run = { type = "command", argv = ["/bin/true"] }
+
+[policy.P1]
+approvers = ["slack:U1"]
+"#;
+
+pub fn fast_outbox() -> OutboxConfig {
+    OutboxConfig {
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        ..OutboxConfig::default()
+    }
+}
+
+impl TestApp {
+    pub async fn start(dir: &Path) -> TestApp {
+        Self::start_with(dir, TEST_CONFIG, &|_| None).await
+    }
+
+    pub async fn start_with(
+        dir: &Path,
+        config: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> TestApp {
+        let mut cfg = Config::from_toml(config, env).expect("test config");
+        cfg.store.path = dir.join("store");
+        let port = Arc::new(RecordingPort::new("test"));
+        let deps = Deps {
+            clock: Arc::new(SystemClock),
+            sinks: vec![port.clone()],
+            outbox: fast_outbox(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run(cfg, listener, deps, async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base,
+            port,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Graceful stop; waits until the store is closed.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Waits (bounded) until the recorded deliveries satisfy `pred`.
+    pub async fn wait_chat(&self, pred: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
+        tokio::time::timeout(Duration::from_secs(20), self.port.wait_for(pred))
+            .await
+            .expect("chat deliveries did not arrive in time")
+    }
+}
+
+/// An Alertmanager v4 webhook body.
+pub fn alertmanager(status: &str, alerts: &[(&str, &str, &str, &str)]) -> String {
+    // (alertname, service, severity, status)
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(name, service, sev, st)| {
+            serde_json::json!({
+                "status": st,
+                "labels": { "alertname": name, "service": service, "severity": sev },
+                "annotations": { "summary": format!("{name} on {service}"), "runbook_url": "https://runbooks.example/x" },
+                "startsAt": "2026-11-29T12:00:00Z",
+                "endsAt": if *st == "resolved" { "2026-11-29T12:10:00Z" } else { "0001-01-01T00:00:00Z" },
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=x",
+                "fingerprint": ""
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"x\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "incidentd",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts
+    })
+    .to_string()
+}

@@ -1,0 +1,323 @@
+//! The real app over HTTP on loopback: Alertmanager/Grafana/generic webhooks in, incidents,
+//! timeline and outbox out; restarts; bad input that gets a clear 4xx and stores nothing.
+
+mod support;
+
+use incidentd::chat::recording::Recorded;
+use incidentd::ports::{ChatBody, ChatError};
+use serde_json::Value;
+use support::{alertmanager, TestApp};
+
+fn cards(r: &[Recorded]) -> usize {
+    r.iter()
+        .filter(|r| matches!(r.body, ChatBody::PostCard { .. }))
+        .count()
+}
+
+async fn open_incidents(app: &TestApp) -> Vec<Value> {
+    let (s, v) = app.get("/api/v1/incidents").await;
+    assert_eq!(s, 200);
+    v["incidents"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn alertmanager_alerts_open_one_incident_per_fingerprint_and_repeats_update_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    let body = alertmanager(
+        "firing",
+        &[
+            ("HighErrorRate", "api", "critical", "firing"),
+            ("HighLatency", "api", "warning", "firing"),
+            ("HighErrorRate", "api", "critical", "firing"), // same alert twice in one request
+        ],
+    );
+    let (s, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted"], 3);
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r[0]["incident"], "INC-1");
+    assert_eq!(r[0]["created"], true);
+    assert_eq!(r[1]["incident"], "INC-2");
+    assert_eq!(r[2]["incident"], "INC-1");
+    assert_eq!(r[2]["created"], false);
+
+    // Acknowledged means stored: the API sees it at once.
+    let list = open_incidents(&app).await;
+    assert_eq!(list.len(), 2);
+    let inc1 = list.iter().find(|i| i["id"] == 1).unwrap();
+    assert_eq!(inc1["severity"], "P1");
+    assert_eq!(inc1["kind"], "tool_api_failure");
+    assert_eq!(inc1["alert_count"], 2);
+    assert_eq!(inc1["playbook"], "api");
+
+    // Each incident gets exactly one card.
+    let rec = app.wait_chat(|r| cards(r) == 2).await;
+    assert_eq!(cards(&rec), 2);
+
+    // The same alerts again (Alertmanager's repeat_interval): no new incident, no new card.
+    let (s, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(s, 200);
+    assert!(v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["created"] == false));
+    let list = open_incidents(&app).await;
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        list.iter().find(|i| i["id"] == 1).unwrap()["alert_count"],
+        4
+    );
+
+    // Details with timeline and card.
+    let (s, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["incident"]["title"].as_str().unwrap().split(' ').next(),
+        Some("HighErrorRate")
+    );
+    assert_eq!(v["timeline"][0]["type"], "opened");
+    assert_eq!(v["card"]["kind_name"], "Tool/API failure");
+    assert!(v["card"]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["title"] == "Runbook"));
+
+    // Resolved: INC-1's playbook resolves on clear; INC-2 (no playbook) only marks the alert cleared.
+    let resolved = alertmanager(
+        "resolved",
+        &[
+            ("HighErrorRate", "api", "critical", "resolved"),
+            ("HighLatency", "api", "warning", "resolved"),
+        ],
+    );
+    let (s, _) = app
+        .post_json("/api/v1/alerts/alertmanager", &resolved)
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(v["incident"]["status"], "resolved");
+    let (_, v) = app.get("/api/v1/incidents/INC-2").await;
+    assert_eq!(v["incident"]["status"], "open");
+    assert_eq!(v["incident"]["alert_status"], "resolved");
+    let (_, v) = app.get("/api/v1/incidents?status=resolved").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 1);
+
+    // It fires again after being resolved: a new incident (the old one stays resolved).
+    let (_, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(v["results"][0]["incident"], "INC-3");
+    assert_eq!(v["results"][0]["created"], true);
+    assert_eq!(v["results"][1]["incident"], "INC-2");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restart_finds_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = alertmanager("firing", &[("DiskFull", "db", "warning", "firing")]);
+    let app = TestApp::start(dir.path()).await;
+    let (_, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(v["results"][0]["incident"], "INC-1");
+    let (_, before) = app.get("/api/v1/incidents/INC-1").await;
+    app.stop().await;
+
+    let app = TestApp::start(dir.path()).await;
+    let (s, after) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(s, 200);
+    assert_eq!(before["incident"], after["incident"]);
+    assert_eq!(before["timeline"], after["timeline"]);
+    // The fingerprint index survived: a repeat updates INC-1.
+    let (_, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(v["results"][0]["incident"], "INC-1");
+    assert_eq!(v["results"][0]["created"], false);
+    // The id counter survived.
+    let other = alertmanager("firing", &[("CPUHigh", "db", "warning", "firing")]);
+    let (_, v) = app.post_json("/api/v1/alerts/alertmanager", &other).await;
+    assert_eq!(v["results"][0]["incident"], "INC-2");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = |k: &str| (k == "AM_TOKEN").then(|| "s3cret".to_string());
+    let cfg = format!(
+        "{}\n[server]\nmax_body_bytes = 2048\n[webhooks.alertmanager]\ntoken_env = \"AM_TOKEN\"\n",
+        support::TEST_CONFIG
+    );
+    let app = TestApp::start_with(dir.path(), &cfg, &env).await;
+    let good = alertmanager("firing", &[("X", "api", "critical", "firing")]);
+    let post = |path: &'static str, ct: &'static str, auth: Option<&'static str>, body: String| {
+        let mut rb = app
+            .http
+            .post(app.url(path))
+            .header("content-type", ct)
+            .body(body);
+        if let Some(a) = auth {
+            rb = rb.header("authorization", a);
+        }
+        async move {
+            let r = rb.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let am = "/api/v1/alerts/alertmanager";
+    let ok_auth = Some("Bearer s3cret");
+
+    let (s, v) = post(am, "application/json", None, good.clone()).await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (401, "missing or wrong bearer token")
+    );
+    let (s, _) = post(am, "application/json", Some("Bearer wrong"), good.clone()).await;
+    assert_eq!(s, 401);
+    let (s, v) = post(am, "text/plain", ok_auth, good.clone()).await;
+    assert_eq!(s, 415);
+    assert!(v["error"].as_str().unwrap().contains("application/json"));
+    let (s, v) = post(am, "application/json", ok_auth, "{not json".into()).await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"].as_str().unwrap().starts_with("invalid JSON"),
+        "{v}"
+    );
+    let wrong_type = good.replace("\"service\":\"api\"", "\"service\":5");
+    assert_ne!(wrong_type, good);
+    let (s, v) = post(am, "application/json", ok_auth, wrong_type).await;
+    assert_eq!(s, 422);
+    assert!(
+        v["error"].as_str().unwrap().contains("alerts[0].labels"),
+        "{v}"
+    );
+    let (s, v) = post(am, "application/json", ok_auth, "x".repeat(4096)).await;
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(v["error"], "request body too large");
+    let (s, v) = app
+        .post_json("/api/v1/alerts", r#"{"title": "x", "serverity": "P1"}"#)
+        .await;
+    assert_eq!(s, 422);
+    assert!(v["error"].as_str().unwrap().contains("serverity"), "{v}");
+    let (s, _) = app
+        .post_json("/api/v1/alerts", r#"{"severity": "critical"}"#)
+        .await;
+    assert_eq!(s, 422);
+
+    // Nothing of that was stored.
+    let (_, v) = app.get("/api/v1/incidents?status=all").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 0);
+
+    // Read API errors.
+    let (s, v) = app.get("/api/v1/incidents/INC-99").await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (404, "INC-99 does not exist")
+    );
+    let (s, _) = app.get("/api/v1/incidents/bogus").await;
+    assert_eq!(s, 400);
+    let (s, v) = app.get("/api/v1/incidents?status=weird").await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("weird"));
+    let (s, _) = app.get("/api/v1/incidents?severity=P9").await;
+    assert_eq!(s, 400);
+
+    // And the good request works.
+    let (s, _) = post(am, "application/json; charset=utf-8", ok_auth, good).await;
+    assert_eq!(s, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn generic_and_grafana_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    let (s, v) = app
+        .post_json(
+            "/api/v1/alerts",
+            r#"{"title": "Checkout latency high", "severity": "warning", "labels": {"service": "checkout"}}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["results"][0]["created"], true);
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(v["incident"]["severity"], "P2");
+    assert_eq!(v["incident"]["source"], "generic");
+
+    let grafana = r#"{
+      "receiver": "incidentd", "status": "firing", "orgId": 1,
+      "alerts": [{"status": "firing", "labels": {"alertname": "HighCPU", "instance": "host1", "severity": "info"},
+                  "annotations": {"summary": "CPU at 97%"}, "startsAt": "2026-11-29T12:00:00Z",
+                  "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://grafana/alerting/1",
+                  "fingerprint": "abc123", "silenceURL": "http://grafana/silence", "dashboardURL": "http://grafana/d/1",
+                  "panelURL": "", "values": {"A": 97}, "valueString": "A=97"}],
+      "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://grafana/",
+      "version": "1", "groupKey": "x", "truncatedAlerts": 0, "title": "[FIRING:1] HighCPU", "state": "alerting", "message": "x"
+    }"#;
+    let (s, v) = app.post_json("/api/v1/alerts/grafana", grafana).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = app.get("/api/v1/incidents/INC-2").await;
+    assert_eq!(v["incident"]["severity"], "P3");
+    assert_eq!(v["incident"]["source"], "grafana");
+    assert_eq!(
+        v["incident"]["annotations"]["grafana_fingerprint"],
+        "abc123"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn outbox_survives_rate_limits_and_errors_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    app.port.fail_next([
+        ChatError::RateLimited {
+            retry_after: std::time::Duration::from_millis(50),
+        },
+        ChatError::Transient("502 bad gateway".into()),
+        ChatError::Transient("connection reset".into()),
+        ChatError::RateLimited {
+            retry_after: std::time::Duration::from_millis(20),
+        },
+    ]);
+    for i in 0..5 {
+        let body = alertmanager(
+            "firing",
+            &[(&format!("Alert{i}"), "svc", "warning", "firing")],
+        );
+        let (s, _) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+        assert_eq!(s, 200);
+    }
+    let rec = app.wait_chat(|r| cards(r) == 5).await;
+    assert!(app.port.attempts() >= 9, "the failures were really hit");
+    // Exactly one card per incident, each with a distinct idempotency key.
+    let mut ids: Vec<u64> = rec.iter().map(|r| r.incident.0).collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    let mut keys: Vec<&str> = rec.iter().map(|r| r.key.as_str()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn undelivered_messages_are_delivered_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    // The platform is down for a long time: every attempt fails.
+    app.port.fail_next(std::iter::repeat_n(
+        ChatError::Transient("down".into()),
+        10_000,
+    ));
+    let body = alertmanager("firing", &[("Outage", "svc", "critical", "firing")]);
+    let (s, _) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(s, 200);
+    app.stop().await;
+
+    // Next start, the platform is back: the card queued before the restart arrives, once.
+    let app = TestApp::start(dir.path()).await;
+    let rec = app.wait_chat(|r| cards(r) == 1).await;
+    assert_eq!(rec[0].incident.0, 1);
+    app.stop().await;
+}
