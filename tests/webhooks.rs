@@ -321,3 +321,40 @@ async fn undelivered_messages_are_delivered_after_a_restart() {
     assert_eq!(rec[0].incident.0, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn repeats_within_the_window_become_one_card_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        support::TEST_CONFIG.replace("card_coalesce_seconds = 5", "card_coalesce_seconds = 2");
+    let app = TestApp::start_with(dir.path(), &cfg, &|_| None).await;
+    let body = alertmanager("firing", &[("Flapping", "svc", "warning", "firing")]);
+    for _ in 0..4 {
+        let (s, _) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+        assert_eq!(s, 200);
+    }
+    let updated = |r: &[Recorded]| {
+        r.iter()
+            .filter(|r| matches!(&r.body, ChatBody::UpdateCard { card } if card.alert_count == 4))
+            .count()
+    };
+    let rec = app.wait_chat(|r| updated(r) == 1).await;
+    assert_eq!(cards(&rec), 1, "one thread");
+    let edits = rec
+        .iter()
+        .filter(|r| matches!(r.body, ChatBody::UpdateCard { .. }))
+        .count();
+    assert_eq!(edits, 1, "three repeats, one coalesced edit: {rec:#?}");
+    // The edit goes to the card's thread.
+    let posted = rec
+        .iter()
+        .find(|r| matches!(r.body, ChatBody::PostCard { .. }))
+        .unwrap();
+    let edit = rec
+        .iter()
+        .find(|r| matches!(r.body, ChatBody::UpdateCard { .. }))
+        .unwrap();
+    assert!(posted.thread.is_none());
+    assert_eq!(edit.thread.as_ref().unwrap().channel, "C-INCIDENTS");
+    app.stop().await;
+}

@@ -1,0 +1,183 @@
+//! Durability of the real binary: alerts acknowledged before a `kill -9` (or a SIGTERM) are all
+//! there after a restart, exactly once. Runs `target/.../incidentd run` as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+struct Bot {
+    child: Child,
+    base: String,
+}
+
+/// Starts the bot on a free loopback port and waits for its "listening" line.
+fn start(store: &Path) -> Bot {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .arg("run")
+        .env("INCIDENTD_LISTEN", "127.0.0.1:0")
+        .env("INCIDENTD_STORE_PATH", store)
+        .env("RUST_LOG", "info")
+        .env_remove("INCIDENTD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start incidentd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+            {
+                if line.contains("incidentd listening") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.to_string());
+                    }
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("incidentd did not say where it listens");
+    Bot {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+/// Posts distinct alerts from several senders until `stop_after` were acknowledged in total,
+/// then returns the acknowledged (title, incident) pairs while the senders keep going.
+async fn load_until(
+    base: &str,
+    stop_after: usize,
+) -> (
+    Arc<Mutex<Vec<(String, String)>>>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let mut senders = Vec::new();
+    for s in 0..4 {
+        let acked = acked.clone();
+        let notify = notify.clone();
+        let url = format!("{base}/api/v1/alerts");
+        senders.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..100_000 {
+                let title = format!("crash-test sender {s} alert {i}");
+                let body = serde_json::json!({ "title": title, "severity": "warning" });
+                let Ok(r) = http.post(&url).json(&body).send().await else {
+                    break; // the process is gone
+                };
+                if r.status() != 200 {
+                    break;
+                }
+                let Ok(v) = r.json::<Value>().await else {
+                    break;
+                };
+                let id = v["results"][0]["incident"].as_str().unwrap().to_string();
+                acked.lock().unwrap().push((title, id));
+                notify.notify_one();
+            }
+        }));
+    }
+    loop {
+        let n = acked.lock().unwrap().len();
+        if n >= stop_after {
+            break;
+        }
+        tokio::time::timeout(Duration::from_secs(60), notify.notified())
+            .await
+            .expect("alerts are not being acknowledged");
+    }
+    (acked, senders)
+}
+
+async fn all_incidents(base: &str) -> Vec<Value> {
+    let v: Value = reqwest::get(format!("{base}/api/v1/incidents?status=all&limit=1000"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["incidents"].as_array().unwrap().clone()
+}
+
+fn assert_all_present(acked: &[(String, String)], incidents: &[Value]) {
+    for (title, id) in acked {
+        let found: Vec<&Value> = incidents.iter().filter(|i| i["title"] == *title).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "acknowledged alert {title:?} ({id}) must be stored exactly once"
+        );
+        assert_eq!(format!("INC-{}", found[0]["id"]), *id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_that_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut bot = start(&store);
+    let (acked, senders) = load_until(&bot.base, 300).await;
+    bot.child.kill().unwrap(); // SIGKILL, mid-load
+    bot.child.wait().unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 300);
+
+    let mut bot = start(&store);
+    let incidents = all_incidents(&bot.base).await;
+    assert_all_present(&acked, &incidents);
+    // The id counter survived too: a new alert gets a fresh id.
+    let v: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/alerts", bot.base))
+        .json(&serde_json::json!({ "title": "after the crash" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_id = v["results"][0]["incident"].as_str().unwrap().to_string();
+    assert!(acked.iter().all(|(_, id)| *id != new_id), "{new_id} reused");
+    bot.child.kill().unwrap();
+    bot.child.wait().unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_accepted_work_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut bot = start(&store);
+    let (acked, senders) = load_until(&bot.base, 200).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &bot.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = bot.child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let mut bot = start(&store);
+    let incidents = all_incidents(&bot.base).await;
+    assert_all_present(&acked, &incidents);
+    bot.child.kill().unwrap();
+    bot.child.wait().unwrap();
+}

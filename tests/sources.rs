@@ -1,0 +1,94 @@
+//! One incident per fingerprint across sources: the same alert arriving by webhook and as a
+//! message in an alert channel updates one incident. Runs the real engine on a real sled store.
+
+use std::sync::Arc;
+
+use incidentd::config::Config;
+use incidentd::domain::alert::{AlertStatus, Platform};
+use incidentd::engine::runner::Engine;
+use incidentd::engine::Input;
+use incidentd::ingest::{decode_alertmanager, parse_chat_message, ChatEmbed, ChatMessage};
+use incidentd::ports::{Store, SystemClock};
+use incidentd::store::SledStore;
+
+fn webhook(status: &str) -> Vec<u8> {
+    serde_json::json!({
+        "version": "4", "status": status, "receiver": "incidentd", "groupKey": "k",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
+        "alerts": [{
+            "status": status,
+            "labels": { "alertname": "HighErrorRate", "service": "api", "severity": "critical" },
+            "annotations": { "summary": "Error rate above 5%" },
+            "startsAt": "2026-11-29T12:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph", "fingerprint": "d2a8e3c1b0f4a5b6"
+        }]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// What Alertmanager's default `discord_configs` template posts for the same alert.
+fn discord_message(prefix: &str, id: &str) -> ChatMessage {
+    ChatMessage {
+        platform: Platform::Discord,
+        channel: "1100".into(),
+        message_id: id.into(),
+        text: String::new(),
+        attachments: vec![],
+        embeds: vec![ChatEmbed {
+            title: Some(format!("{prefix} HighErrorRate (api critical)")),
+            url: Some("http://am:9093/#/alerts".into()),
+            description: Some(
+                "Alerts Firing:\nLabels:\n - alertname = HighErrorRate\n - service = api\n - severity = critical\nAnnotations:\n - summary = Error rate above 5%\nSource: http://prometheus:9090/graph\n"
+                    .into(),
+            ),
+            color: Some(0xe01e5a),
+            fields: vec![],
+        }],
+    }
+}
+
+#[tokio::test]
+async fn webhook_and_chat_message_of_the_same_alert_share_one_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let cfg = Arc::new(Config::builtin());
+    let (engine, _notes, _writer) = Engine::start(
+        store.clone(),
+        cfg,
+        Arc::new(SystemClock),
+        vec!["console".into()],
+    )
+    .unwrap();
+
+    let hook = decode_alertmanager(&webhook("firing")).unwrap().remove(0);
+    let chat = parse_chat_message(&discord_message("[FIRING:1]", "m1")).expect("an alert");
+    assert_eq!(chat.fingerprint, hook.fingerprint);
+
+    let first = engine.submit_one(Input::Alert(hook)).await.unwrap();
+    assert!(first.created);
+    let second = engine.submit_one(Input::Alert(chat)).await.unwrap();
+    assert!(!second.created);
+    assert_eq!(second.incident, first.incident);
+    let inc = store
+        .get_incident(first.incident.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(inc.alert_count, 2);
+
+    // The chat message saying it resolved clears the same incident.
+    let resolved = parse_chat_message(&discord_message("[RESOLVED]", "m2")).unwrap();
+    assert_eq!(resolved.status, AlertStatus::Resolved);
+    let r = engine.submit_one(Input::Alert(resolved)).await.unwrap();
+    assert_eq!(r.incident, first.incident);
+    let inc = store
+        .get_incident(first.incident.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(inc.alert_status, AlertStatus::Resolved);
+    // The store has exactly one incident.
+    let all = store
+        .list_incidents(&incidentd::ports::IncidentFilter::default())
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
