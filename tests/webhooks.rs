@@ -358,3 +358,27 @@ async fn repeats_within_the_window_become_one_card_edit() {
     assert_eq!(edit.thread.as_ref().unwrap().channel, "C-INCIDENTS");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_back_card_edit_is_sent_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        support::TEST_CONFIG.replace("card_coalesce_seconds = 5", "card_coalesce_seconds = 2");
+    let app = TestApp::start_with(dir.path(), &cfg, &|_| None).await;
+    let body = alertmanager("firing", &[("Flapping", "svc", "warning", "firing")]);
+    for _ in 0..2 {
+        let (s, _) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+        assert_eq!(s, 200);
+    }
+    // Stop before the flush timer fires: the timer is persisted, not lost.
+    app.stop().await;
+    let app = TestApp::start_with(dir.path(), &cfg, &|_| None).await;
+    app.wait_chat(|r| {
+        r.iter()
+            .any(|r| matches!(&r.body, ChatBody::UpdateCard { card } if card.alert_count == 2))
+    })
+    .await;
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(v["incident"]["card_dirty"], false);
+    app.stop().await;
+}

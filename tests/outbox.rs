@@ -1,0 +1,228 @@
+//! The outbox worker against ports that fail: per-incident order, no head-of-line blocking
+//! across incidents, 429 pauses, superseded card edits dropped, nothing lost or duplicated.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use incidentd::domain::incident::IncidentId;
+use incidentd::engine::outbox::{run_outbox, OutboxConfig};
+use incidentd::ports::{
+    ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, OutboxEntry, Store, WriteSet,
+};
+use incidentd::store::SledStore;
+use tokio::sync::{watch, Notify};
+
+/// Fails the first `fail[incident]` attempts for an incident, and rate-limits once on demand.
+struct FlakyPort {
+    fail: Mutex<HashMap<u64, u32>>,
+    rate_limit_once: Mutex<Option<Duration>>,
+    log: Mutex<Vec<(Instant, u64, String, bool)>>,
+    notify: Notify,
+}
+
+impl FlakyPort {
+    fn new(fail: &[(u64, u32)]) -> Arc<Self> {
+        Arc::new(FlakyPort {
+            fail: Mutex::new(fail.iter().copied().collect()),
+            rate_limit_once: Mutex::new(None),
+            log: Mutex::new(vec![]),
+            notify: Notify::new(),
+        })
+    }
+
+    fn delivered(&self) -> Vec<(u64, String)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.3)
+            .map(|l| (l.1, l.2.clone()))
+            .collect()
+    }
+
+    async fn wait_delivered(&self, n: usize) -> Vec<(u64, String)> {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let notified = self.notify.notified();
+                let d = self.delivered();
+                if d.len() >= n {
+                    return d;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .expect("deliveries did not arrive")
+    }
+}
+
+fn text(body: &ChatBody) -> String {
+    match body {
+        ChatBody::Note { text } => text.clone(),
+        ChatBody::PostCard { .. } => "card".into(),
+        ChatBody::UpdateCard { card } => format!("edit {}", card.alert_count),
+    }
+}
+
+#[async_trait]
+impl ChatPort for FlakyPort {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn deliver(&self, msg: OutboundMessage<'_>) -> Result<Delivered, ChatError> {
+        let id = msg.incident.0;
+        let t = text(msg.body);
+        let result = if let Some(d) = self.rate_limit_once.lock().unwrap().take() {
+            Err(ChatError::RateLimited { retry_after: d })
+        } else {
+            let mut fail = self.fail.lock().unwrap();
+            match fail.get_mut(&id) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    Err(ChatError::Transient("503".into()))
+                }
+                _ => Ok(Delivered::default()),
+            }
+        };
+        self.log
+            .lock()
+            .unwrap()
+            .push((Instant::now(), id, t, result.is_ok()));
+        self.notify.notify_waiters();
+        result
+    }
+}
+
+fn note(seq: u64, incident: u64, text: &str) -> OutboxEntry {
+    OutboxEntry {
+        seq,
+        sink: "flaky".into(),
+        incident: IncidentId(incident),
+        body: ChatBody::Note { text: text.into() },
+        created_at: Utc::now(),
+    }
+}
+
+fn start(
+    store: Arc<dyn Store>,
+    port: Arc<FlakyPort>,
+) -> (
+    watch::Sender<u64>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (commit_tx, commit_rx) = watch::channel(0);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg = OutboxConfig {
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..OutboxConfig::default()
+    };
+    let h = tokio::spawn(run_outbox(store, port, commit_rx, stop_rx, cfg));
+    (commit_tx, stop_tx, h)
+}
+
+#[tokio::test]
+async fn a_failing_incident_does_not_block_others_and_order_holds_per_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    store
+        .commit(&WriteSet {
+            outbox: vec![
+                note(1, 1, "a1"),
+                note(2, 2, "b1"),
+                note(3, 1, "a2"),
+                note(4, 2, "b2"),
+                note(5, 1, "a3"),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    let port = FlakyPort::new(&[(1, 3)]);
+    let (_c, stop, h) = start(store.clone(), port.clone());
+    let d = port.wait_delivered(5).await;
+    let of = |i: u64| {
+        d.iter()
+            .filter(|x| x.0 == i)
+            .map(|x| x.1.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(1), ["a1", "a2", "a3"], "order per incident");
+    assert_eq!(of(2), ["b1", "b2"]);
+    // Incident 2 went through while incident 1 was backing off.
+    let pos = |t: &str| d.iter().position(|x| x.1 == t).unwrap();
+    assert!(pos("b2") < pos("a1"), "no head-of-line blocking: {d:?}");
+    // Nothing delivered twice, and the outbox is empty.
+    assert_eq!(d.len(), 5);
+    assert_eq!(store.outbox_len(), 0);
+    let _ = stop.send(true);
+    h.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_sink_for_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    store
+        .commit(&WriteSet {
+            outbox: vec![note(1, 1, "x"), note(2, 2, "y")],
+            ..Default::default()
+        })
+        .unwrap();
+    let port = FlakyPort::new(&[]);
+    *port.rate_limit_once.lock().unwrap() = Some(Duration::from_millis(300));
+    let (_c, stop, h) = start(store.clone(), port.clone());
+    port.wait_delivered(2).await;
+    let log = port.log.lock().unwrap().clone();
+    assert!(!log[0].3, "first call was rate limited");
+    // No call at all (for any incident) before Retry-After passed.
+    let gap = log[1].0.duration_since(log[0].0);
+    assert!(gap >= Duration::from_millis(300), "retried after {gap:?}");
+    assert_eq!(log.len(), 3);
+    let _ = stop.send(true);
+    h.await.unwrap();
+}
+
+#[tokio::test]
+async fn superseded_card_edits_are_dropped_and_new_entries_wake_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let port = FlakyPort::new(&[]);
+    let (commits, stop, h) = start(store.clone(), port.clone());
+    // Build cards from the built-in config's view of an incident.
+    let card = |n: u64| {
+        let mut c: incidentd::domain::card::IncidentCard =
+            serde_json::from_value(serde_json::json!({
+                "incident": 1, "title": "t", "severity": "P2",
+                "targets": {"detect_seconds": 1, "repair_seconds": 1, "approval": "optional"},
+                "kind": "k", "kind_name": "K", "status": "open", "alert_status": "firing",
+                "alert_count": n, "opened_at": Utc::now(), "last_seen_at": Utc::now(),
+                "links": [], "actions": [], "buttons": []
+            }))
+            .unwrap();
+        c.alert_count = n;
+        c
+    };
+    let edit = |seq: u64, n: u64| OutboxEntry {
+        body: ChatBody::UpdateCard { card: card(n) },
+        ..note(seq, 1, "")
+    };
+    store
+        .commit(&WriteSet {
+            outbox: vec![edit(1, 2), note(2, 1, "between"), edit(3, 3), edit(4, 4)],
+            ..Default::default()
+        })
+        .unwrap();
+    commits.send_modify(|g| *g += 1);
+    let d = port.wait_delivered(2).await;
+    assert_eq!(
+        d.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+        ["between", "edit 4"]
+    );
+    assert_eq!(store.outbox_len(), 0);
+    let _ = stop.send(true);
+    h.await.unwrap();
+}
