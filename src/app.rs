@@ -11,10 +11,15 @@ use tracing::{info, warn};
 
 use crate::chat::console::ConsolePort;
 use crate::config::Config;
+use crate::domain::incident::Incident;
+use crate::domain::playbook::ActionSpec;
+use crate::engine::dispatch::run_dispatcher;
 use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
 use crate::engine::runner::Engine;
+use crate::engine::Input;
 use crate::http::{router, AppState};
-use crate::ports::{ChatPort, Clock, Store, SystemClock};
+use crate::ports::{ChatPort, Clock, ExecOutcome, Executor, Store, SystemClock};
+use crate::remediate::{self, RetryPolicy};
 use crate::store::SledStore;
 
 /// What the app runs against; tests swap the clock and the chat sinks.
@@ -22,15 +27,62 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub sinks: Vec<Arc<dyn ChatPort>>,
     pub outbox: OutboxConfig,
+    pub executor: Arc<dyn Executor>,
 }
 
 impl Deps {
-    /// The real clock and the chat surfaces the config enables (the console when none is).
+    /// The real clock, the real executors, and the chat surfaces the config enables (the
+    /// console when none is).
     pub fn from_config(_cfg: &Config) -> Deps {
         Deps {
             clock: Arc::new(SystemClock),
             sinks: vec![Arc::new(ConsolePort::new())],
             outbox: OutboxConfig::default(),
+            executor: Arc::new(PlaybookExecutor::new("kubectl")),
+        }
+    }
+}
+
+/// Runs playbook actions with the `remediate` executors: templated argv (never a shell), HTTP,
+/// kubectl, each with its timeout and bounded retries.
+pub struct PlaybookExecutor {
+    http: reqwest::Client,
+    kubectl_bin: String,
+    retry: RetryPolicy,
+}
+
+impl PlaybookExecutor {
+    pub fn new(kubectl_bin: &str) -> Self {
+        PlaybookExecutor {
+            http: reqwest::Client::new(),
+            kubectl_bin: kubectl_bin.to_string(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for PlaybookExecutor {
+    fn plan(&self, incident: &Incident, action: &ActionSpec) -> Result<String, String> {
+        remediate::plan(action, incident, &self.kubectl_bin)
+            .map(|p| p.preview())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run(&self, incident: &Incident, action: &ActionSpec) -> ExecOutcome {
+        let plan = match remediate::plan(action, incident, &self.kubectl_bin) {
+            Ok(p) => p,
+            Err(e) => {
+                return ExecOutcome {
+                    success: false,
+                    summary: format!("refused: {e}"),
+                }
+            }
+        };
+        let out = remediate::execute(&plan, &self.retry, &[], &self.http).await;
+        ExecOutcome {
+            success: out.success,
+            summary: out.summary(),
         }
     }
 }
@@ -67,6 +119,7 @@ pub async fn run(
     }
     let s = store.clone();
     let timers = tokio::task::spawn_blocking(move || s.timers()).await??;
+    let queued: Vec<String> = recovery.queued.iter().map(|x| x.key.clone()).collect();
 
     let sink_names = deps.sinks.iter().map(|p| p.name().to_string()).collect();
     let (engine, notes, writer) =
@@ -89,6 +142,26 @@ pub async fn run(
         notes.timers,
         stop_rx.clone(),
     )));
+    workers.push(tokio::spawn(run_dispatcher(
+        engine.clone(),
+        store.clone(),
+        cfg.clone(),
+        deps.executor.clone(),
+        queued,
+        notes.executions,
+        stop_rx.clone(),
+    )));
+    // Tell each interrupted execution's thread that a human must decide.
+    for x in recovery.interrupted {
+        let input = Input::ExecutionInterrupted {
+            incident: x.incident,
+            action: x.action,
+            key: x.key,
+        };
+        if let Err(e) = engine.submit_one(input).await {
+            warn!(error = %e, "Cannot record an interrupted execution.");
+        }
+    }
 
     let state = AppState {
         engine,

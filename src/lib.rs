@@ -9,6 +9,7 @@
 //! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
 //! - `store`     — sled implementation of Store
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
+//! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction
 //! - `chat`      — chat surfaces: console (default) and a recording port for tests
 //! - `http`      — axum router: webhooks, read API, health
 //! - `config`    — TOML → validated Config
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod ports;
+pub mod remediate;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::{Incident, IncidentId, Status, TimelineEvent};
+use crate::domain::playbook::ActionSpec;
 use crate::domain::severity::Severity;
 
 /// Wall-clock time, injected so the core and tests control it.
@@ -230,6 +231,26 @@ pub struct Recovery {
     pub outbox_pending: usize,
     pub timers: usize,
     pub interrupted: Vec<Execution>,
+    /// Approved but never launched: safe to dispatch again.
+    pub queued: Vec<Execution>,
+}
+
+/// The result of running an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub success: bool,
+    /// One line for the thread and timeline ("exit 0 in 1.2 s", "HTTP 503", "refused: …").
+    pub summary: String,
+}
+
+/// Runs approved actions. The dispatcher records `Started` durably before calling `run`.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Templates the action for this incident: the exact command/request to show, or why it is
+    /// refused (e.g. a label value that does not match the allowed pattern).
+    fn plan(&self, incident: &Incident, action: &ActionSpec) -> Result<String, String>;
+    /// Runs it (with its timeout and retries). Dropping the future kills any child process.
+    async fn run(&self, incident: &Incident, action: &ActionSpec) -> ExecOutcome;
 }
 
 /// Durable state. Synchronous: callers run it on a blocking thread.

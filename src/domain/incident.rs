@@ -217,6 +217,23 @@ pub enum EventKind {
         action: String,
         execution: String,
     },
+    ExecutionStarted {
+        action: String,
+        execution: String,
+        /// The exact command or request, after templating.
+        preview: String,
+    },
+    ExecutionFinished {
+        action: String,
+        execution: String,
+        success: bool,
+        summary: String,
+    },
+    /// The process died while this ran: a human must decide; it is never re-run automatically.
+    ExecutionInterrupted {
+        action: String,
+        execution: String,
+    },
     Note {
         text: String,
     },
@@ -265,6 +282,21 @@ impl TimelineEvent {
             EventKind::ExecutionQueued { action, execution } => {
                 format!("`{action}` queued for execution ({execution})")
             }
+            EventKind::ExecutionStarted {
+                action, preview, ..
+            } => format!("Started `{action}`: {preview}"),
+            EventKind::ExecutionFinished {
+                action,
+                success,
+                summary,
+                ..
+            } => format!(
+                "`{action}` {}: {summary}",
+                if *success { "succeeded" } else { "failed" }
+            ),
+            EventKind::ExecutionInterrupted { action, .. } => format!(
+                "`{action}` was interrupted by a restart; it will not be re-run automatically"
+            ),
             EventKind::Note { text } => format!("{who}: {text}"),
         }
     }

@@ -1,6 +1,7 @@
 //! The functional core: `handle(incident, input, config, ctx) -> Decision`. No I/O, no tokio;
 //! the runner persists each decision with its effects in one transaction and dispatches them.
 
+pub mod dispatch;
 pub mod outbox;
 pub mod runner;
 
@@ -33,6 +34,27 @@ pub enum Input {
     },
     /// A persisted timer came due.
     Timer(Timer),
+    /// An approved action is about to run (the runner writes its execution `Started` first).
+    ExecutionStarted {
+        incident: IncidentId,
+        action: String,
+        key: String,
+        preview: String,
+    },
+    /// An action finished (or was refused before launch).
+    ExecutionFinished {
+        incident: IncidentId,
+        action: String,
+        key: String,
+        success: bool,
+        summary: String,
+    },
+    /// Found `Started` after a restart.
+    ExecutionInterrupted {
+        incident: IncidentId,
+        action: String,
+        key: String,
+    },
 }
 
 /// What the core wants done besides changing state.
@@ -124,6 +146,111 @@ pub fn handle(
             Ok(d)
         }
         Input::Timer(t) => Ok(on_timer(incident, t, cfg, ctx)),
+        Input::ExecutionStarted {
+            incident: id,
+            action,
+            key,
+            preview,
+        } => {
+            let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            if let Some(a) = inc.action_mut(&action) {
+                a.status = ActionStatus::Running;
+            }
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: Actor::system(),
+                kind: EventKind::ExecutionStarted {
+                    action: action.clone(),
+                    execution: key,
+                    preview: preview.clone(),
+                },
+            });
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text: format!("▶️ Running `{action}`: `{preview}`"),
+            }));
+            push_card(&mut inc, cfg, ctx, &mut d);
+            d.incident = Some(inc);
+            Ok(d)
+        }
+        Input::ExecutionFinished {
+            incident: id,
+            action,
+            key,
+            success,
+            summary,
+        } => {
+            let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            let system = Actor::system();
+            if let Some(a) = inc.action_mut(&action) {
+                a.status = if success {
+                    ActionStatus::Succeeded
+                } else {
+                    ActionStatus::Failed
+                };
+            }
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: system.clone(),
+                kind: EventKind::ExecutionFinished {
+                    action: action.clone(),
+                    execution: key,
+                    success,
+                    summary: summary.clone(),
+                },
+            });
+            if success {
+                d.effects.push(Effect::Chat(ChatBody::Note {
+                    text: format!("✅ `{action}` succeeded: {summary}"),
+                }));
+            } else {
+                d.effects.push(Effect::Chat(ChatBody::Note {
+                    text: format!("❌ `{action}` failed: {summary}. Escalating."),
+                }));
+                if inc.status.can_become(Status::Escalated) {
+                    let ev = inc
+                        .transition(
+                            Status::Escalated,
+                            &system,
+                            ctx.now,
+                            Some(format!("`{action}` failed")),
+                        )
+                        .expect("checked");
+                    d.events.push(ev);
+                }
+            }
+            push_card(&mut inc, cfg, ctx, &mut d);
+            d.incident = Some(inc);
+            Ok(d)
+        }
+        Input::ExecutionInterrupted {
+            incident: id,
+            action,
+            key,
+        } => {
+            let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            if let Some(a) = inc.action_mut(&action) {
+                a.status = ActionStatus::Failed;
+            }
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: Actor::system(),
+                kind: EventKind::ExecutionInterrupted {
+                    action: action.clone(),
+                    execution: key,
+                },
+            });
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text: format!(
+                    "⚠️ `{action}` was running when incidentd stopped. Its outcome is unknown and it will not be re-run automatically: check the system, then resolve or escalate."
+                ),
+            }));
+            push_card(&mut inc, cfg, ctx, &mut d);
+            d.incident = Some(inc);
+            Ok(d)
+        }
     }
 }
 

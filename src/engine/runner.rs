@@ -52,6 +52,8 @@ pub struct Notifications {
     pub outbox: watch::Receiver<u64>,
     /// Timers armed by committed decisions.
     pub timers: mpsc::UnboundedReceiver<Timer>,
+    /// Keys of executions queued by committed decisions.
+    pub executions: mpsc::UnboundedReceiver<String>,
 }
 
 impl Engine {
@@ -66,6 +68,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (outbox_tx, outbox_rx) = watch::channel(0u64);
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             store,
@@ -75,6 +78,7 @@ impl Engine {
             next_id,
             outbox_tx,
             timer_tx,
+            exec_tx,
         };
         let flag = alive.clone();
         let handle = std::thread::Builder::new()
@@ -89,6 +93,7 @@ impl Engine {
             Notifications {
                 outbox: outbox_rx,
                 timers: timer_rx,
+                executions: exec_rx,
             },
             handle,
         ))
@@ -136,6 +141,7 @@ struct Writer {
     next_id: u64,
     outbox_tx: watch::Sender<u64>,
     timer_tx: mpsc::UnboundedSender<Timer>,
+    exec_tx: mpsc::UnboundedSender<String>,
 }
 
 impl Writer {
@@ -168,6 +174,7 @@ impl Writer {
             incidents: HashMap::new(),
             fingerprints: HashMap::new(),
             executions: HashMap::new(),
+            queued: Vec::new(),
             w: WriteSet::default(),
         };
         let mut replies = Vec::with_capacity(jobs.len());
@@ -189,6 +196,7 @@ impl Writer {
             }
         }
         let next_id = batch.next_id;
+        let queued = std::mem::take(&mut batch.queued);
         let mut w = batch.w;
         // Only the latest version of each incident is written, however many inputs touched it.
         w.incidents = batch.incidents.into_values().collect();
@@ -207,6 +215,9 @@ impl Writer {
                     if let Some(t) = t {
                         let _ = self.timer_tx.send(*t);
                     }
+                }
+                for key in queued {
+                    let _ = self.exec_tx.send(key);
                 }
                 for (reply, results) in replies {
                     let _ = reply.send(Ok(results));
@@ -237,7 +248,9 @@ struct Batch<'a> {
     next_id: u64,
     incidents: HashMap<IncidentId, Incident>,
     fingerprints: HashMap<String, Option<IncidentId>>,
-    executions: HashMap<String, ()>,
+    executions: HashMap<String, Execution>,
+    /// Executions queued by this batch, handed to the executor after the commit.
+    queued: Vec<String>,
     w: WriteSet,
 }
 
@@ -256,6 +269,18 @@ impl Batch<'_> {
         self.store.get_incident(id)
     }
 
+    fn execution(&mut self, key: &str) -> Result<Option<Execution>, StoreError> {
+        if let Some(x) = self.executions.get(key) {
+            return Ok(Some(x.clone()));
+        }
+        self.store.execution(key)
+    }
+
+    fn put_execution(&mut self, x: Execution) {
+        self.executions.insert(x.key.clone(), x.clone());
+        self.w.executions.push(x);
+    }
+
     fn set_fingerprint(&mut self, fp: &str, v: Option<IncidentId>) {
         self.fingerprints.insert(fp.to_string(), v);
         self.w.fingerprints.push((fp.to_string(), v));
@@ -271,6 +296,42 @@ impl Batch<'_> {
                 self.w.timers.push((t.incident, t.kind, None));
                 Some(t.incident)
             }
+            Input::ExecutionStarted { incident, key, .. } => {
+                // Exactly once: only a queued execution may start; `Started` is durable before launch.
+                match self.execution(key)? {
+                    Some(mut x) if x.status == ExecutionStatus::Queued => {
+                        x.status = ExecutionStatus::Started;
+                        x.updated_at = self.now;
+                        self.put_execution(x);
+                    }
+                    other => {
+                        return Ok(Err(UserError(format!(
+                            "execution {key} is {}; not starting it again",
+                            other.map_or("unknown".into(), |x| format!("{:?}", x.status)
+                                .to_lowercase())
+                        ))))
+                    }
+                }
+                Some(*incident)
+            }
+            Input::ExecutionFinished {
+                incident,
+                key,
+                success,
+                ..
+            } => {
+                if let Some(mut x) = self.execution(key)? {
+                    x.status = if *success {
+                        ExecutionStatus::Succeeded
+                    } else {
+                        ExecutionStatus::Failed
+                    };
+                    x.updated_at = self.now;
+                    self.put_execution(x);
+                }
+                Some(*incident)
+            }
+            Input::ExecutionInterrupted { incident, .. } => Some(*incident),
         };
         let existing = match target {
             Some(id) => self.load(id)?,
@@ -344,14 +405,14 @@ impl Batch<'_> {
                 Effect::DisarmTimer(kind) => self.w.timers.push((id, kind, None)),
                 Effect::Execute { action, key } => {
                     // Exactly once: a key that exists (stored or earlier in this batch) is not queued again.
-                    if self.executions.contains_key(&key) || self.store.execution(&key)?.is_some() {
+                    if self.execution(&key)?.is_some() {
                         outcome
                             .reply
                             .get_or_insert_with(|| format!("`{action}` already ran or is running"));
                         continue;
                     }
-                    self.executions.insert(key.clone(), ());
-                    self.w.executions.push(Execution {
+                    self.queued.push(key.clone());
+                    self.put_execution(Execution {
                         key,
                         incident: id,
                         action,

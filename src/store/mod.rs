@@ -399,9 +399,13 @@ impl Store for SledStore {
 
     fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError> {
         let mut interrupted = Vec::new();
+        let mut queued = Vec::new();
         for kv in self.executions.iter() {
             let (k, v) = kv.map_err(storage)?;
             let mut x: Execution = dec("executions", &v)?;
+            if x.status == ExecutionStatus::Queued {
+                queued.push(x.clone());
+            }
             if x.status == ExecutionStatus::Started {
                 x.status = ExecutionStatus::Interrupted;
                 x.updated_at = now;
@@ -417,6 +421,7 @@ impl Store for SledStore {
             outbox_pending: self.outbox.len(),
             timers: self.timers.len(),
             interrupted,
+            queued,
         })
     }
 }

@@ -179,6 +179,8 @@ fn recovery_marks_started_executions_interrupted_only() {
     assert_eq!(r.interrupted.len(), 1);
     assert_eq!(r.interrupted[0].key, "INC-1:a");
     assert_eq!(r.timers, 1);
+    assert_eq!(r.queued.len(), 1);
+    assert_eq!(r.queued[0].key, "INC-1:c");
     let status = |k: &str| s.execution(k).unwrap().unwrap().status;
     assert_eq!(status("INC-1:a"), ExecutionStatus::Interrupted);
     assert_eq!(status("INC-1:b"), ExecutionStatus::Succeeded);

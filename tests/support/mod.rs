@@ -65,6 +65,7 @@ impl TestApp {
             clock: Arc::new(SystemClock),
             sinks: vec![port.clone()],
             outbox: fast_outbox(),
+            executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

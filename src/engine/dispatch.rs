@@ -1,0 +1,136 @@
+//! Runs approved actions exactly once. For each queued execution: template it (a refusal is a
+//! failed execution with the reason), record `Started` durably through the engine, and only then
+//! launch it; report the outcome back as an input. A second dispatch of the same key is refused
+//! by the engine (the record is no longer `Queued`), so double clicks and replays run once.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::runner::{Engine, EngineSubmitError};
+use super::Input;
+use crate::config::Config;
+use crate::ports::{Executor, Store};
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("store task panicked")
+}
+
+/// One execution, start to finish.
+async fn run_one(
+    engine: Engine,
+    store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    executor: Arc<dyn Executor>,
+    key: String,
+) {
+    let s = store.clone();
+    let k = key.clone();
+    let Ok(Some(x)) = blocking(move || s.execution(&k)).await else {
+        warn!(execution = %key, "Queued execution not found.");
+        return;
+    };
+    let s = store.clone();
+    let Ok(Some(inc)) = blocking(move || s.get_incident(x.incident)).await else {
+        warn!(execution = %key, "The execution's incident is missing.");
+        return;
+    };
+    let spec = inc
+        .playbook
+        .as_deref()
+        .and_then(|p| cfg.playbook(p))
+        .and_then(|p| p.actions.iter().find(|a| a.id == x.action))
+        .cloned();
+    let finish = |success: bool, summary: String| Input::ExecutionFinished {
+        incident: x.incident,
+        action: x.action.clone(),
+        key: key.clone(),
+        success,
+        summary,
+    };
+    let Some(spec) = spec else {
+        let _ = engine
+            .submit_one(finish(
+                false,
+                "the action is no longer in the playbook".into(),
+            ))
+            .await;
+        return;
+    };
+    let preview = match executor.plan(&inc, &spec) {
+        Ok(p) => p,
+        Err(refusal) => {
+            let _ = engine
+                .submit_one(finish(false, format!("refused: {refusal}")))
+                .await;
+            return;
+        }
+    };
+    let started = engine
+        .submit_one(Input::ExecutionStarted {
+            incident: x.incident,
+            action: x.action.clone(),
+            key: key.clone(),
+            preview,
+        })
+        .await;
+    match started {
+        Ok(_) => {}
+        Err(EngineSubmitError::User(e)) => {
+            info!(execution = %key, reason = %e, "Not launching.");
+            return;
+        }
+        Err(e) => {
+            warn!(execution = %key, error = %e, "Cannot record the start; not launching.");
+            return;
+        }
+    }
+    info!(execution = %key, "Launching.");
+    let out = executor.run(&inc, &spec).await;
+    if let Err(e) = engine.submit_one(finish(out.success, out.summary)).await {
+        warn!(execution = %key, error = %e, "Cannot record the outcome; it stays Started and will be marked interrupted on restart.");
+    }
+}
+
+/// Dispatches executions queued before a restart and those queued from now on, until shutdown.
+/// On shutdown, running executions are dropped: their children are killed and their records
+/// stay `Started`, which the next start turns into `Interrupted` for a human to decide.
+pub async fn run_dispatcher(
+    engine: Engine,
+    store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    executor: Arc<dyn Executor>,
+    initial: Vec<String>,
+    mut queued: mpsc::UnboundedReceiver<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut running = JoinSet::new();
+    let spawn = |running: &mut JoinSet<()>, key: String| {
+        running.spawn(run_one(
+            engine.clone(),
+            store.clone(),
+            cfg.clone(),
+            executor.clone(),
+            key,
+        ));
+    };
+    for key in initial {
+        spawn(&mut running, key);
+    }
+    loop {
+        tokio::select! {
+            k = queued.recv() => match k {
+                Some(k) => spawn(&mut running, k),
+                None => break,
+            },
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+}
