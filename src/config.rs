@@ -11,7 +11,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::domain::classify::{default_kinds, Classifier, IncidentKind, Matcher, Rule};
-use crate::domain::playbook::{ExecutorSpec, Playbook, DEFAULT_ALLOWED_PATTERN};
+use crate::domain::playbook::{ExecutorSpec, KubectlVerb, Playbook, DEFAULT_ALLOWED_PATTERN};
 use crate::domain::policy::ApprovalPolicy;
 use crate::domain::severity::{ApprovalNeed, Severity, Targets, ALL};
 
@@ -486,8 +486,12 @@ impl RawConfig {
                     ExecutorSpec::Kubectl {
                         deployment,
                         namespace,
-                        ..
+                        verb,
+                        replicas,
                     } => {
+                        if *verb == KubectlVerb::Scale && replicas.is_none() {
+                            err(format!("{at}.run.replicas"), "scale needs replicas".into());
+                        }
                         for (k, v) in [("deployment", deployment), ("namespace", namespace)] {
                             if v.trim().is_empty() {
                                 err(format!("{at}.run.{k}"), "must not be empty".into());
@@ -701,6 +705,10 @@ mod tests {
             id = "a"
             title = ""
             run = { type = "http", url = "ftp://x" }
+            [[playbooks.actions]]
+            id = "s"
+            title = "Scale"
+            run = { type = "kubectl", verb = "scale", deployment = "d", namespace = "n" }
             [policy.P1]
             approvers = ["bob"]
             min_approvals = 0
@@ -723,6 +731,7 @@ mod tests {
             "playbooks[0].actions[1].id: duplicate",
             "playbooks[0].actions[1].title:",
             "playbooks[0].actions[1].run.url:",
+            "playbooks[0].actions[2].run.replicas: scale needs replicas",
             "policy.P1.min_approvals:",
             "policy.P1.approvers[0]:",
             "webhooks.generic.token_env: environment variable NOPE_TOKEN is not set",
