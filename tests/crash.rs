@@ -14,6 +14,14 @@ struct Bot {
     base: String,
 }
 
+/// A failed assertion must not leave a bot running.
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the bot on a free loopback port and waits for its "listening" line.
 fn start(store: &Path) -> Bot {
     let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
