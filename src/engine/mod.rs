@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod outbox;
 pub mod runner;
+pub mod service;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;

@@ -1,0 +1,382 @@
+//! The one place chat inputs are interpreted, for every surface: adapters turn platform payloads
+//! into a neutral [`ChatEvent`] (text and identity only) and show the [`ChatReply`]. Alert-channel
+//! messages become alerts, thread messages become timeline notes, buttons and `/incident`
+//! commands become engine inputs; read-only commands are answered from the store.
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use tracing::{error, info_span, Instrument};
+
+use super::runner::{Engine, EngineSubmitError};
+use super::Input;
+use crate::config::Config;
+use crate::domain::alert::Platform;
+use crate::domain::card::ButtonAction;
+use crate::domain::command::{self, Command, ListScope, HELP};
+use crate::domain::incident::{Incident, IncidentId};
+use crate::domain::policy::Actor;
+use crate::domain::severity::human_seconds;
+use crate::ingest::{parse_chat_message, ChatAttachment, ChatEmbed, ChatMessage};
+use crate::ports::{IncidentFilter, Store, StoreError};
+
+/// What an adapter hands over.
+#[derive(Debug, Clone)]
+pub enum ChatEvent {
+    /// A message in a channel the bot can see (the adapter has already dropped the bot's own).
+    Message {
+        channel: String,
+        message_id: String,
+        /// The thread it was posted in, if any (Slack `thread_ts`, Discord thread channel id).
+        thread_id: Option<String>,
+        author: Actor,
+        from_bot: bool,
+        text: String,
+        attachments: Vec<ChatAttachment>,
+        embeds: Vec<ChatEmbed>,
+    },
+    /// A button on a card was clicked; `action_id` is [`ButtonAction::encode`]'s output.
+    Button { actor: Actor, action_id: String },
+    /// `/incident <text>`.
+    Command { actor: Actor, text: String },
+}
+
+/// What to show the user who acted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatReply {
+    pub text: String,
+    /// Only the acting user sees it.
+    pub ephemeral: bool,
+}
+
+impl ChatReply {
+    fn private(text: impl Into<String>) -> Self {
+        ChatReply {
+            text: text.into(),
+            ephemeral: true,
+        }
+    }
+    fn public(text: impl Into<String>) -> Self {
+        ChatReply {
+            text: text.into(),
+            ephemeral: false,
+        }
+    }
+}
+
+/// Interprets chat events for one platform.
+#[derive(Clone)]
+pub struct ChatService {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    platform: Platform,
+    /// The outbox sink name the platform's cards are posted through (thread lookups).
+    sink: String,
+    alert_channels: Arc<HashSet<String>>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("store task panicked")
+}
+
+fn internal(e: impl std::fmt::Display) -> ChatReply {
+    let reference = format!("{:08x}", rand::random::<u32>());
+    error!(error = %e, reference = %reference, "Internal error while handling a chat event.");
+    ChatReply::private(format!("internal error (ref {reference})"))
+}
+
+impl ChatService {
+    pub fn new(
+        engine: Engine,
+        store: Arc<dyn Store>,
+        cfg: Arc<Config>,
+        platform: Platform,
+        sink: &str,
+        alert_channels: impl IntoIterator<Item = String>,
+    ) -> Self {
+        ChatService {
+            engine,
+            store,
+            cfg,
+            platform,
+            sink: sink.to_string(),
+            alert_channels: Arc::new(alert_channels.into_iter().collect()),
+        }
+    }
+
+    pub fn is_alert_channel(&self, channel: &str) -> bool {
+        self.alert_channels.contains(channel)
+    }
+
+    /// Handles one event once it is durable (if it changes anything); `None` means nothing to say.
+    pub async fn handle(&self, event: ChatEvent) -> Option<ChatReply> {
+        let span = info_span!("chat", platform = self.platform.as_str());
+        async move {
+            match event {
+                ChatEvent::Message {
+                    channel,
+                    message_id,
+                    thread_id,
+                    author,
+                    from_bot,
+                    text,
+                    attachments,
+                    embeds,
+                } => {
+                    self.message(
+                        channel,
+                        message_id,
+                        thread_id,
+                        author,
+                        from_bot,
+                        text,
+                        attachments,
+                        embeds,
+                    )
+                    .await
+                }
+                ChatEvent::Button { actor, action_id } => {
+                    Some(self.button(actor, &action_id).await)
+                }
+                ChatEvent::Command { actor, text } => Some(self.command(actor, &text).await),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn message(
+        &self,
+        channel: String,
+        message_id: String,
+        thread_id: Option<String>,
+        author: Actor,
+        from_bot: bool,
+        text: String,
+        attachments: Vec<ChatAttachment>,
+        embeds: Vec<ChatEmbed>,
+    ) -> Option<ChatReply> {
+        if let Some(thread) = thread_id.filter(|t| *t != message_id) {
+            // A reply in a thread: if it is an incident's thread, humans' words go to the timeline.
+            let (s, sink, ch) = (self.store.clone(), self.sink.clone(), channel.clone());
+            let t = thread.clone();
+            let incident = match blocking(move || s.incident_for_thread(&sink, &ch, &t)).await {
+                Ok(i) => i,
+                Err(e) => return Some(internal(e)),
+            };
+            if let Some(id) = incident {
+                if from_bot || text.trim().is_empty() {
+                    return None;
+                }
+                let input = Input::ThreadMessage {
+                    actor: author,
+                    incident: id,
+                    text,
+                };
+                return match self.engine.submit_one(input).await {
+                    Ok(_) => None,
+                    Err(EngineSubmitError::User(_)) => None,
+                    Err(e) => Some(internal(e)),
+                };
+            }
+            return None;
+        }
+        if !self.is_alert_channel(&channel) {
+            return None;
+        }
+        let msg = ChatMessage {
+            platform: self.platform,
+            channel,
+            message_id,
+            text,
+            attachments,
+            embeds,
+        };
+        let alert = parse_chat_message(&msg)?;
+        match self.engine.submit_one(Input::Alert(alert)).await {
+            Ok(_) => None,
+            Err(EngineSubmitError::User(_)) => None,
+            Err(e) => Some(internal(e)),
+        }
+    }
+
+    async fn button(&self, actor: Actor, action_id: &str) -> ChatReply {
+        let action = match ButtonAction::decode(action_id) {
+            Ok(a) => a,
+            Err(e) => return ChatReply::private(format!("That button is not one of ours: {e}")),
+        };
+        let command = match action {
+            ButtonAction::Ack(i) => Command::Ack(i),
+            ButtonAction::Approve(i, a) => Command::Approve(i, a),
+            ButtonAction::Reject(i, a) => Command::Reject(i, a, None),
+            ButtonAction::Escalate(i) => Command::Escalate(i),
+            ButtonAction::Resolve(i) => Command::Resolve(i, None),
+            ButtonAction::Preview(i, a) => return self.preview(i, &a).await,
+        };
+        self.mutate(actor, command).await
+    }
+
+    async fn command(&self, actor: Actor, text: &str) -> ChatReply {
+        let command = match command::parse(text) {
+            Ok(c) => c,
+            Err(e) => return ChatReply::private(e),
+        };
+        match command {
+            Command::Help => ChatReply::private(HELP),
+            Command::List { scope, severity } => {
+                let filter = IncidentFilter {
+                    active: match scope {
+                        ListScope::Open => Some(true),
+                        ListScope::Resolved => Some(false),
+                        ListScope::All => None,
+                    },
+                    severity,
+                    limit: 20,
+                    ..Default::default()
+                };
+                let s = self.store.clone();
+                match blocking(move || s.list_incidents(&filter)).await {
+                    Ok(list) => ChatReply::private(render_list(&list, scope)),
+                    Err(e) => internal(e),
+                }
+            }
+            Command::Status(id) => match self.load(id).await {
+                Ok(Some(inc)) => ChatReply::private(render_status(&inc, &self.cfg)),
+                Ok(None) => ChatReply::private(format!("{id} does not exist")),
+                Err(e) => internal(e),
+            },
+            other => self.mutate(actor, other).await,
+        }
+    }
+
+    async fn load(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        let s = self.store.clone();
+        blocking(move || s.get_incident(id)).await
+    }
+
+    async fn preview(&self, id: IncidentId, action: &str) -> ChatReply {
+        match self.load(id).await {
+            Ok(Some(inc)) => match inc.action(action) {
+                Some(a) => {
+                    let p = self.cfg.policy(inc.severity);
+                    ChatReply::private(format!(
+                        "`{}` on {id} would run:\n`{}`\nNeeds {} approval(s) at {}{}.",
+                        a.id,
+                        a.summary,
+                        p.min_approvals,
+                        inc.severity,
+                        if p.allow_proposer {
+                            ""
+                        } else {
+                            " (two-person rule)"
+                        }
+                    ))
+                }
+                None => ChatReply::private(format!("{id} has no action `{action}`")),
+            },
+            Ok(None) => ChatReply::private(format!("{id} does not exist")),
+            Err(e) => internal(e),
+        }
+    }
+
+    async fn mutate(&self, actor: Actor, command: Command) -> ChatReply {
+        let what = describe(&command);
+        match self
+            .engine
+            .submit_one(Input::Command { actor, command })
+            .await
+        {
+            Ok(o) if o.refused => {
+                ChatReply::private(o.reply.unwrap_or_else(|| "Not allowed.".into()))
+            }
+            Ok(o) => match o.reply {
+                Some(r) => ChatReply::private(r),
+                None => ChatReply::public(what),
+            },
+            Err(EngineSubmitError::User(e)) => ChatReply::private(e.0),
+            Err(e) => internal(e),
+        }
+    }
+}
+
+fn describe(c: &Command) -> String {
+    match c {
+        Command::Ack(i) => format!("{i} acknowledged."),
+        Command::Resolve(i, _) => format!("{i} resolved."),
+        Command::Reopen(i) => format!("{i} reopened."),
+        Command::Escalate(i) => format!("{i} escalated."),
+        Command::Approve(i, a) => format!("Approval of `{a}` on {i} recorded."),
+        Command::Reject(i, a, _) => format!("`{a}` on {i} rejected."),
+        Command::Note(i, _) => format!("Note added to {i}."),
+        Command::Help | Command::List { .. } | Command::Status(_) => String::new(),
+    }
+}
+
+/// `/incident list`: one line per incident.
+pub fn render_list(list: &[Incident], scope: ListScope) -> String {
+    if list.is_empty() {
+        return match scope {
+            ListScope::Open => "No open incidents. 🎉".into(),
+            ListScope::Resolved => "No resolved incidents.".into(),
+            ListScope::All => "No incidents yet.".into(),
+        };
+    }
+    let mut s = String::new();
+    for i in list {
+        let _ = writeln!(
+            s,
+            "• `{}` {} · {} · {} — {} (×{})",
+            i.id,
+            i.severity,
+            i.status.label(),
+            i.kind,
+            crate::domain::card::truncate_chars(&i.title, 80),
+            i.alert_count
+        );
+    }
+    s
+}
+
+/// `/incident status`: the incident in a few lines.
+pub fn render_status(inc: &Incident, cfg: &Config) -> String {
+    let t = cfg.targets(inc.severity);
+    let mut s = String::new();
+    let _ = writeln!(s, "`{}` {} — {}", inc.id, inc.severity, inc.title);
+    let _ = writeln!(
+        s,
+        "Status: {} · alert {} · seen {}× · kind {}",
+        inc.status.label(),
+        match inc.alert_status {
+            crate::domain::alert::AlertStatus::Firing => "firing",
+            crate::domain::alert::AlertStatus::Resolved => "cleared",
+        },
+        inc.alert_count,
+        cfg.classifier.kind_name(&inc.kind)
+    );
+    let _ = writeln!(
+        s,
+        "Targets: detect < {}, repair < {}, {}",
+        human_seconds(t.detect_seconds),
+        human_seconds(t.repair_seconds),
+        t.approval.label()
+    );
+    if let Some(a) = &inc.acknowledged_by {
+        let _ = writeln!(s, "Acknowledged by {}", a.display());
+    }
+    for a in &inc.actions {
+        let _ = writeln!(
+            s,
+            "Action `{}` — {}: {:?}, {} approval(s)",
+            a.id,
+            a.title,
+            a.status,
+            a.approvals.len()
+        );
+    }
+    s
+}
