@@ -10,12 +10,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::chat::console::ConsolePort;
+use crate::chat::Surface;
 use crate::config::Config;
 use crate::domain::incident::Incident;
 use crate::domain::playbook::ActionSpec;
 use crate::engine::dispatch::run_dispatcher;
 use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
 use crate::engine::runner::Engine;
+use crate::engine::service::ChatService;
 use crate::engine::Input;
 use crate::http::{router, AppState};
 use crate::ports::{ChatPort, Clock, ExecOutcome, Executor, Store, SystemClock};
@@ -25,6 +27,9 @@ use crate::store::SledStore;
 /// What the app runs against; tests swap the clock and the chat sinks.
 pub struct Deps {
     pub clock: Arc<dyn Clock>,
+    /// Chat platforms (outbound port + inbound connections).
+    pub surfaces: Vec<Arc<dyn Surface>>,
+    /// Extra outbound-only sinks (tests, the console feed).
     pub sinks: Vec<Arc<dyn ChatPort>>,
     pub outbox: OutboxConfig,
     pub executor: Arc<dyn Executor>,
@@ -36,6 +41,7 @@ impl Deps {
     pub fn from_config(_cfg: &Config) -> Deps {
         Deps {
             clock: Arc::new(SystemClock),
+            surfaces: vec![],
             sinks: vec![Arc::new(ConsolePort::new())],
             outbox: OutboxConfig::default(),
             executor: Arc::new(PlaybookExecutor::new("kubectl")),
@@ -121,12 +127,14 @@ pub async fn run(
     let timers = tokio::task::spawn_blocking(move || s.timers()).await??;
     let queued: Vec<String> = recovery.queued.iter().map(|x| x.key.clone()).collect();
 
-    let sink_names = deps.sinks.iter().map(|p| p.name().to_string()).collect();
+    let mut ports: Vec<Arc<dyn ChatPort>> = deps.surfaces.iter().map(|s| s.port()).collect();
+    ports.extend(deps.sinks.iter().cloned());
+    let sink_names = ports.iter().map(|p| p.name().to_string()).collect();
     let (engine, notes, writer) =
         Engine::start(store.clone(), cfg.clone(), deps.clock.clone(), sink_names)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
-    for port in deps.sinks {
+    for port in ports {
         workers.push(tokio::spawn(run_outbox(
             store.clone(),
             port,
@@ -163,14 +171,31 @@ pub async fn run(
         }
     }
 
-    let state = AppState {
-        engine,
+    let mut app = router(AppState {
+        engine: engine.clone(),
         store: store.clone(),
         cfg: cfg.clone(),
-    };
+    });
+    for surface in &deps.surfaces {
+        let service = ChatService::new(
+            engine.clone(),
+            store.clone(),
+            cfg.clone(),
+            surface.platform(),
+            surface.port().name(),
+            surface.alert_channels(),
+        );
+        if let Some(r) = surface.routes(service.clone()) {
+            app = app.merge(r);
+        }
+        if let Some(task) = surface.spawn(service, stop_rx.clone()) {
+            workers.push(task);
+        }
+    }
+    drop(engine);
     let addr = listener.local_addr()?;
     info!(%addr, "incidentd listening.");
-    axum::serve(listener, router(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;

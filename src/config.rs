@@ -136,6 +136,66 @@ pub struct Config {
     pub classifier: Classifier,
     pub playbooks: Vec<Playbook>,
     pub policy: [ApprovalPolicy; 4],
+    /// Present when `[slack]` is in the file: Slack is enabled.
+    pub slack: Option<SlackConfig>,
+    /// Present when `[discord]` is in the file: Discord is enabled.
+    pub discord: Option<DiscordConfig>,
+    pub console: ConsoleConfig,
+}
+
+/// How the Slack app connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlackMode {
+    /// Socket Mode (app-level token, no public URL needed).
+    Socket,
+    /// Events API over HTTP (`/slack/events`, `/slack/interactions`, `/slack/commands`).
+    Http,
+}
+
+/// `[slack]`.
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub mode: SlackMode,
+    /// Web API base, `https://slack.com/api` unless pointed at a staging or test server.
+    pub api_url: String,
+    /// Channel ids whose messages are read as alerts.
+    pub alert_channels: Vec<String>,
+    /// Where incidents born from webhooks get their thread.
+    pub incident_channel: Option<String>,
+    /// `SLACK_BOT_TOKEN` (xoxb-…).
+    pub bot_token: Secret,
+    /// `SLACK_APP_TOKEN` (xapp-…), needed in socket mode.
+    pub app_token: Option<Secret>,
+    /// `SLACK_SIGNING_SECRET`, needed in http mode.
+    pub signing_secret: Option<Secret>,
+}
+
+/// `[discord]`.
+#[derive(Debug, Clone)]
+pub struct DiscordConfig {
+    /// REST base without `/api/v10`, `https://discord.com` unless pointed elsewhere.
+    pub api_url: String,
+    pub guild_ids: Vec<String>,
+    pub alert_channels: Vec<String>,
+    pub incident_channel: Option<String>,
+    /// `DISCORD_TOKEN`.
+    pub token: Secret,
+    /// `DISCORD_PUBLIC_KEY` (hex), enables `POST /discord/interactions` when set.
+    pub public_key: Option<String>,
+}
+
+/// `[console]`: the embedded web console.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleConfig {
+    /// Console users: name and secret login token (from the environment).
+    pub users: Vec<ConsoleUser>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsoleUser {
+    pub name: String,
+    pub token: Secret,
 }
 
 impl Config {
@@ -219,6 +279,60 @@ struct RawConfig {
     playbooks: Vec<Playbook>,
     #[serde(default)]
     policy: BTreeMap<String, ApprovalPolicy>,
+    slack: Option<RawSlack>,
+    discord: Option<RawDiscord>,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    #[serde(default = "socket")]
+    mode: SlackMode,
+    #[serde(default = "slack_api")]
+    api_url: String,
+    #[serde(default)]
+    alert_channels: Vec<String>,
+    incident_channel: Option<String>,
+}
+
+fn socket() -> SlackMode {
+    SlackMode::Socket
+}
+fn slack_api() -> String {
+    "https://slack.com/api".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscord {
+    #[serde(default = "discord_api")]
+    api_url: String,
+    #[serde(default)]
+    guild_ids: Vec<String>,
+    #[serde(default)]
+    alert_channels: Vec<String>,
+    incident_channel: Option<String>,
+}
+
+fn discord_api() -> String {
+    "https://discord.com".into()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default)]
+    users: Vec<RawConsoleUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsoleUser {
+    name: String,
+    /// Environment variable holding this user's login token.
+    token_env: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -575,6 +689,87 @@ impl RawConfig {
             }
         }
 
+        // Chat platforms: enabled by their section; their secrets come from fixed variables.
+        let mut need = |var: &str, path: &str, why: &str| -> Option<Secret> {
+            match env(var) {
+                Some(v) if !v.trim().is_empty() => Some(Secret(v)),
+                _ => {
+                    err(
+                        path.into(),
+                        format!("{why}: set the environment variable {var}"),
+                    );
+                    None
+                }
+            }
+        };
+        let optional = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+        let slack = self.slack.and_then(|r| {
+            let bot_token = need(
+                "SLACK_BOT_TOKEN",
+                "slack",
+                "Slack needs a bot token (xoxb-…)",
+            );
+            let app_token = match r.mode {
+                SlackMode::Socket => need(
+                    "SLACK_APP_TOKEN",
+                    "slack.mode",
+                    "socket mode needs an app-level token (xapp-…)",
+                ),
+                SlackMode::Http => optional("SLACK_APP_TOKEN").map(Secret),
+            };
+            let signing_secret = match r.mode {
+                SlackMode::Http => need(
+                    "SLACK_SIGNING_SECRET",
+                    "slack.mode",
+                    "http mode needs the signing secret",
+                ),
+                SlackMode::Socket => optional("SLACK_SIGNING_SECRET").map(Secret),
+            };
+            Some(SlackConfig {
+                mode: r.mode,
+                api_url: r.api_url.trim_end_matches('/').to_string(),
+                alert_channels: r.alert_channels,
+                incident_channel: r.incident_channel,
+                bot_token: bot_token?,
+                app_token,
+                signing_secret,
+            })
+        });
+        let discord = self.discord.and_then(|r| {
+            let token = need("DISCORD_TOKEN", "discord", "Discord needs a bot token");
+            Some(DiscordConfig {
+                api_url: r.api_url.trim_end_matches('/').to_string(),
+                guild_ids: r.guild_ids,
+                alert_channels: r.alert_channels,
+                incident_channel: r.incident_channel,
+                token: token?,
+                public_key: optional("DISCORD_PUBLIC_KEY"),
+            })
+        });
+        let mut console = ConsoleConfig::default();
+        for (i, u) in self.console.users.into_iter().enumerate() {
+            if !valid_id(&u.name) {
+                err(format!("console.users[{i}].name"), id_rule(&u.name));
+            }
+            match env(&u.token_env) {
+                Some(t) if t.len() >= 16 => console.users.push(ConsoleUser {
+                    name: u.name,
+                    token: Secret(t),
+                }),
+                Some(_) => err(
+                    format!("console.users[{i}].token_env"),
+                    format!(
+                        "the token in {} must be at least 16 characters",
+                        u.token_env
+                    ),
+                ),
+                None => err(
+                    format!("console.users[{i}].token_env"),
+                    format!("environment variable {} is not set", u.token_env),
+                ),
+            }
+        }
+
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -604,6 +799,9 @@ impl RawConfig {
             targets,
             playbooks: self.playbooks,
             policy,
+            slack,
+            discord,
+            console,
         })
     }
 }
@@ -760,6 +958,55 @@ mod tests {
         let s = c.webhooks.alertmanager.unwrap();
         assert_eq!(s.expose(), "s3cret");
         assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn chat_sections_enable_platforms_and_need_their_secrets() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert!(c.slack.is_none() && c.discord.is_none());
+        let text = "[slack]\nalert_channels = [\"C1\"]\n[discord]\nguild_ids = [\"1\"]\n[[console.users]]\nname = \"alice\"\ntoken_env = \"ALICE_TOKEN\"\n";
+        let e = errors(text);
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("slack: Slack needs a bot token")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("slack.mode: socket mode needs an app-level token")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("discord: Discord needs a bot token")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("console.users[0].token_env")),
+            "{e:?}"
+        );
+        let env = |k: &str| match k {
+            "SLACK_BOT_TOKEN" => Some("xoxb-1".to_string()),
+            "SLACK_APP_TOKEN" => Some("xapp-1".to_string()),
+            "DISCORD_TOKEN" => Some("d".to_string()),
+            "ALICE_TOKEN" => Some("0123456789abcdef".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml(text, &env).unwrap();
+        let slack = c.slack.unwrap();
+        assert_eq!(slack.mode, SlackMode::Socket);
+        assert_eq!(slack.api_url, "https://slack.com/api");
+        assert_eq!(slack.alert_channels, ["C1"]);
+        assert_eq!(c.discord.unwrap().api_url, "https://discord.com");
+        assert_eq!(c.console.users[0].name, "alice");
+        // http mode needs the signing secret instead of the app token.
+        let e = Config::from_toml("[slack]\nmode = \"http\"\n", &|k| {
+            (k == "SLACK_BOT_TOKEN").then(|| "x".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("SLACK_SIGNING_SECRET"), "{e}");
     }
 
     #[test]

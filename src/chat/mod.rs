@@ -1,6 +1,38 @@
-//! Chat surfaces. The neutral message model lives in `domain::card` and `ports`; each folder
-//! here turns it into one platform's messages. `recording` is a faithful in-memory port for
-//! tests and benchmarks (it can fail and rate-limit on demand).
+//! Chat surfaces. The neutral message model lives in `domain::card` and `ports`; the neutral
+//! inbound layer in `engine::service`. Each surface here turns them into one platform's
+//! messages and events. `recording` is an in-memory port for tests and benchmarks (it can
+//! fail and rate-limit on demand).
 
 pub mod console;
 pub mod recording;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::domain::alert::Platform;
+use crate::engine::service::ChatService;
+use crate::ports::ChatPort;
+
+/// A chat platform as the app wires it: an outbound port for the outbox, and inbound
+/// connections (HTTP routes and/or a long-lived socket) that feed the chat service.
+pub trait Surface: Send + Sync {
+    fn platform(&self) -> Platform;
+    /// Where the outbox delivers this platform's messages (its `name()` is the sink name).
+    fn port(&self) -> Arc<dyn ChatPort>;
+    /// Channel ids whose messages are read as alerts.
+    fn alert_channels(&self) -> Vec<String>;
+    /// HTTP endpoints this surface serves on the bot's server (Events API, interactions…).
+    fn routes(&self, _service: ChatService) -> Option<axum::Router> {
+        None
+    }
+    /// Long-lived inbound connections (socket mode, gateway); stops when `shutdown` turns true.
+    fn spawn(
+        &self,
+        _service: ChatService,
+        _shutdown: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
+        None
+    }
+}

@@ -63,6 +63,7 @@ impl TestApp {
         let port = Arc::new(RecordingPort::new("test"));
         let deps = Deps {
             clock: Arc::new(SystemClock),
+            surfaces: vec![],
             sinks: vec![port.clone()],
             outbox: fast_outbox(),
             executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
