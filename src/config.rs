@@ -11,7 +11,9 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::domain::classify::{default_kinds, Classifier, IncidentKind, Matcher, Rule};
-use crate::domain::playbook::{ExecutorSpec, KubectlVerb, Playbook, DEFAULT_ALLOWED_PATTERN};
+use crate::domain::playbook::{
+    ActionSpec, ExecutorSpec, KubectlVerb, Playbook, DEFAULT_ALLOWED_PATTERN,
+};
 use crate::domain::policy::ApprovalPolicy;
 use crate::domain::severity::{ApprovalNeed, Severity, Targets, ALL};
 
@@ -141,6 +143,49 @@ pub struct Config {
     /// Present when `[discord]` is in the file: Discord is enabled.
     pub discord: Option<DiscordConfig>,
     pub console: ConsoleConfig,
+    pub escalation: EscalationConfig,
+}
+
+/// `[escalation]`: what happens when targets are missed or approvals go unanswered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// Who is mentioned in the thread on escalation (policy-style entries: `slack:U1`,
+    /// `slack-group:S1`, `discord:42`, `discord-role:7`, `console:alice`).
+    #[serde(default)]
+    pub oncall: Vec<String>,
+    /// Raise the severity one step (never above P0) on escalation.
+    #[serde(default)]
+    pub raise_severity: bool,
+    /// Escalate when an incident is not acknowledged within its severity's detection target.
+    #[serde(default = "yes")]
+    pub on_missed_ack: bool,
+    /// Escalate when an incident is not resolved within its severity's repair target.
+    #[serde(default = "yes")]
+    pub on_missed_repair: bool,
+    /// Escalate when recommended actions wait for approval longer than the policy's expiry.
+    #[serde(default = "yes")]
+    pub on_approval_expiry: bool,
+    /// Notify an external pager on escalation (an `http` action, e.g. PagerDuty Events v2).
+    #[serde(default)]
+    pub pager: Option<ActionSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        EscalationConfig {
+            oncall: vec![],
+            raise_severity: false,
+            on_missed_ack: true,
+            on_missed_repair: true,
+            on_approval_expiry: true,
+            pager: None,
+        }
+    }
 }
 
 /// How the Slack app connects.
@@ -278,11 +323,23 @@ struct RawConfig {
     #[serde(default)]
     playbooks: Vec<Playbook>,
     #[serde(default)]
-    policy: BTreeMap<String, ApprovalPolicy>,
+    policy: BTreeMap<String, RawPolicy>,
     slack: Option<RawSlack>,
     discord: Option<RawDiscord>,
     #[serde(default)]
     console: RawConsole,
+    #[serde(default)]
+    escalation: EscalationConfig,
+}
+
+/// A policy section: what it leaves out keeps the severity's default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    approvers: Option<Vec<String>>,
+    min_approvals: Option<u32>,
+    allow_proposer: Option<bool>,
+    expiry_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -665,10 +722,23 @@ impl RawConfig {
 
         // Policy.
         let mut policy = ALL.map(ApprovalPolicy::default_for);
-        for (key, p) in self.policy {
+        for (key, raw) in self.policy {
             let at = format!("policy.{key}");
             match key.parse::<Severity>() {
-                Ok(s) => {
+                Ok(sev) => {
+                    let mut p = ApprovalPolicy::default_for(sev);
+                    if let Some(v) = raw.approvers {
+                        p.approvers = v;
+                    }
+                    if let Some(v) = raw.min_approvals {
+                        p.min_approvals = v;
+                    }
+                    if let Some(v) = raw.allow_proposer {
+                        p.allow_proposer = v;
+                    }
+                    if let Some(v) = raw.expiry_seconds {
+                        p.expiry_seconds = v;
+                    }
                     if p.min_approvals == 0 {
                         err(format!("{at}.min_approvals"), "must be at least 1".into());
                     }
@@ -683,7 +753,7 @@ impl RawConfig {
                             err(format!("{at}.approvers[{j}]"), m);
                         }
                     }
-                    policy[s.index()] = p;
+                    policy[sev.index()] = p;
                 }
                 Err(e) => err(at, e),
             }
@@ -770,6 +840,23 @@ impl RawConfig {
             }
         }
 
+        for (j, a) in self.escalation.oncall.iter().enumerate() {
+            if let Err(m) = check_approver(a) {
+                err(format!("escalation.oncall[{j}]"), m);
+            }
+        }
+        if let Some(p) = &self.escalation.pager {
+            if !matches!(p.run, ExecutorSpec::Http { .. }) {
+                err(
+                    "escalation.pager.run".into(),
+                    "the pager must be an http action".into(),
+                );
+            }
+            if p.id != "pager" {
+                err("escalation.pager.id".into(), "must be \"pager\"".into());
+            }
+        }
+
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -802,6 +889,7 @@ impl RawConfig {
             slack,
             discord,
             console,
+            escalation: self.escalation,
         })
     }
 }
@@ -941,6 +1029,17 @@ mod tests {
             );
         }
         assert_eq!(e.len(), want.len(), "{e:#?}");
+    }
+
+    #[test]
+    fn partial_policy_sections_keep_the_severity_defaults() {
+        let c = Config::from_toml("[policy.P0]\napprovers = [\"slack:U1\"]\n", &no_env).unwrap();
+        let p0 = c.policy(Severity::P0);
+        assert_eq!(p0.approvers, ["slack:U1"]);
+        assert_eq!(
+            (p0.min_approvals, p0.expiry_seconds, p0.allow_proposer),
+            (2, 120, false)
+        );
     }
 
     #[test]

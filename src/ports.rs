@@ -64,8 +64,14 @@ pub enum ChatBody {
     PostCard { card: IncidentCard },
     /// Edit the card in place.
     UpdateCard { card: IncidentCard },
-    /// A reply in the incident's thread.
-    Note { text: String },
+    /// A reply in the incident's thread. `mentions` are people or groups to notify, written
+    /// like policy entries (`slack:U123`, `slack-group:S1`, `discord:42`, `discord-role:7`,
+    /// `console:alice`); each platform renders the ones that are its own.
+    Note {
+        text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<String>,
+    },
 }
 
 /// One durable outbox entry: delivered in `seq` order per incident, deleted only after success.
@@ -129,12 +135,21 @@ pub trait ChatPort: Send + Sync {
 pub enum TimerKind {
     /// Send the card edit that coalescing held back.
     CardFlush,
+    /// Not acknowledged within the severity's detection target: escalate.
+    AckDeadline,
+    /// Not resolved within the severity's repair target: escalate.
+    RepairDeadline,
+    /// Recommended actions still waiting for approval after the policy's expiry: escalate.
+    ApprovalExpiry,
 }
 
 impl TimerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TimerKind::CardFlush => "card_flush",
+            TimerKind::AckDeadline => "ack_deadline",
+            TimerKind::RepairDeadline => "repair_deadline",
+            TimerKind::ApprovalExpiry => "approval_expiry",
         }
     }
 }

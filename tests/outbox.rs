@@ -61,7 +61,7 @@ impl FlakyPort {
 
 fn text(body: &ChatBody) -> String {
     match body {
-        ChatBody::Note { text } => text.clone(),
+        ChatBody::Note { text, .. } => text.clone(),
         ChatBody::PostCard { .. } => "card".into(),
         ChatBody::UpdateCard { card } => format!("edit {}", card.alert_count),
     }
@@ -112,7 +112,10 @@ fn note(seq: u64, incident: u64, text: &str) -> OutboxEntry {
         seq,
         sink: "flaky".into(),
         incident: IncidentId(incident),
-        body: ChatBody::Note { text: text.into() },
+        body: ChatBody::Note {
+            mentions: vec![],
+            text: text.into(),
+        },
         created_at: Utc::now(),
     }
 }

@@ -382,3 +382,39 @@ async fn a_held_back_card_edit_is_sent_after_a_restart() {
     assert_eq!(v["incident"]["card_dirty"], false);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn unanswered_approvals_escalate_when_their_timer_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{}\n[escalation]\noncall = [\"slack-group:SONCALL\"]\n",
+        support::TEST_CONFIG.replace(
+            "approvers = [\"slack:U1\"]",
+            "approvers = [\"slack:U1\"]\nexpiry_seconds = 1"
+        )
+    );
+    let app = TestApp::start_with(dir.path(), &cfg, &|_| None).await;
+    let body = alertmanager("firing", &[("HighErrorRate", "api", "critical", "firing")]);
+    let (s, _) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(s, 200);
+    let rec = app
+        .wait_chat(|r| {
+            r.iter().any(|r| {
+                matches!(&r.body, ChatBody::Note { text, .. } if text.contains("escalated: approval of `restart` unanswered after 1 s"))
+            })
+        })
+        .await;
+    let note = rec
+        .iter()
+        .find_map(|r| match &r.body {
+            ChatBody::Note { text, mentions } if text.contains("escalated") => {
+                Some(mentions.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(note, ["slack-group:SONCALL"]);
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(v["incident"]["status"], "escalated");
+    app.stop().await;
+}

@@ -69,7 +69,7 @@ impl ChatPort for ConsolePort {
                 info!(incident = %card.incident, status = card.status.as_str(), count = card.alert_count, "Card updated.");
                 None
             }
-            ChatBody::Note { text } => {
+            ChatBody::Note { text, .. } => {
                 info!(incident = %msg.incident, "{text}");
                 None
             }

@@ -237,6 +237,13 @@ pub enum EventKind {
     Note {
         text: String,
     },
+    Escalated {
+        reason: String,
+    },
+    SeverityChanged {
+        from: Severity,
+        to: Severity,
+    },
 }
 
 /// One timeline entry.
@@ -298,6 +305,10 @@ impl TimelineEvent {
                 "`{action}` was interrupted by a restart; it will not be re-run automatically"
             ),
             EventKind::Note { text } => format!("{who}: {text}"),
+            EventKind::Escalated { reason } => format!("Escalated: {reason}"),
+            EventKind::SeverityChanged { from, to } => {
+                format!("Severity changed from {from} to {to} by {who}")
+            }
         }
     }
 }

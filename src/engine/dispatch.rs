@@ -39,12 +39,15 @@ async fn run_one(
         warn!(execution = %key, "The execution's incident is missing.");
         return;
     };
-    let spec = inc
-        .playbook
-        .as_deref()
-        .and_then(|p| cfg.playbook(p))
-        .and_then(|p| p.actions.iter().find(|a| a.id == x.action))
-        .cloned();
+    let spec = if x.action == super::PAGER_ACTION {
+        cfg.escalation.pager.clone()
+    } else {
+        inc.playbook
+            .as_deref()
+            .and_then(|p| cfg.playbook(p))
+            .and_then(|p| p.actions.iter().find(|a| a.id == x.action))
+            .cloned()
+    };
     let finish = |success: bool, summary: String| Input::ExecutionFinished {
         incident: x.incident,
         action: x.action.clone(),

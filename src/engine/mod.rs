@@ -17,7 +17,7 @@ use crate::domain::incident::{
     ActionState, ActionStatus, EventKind, Incident, IncidentId, Status, TimelineEvent,
 };
 use crate::domain::policy::{check_approval, Actor, Refusal};
-use crate::domain::severity::Severity;
+use crate::domain::severity::{human_seconds, Severity};
 use crate::ports::{ChatBody, Timer, TimerKind};
 
 /// Everything that can happen to an incident.
@@ -168,6 +168,7 @@ pub fn handle(
                 },
             });
             d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
                 text: format!("▶️ Running `{action}`: `{preview}`"),
             }));
             push_card(&mut inc, cfg, ctx, &mut d);
@@ -203,10 +204,12 @@ pub fn handle(
             });
             if success {
                 d.effects.push(Effect::Chat(ChatBody::Note {
+                    mentions: vec![],
                     text: format!("✅ `{action}` succeeded: {summary}"),
                 }));
             } else {
                 d.effects.push(Effect::Chat(ChatBody::Note {
+                    mentions: vec![],
                     text: format!("❌ `{action}` failed: {summary}. Escalating."),
                 }));
                 if inc.status.can_become(Status::Escalated) {
@@ -244,6 +247,7 @@ pub fn handle(
                 },
             });
             d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
                 text: format!(
                     "⚠️ `{action}` was running when incidentd stopped. Its outcome is unknown and it will not be re-run automatically: check the system, then resolve or escalate."
                 ),
@@ -333,6 +337,7 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
                 },
             });
             start_auto_actions(&mut inc, cfg, ctx, &mut d);
+            arm_deadlines(&inc, cfg, ctx, &mut d);
             d.effects.insert(
                 0,
                 Effect::Chat(ChatBody::PostCard {
@@ -383,11 +388,13 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
                         .expect("checked above");
                     d.events.push(ev);
                     d.effects.push(Effect::Chat(ChatBody::Note {
+                        mentions: vec![],
                         text: format!("✅ {} resolved: the alert cleared.", inc.id),
                     }));
                 } else {
                     d.effects.push(Effect::Chat(ChatBody::Note {
-                        text: format!(
+                mentions: vec![],
+                text: format!(
                             "Monitoring reports the alert for {} resolved. Resolve the incident when you are satisfied.",
                             inc.id
                         ),
@@ -420,6 +427,30 @@ fn proposed_actions(playbook: Option<&str>, cfg: &Config) -> Vec<ActionState> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The escalation timers of a new incident: acknowledgement (detection target), repair, and
+/// approval expiry when actions wait for a human.
+fn arm_deadlines(inc: &Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+    let t = cfg.targets(inc.severity);
+    let at = |secs: u64| ctx.now + Duration::seconds(secs as i64);
+    let mut arm = |kind, at| {
+        d.effects.push(Effect::ArmTimer(Timer {
+            incident: inc.id,
+            kind,
+            at,
+        }))
+    };
+    arm(TimerKind::AckDeadline, at(t.detect_seconds));
+    arm(TimerKind::RepairDeadline, at(t.repair_seconds));
+    if inc
+        .actions
+        .iter()
+        .any(|a| a.status == ActionStatus::Proposed)
+    {
+        let expiry = cfg.policy(inc.severity).expiry_seconds;
+        arm(TimerKind::ApprovalExpiry, at(expiry));
+    }
 }
 
 /// Actions marked `auto` run at once where the severity allows it (never at P0/P1 by default).
@@ -499,6 +530,8 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx) -> Dec
     let Some(mut inc) = incident else {
         return d;
     };
+    let esc = &cfg.escalation;
+    let targets = cfg.targets(inc.severity);
     match t.kind {
         TimerKind::CardFlush => {
             if inc.card_dirty {
@@ -509,10 +542,98 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx) -> Dec
                 }));
             }
         }
+        TimerKind::AckDeadline => {
+            if esc.on_missed_ack && inc.status.is_active() && inc.acknowledged_at.is_none() {
+                let reason = format!(
+                    "not acknowledged within the {} detection target ({})",
+                    inc.severity,
+                    human_seconds(targets.detect_seconds)
+                );
+                escalate(&mut inc, &Actor::system(), reason, cfg, ctx, &mut d);
+            }
+        }
+        TimerKind::RepairDeadline => {
+            if esc.on_missed_repair && inc.status.is_active() {
+                let reason = format!(
+                    "not resolved within the {} repair target ({})",
+                    inc.severity,
+                    human_seconds(targets.repair_seconds)
+                );
+                escalate(&mut inc, &Actor::system(), reason, cfg, ctx, &mut d);
+            }
+        }
+        TimerKind::ApprovalExpiry => {
+            let waiting: Vec<String> = inc
+                .actions
+                .iter()
+                .filter(|a| a.status == ActionStatus::Proposed)
+                .map(|a| format!("`{}`", a.id))
+                .collect();
+            if esc.on_approval_expiry && inc.status.is_active() && !waiting.is_empty() {
+                let reason = format!(
+                    "approval of {} unanswered after {}",
+                    waiting.join(", "),
+                    human_seconds(cfg.policy(inc.severity).expiry_seconds)
+                );
+                escalate(&mut inc, &Actor::system(), reason, cfg, ctx, &mut d);
+            }
+        }
     }
     d.incident = Some(inc);
     d
 }
+
+/// Escalates: records why, mentions the on-call, raises severity and pages if configured.
+/// Escalating an already escalated incident notifies again (the situation got worse).
+fn escalate(
+    inc: &mut Incident,
+    by: &Actor,
+    reason: String,
+    cfg: &Config,
+    ctx: Ctx,
+    d: &mut Decision,
+) {
+    let system = by.clone();
+    let esc = &cfg.escalation;
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: system.clone(),
+        kind: EventKind::Escalated {
+            reason: reason.clone(),
+        },
+    });
+    if inc.status.can_become(Status::Escalated) {
+        if let Ok(ev) = inc.transition(Status::Escalated, &system, ctx.now, Some(reason.clone())) {
+            d.events.push(ev);
+        }
+    }
+    if esc.raise_severity && inc.severity != Severity::P0 {
+        let from = inc.severity;
+        inc.severity = from.raised();
+        d.events.push(TimelineEvent {
+            at: ctx.now,
+            actor: system.clone(),
+            kind: EventKind::SeverityChanged {
+                from,
+                to: inc.severity,
+            },
+        });
+    }
+    d.effects.push(Effect::Chat(ChatBody::Note {
+        text: format!("📣 {} escalated: {reason}.", inc.id),
+        mentions: esc.oncall.clone(),
+    }));
+    if esc.pager.is_some() {
+        d.effects.push(Effect::Execute {
+            action: PAGER_ACTION.into(),
+            key: format!("{}:{PAGER_ACTION}", inc.id),
+        });
+    }
+    push_card(inc, cfg, ctx, d);
+}
+
+/// The action id of the configured pager (`[escalation.pager]`).
+pub const PAGER_ACTION: &str = "pager";
 
 fn on_command(
     mut inc: Incident,
@@ -561,6 +682,7 @@ fn on_command(
                 )));
             }
             d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
                 text: format!("👀 Acknowledged by {who}."),
             }));
         }
@@ -571,12 +693,16 @@ fn on_command(
             if let Some(n) = note {
                 text.push_str(&format!(" Note: {n}"));
             }
-            d.effects.push(Effect::Chat(ChatBody::Note { text }));
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                text,
+                mentions: vec![],
+            }));
         }
         Command::Reopen(_) => {
             d.events
                 .push(transition(&mut inc, Status::Open, Some("reopened".into()))?);
             d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
                 text: format!("↩️ Reopened by {who}."),
             }));
         }
@@ -584,6 +710,7 @@ fn on_command(
             d.events
                 .push(transition(&mut inc, Status::Escalated, None)?);
             d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
                 text: format!("📣 Escalated by {who}."),
             }));
         }
@@ -592,6 +719,7 @@ fn on_command(
                 return Err(UserError(format!("{} is closed", inc.id)));
             }
             d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
                 text: format!("📝 {who}: {text}"),
             }));
             d.events.push(TimelineEvent {
@@ -638,6 +766,7 @@ fn on_command(
                 },
             });
             d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
                 text: format!(
                     "🚫 {who} rejected `{action}`{}",
                     reason.map(|r| format!(": {r}")).unwrap_or_default()
@@ -724,11 +853,13 @@ fn approve(
     let who = actor.display();
     if have >= needed {
         d.effects.push(Effect::Chat(ChatBody::Note {
+            mentions: vec![],
             text: format!("✔️ {who} approved `{action}` ({have}/{needed}): queued for execution."),
         }));
         approve_fully(inc, action, actor, ctx, d);
     } else {
         d.effects.push(Effect::Chat(ChatBody::Note {
+            mentions: vec![],
             text: format!(
                 "✔️ {who} approved `{action}` ({have}/{needed}): waiting for {} more.",
                 needed - have

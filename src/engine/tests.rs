@@ -353,7 +353,7 @@ fn acknowledge_once() {
     assert_eq!(acked.status, Status::Acknowledged);
     assert_eq!(acked.acknowledged_by, Some(user("U9")));
     assert!(chats(&d).iter().any(
-        |b| matches!(b, ChatBody::Note { text } if text.contains("Acknowledged by slack:U9"))
+        |b| matches!(b, ChatBody::Note { text, .. } if text.contains("Acknowledged by slack:U9"))
     ));
     assert!(chats(&d)
         .iter()
@@ -577,4 +577,156 @@ fn escalate() {
     assert_eq!(inc.status, Status::Escalated);
     let e = cmd(&inc, "U1", Command::Escalate(inc.id), 2).unwrap_err();
     assert!(e.0.contains("cannot become escalated"));
+}
+
+fn timers(d: &Decision) -> Vec<(TimerKind, i64)> {
+    d.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ArmTimer(t) => Some((t.kind, (t.at - t0()).num_seconds())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fire(inc: Incident, kind: TimerKind, secs: i64, cfg: &Config) -> Decision {
+    handle(
+        Some(inc),
+        Input::Timer(Timer {
+            incident: IncidentId(1),
+            kind,
+            at: t0() + Duration::seconds(secs),
+        }),
+        cfg,
+        ctx(secs),
+    )
+    .unwrap()
+}
+
+#[test]
+fn new_incidents_arm_their_deadlines_from_the_targets_and_policy() {
+    let d = handle(
+        None,
+        Input::Alert(alert("agent deadlock", "critical", AlertStatus::Firing)),
+        &cfg(),
+        ctx(0),
+    )
+    .unwrap();
+    // P1: detect 60 s, repair 15 min, approval expiry 120 s (policy default).
+    assert_eq!(
+        timers(&d),
+        [
+            (TimerKind::AckDeadline, 60),
+            (TimerKind::RepairDeadline, 900),
+            (TimerKind::ApprovalExpiry, 120)
+        ]
+    );
+    // No actions waiting: no approval expiry.
+    let d = handle(
+        None,
+        Input::Alert(alert("something odd", "info", AlertStatus::Firing)),
+        &cfg(),
+        ctx(0),
+    )
+    .unwrap();
+    assert_eq!(
+        timers(&d),
+        [
+            (TimerKind::AckDeadline, 900),
+            (TimerKind::RepairDeadline, 3600)
+        ]
+    );
+}
+
+#[test]
+fn missed_acknowledgement_escalates_and_mentions_the_oncall() {
+    let text = format!(
+        "{CFG}\n[escalation]\noncall = [\"slack-group:SONCALL\", \"discord-role:77\"]\nraise_severity = true\n"
+    );
+    let cfg = Config::from_toml(&text, &|_| None).unwrap();
+    let inc = open("agent deadlock", "critical");
+    let d = fire(inc.clone(), TimerKind::AckDeadline, 60, &cfg);
+    let after = d.incident.clone().unwrap();
+    assert_eq!(after.status, Status::Escalated);
+    assert_eq!(after.severity, Severity::P0, "raised one step");
+    assert!(d
+        .events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Escalated { reason } if reason.contains("not acknowledged within the P1 detection target (1 min)"))));
+    assert!(d.events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::SeverityChanged {
+            from: Severity::P1,
+            to: Severity::P0
+        }
+    )));
+    let notes: Vec<_> = chats(&d)
+        .into_iter()
+        .filter_map(|b| match b {
+            ChatBody::Note { text, mentions } => Some((text.clone(), mentions.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].1, ["slack-group:SONCALL", "discord-role:77"]);
+    assert!(executes(&d).is_empty(), "no pager configured");
+
+    // Acknowledged in time: the deadline does nothing.
+    let acked = cmd(&inc, "U1", Command::Ack(inc.id), 10)
+        .unwrap()
+        .incident
+        .unwrap();
+    let d = fire(acked, TimerKind::AckDeadline, 60, &cfg);
+    assert!(d.events.is_empty() && d.effects.is_empty());
+}
+
+#[test]
+fn unanswered_approvals_and_missed_repair_escalate_but_not_when_settled() {
+    let cfg = cfg();
+    let inc = open("agent deadlock", "critical");
+    let d = fire(inc.clone(), TimerKind::ApprovalExpiry, 120, &cfg);
+    assert!(d.events.iter().any(|e| matches!(&e.kind, EventKind::Escalated { reason } if reason.contains("`restart` unanswered after 2 min"))));
+    // Decided in time: nothing to escalate.
+    let rejected = cmd(
+        &inc,
+        "U1",
+        Command::Reject(inc.id, "restart".into(), None),
+        5,
+    )
+    .unwrap()
+    .incident
+    .unwrap();
+    let d = fire(rejected, TimerKind::ApprovalExpiry, 120, &cfg);
+    assert!(d.events.is_empty());
+    // Repair deadline on an open incident escalates; on a resolved one it does nothing.
+    let d = fire(inc.clone(), TimerKind::RepairDeadline, 900, &cfg);
+    assert_eq!(d.incident.unwrap().status, Status::Escalated);
+    let resolved = cmd(&inc, "U1", Command::Resolve(inc.id, None), 5)
+        .unwrap()
+        .incident
+        .unwrap();
+    let d = fire(resolved, TimerKind::RepairDeadline, 900, &cfg);
+    assert!(d.events.is_empty() && d.effects.is_empty());
+}
+
+#[test]
+fn escalation_pages_once_through_the_configured_pager() {
+    let text = format!(
+        "{CFG}\n[escalation.pager]\nid = \"pager\"\ntitle = \"PagerDuty\"\nrun = {{ type = \"http\", url = \"https://events.pagerduty.com/v2/enqueue\", body = {{ routing_key = \"x\", event_action = \"trigger\" }}, expect_status = 202 }}\n"
+    );
+    let cfg = Config::from_toml(&text, &|_| None).unwrap();
+    let inc = open("agent deadlock", "critical");
+    let d = fire(inc, TimerKind::AckDeadline, 60, &cfg);
+    assert_eq!(executes(&d), [PAGER_ACTION]);
+    // A manual escalation is recorded with who did it.
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(&inc, "U9", Command::Escalate(inc.id), 3).unwrap();
+    assert!(d.events.iter().any(|e| e.actor == user("U9")
+        && matches!(
+            e.kind,
+            EventKind::StatusChanged {
+                to: Status::Escalated,
+                ..
+            }
+        )));
 }

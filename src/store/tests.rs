@@ -23,6 +23,7 @@ fn entry(seq: u64, sink: &str, id: u64) -> OutboxEntry {
         sink: sink.into(),
         incident: IncidentId(id),
         body: ChatBody::Note {
+            mentions: vec![],
             text: format!("n{seq}"),
         },
         created_at: Utc::now(),
