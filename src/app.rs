@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,7 +14,7 @@ use crate::chat::console::ConsolePort;
 use crate::chat::Surface;
 use crate::config::Config;
 use crate::domain::incident::Incident;
-use crate::domain::playbook::ActionSpec;
+use crate::domain::playbook::{ActionSpec, ExecutorSpec, VerifySpec};
 use crate::engine::dispatch::run_dispatcher;
 use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
 use crate::engine::runner::Engine;
@@ -89,6 +90,91 @@ impl Executor for PlaybookExecutor {
         ExecOutcome {
             success: out.success,
             summary: out.summary(),
+        }
+    }
+
+    async fn verify(
+        &self,
+        incident: &Incident,
+        action: &ActionSpec,
+        spec: &VerifySpec,
+    ) -> ExecOutcome {
+        let fail = |summary: String| ExecOutcome {
+            success: false,
+            summary,
+        };
+        // The check runs with the action's own templating rules.
+        let (run, interval) = match spec {
+            VerifySpec::Http {
+                url,
+                expect_status,
+                interval_seconds,
+                ..
+            } => (
+                ExecutorSpec::Http {
+                    method: "GET".into(),
+                    url: url.clone(),
+                    headers: Default::default(),
+                    body: None,
+                    expect_status: *expect_status,
+                },
+                *interval_seconds,
+            ),
+            VerifySpec::Command {
+                argv,
+                interval_seconds,
+                ..
+            } => (
+                ExecutorSpec::Command { argv: argv.clone() },
+                *interval_seconds,
+            ),
+            VerifySpec::AlertResolves { .. } => {
+                return fail("waits for the alert, not for a check".into())
+            }
+        };
+        let check = ActionSpec {
+            run,
+            verify: None,
+            rollback: None,
+            ..action.clone()
+        };
+        let plan = match remediate::plan(&check, incident, &self.kubectl_bin) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("refused: {e}")),
+        };
+        let once = RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(spec.within_seconds());
+        let interval = Duration::from_secs(interval.max(1));
+        loop {
+            let out = remediate::execute(&plan, &once, &[], &self.http).await;
+            let passed = match spec {
+                VerifySpec::Http { body_contains, .. } => {
+                    out.success
+                        && body_contains
+                            .as_deref()
+                            .is_none_or(|b| out.stdout.contains(b))
+                }
+                VerifySpec::Command { expect_exit, .. } => out.exit_code == Some(*expect_exit),
+                VerifySpec::AlertResolves { .. } => false,
+            };
+            if passed {
+                return ExecOutcome {
+                    success: true,
+                    summary: format!("{} ({})", spec.summary(), out.summary()),
+                };
+            }
+            if tokio::time::Instant::now() + interval > deadline {
+                return fail(format!(
+                    "{} did not hold within {} s; last: {}",
+                    spec.summary(),
+                    spec.within_seconds(),
+                    out.summary()
+                ));
+            }
+            tokio::time::sleep(interval).await;
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::domain::classify::{default_kinds, Classifier, IncidentKind, Matcher, Rule};
 use crate::domain::playbook::{
-    ActionSpec, ExecutorSpec, KubectlVerb, Playbook, DEFAULT_ALLOWED_PATTERN,
+    ActionSpec, ExecutorSpec, KubectlVerb, Playbook, VerifySpec, DEFAULT_ALLOWED_PATTERN,
 };
 use crate::domain::policy::ApprovalPolicy;
 use crate::domain::severity::{ApprovalNeed, Severity, Targets, ALL};
@@ -624,6 +624,62 @@ impl RawConfig {
                         format!("invalid regex: {e}"),
                     );
                 }
+                if let Some(rb) = &a.rollback {
+                    if rb == &a.id {
+                        err(
+                            format!("{at}.rollback"),
+                            "an action cannot roll itself back".into(),
+                        );
+                    } else if !pb.actions.iter().any(|x| &x.id == rb) {
+                        err(
+                            format!("{at}.rollback"),
+                            format!("no action {rb:?} in playbook {:?}", pb.id),
+                        );
+                    }
+                }
+                if let Some(v) = &a.verify {
+                    let within = v.within_seconds();
+                    if within == 0 || within > 3600 {
+                        err(
+                            format!("{at}.verify.within_seconds"),
+                            "must be between 1 and 3600".into(),
+                        );
+                    }
+                    match v {
+                        VerifySpec::Http { url, .. }
+                            if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                        {
+                            err(
+                                format!("{at}.verify.url"),
+                                format!("{url:?} is not an http(s) URL"),
+                            );
+                        }
+                        VerifySpec::Command { argv, .. }
+                            if argv
+                                .first()
+                                .is_none_or(|p| p.trim().is_empty() || p.contains('{')) =>
+                        {
+                            err(
+                                format!("{at}.verify.argv"),
+                                "needs a fixed program first".into(),
+                            );
+                        }
+                        VerifySpec::Http {
+                            interval_seconds: 0,
+                            ..
+                        }
+                        | VerifySpec::Command {
+                            interval_seconds: 0,
+                            ..
+                        } => {
+                            err(
+                                format!("{at}.verify.interval_seconds"),
+                                "must be at least 1".into(),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
                 match &a.run {
                     ExecutorSpec::Command { argv } => {
                         if argv.first().is_none_or(|p| p.trim().is_empty()) {
@@ -994,6 +1050,8 @@ mod tests {
             [[playbooks.actions]]
             id = "s"
             title = "Scale"
+            rollback = "nope"
+            verify = { type = "command", argv = ["{labels.x}"] }
             run = { type = "kubectl", verb = "scale", deployment = "d", namespace = "n" }
             [policy.P1]
             approvers = ["bob"]
@@ -1018,6 +1076,8 @@ mod tests {
             "playbooks[0].actions[1].title:",
             "playbooks[0].actions[1].run.url:",
             "playbooks[0].actions[2].run.replicas: scale needs replicas",
+            "playbooks[0].actions[2].rollback: no action \"nope\"",
+            "playbooks[0].actions[2].verify.argv:",
             "policy.P1.min_approvals:",
             "policy.P1.approvers[0]:",
             "webhooks.generic.token_env: environment variable NOPE_TOKEN is not set",

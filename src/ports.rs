@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::{Incident, IncidentId, Status, TimelineEvent};
-use crate::domain::playbook::ActionSpec;
+use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::severity::Severity;
 
 /// Wall-clock time, injected so the core and tests control it.
@@ -141,6 +141,8 @@ pub enum TimerKind {
     RepairDeadline,
     /// Recommended actions still waiting for approval after the policy's expiry: escalate.
     ApprovalExpiry,
+    /// An "alert resolves within N seconds" verification ran out of time.
+    VerifyDeadline,
 }
 
 impl TimerKind {
@@ -150,6 +152,7 @@ impl TimerKind {
             TimerKind::AckDeadline => "ack_deadline",
             TimerKind::RepairDeadline => "repair_deadline",
             TimerKind::ApprovalExpiry => "approval_expiry",
+            TimerKind::VerifyDeadline => "verify_deadline",
         }
     }
 }
@@ -266,6 +269,13 @@ pub trait Executor: Send + Sync {
     fn plan(&self, incident: &Incident, action: &ActionSpec) -> Result<String, String>;
     /// Runs it (with its timeout and retries). Dropping the future kills any child process.
     async fn run(&self, incident: &Incident, action: &ActionSpec) -> ExecOutcome;
+    /// Checks an HTTP or command verification, retrying until it passes or its time is up.
+    async fn verify(
+        &self,
+        incident: &Incident,
+        action: &ActionSpec,
+        spec: &VerifySpec,
+    ) -> ExecOutcome;
 }
 
 /// Durable state. Synchronous: callers run it on a blocking thread.

@@ -11,7 +11,7 @@ use incidentd::config::Config;
 use incidentd::domain::alert::Platform;
 use incidentd::domain::command::Command;
 use incidentd::domain::incident::{ActionStatus, EventKind, Incident, IncidentId, Status};
-use incidentd::domain::playbook::ActionSpec;
+use incidentd::domain::playbook::{ActionSpec, VerifySpec};
 use incidentd::domain::policy::Actor;
 use incidentd::engine::dispatch::run_dispatcher;
 use incidentd::engine::runner::Engine;
@@ -63,6 +63,12 @@ impl Executor for ScriptedExecutor {
             summary: "exit 0".into(),
         }
     }
+    async fn verify(&self, _: &Incident, _: &ActionSpec, _: &VerifySpec) -> ExecOutcome {
+        ExecOutcome {
+            success: true,
+            summary: "checked".into(),
+        }
+    }
 }
 
 struct Rig {
@@ -75,22 +81,31 @@ struct Rig {
 }
 
 fn rig(dir: &std::path::Path, hang: bool) -> Rig {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
-    let cfg = Arc::new(Config::from_toml(CFG, &|_| None).unwrap());
-    let (engine, notes, writer) =
-        Engine::start(store.clone(), cfg.clone(), Arc::new(SystemClock), vec![]).unwrap();
     let exec = Arc::new(ScriptedExecutor {
         runs: AtomicU32::new(0),
         hang,
         release: Notify::new(),
         started: Notify::new(),
     });
+    rig_with(dir, CFG, exec.clone(), exec)
+}
+
+fn rig_with(
+    dir: &std::path::Path,
+    cfg_text: &str,
+    executor: Arc<dyn Executor>,
+    exec: Arc<ScriptedExecutor>,
+) -> Rig {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+    let cfg = Arc::new(Config::from_toml(cfg_text, &|_| None).unwrap());
+    let (engine, notes, writer) =
+        Engine::start(store.clone(), cfg.clone(), Arc::new(SystemClock), vec![]).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(run_dispatcher(
         engine.clone(),
         store.clone(),
         cfg,
-        exec.clone(),
+        executor,
         vec![],
         notes.executions,
         stop_rx,
@@ -107,8 +122,12 @@ fn rig(dir: &std::path::Path, hang: bool) -> Rig {
 
 impl Rig {
     async fn open(&self, deployment: &str) -> IncidentId {
+        self.open_with("critical", "deployment", deployment).await
+    }
+
+    async fn open_with(&self, severity: &str, label: &str, value: &str) -> IncidentId {
         let body = format!(
-            r#"{{"title": "Planner agent deadlock", "severity": "critical", "labels": {{"deployment": "{deployment}"}}}}"#
+            r#"{{"title": "Planner agent deadlock", "severity": "{severity}", "labels": {{"{label}": "{value}"}}}}"#
         );
         let alert = decode_generic(body.as_bytes()).unwrap().remove(0);
         self.engine
@@ -292,5 +311,129 @@ async fn a_crash_between_start_and_outcome_leaves_it_interrupted_and_not_rerun()
         ExecutionStatus::Interrupted
     );
     assert_eq!(r.exec.runs.load(Ordering::SeqCst), 0);
+    r.shutdown().await;
+}
+
+/// Real child processes: the fixture scripts restart, check and undo a fake service whose
+/// state lives in a directory passed as a label (templated element-wise, no shell involved in
+/// the templating: `/bin/sh` runs our own fixed script with the value as `$1`).
+fn real_config() -> String {
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    format!(
+        r#"
+[[playbooks]]
+id = "orch"
+title = "Orchestration"
+kinds = ["orchestration_failure"]
+[[playbooks.actions]]
+id = "restart"
+title = "Restart agent"
+rollback = "undo"
+run = {{ type = "command", argv = ["/bin/sh", "{fx}/restart.sh", "{{labels.state}}"] }}
+verify = {{ type = "command", argv = ["/bin/sh", "{fx}/check.sh", "{{labels.state}}"], within_seconds = 2, interval_seconds = 1 }}
+[[playbooks.actions]]
+id = "undo"
+title = "Undo the restart"
+run = {{ type = "command", argv = ["/bin/sh", "{fx}/undo.sh", "{{labels.state}}"] }}
+
+[policy.P2]
+approvers = ["slack:U1"]
+"#
+    )
+}
+
+fn real_rig(dir: &std::path::Path) -> Rig {
+    let unused = Arc::new(ScriptedExecutor {
+        runs: AtomicU32::new(0),
+        hang: false,
+        release: Notify::new(),
+        started: Notify::new(),
+    });
+    let executor = Arc::new(incidentd::app::PlaybookExecutor::new("kubectl"));
+    rig_with(dir, &real_config(), executor, unused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_run_verify_resolved_with_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let r = real_rig(dir.path());
+    let id = r
+        .open_with("warning", "state", state.path().to_str().unwrap())
+        .await;
+    r.engine.submit_one(r.approve(id, "U1")).await.unwrap();
+    let inc = r.wait_until(id, |i| !i.status.is_active()).await;
+    assert_eq!(inc.status, Status::Resolved);
+    assert!(
+        state.path().join("restarted").exists(),
+        "the script really ran"
+    );
+    assert!(!state.path().join("undone").exists(), "no rollback");
+    let ev = events(&r.store, id);
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, EventKind::Verified { ok: true, .. })));
+    assert!(ev.iter().any(|e| matches!(e, EventKind::ExecutionFinished { success: true, summary, .. } if summary.starts_with("exit 0"))));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_verification_rolls_back_then_escalates_with_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("broken"), "still broken").unwrap();
+    let r = real_rig(dir.path());
+    let id = r
+        .open_with("warning", "state", state.path().to_str().unwrap())
+        .await;
+    r.engine.submit_one(r.approve(id, "U1")).await.unwrap();
+    let inc = r
+        .wait_until(id, |i| {
+            i.action("undo")
+                .is_some_and(|a| a.status == ActionStatus::Succeeded)
+                && i.status == Status::Escalated
+        })
+        .await;
+    assert!(state.path().join("restarted").exists());
+    assert!(
+        state.path().join("undone").exists(),
+        "the rollback really ran"
+    );
+    assert_eq!(inc.rolling_back, None);
+    let ev = events(&r.store, id);
+    let pos = |f: &dyn Fn(&EventKind) -> bool| ev.iter().position(f).unwrap();
+    let failed = pos(&|e| matches!(e, EventKind::Verified { ok: false, .. }));
+    let rolled = pos(&|e| {
+        matches!(
+            e,
+            EventKind::StatusChanged {
+                to: Status::RolledBack,
+                ..
+            }
+        )
+    });
+    let escalated =
+        pos(&|e| matches!(e, EventKind::Escalated { reason } if reason.contains("rolled back")));
+    assert!(failed < rolled && rolled < escalated, "{ev:#?}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_that_could_inject_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = real_rig(dir.path());
+    let id = r.open_with("warning", "state", "$(touch /tmp/pwned)").await;
+    r.engine.submit_one(r.approve(id, "U1")).await.unwrap();
+    let inc = r
+        .wait_until(id, |i| {
+            i.action("restart")
+                .is_some_and(|a| a.status == ActionStatus::Failed)
+        })
+        .await;
+    assert_eq!(inc.status, Status::Escalated);
+    assert!(events(&r.store, id).iter().any(|e| matches!(
+        e,
+        EventKind::ExecutionFinished { success: false, summary, .. } if summary.contains("refused") && summary.contains("allowed pattern")
+    )));
     r.shutdown().await;
 }

@@ -114,7 +114,8 @@ impl Status {
             Acknowledged => matches!(to, AwaitingApproval | Remediating | Escalated | Resolved),
             AwaitingApproval => matches!(to, Acknowledged | Remediating | Escalated | Resolved),
             Remediating => matches!(to, Verifying | RolledBack | Escalated | Resolved),
-            Verifying => matches!(to, Resolved | RolledBack | Escalated),
+            // Back to remediating when a failed verification triggers the rollback.
+            Verifying => matches!(to, Resolved | RolledBack | Escalated | Remediating),
             Escalated => matches!(to, Acknowledged | AwaitingApproval | Remediating | Resolved),
             RolledBack => matches!(
                 to,
@@ -234,6 +235,11 @@ pub enum EventKind {
         action: String,
         execution: String,
     },
+    Verified {
+        action: String,
+        ok: bool,
+        summary: String,
+    },
     Note {
         text: String,
     },
@@ -306,6 +312,14 @@ impl TimelineEvent {
             ),
             EventKind::Note { text } => format!("{who}: {text}"),
             EventKind::Escalated { reason } => format!("Escalated: {reason}"),
+            EventKind::Verified {
+                action,
+                ok,
+                summary,
+            } => format!(
+                "`{action}` {}: {summary}",
+                if *ok { "verified" } else { "did not verify" }
+            ),
             EventKind::SeverityChanged { from, to } => {
                 format!("Severity changed from {from} to {to} by {who}")
             }
@@ -358,6 +372,12 @@ pub struct Incident {
     pub card_sent_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub card_dirty: bool,
+    /// The action whose verification is running (status `Verifying`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifying: Option<String>,
+    /// The action being undone by its rollback after a failed verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back: Option<String>,
 }
 
 impl Incident {
@@ -445,6 +465,8 @@ pub(crate) mod tests_support {
             timeline_len: 0,
             card_sent_at: None,
             card_dirty: false,
+            verifying: None,
+            rolling_back: None,
         }
     }
 }
@@ -478,7 +500,7 @@ mod tests {
                 &[Acknowledged, Remediating, Escalated, Resolved],
             ),
             (Remediating, &[Verifying, RolledBack, Escalated, Resolved]),
-            (Verifying, &[Resolved, RolledBack, Escalated]),
+            (Verifying, &[Resolved, RolledBack, Escalated, Remediating]),
             (
                 Escalated,
                 &[Acknowledged, AwaitingApproval, Remediating, Resolved],

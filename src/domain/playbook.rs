@@ -39,10 +39,81 @@ pub struct ActionSpec {
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
     pub run: ExecutorSpec,
+    /// How to tell that it worked; without it, success of the run is all we know.
+    #[serde(default)]
+    pub verify: Option<VerifySpec>,
+    /// The id of the action (in the same playbook) that undoes this one when verification fails.
+    #[serde(default)]
+    pub rollback: Option<String>,
 }
 
 fn default_timeout() -> u64 {
     60
+}
+
+/// A check after an action, retried every `interval_seconds` until it passes or
+/// `within_seconds` have passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VerifySpec {
+    /// An HTTP GET that must answer `expect_status` (and contain `body_contains`, if set).
+    Http {
+        url: String,
+        #[serde(default = "default_expect")]
+        expect_status: u16,
+        #[serde(default)]
+        body_contains: Option<String>,
+        #[serde(default = "default_within")]
+        within_seconds: u64,
+        #[serde(default = "default_interval")]
+        interval_seconds: u64,
+    },
+    /// A command (argv, no shell) that must exit with `expect_exit`.
+    Command {
+        argv: Vec<String>,
+        #[serde(default)]
+        expect_exit: i32,
+        #[serde(default = "default_within")]
+        within_seconds: u64,
+        #[serde(default = "default_interval")]
+        interval_seconds: u64,
+    },
+    /// The monitoring system reports the alert resolved within the time.
+    AlertResolves {
+        #[serde(default = "default_within")]
+        within_seconds: u64,
+    },
+}
+
+fn default_within() -> u64 {
+    120
+}
+fn default_interval() -> u64 {
+    5
+}
+
+impl VerifySpec {
+    pub fn within_seconds(&self) -> u64 {
+        match self {
+            VerifySpec::Http { within_seconds, .. }
+            | VerifySpec::Command { within_seconds, .. }
+            | VerifySpec::AlertResolves { within_seconds } => *within_seconds,
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            VerifySpec::Http {
+                url, expect_status, ..
+            } => format!("GET {url} answers {expect_status}"),
+            VerifySpec::Command {
+                argv, expect_exit, ..
+            } => format!("`{}` exits {expect_exit}", argv.join(" ")),
+            VerifySpec::AlertResolves { within_seconds } => {
+                format!("the alert resolves within {within_seconds} s")
+            }
+        }
+    }
 }
 
 /// The pattern template values must match when an action does not set its own.

@@ -12,7 +12,9 @@ use tracing::{info, warn};
 use super::runner::{Engine, EngineSubmitError};
 use super::Input;
 use crate::config::Config;
-use crate::ports::{Executor, Store};
+use crate::domain::incident::Status;
+use crate::domain::playbook::VerifySpec;
+use crate::ports::{Executor, IncidentFilter, Store};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
@@ -39,15 +41,7 @@ async fn run_one(
         warn!(execution = %key, "The execution's incident is missing.");
         return;
     };
-    let spec = if x.action == super::PAGER_ACTION {
-        cfg.escalation.pager.clone()
-    } else {
-        inc.playbook
-            .as_deref()
-            .and_then(|p| cfg.playbook(p))
-            .and_then(|p| p.actions.iter().find(|a| a.id == x.action))
-            .cloned()
-    };
+    let spec = super::action_spec(&inc, &x.action, &cfg).cloned();
     let finish = |success: bool, summary: String| Input::ExecutionFinished {
         incident: x.incident,
         action: x.action.clone(),
@@ -94,8 +88,76 @@ async fn run_one(
     }
     info!(execution = %key, "Launching.");
     let out = executor.run(&inc, &spec).await;
+    let success = out.success;
     if let Err(e) = engine.submit_one(finish(out.success, out.summary)).await {
         warn!(execution = %key, error = %e, "Cannot record the outcome; it stays Started and will be marked interrupted on restart.");
+        return;
+    }
+    if success {
+        verify(&engine, &store, &*executor, x.incident, &spec).await;
+    }
+}
+
+/// Runs an HTTP or command verification if the engine put the incident in `Verifying` for
+/// this action, and reports the result. Verification only reads, so it is safe to repeat
+/// after a restart.
+async fn verify(
+    engine: &Engine,
+    store: &Arc<dyn Store>,
+    executor: &dyn Executor,
+    incident: crate::domain::incident::IncidentId,
+    spec: &crate::domain::playbook::ActionSpec,
+) {
+    let Some(v) = spec.verify.as_ref() else {
+        return;
+    };
+    if matches!(v, VerifySpec::AlertResolves { .. }) {
+        return; // the engine waits for the alert itself
+    }
+    let s = store.clone();
+    let Ok(Some(inc)) = blocking(move || s.get_incident(incident)).await else {
+        return;
+    };
+    if inc.status != Status::Verifying || inc.verifying.as_deref() != Some(spec.id.as_str()) {
+        return;
+    }
+    let out = executor.verify(&inc, spec, v).await;
+    let input = Input::VerificationFinished {
+        incident,
+        action: spec.id.clone(),
+        ok: out.success,
+        summary: out.summary,
+    };
+    if let Err(e) = engine.submit_one(input).await {
+        warn!(%incident, error = %e, "Cannot record the verification.");
+    }
+}
+
+/// After a restart: verifications that were running are run again.
+async fn resume_verifications(
+    engine: Engine,
+    store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    executor: Arc<dyn Executor>,
+) {
+    let s = store.clone();
+    let filter = IncidentFilter {
+        status: Some(Status::Verifying),
+        ..Default::default()
+    };
+    let Ok(list) = blocking(move || s.list_incidents(&filter)).await else {
+        return;
+    };
+    for inc in list {
+        let Some(spec) = inc
+            .verifying
+            .as_deref()
+            .and_then(|a| super::action_spec(&inc, a, &cfg))
+            .cloned()
+        else {
+            continue;
+        };
+        verify(&engine, &store, &*executor, inc.id, &spec).await;
     }
 }
 
@@ -124,6 +186,12 @@ pub async fn run_dispatcher(
     for key in initial {
         spawn(&mut running, key);
     }
+    running.spawn(resume_verifications(
+        engine.clone(),
+        store.clone(),
+        cfg.clone(),
+        executor.clone(),
+    ));
     loop {
         tokio::select! {
             k = queued.recv() => match k {

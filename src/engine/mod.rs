@@ -16,6 +16,7 @@ use crate::domain::command::Command;
 use crate::domain::incident::{
     ActionState, ActionStatus, EventKind, Incident, IncidentId, Status, TimelineEvent,
 };
+use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::policy::{check_approval, Actor, Refusal};
 use crate::domain::severity::{human_seconds, Severity};
 use crate::ports::{ChatBody, Timer, TimerKind};
@@ -48,6 +49,13 @@ pub enum Input {
         action: String,
         key: String,
         success: bool,
+        summary: String,
+    },
+    /// An HTTP or command verification finished.
+    VerificationFinished {
+        incident: IncidentId,
+        action: String,
+        ok: bool,
         summary: String,
     },
     /// Found `Started` after a restart.
@@ -182,49 +190,23 @@ pub fn handle(
             success,
             summary,
         } => {
+            let inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            Ok(on_execution_finished(
+                inc, action, key, success, summary, cfg, ctx,
+            ))
+        }
+        Input::VerificationFinished {
+            incident: id,
+            action,
+            ok,
+            summary,
+        } => {
             let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
             let mut d = Decision::default();
-            let system = Actor::system();
-            if let Some(a) = inc.action_mut(&action) {
-                a.status = if success {
-                    ActionStatus::Succeeded
-                } else {
-                    ActionStatus::Failed
-                };
+            if inc.status == Status::Verifying && inc.verifying.as_deref() == Some(action.as_str())
+            {
+                verification_done(&mut inc, &action, ok, summary, cfg, ctx, &mut d);
             }
-            d.events.push(TimelineEvent {
-                at: ctx.now,
-                actor: system.clone(),
-                kind: EventKind::ExecutionFinished {
-                    action: action.clone(),
-                    execution: key,
-                    success,
-                    summary: summary.clone(),
-                },
-            });
-            if success {
-                d.effects.push(Effect::Chat(ChatBody::Note {
-                    mentions: vec![],
-                    text: format!("✅ `{action}` succeeded: {summary}"),
-                }));
-            } else {
-                d.effects.push(Effect::Chat(ChatBody::Note {
-                    mentions: vec![],
-                    text: format!("❌ `{action}` failed: {summary}. Escalating."),
-                }));
-                if inc.status.can_become(Status::Escalated) {
-                    let ev = inc
-                        .transition(
-                            Status::Escalated,
-                            &system,
-                            ctx.now,
-                            Some(format!("`{action}` failed")),
-                        )
-                        .expect("checked");
-                    d.events.push(ev);
-                }
-            }
-            push_card(&mut inc, cfg, ctx, &mut d);
             d.incident = Some(inc);
             Ok(d)
         }
@@ -256,6 +238,188 @@ pub fn handle(
             d.incident = Some(inc);
             Ok(d)
         }
+    }
+}
+
+/// The playbook spec of an action on this incident.
+pub fn action_spec<'a>(inc: &Incident, action: &str, cfg: &'a Config) -> Option<&'a ActionSpec> {
+    if action == PAGER_ACTION {
+        return cfg.escalation.pager.as_ref();
+    }
+    inc.playbook
+        .as_deref()
+        .and_then(|p| cfg.playbook(p))
+        .and_then(|p| p.actions.iter().find(|a| a.id == action))
+}
+
+fn note(text: String) -> Effect {
+    Effect::Chat(ChatBody::Note {
+        text,
+        mentions: vec![],
+    })
+}
+
+fn on_execution_finished(
+    mut inc: Incident,
+    action: String,
+    key: String,
+    success: bool,
+    summary: String,
+    cfg: &Config,
+    ctx: Ctx,
+) -> Decision {
+    let mut d = Decision::default();
+    let system = Actor::system();
+    if let Some(a) = inc.action_mut(&action) {
+        a.status = if success {
+            ActionStatus::Succeeded
+        } else {
+            ActionStatus::Failed
+        };
+    }
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: system.clone(),
+        kind: EventKind::ExecutionFinished {
+            action: action.clone(),
+            execution: key,
+            success,
+            summary: summary.clone(),
+        },
+    });
+    let undone = inc.rolling_back.clone().filter(|orig| {
+        action_spec(&inc, orig, cfg).and_then(|s| s.rollback.as_deref()) == Some(action.as_str())
+    });
+    if let Some(orig) = undone {
+        // The rollback of an action that did not verify.
+        inc.rolling_back = None;
+        if success {
+            d.effects.push(note(format!(
+                "↩️ Rolled back `{orig}` with `{action}`: {summary}"
+            )));
+            if inc.status.can_become(Status::RolledBack) {
+                if let Ok(ev) = inc.transition(Status::RolledBack, &system, ctx.now, None) {
+                    d.events.push(ev);
+                }
+            }
+            let reason = format!("`{orig}` did not fix it and was rolled back");
+            escalate(&mut inc, &system, reason, cfg, ctx, &mut d);
+        } else {
+            d.effects
+                .push(note(format!("❌ Rollback `{action}` failed: {summary}")));
+            let reason = format!("the rollback of `{orig}` failed");
+            escalate(&mut inc, &system, reason, cfg, ctx, &mut d);
+        }
+    } else if !success {
+        d.effects
+            .push(note(format!("❌ `{action}` failed: {summary}")));
+        escalate(
+            &mut inc,
+            &system,
+            format!("`{action}` failed"),
+            cfg,
+            ctx,
+            &mut d,
+        );
+    } else if let Some(v) = action_spec(&inc, &action, cfg).and_then(|s| s.verify.clone()) {
+        d.effects.push(note(format!(
+            "✅ `{action}` ran: {summary}. Verifying: {}.",
+            v.summary()
+        )));
+        if inc.status.can_become(Status::Verifying) {
+            if let Ok(ev) = inc.transition(Status::Verifying, &system, ctx.now, None) {
+                d.events.push(ev);
+            }
+        }
+        inc.verifying = Some(action.clone());
+        if let VerifySpec::AlertResolves { within_seconds } = v {
+            if inc.alert_status == AlertStatus::Resolved {
+                let s = "the alert is already resolved".to_string();
+                verification_done(&mut inc, &action, true, s, cfg, ctx, &mut d);
+            } else {
+                d.effects.push(Effect::ArmTimer(Timer {
+                    incident: inc.id,
+                    kind: TimerKind::VerifyDeadline,
+                    at: ctx.now + Duration::seconds(within_seconds as i64),
+                }));
+            }
+        }
+    } else {
+        d.effects
+            .push(note(format!("✅ `{action}` succeeded: {summary}")));
+    }
+    push_card(&mut inc, cfg, ctx, &mut d);
+    d.incident = Some(inc);
+    d
+}
+
+/// A verification passed (resolve) or failed (roll back per playbook and policy, escalate).
+fn verification_done(
+    inc: &mut Incident,
+    action: &str,
+    ok: bool,
+    summary: String,
+    cfg: &Config,
+    ctx: Ctx,
+    d: &mut Decision,
+) {
+    let system = Actor::system();
+    inc.verifying = None;
+    d.effects
+        .push(Effect::DisarmTimer(TimerKind::VerifyDeadline));
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: system.clone(),
+        kind: EventKind::Verified {
+            action: action.to_string(),
+            ok,
+            summary: summary.clone(),
+        },
+    });
+    if ok {
+        d.effects.push(note(format!(
+            "✅ `{action}` verified ({summary}). {} resolved.",
+            inc.id
+        )));
+        if let Ok(ev) = inc.transition(
+            Status::Resolved,
+            &system,
+            ctx.now,
+            Some(format!("`{action}` verified")),
+        ) {
+            d.events.push(ev);
+        }
+        push_card(inc, cfg, ctx, d);
+        return;
+    }
+    d.effects
+        .push(note(format!("❌ `{action}` did not verify: {summary}")));
+    let rollback = action_spec(inc, action, cfg).and_then(|s| s.rollback.clone());
+    let Some(rb) = rollback.filter(|rb| inc.action(rb).is_some()) else {
+        let reason = format!("`{action}` did not verify and has no rollback");
+        escalate(inc, &system, reason, cfg, ctx, d);
+        return;
+    };
+    inc.rolling_back = Some(action.to_string());
+    if let Some(a) = inc.action_mut(&rb) {
+        // Offer (or run) the rollback afresh, whatever was decided about it before.
+        a.status = ActionStatus::Proposed;
+        a.approvals.clear();
+        a.decided_by = None;
+        a.decided_at = None;
+    }
+    let auto = cfg.targets(inc.severity).approval.allows_auto() && inc.severity != Severity::P0;
+    if auto {
+        d.effects
+            .push(note(format!("↩️ Rolling back `{action}` with `{rb}`.")));
+        if let Ok(ev) = inc.transition(Status::Remediating, &system, ctx.now, None) {
+            d.events.push(ev);
+        }
+        approve_fully(inc, &rb, &system, ctx, d);
+        push_card(inc, cfg, ctx, d);
+    } else {
+        let reason = format!("`{action}` did not verify; rollback `{rb}` needs approval");
+        escalate(inc, &system, reason, cfg, ctx, d);
     }
 }
 
@@ -326,6 +490,8 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
                 timeline_len: 0,
                 card_sent_at: Some(ctx.now),
                 card_dirty: false,
+                verifying: None,
+                rolling_back: None,
             };
             d.events.push(TimelineEvent {
                 at: ctx.now,
@@ -372,6 +538,20 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
                     actor: system.clone(),
                     kind: EventKind::AlertResolved,
                 });
+                let waiting_for_clear = inc.status == Status::Verifying
+                    && inc.verifying.as_deref().is_some_and(|a| {
+                        matches!(
+                            action_spec(&inc, a, cfg).and_then(|s| s.verify.as_ref()),
+                            Some(VerifySpec::AlertResolves { .. })
+                        )
+                    });
+                if waiting_for_clear {
+                    let action = inc.verifying.clone().unwrap_or_default();
+                    let s = "the alert resolved".to_string();
+                    verification_done(&mut inc, &action, true, s, cfg, ctx, &mut d);
+                    d.incident = Some(inc);
+                    return d;
+                }
                 let auto_resolve = inc
                     .playbook
                     .as_deref()
@@ -560,6 +740,14 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx) -> Dec
                     human_seconds(targets.repair_seconds)
                 );
                 escalate(&mut inc, &Actor::system(), reason, cfg, ctx, &mut d);
+            }
+        }
+        TimerKind::VerifyDeadline => {
+            if inc.status == Status::Verifying {
+                if let Some(action) = inc.verifying.clone() {
+                    let s = "the alert did not resolve in time".to_string();
+                    verification_done(&mut inc, &action, false, s, cfg, ctx, &mut d);
+                }
             }
         }
         TimerKind::ApprovalExpiry => {

@@ -331,7 +331,8 @@ impl Batch<'_> {
                 }
                 Some(*incident)
             }
-            Input::ExecutionInterrupted { incident, .. } => Some(*incident),
+            Input::ExecutionInterrupted { incident, .. }
+            | Input::VerificationFinished { incident, .. } => Some(*incident),
         };
         let existing = match target {
             Some(id) => self.load(id)?,

@@ -239,6 +239,8 @@ mod tests {
             auto: true,
             allowed_pattern: None,
             timeout_seconds: 10,
+            verify: None,
+            rollback: None,
             run: ExecutorSpec::Http {
                 method: "POST".into(),
                 url: format!("{base}/ok"),

@@ -630,6 +630,8 @@ mod tests {
             allowed_pattern: None,
             timeout_seconds: 30,
             run,
+            verify: None,
+            rollback: None,
         }
     }
 
