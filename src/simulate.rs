@@ -145,11 +145,25 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
             } else {
                 "waits for approval"
             };
-            let _ = writeln!(
-                out,
-                "action:      {} — {} [{how}]\n             {}",
-                a.id, a.title, a.summary
-            );
+            let _ = writeln!(out, "action:      {} — {} [{how}]", a.id, a.title);
+            let Some(spec) = crate::engine::action_spec(&inc, &a.id, cfg) else {
+                continue;
+            };
+            // The exact command or request after templating, or why it would be refused.
+            match crate::remediate::plan(spec, &inc, "kubectl") {
+                Ok(p) => {
+                    let _ = writeln!(out, "             runs: {}", p.preview());
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "             refused: {e}");
+                }
+            }
+            if let Some(v) = &spec.verify {
+                let _ = writeln!(out, "             verify: {}", v.summary());
+            }
+            if let Some(rb) = &spec.rollback {
+                let _ = writeln!(out, "             rollback if not verified: {rb}");
+            }
         }
         for l in &inc.links {
             let _ = writeln!(out, "link:        {}: {}", l.title, l.url);

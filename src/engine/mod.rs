@@ -394,8 +394,16 @@ fn verification_done(
     }
     d.effects
         .push(note(format!("❌ `{action}` did not verify: {summary}")));
-    let rollback = action_spec(inc, action, cfg).and_then(|s| s.rollback.clone());
-    let Some(rb) = rollback.filter(|rb| inc.action(rb).is_some()) else {
+    let rollback = action_spec(inc, action, cfg)
+        .and_then(|s| s.rollback.as_deref())
+        .and_then(|rb| action_spec(inc, rb, cfg))
+        .cloned();
+    if let Some(spec) = &rollback {
+        if inc.action(&spec.id).is_none() {
+            inc.actions.push(action_state(spec));
+        }
+    }
+    let Some(rb) = rollback.map(|s| s.id) else {
         let reason = format!("`{action}` did not verify and has no rollback");
         escalate(inc, &system, reason, cfg, ctx, d);
         return;
@@ -589,24 +597,33 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
 }
 
 fn proposed_actions(playbook: Option<&str>, cfg: &Config) -> Vec<ActionState> {
-    playbook
-        .and_then(|p| cfg.playbook(p))
-        .map(|pb| {
-            pb.actions
-                .iter()
-                .map(|a| ActionState {
-                    id: a.id.clone(),
-                    title: a.title.clone(),
-                    auto: a.auto,
-                    summary: a.run.summary(),
-                    status: ActionStatus::Proposed,
-                    approvals: vec![],
-                    decided_by: None,
-                    decided_at: None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    let Some(pb) = playbook.and_then(|p| cfg.playbook(p)) else {
+        return vec![];
+    };
+    // Actions that only undo another one are offered when their rollback is needed, not before.
+    let rollbacks: Vec<&str> = pb
+        .actions
+        .iter()
+        .filter_map(|a| a.rollback.as_deref())
+        .collect();
+    pb.actions
+        .iter()
+        .filter(|a| !rollbacks.contains(&a.id.as_str()))
+        .map(action_state)
+        .collect()
+}
+
+fn action_state(a: &ActionSpec) -> ActionState {
+    ActionState {
+        id: a.id.clone(),
+        title: a.title.clone(),
+        auto: a.auto,
+        summary: a.run.summary(),
+        status: ActionStatus::Proposed,
+        approvals: vec![],
+        decided_by: None,
+        decided_at: None,
+    }
 }
 
 /// The escalation timers of a new incident: acknowledgement (detection target), repair, and
