@@ -267,6 +267,7 @@ pub async fn run(
             engine.clone(),
             store.clone(),
             cfg.clone(),
+            deps.executor.clone(),
             surface.platform(),
             surface.port().name(),
             surface.alert_channels(),

@@ -40,6 +40,7 @@ fn rig(dir: &std::path::Path) -> (ChatService, Arc<dyn Store>, std::thread::Join
         engine,
         store.clone(),
         cfg,
+        Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
         Platform::Slack,
         "slack",
         ["CALERTS".to_string()],
@@ -211,7 +212,9 @@ async fn thread_replies_buttons_and_commands() {
         .handle(click("UEVE", "preview:INC-1:restart"))
         .await
         .unwrap();
-    assert!(r.text.contains("/bin/true"));
+    assert!(r.ephemeral);
+    assert!(r.text.contains("Runs: `/bin/true`"), "{}", r.text);
+    assert!(r.text.contains("from: slack:UAPPROVER"), "{}", r.text);
     let r = svc.handle(click("UEVE", "nonsense")).await.unwrap();
     assert!(r.ephemeral && r.text.contains("not one of ours"));
 

@@ -162,6 +162,11 @@ pub fn build_card(
                 ButtonAction::Reject(inc.id, a.id.clone()),
                 ButtonStyle::Danger,
             ));
+            buttons.push(button(
+                &format!("Preview: {}", a.title),
+                ButtonAction::Preview(inc.id, a.id.clone()),
+                ButtonStyle::Default,
+            ));
         }
         if inc.status != Status::Escalated {
             buttons.push(button(
@@ -269,6 +274,7 @@ mod tests {
                 "Acknowledge",
                 "Approve: Restart",
                 "Reject: Restart",
+                "Preview: Restart",
                 "Escalate",
                 "Resolve"
             ]

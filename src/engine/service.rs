@@ -19,7 +19,7 @@ use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::policy::Actor;
 use crate::domain::severity::human_seconds;
 use crate::ingest::{parse_chat_message, ChatAttachment, ChatEmbed, ChatMessage};
-use crate::ports::{IncidentFilter, Store, StoreError};
+use crate::ports::{Executor, IncidentFilter, Store, StoreError};
 
 /// What an adapter hands over.
 #[derive(Debug, Clone)]
@@ -71,6 +71,7 @@ pub struct ChatService {
     engine: Engine,
     store: Arc<dyn Store>,
     cfg: Arc<Config>,
+    executor: Arc<dyn Executor>,
     platform: Platform,
     /// The outbox sink name the platform's cards are posted through (thread lookups).
     sink: String,
@@ -94,6 +95,7 @@ impl ChatService {
         engine: Engine,
         store: Arc<dyn Store>,
         cfg: Arc<Config>,
+        executor: Arc<dyn Executor>,
         platform: Platform,
         sink: &str,
         alert_channels: impl IntoIterator<Item = String>,
@@ -102,6 +104,7 @@ impl ChatService {
             engine,
             store,
             cfg,
+            executor,
             platform,
             sink: sink.to_string(),
             alert_channels: Arc::new(alert_channels.into_iter().collect()),
@@ -259,29 +262,50 @@ impl ChatService {
         blocking(move || s.get_incident(id)).await
     }
 
+    /// What an action would do, exactly: the templated command or request (or why it would be
+    /// refused), who must approve, and what verification and rollback follow.
     async fn preview(&self, id: IncidentId, action: &str) -> ChatReply {
-        match self.load(id).await {
-            Ok(Some(inc)) => match inc.action(action) {
-                Some(a) => {
-                    let p = self.cfg.policy(inc.severity);
-                    ChatReply::private(format!(
-                        "`{}` on {id} would run:\n`{}`\nNeeds {} approval(s) at {}{}.",
-                        a.id,
-                        a.summary,
-                        p.min_approvals,
-                        inc.severity,
-                        if p.allow_proposer {
-                            ""
-                        } else {
-                            " (two-person rule)"
-                        }
-                    ))
-                }
-                None => ChatReply::private(format!("{id} has no action `{action}`")),
-            },
-            Ok(None) => ChatReply::private(format!("{id} does not exist")),
-            Err(e) => internal(e),
+        let inc = match self.load(id).await {
+            Ok(Some(inc)) => inc,
+            Ok(None) => return ChatReply::private(format!("{id} does not exist")),
+            Err(e) => return internal(e),
+        };
+        let Some(spec) = super::action_spec(&inc, action, &self.cfg) else {
+            return ChatReply::private(format!("{id} has no action `{action}`"));
+        };
+        let p = self.cfg.policy(inc.severity);
+        let mut s = format!("Preview of `{action}` on {id}:\n");
+        match self.executor.plan(&inc, spec) {
+            Ok(plan) => {
+                let _ = writeln!(s, "Runs: `{plan}`");
+            }
+            Err(refusal) => {
+                let _ = writeln!(s, "Would be refused: {refusal}");
+            }
         }
+        let approvers = if p.approvers.is_empty() {
+            "nobody is configured".to_string()
+        } else {
+            p.approvers.join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "Needs {} approval(s) at {} from: {approvers}{}",
+            p.min_approvals,
+            inc.severity,
+            if p.allow_proposer {
+                ""
+            } else {
+                " (two-person rule: not whoever acknowledged)"
+            }
+        );
+        if let Some(v) = &spec.verify {
+            let _ = writeln!(s, "Then verifies: {}", v.summary());
+        }
+        if let Some(rb) = &spec.rollback {
+            let _ = writeln!(s, "If not verified, rolls back with `{rb}`");
+        }
+        ChatReply::private(s)
     }
 
     async fn mutate(&self, actor: Actor, command: Command) -> ChatReply {
