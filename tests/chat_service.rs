@@ -233,6 +233,17 @@ async fn thread_replies_buttons_and_commands() {
     );
     let r = svc.handle(cmd("status INC-7")).await.unwrap();
     assert_eq!(r.text, "INC-7 does not exist");
+    // UBOB is not a responder for P1: refused, privately.
+    let r = svc.handle(cmd("ack INC-1")).await.unwrap();
+    assert!(
+        r.ephemeral && r.text.contains("not a responder for P1"),
+        "{}",
+        r.text
+    );
+    let cmd = |text: &str| ChatEvent::Command {
+        actor: user("UAPPROVER"),
+        text: text.into(),
+    };
     let r = svc.handle(cmd("ack INC-1")).await.unwrap();
     assert!(!r.ephemeral, "state changed: the answer is public");
     assert_eq!(r.text, "INC-1 acknowledged.");
@@ -247,4 +258,28 @@ async fn thread_replies_buttons_and_commands() {
     assert_eq!(r.text, "INC-1 resolved.");
     let r = svc.handle(cmd("list")).await.unwrap();
     assert!(r.text.contains("No open incidents"));
+    let r = svc.handle(cmd("timeline INC-1")).await.unwrap();
+    assert!(
+        r.text.contains("slack:UAPPROVER: acknowledged"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("slack:UBOB: deploy 42 looks bad"),
+        "{}",
+        r.text
+    );
+    let r = svc.handle(cmd("report INC-1")).await.unwrap();
+    assert!(
+        r.text.starts_with("# Post-incident report: INC-1"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("## Root cause"));
+    let r = svc.handle(cmd("stats 30d")).await.unwrap();
+    assert!(
+        r.text.contains("last 30 days") && r.text.contains("1 incidents"),
+        "{}",
+        r.text
+    );
 }

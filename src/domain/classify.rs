@@ -22,6 +22,29 @@ pub enum RootCause {
 }
 
 impl RootCause {
+    pub fn parse(s: &str) -> Option<RootCause> {
+        Some(
+            match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+                "configuration" | "config" => RootCause::Configuration,
+                "resource_limits" | "resources" => RootCause::ResourceLimits,
+                "external_dependency" | "external" | "dependency" => RootCause::ExternalDependency,
+                "model_defect" | "model" => RootCause::ModelDefect,
+                "unknown" => RootCause::Unknown,
+                _ => return None,
+            },
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RootCause::Configuration => "Configuration",
+            RootCause::ResourceLimits => "Resource limits",
+            RootCause::ExternalDependency => "External dependency",
+            RootCause::ModelDefect => "Model defect",
+            RootCause::Unknown => "Unknown",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RootCause::Configuration => "configuration",

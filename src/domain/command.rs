@@ -1,6 +1,7 @@
 //! The `/incident` command language, one parser for every surface (Slack, Discord, console).
 //! Adapters only pass the text and who typed it; errors are user-facing and say what would work.
 
+use super::classify::RootCause;
 use super::incident::IncidentId;
 use super::severity::Severity;
 
@@ -26,6 +27,17 @@ pub enum Command {
     Approve(IncidentId, String),
     Reject(IncidentId, String, Option<String>),
     Note(IncidentId, String),
+    Timeline(IncidentId),
+    Report(IncidentId),
+    /// Stats over the last N days (default 7).
+    Stats(Option<u32>),
+    /// Assign to someone (a mention or a name, as typed).
+    Assign(IncidentId, String),
+    /// Re-triage.
+    Severity(IncidentId, Severity),
+    RootCause(IncidentId, RootCause, Option<String>),
+    /// A follow-up item, optionally with an owner (`@name`).
+    FollowUp(IncidentId, String, Option<String>),
 }
 
 impl Command {
@@ -33,7 +45,12 @@ impl Command {
     pub fn is_mutation(&self) -> bool {
         !matches!(
             self,
-            Command::Help | Command::List { .. } | Command::Status(_)
+            Command::Help
+                | Command::List { .. }
+                | Command::Status(_)
+                | Command::Timeline(_)
+                | Command::Report(_)
+                | Command::Stats(_)
         )
     }
 }
@@ -46,8 +63,15 @@ pub const HELP: &str = "\
 • `approve INC-n ACTION` / `reject INC-n ACTION [reason]` — decide a recommended action
 • `escalate INC-n` — escalate to the on-call
 • `note INC-n TEXT` — add a note to the timeline
+• `assign INC-n @user` — assign an owner
+• `severity INC-n P0|P1|P2|P3` — re-triage (recorded)
+• `rootcause INC-n CATEGORY [text]` — confirm the root cause (configuration, resource_limits, external_dependency, model_defect, unknown)
+• `followup INC-n TEXT [@owner]` — add a follow-up item to the report
 • `resolve INC-n [note]` — resolve
 • `reopen INC-n` — reopen a resolved incident
+• `timeline INC-n` — what happened, in order
+• `report INC-n` — the post-incident report
+• `stats [7d|30d]` — MTTA, MTTR, manual intervention, RCA completion, recurrence vs targets
 • `help` — this text";
 
 /// Parses the text after `/incident`.
@@ -116,6 +140,64 @@ pub fn parse(text: &str) -> Result<Command, String> {
             }
             Command::Note(i, text)
         }
+        "timeline" => Command::Timeline(id(rest)?.0),
+        "report" | "postmortem" => Command::Report(id(rest)?.0),
+        "stats" => {
+            let w = rest.trim().to_ascii_lowercase();
+            if w.is_empty() {
+                Command::Stats(None)
+            } else {
+                let days = w
+                    .strip_suffix('d')
+                    .unwrap_or(&w)
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=365).contains(d))
+                    .ok_or_else(|| format!("`stats` takes a window like 7d or 30d, not {w:?}"))?;
+                Command::Stats(Some(days))
+            }
+        }
+        "assign" => {
+            let (i, who) = id(rest)?;
+            if who.is_empty() {
+                return Err("`assign` needs someone, e.g. `/incident assign INC-1 @alice`".into());
+            }
+            Command::Assign(i, who)
+        }
+        "severity" | "sev" => {
+            let (i, rest) = id(rest)?;
+            let sev = rest.parse::<Severity>().map_err(|_| {
+                format!("`severity` takes P0, P1, P2 or P3, e.g. `/incident severity {i} P1`")
+            })?;
+            Command::Severity(i, sev)
+        }
+        "rootcause" | "rca" => {
+            let (i, rest) = id(rest)?;
+            let (cat, text) = split_word(&rest);
+            let cause = RootCause::parse(cat).ok_or_else(|| {
+                format!(
+                    "`rootcause` takes a category: configuration, resource_limits, external_dependency, model_defect or unknown (e.g. `/incident rootcause {i} configuration bad env var`)"
+                )
+            })?;
+            Command::RootCause(i, cause, opt(text.trim().to_string()))
+        }
+        "followup" | "follow-up" => {
+            let (i, text) = id(rest)?;
+            if text.is_empty() {
+                return Err(
+                    "`followup` needs the item, e.g. `/incident followup INC-1 add a rate-limit alert @bob`"
+                        .into(),
+                );
+            }
+            // A trailing `@name` is the owner.
+            let (item, owner) = match text.rsplit_once(' ') {
+                Some((item, last)) if last.starts_with('@') && last.len() > 1 => {
+                    (item.trim().to_string(), Some(last.to_string()))
+                }
+                _ => (text, None),
+            };
+            Command::FollowUp(i, item, owner)
+        }
         other => return Err(format!("unknown command `{other}`. Try `/incident help`.")),
     })
 }
@@ -176,6 +258,56 @@ mod tests {
         );
         assert_eq!(parse("escalate 3"), Ok(Command::Escalate(i)));
         assert_eq!(parse("reopen INC-3"), Ok(Command::Reopen(i)));
+    }
+
+    #[test]
+    fn report_and_triage_commands() {
+        let i = IncidentId(3);
+        assert_eq!(parse("timeline INC-3"), Ok(Command::Timeline(i)));
+        assert_eq!(parse("report INC-3"), Ok(Command::Report(i)));
+        assert_eq!(parse("stats"), Ok(Command::Stats(None)));
+        assert_eq!(parse("stats 30d"), Ok(Command::Stats(Some(30))));
+        assert!(parse("stats forever").unwrap_err().contains("7d or 30d"));
+        assert!(parse("stats 0d").is_err());
+        assert_eq!(
+            parse("assign INC-3 @alice"),
+            Ok(Command::Assign(i, "@alice".into()))
+        );
+        assert!(parse("assign INC-3").unwrap_err().contains("needs someone"));
+        assert_eq!(
+            parse("severity INC-3 p1"),
+            Ok(Command::Severity(i, Severity::P1))
+        );
+        assert!(parse("severity INC-3 high").unwrap_err().contains("P0, P1"));
+        assert_eq!(
+            parse("rootcause INC-3 configuration missing env var"),
+            Ok(Command::RootCause(
+                i,
+                RootCause::Configuration,
+                Some("missing env var".into())
+            ))
+        );
+        assert_eq!(
+            parse("rca INC-3 external_dependency"),
+            Ok(Command::RootCause(i, RootCause::ExternalDependency, None))
+        );
+        assert!(parse("rootcause INC-3 gremlins")
+            .unwrap_err()
+            .contains("configuration, resource_limits"));
+        assert_eq!(
+            parse("followup INC-3 add a rate-limit alert @bob"),
+            Ok(Command::FollowUp(
+                i,
+                "add a rate-limit alert".into(),
+                Some("@bob".into())
+            ))
+        );
+        assert_eq!(
+            parse("followup INC-3 write the runbook"),
+            Ok(Command::FollowUp(i, "write the runbook".into(), None))
+        );
+        assert!(!parse("report INC-3").unwrap().is_mutation());
+        assert!(parse("severity INC-3 P0").unwrap().is_mutation());
     }
 
     #[test]

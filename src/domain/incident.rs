@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{AlertSource, AlertStatus, ChatOrigin, Link};
+use super::classify::RootCause;
 use super::policy::Actor;
 use super::severity::Severity;
 
@@ -246,6 +247,24 @@ pub enum EventKind {
     Escalated {
         reason: String,
     },
+    Assigned {
+        to: String,
+    },
+    RootCauseSet {
+        category: RootCause,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+    FollowUpAdded {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    /// A command someone was not allowed to run.
+    Refused {
+        what: String,
+        reason: String,
+    },
     SeverityChanged {
         from: Severity,
         to: Severity,
@@ -312,6 +331,16 @@ impl TimelineEvent {
             ),
             EventKind::Note { text } => format!("{who}: {text}"),
             EventKind::Escalated { reason } => format!("Escalated: {reason}"),
+            EventKind::Assigned { to } => format!("Assigned to {to} by {who}"),
+            EventKind::RootCauseSet { category, text } => match text {
+                Some(t) => format!("Root cause set by {who}: {} — {t}", category.label()),
+                None => format!("Root cause set by {who}: {}", category.label()),
+            },
+            EventKind::FollowUpAdded { text, owner } => match owner {
+                Some(o) => format!("Follow-up by {who}: {text} (owner {o})"),
+                None => format!("Follow-up by {who}: {text}"),
+            },
+            EventKind::Refused { what, reason } => format!("Refused {what} by {who}: {reason}"),
             EventKind::Verified {
                 action,
                 ok,
@@ -378,6 +407,53 @@ pub struct Incident {
     /// The action being undone by its rollback after a failed verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_back: Option<String>,
+    /// Who owns it now (as typed: `@alice`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// Suggested at triage, confirmed (or overridden) by a human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<RootCauseInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followups: Vec<FollowUp>,
+    /// When the first action succeeded (time to mitigate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mitigated_at: Option<DateTime<Utc>>,
+    /// Earlier incidents of the same fingerprint within the recurrence window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrence: Option<Recurrence>,
+}
+
+/// The root cause: a category and an explanation; `confirmed_by` is None while it is only a suggestion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootCauseInfo {
+    pub category: RootCause,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<Actor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub added_by: Actor,
+    pub at: DateTime<Utc>,
+}
+
+/// This incident's fingerprint was resolved before, recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recurrence {
+    /// How many earlier incidents within the window (1 = this is the 2nd time).
+    pub previous: u32,
+    pub window_days: u32,
+    pub last: IncidentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resolved_at: Option<DateTime<Utc>>,
+    /// What fixed it last time (the action that succeeded, or who resolved it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fixed_by: Option<String>,
 }
 
 impl Incident {
@@ -467,6 +543,11 @@ pub(crate) mod tests_support {
             card_dirty: false,
             verifying: None,
             rolling_back: None,
+            assignee: None,
+            root_cause: None,
+            followups: vec![],
+            mitigated_at: None,
+            recurrence: None,
         }
     }
 }

@@ -7,4 +7,6 @@ pub mod command;
 pub mod incident;
 pub mod playbook;
 pub mod policy;
+pub mod report;
 pub mod severity;
+pub mod stats;

@@ -14,7 +14,8 @@ use crate::domain::alert::{Alert, AlertStatus};
 use crate::domain::card::{build_card, IncidentCard};
 use crate::domain::command::Command;
 use crate::domain::incident::{
-    ActionState, ActionStatus, EventKind, Incident, IncidentId, Status, TimelineEvent,
+    ActionState, ActionStatus, EventKind, FollowUp, Incident, IncidentId, RootCauseInfo, Status,
+    TimelineEvent,
 };
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::policy::{check_approval, Actor, Refusal};
@@ -277,6 +278,9 @@ fn on_execution_finished(
             ActionStatus::Failed
         };
     }
+    if success && action != PAGER_ACTION && inc.mitigated_at.is_none() {
+        inc.mitigated_at = Some(ctx.now);
+    }
     d.events.push(TimelineEvent {
         at: ctx.now,
         actor: system.clone(),
@@ -431,11 +435,35 @@ fn verification_done(
     }
 }
 
+/// The command's verb, for refusals.
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Ack(_) => "ack",
+        Command::Resolve(..) => "resolve",
+        Command::Reopen(_) => "reopen",
+        Command::Escalate(_) => "escalate",
+        Command::Assign(..) => "assign",
+        Command::Severity(..) => "severity",
+        Command::RootCause(..) => "rootcause",
+        Command::FollowUp(..) => "followup",
+        Command::Note(..) => "note",
+        Command::Approve(..) => "approve",
+        Command::Reject(..) => "reject",
+        _ => "command",
+    }
+}
+
 /// The incident a command is about.
 pub fn command_target(c: &Command) -> Option<IncidentId> {
     match c {
-        Command::Help | Command::List { .. } => None,
-        Command::Status(i)
+        Command::Help | Command::List { .. } | Command::Stats(_) => None,
+        Command::Timeline(i)
+        | Command::Report(i)
+        | Command::Assign(i, _)
+        | Command::Severity(i, _)
+        | Command::RootCause(i, _, _)
+        | Command::FollowUp(i, _, _)
+        | Command::Status(i)
         | Command::Ack(i)
         | Command::Resolve(i, _)
         | Command::Reopen(i)
@@ -500,6 +528,11 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
                 card_dirty: false,
                 verifying: None,
                 rolling_back: None,
+                assignee: None,
+                root_cause: None,
+                followups: vec![],
+                mitigated_at: None,
+                recurrence: None,
             };
             d.events.push(TimelineEvent {
                 at: ctx.now,
@@ -509,6 +542,11 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
                     kind: triage.kind,
                     rule: triage.rule,
                 },
+            });
+            inc.root_cause = Some(RootCauseInfo {
+                category: crate::domain::report::suggest_root_cause(&inc, &cfg.classifier),
+                text: None,
+                confirmed_by: None,
             });
             start_auto_actions(&mut inc, cfg, ctx, &mut d);
             arm_deadlines(&inc, cfg, ctx, &mut d);
@@ -853,9 +891,109 @@ fn on_command(
         inc.transition(to, &actor, ctx.now, note)
             .map_err(|e| UserError(e.to_string()))
     };
+    // Invariant 5: state changes (other than notes and follow-ups) need someone the policy
+    // trusts at this severity; a refusal is answered privately and recorded.
+    let needs_responder = !matches!(
+        command,
+        Command::Note(..) | Command::FollowUp(..) | Command::Approve(..) | Command::Reject(..)
+    );
+    if needs_responder && command.is_mutation() {
+        let mut at = vec![inc.severity];
+        if let Command::Severity(_, to) = &command {
+            at.push(*to);
+        }
+        if let Some(sev) = at.into_iter().find(|s| !cfg.policy(*s).is_approver(&actor)) {
+            let what = command_name(&command).to_string();
+            let reason = format!("not a responder for {sev} incidents (policy.{sev}.approvers)");
+            d.reply = Some(format!("Not allowed: you are {reason}."));
+            d.refused = true;
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::Refused { what, reason },
+            });
+            d.incident = Some(inc);
+            return Ok(d);
+        }
+    }
     match command {
-        Command::Help | Command::List { .. } | Command::Status(_) => {
+        Command::Help
+        | Command::List { .. }
+        | Command::Status(_)
+        | Command::Timeline(_)
+        | Command::Report(_)
+        | Command::Stats(_) => {
             return Err(UserError("read-only commands are not engine inputs".into()));
+        }
+        Command::Assign(_, to) => {
+            inc.assignee = Some(to.clone());
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::Assigned { to: to.clone() },
+            });
+            d.effects
+                .push(note(format!("🙋 {} assigned to {to} by {who}.", inc.id)));
+        }
+        Command::Severity(_, to) => {
+            if inc.severity == to {
+                return Err(UserError(format!("{} is already {to}", inc.id)));
+            }
+            let from = inc.severity;
+            inc.severity = to;
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::SeverityChanged { from, to },
+            });
+            d.effects.push(note(format!(
+                "🎚️ {} re-triaged from {from} to {to} by {who}.",
+                inc.id
+            )));
+        }
+        Command::RootCause(_, category, text) => {
+            inc.root_cause = Some(RootCauseInfo {
+                category,
+                text: text.clone(),
+                confirmed_by: Some(actor.clone()),
+            });
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::RootCauseSet {
+                    category,
+                    text: text.clone(),
+                },
+            });
+            d.effects.push(note(format!(
+                "🔍 Root cause of {} confirmed by {who}: {}{}",
+                inc.id,
+                category.label(),
+                text.map(|t| format!(" — {t}")).unwrap_or_default()
+            )));
+        }
+        Command::FollowUp(_, text, owner) => {
+            inc.followups.push(FollowUp {
+                text: text.clone(),
+                owner: owner.clone(),
+                added_by: actor.clone(),
+                at: ctx.now,
+            });
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::FollowUpAdded {
+                    text: text.clone(),
+                    owner: owner.clone(),
+                },
+            });
+            d.effects.push(note(format!(
+                "📌 Follow-up for {}: {text}{}",
+                inc.id,
+                owner.map(|o| format!(" (owner {o})")).unwrap_or_default()
+            )));
+            d.incident = Some(inc);
+            return Ok(d);
         }
         Command::Ack(_) => {
             if let Some(by) = &inc.acknowledged_by {

@@ -13,9 +13,10 @@ use tracing::{debug, error, warn};
 use super::{command_target, handle, Ctx, Effect, Input, Outcome, UserError};
 use crate::config::Config;
 use crate::domain::command::Command;
-use crate::domain::incident::{Incident, IncidentId};
+use crate::domain::incident::{Incident, IncidentId, Status};
+use crate::domain::report::render_markdown;
 use crate::ports::{
-    Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, WriteSet,
+    ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, WriteSet,
 };
 
 /// The most inputs one group commit takes (bounds latency and transaction size).
@@ -382,6 +383,30 @@ impl Batch<'_> {
             inc.timeline_len += 1;
         }
         let active = inc.status.is_active();
+        if was_active == Some(true) && inc.status == Status::Resolved {
+            // The post-incident report goes into the thread as the incident resolves.
+            let mut timeline = self.store.timeline(id)?;
+            timeline.extend(
+                self.w
+                    .events
+                    .iter()
+                    .filter(|(i, _, _)| *i == id)
+                    .map(|(_, _, e)| e.clone()),
+            );
+            let report = render_markdown(&inc, &timeline, &self.cfg.classifier);
+            for sink in self.sinks {
+                self.w.outbox.push(OutboxEntry {
+                    seq: self.store.next_seq()?,
+                    sink: sink.clone(),
+                    incident: id,
+                    body: ChatBody::Note {
+                        text: report.clone(),
+                        mentions: vec![],
+                    },
+                    created_at: self.now,
+                });
+            }
+        }
         match (was_active, active) {
             (None, true) | (Some(false), true) => self.set_fingerprint(&inc.fingerprint, Some(id)),
             (Some(true), false) if self.open_for(&inc.fingerprint)? == Some(id) => {

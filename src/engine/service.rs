@@ -17,7 +17,9 @@ use crate::domain::card::ButtonAction;
 use crate::domain::command::{self, Command, ListScope, HELP};
 use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::policy::Actor;
+use crate::domain::report::render_markdown;
 use crate::domain::severity::human_seconds;
+use crate::domain::stats;
 use crate::ingest::{parse_chat_message, ChatAttachment, ChatEmbed, ChatMessage};
 use crate::ports::{Executor, IncidentFilter, Store, StoreError};
 
@@ -253,6 +255,33 @@ impl ChatService {
                 Ok(None) => ChatReply::private(format!("{id} does not exist")),
                 Err(e) => internal(e),
             },
+            Command::Timeline(id) | Command::Report(id) => {
+                let s = self.store.clone();
+                let loaded =
+                    blocking(move || Ok::<_, StoreError>((s.get_incident(id)?, s.timeline(id)?)))
+                        .await;
+                match loaded {
+                    Ok((Some(inc), timeline)) => ChatReply::private(match command {
+                        Command::Report(_) => {
+                            render_markdown(&inc, &timeline, &self.cfg.classifier)
+                        }
+                        _ => render_timeline(&inc, &timeline),
+                    }),
+                    Ok((None, _)) => ChatReply::private(format!("{id} does not exist")),
+                    Err(e) => internal(e),
+                }
+            }
+            Command::Stats(days) => {
+                let s = self.store.clone();
+                let all = IncidentFilter::default();
+                match blocking(move || s.list_incidents(&all)).await {
+                    Ok(list) => {
+                        let st = stats::compute(&list, chrono::Utc::now(), days.unwrap_or(7));
+                        ChatReply::private(stats::render_text(&st))
+                    }
+                    Err(e) => internal(e),
+                }
+            }
             other => self.mutate(actor, other).await,
         }
     }
@@ -337,7 +366,16 @@ fn describe(c: &Command) -> String {
         Command::Approve(i, a) => format!("Approval of `{a}` on {i} recorded."),
         Command::Reject(i, a, _) => format!("`{a}` on {i} rejected."),
         Command::Note(i, _) => format!("Note added to {i}."),
-        Command::Help | Command::List { .. } | Command::Status(_) => String::new(),
+        Command::Assign(i, who) => format!("{i} assigned to {who}."),
+        Command::Severity(i, s) => format!("{i} is now {s}."),
+        Command::RootCause(i, c, _) => format!("Root cause of {i} set: {}.", c.label()),
+        Command::FollowUp(i, _, _) => format!("Follow-up added to {i}."),
+        Command::Help
+        | Command::List { .. }
+        | Command::Status(_)
+        | Command::Timeline(_)
+        | Command::Report(_)
+        | Command::Stats(_) => String::new(),
     }
 }
 
@@ -362,6 +400,18 @@ pub fn render_list(list: &[Incident], scope: ListScope) -> String {
             crate::domain::card::truncate_chars(&i.title, 80),
             i.alert_count
         );
+    }
+    s
+}
+
+/// `/incident timeline`: every event, in order.
+pub fn render_timeline(
+    inc: &Incident,
+    timeline: &[crate::domain::incident::TimelineEvent],
+) -> String {
+    let mut s = format!("Timeline of `{}` — {}\n", inc.id, inc.title);
+    for e in timeline {
+        let _ = writeln!(s, "• {} {}", e.at.format("%H:%M:%S"), e.describe());
     }
     s
 }

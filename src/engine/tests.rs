@@ -346,20 +346,90 @@ fn resolved_alerts() {
 }
 
 #[test]
-fn acknowledge_once() {
+fn acknowledge_once_and_only_by_a_responder() {
     let inc = open("agent deadlock", "critical");
-    let d = cmd(&inc, "U9", Command::Ack(inc.id), 10).unwrap();
+    // U9 is not on the P1 policy: refused privately and recorded, nothing changes.
+    let d = cmd(&inc, "U9", Command::Ack(inc.id), 5).unwrap();
+    assert!(d.refused);
+    assert!(d
+        .reply
+        .as_deref()
+        .unwrap()
+        .contains("not a responder for P1"));
+    assert!(
+        matches!(&d.events[..], [TimelineEvent { kind: EventKind::Refused { what, .. }, .. }] if what == "ack")
+    );
+    assert_eq!(d.incident.as_ref().unwrap().status, Status::Open);
+    assert!(d.effects.is_empty());
+
+    let d = cmd(&inc, "U1", Command::Ack(inc.id), 10).unwrap();
     let acked = d.incident.clone().unwrap();
     assert_eq!(acked.status, Status::Acknowledged);
-    assert_eq!(acked.acknowledged_by, Some(user("U9")));
+    assert_eq!(acked.acknowledged_by, Some(user("U1")));
     assert!(chats(&d).iter().any(
-        |b| matches!(b, ChatBody::Note { text, .. } if text.contains("Acknowledged by slack:U9"))
+        |b| matches!(b, ChatBody::Note { text, .. } if text.contains("Acknowledged by slack:U1"))
     ));
     assert!(chats(&d)
         .iter()
         .any(|b| matches!(b, ChatBody::UpdateCard { card } if card.acknowledged_by.is_some())));
     let e = cmd(&acked, "U1", Command::Ack(inc.id), 11).unwrap_err();
-    assert_eq!(e.0, "INC-1 is already acknowledged by slack:U9");
+    assert_eq!(e.0, "INC-1 is already acknowledged by slack:U1");
+}
+
+#[test]
+fn retriage_root_cause_followups_and_assignment() {
+    let inc = open("agent deadlock", "critical");
+    assert_eq!(
+        inc.root_cause
+            .as_ref()
+            .map(|r| (r.category, r.confirmed_by.is_none())),
+        Some((crate::domain::classify::RootCause::ResourceLimits, true)),
+        "suggested from the kind"
+    );
+    // Raising to P0 needs a responder at P0 too: U1 is one.
+    let d = cmd(&inc, "U1", Command::Severity(inc.id, Severity::P0), 1).unwrap();
+    let inc = d.incident.unwrap();
+    assert_eq!(inc.severity, Severity::P0);
+    assert!(d.events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::SeverityChanged {
+            from: Severity::P1,
+            to: Severity::P0
+        }
+    )));
+    let e = cmd(&inc, "U1", Command::Severity(inc.id, Severity::P0), 2).unwrap_err();
+    assert_eq!(e.0, "INC-1 is already P0");
+    let d = cmd(
+        &inc,
+        "U2",
+        Command::RootCause(
+            inc.id,
+            crate::domain::classify::RootCause::Configuration,
+            Some("bad env".into()),
+        ),
+        3,
+    )
+    .unwrap();
+    let inc = d.incident.unwrap();
+    let rc = inc.root_cause.clone().unwrap();
+    assert_eq!(rc.confirmed_by, Some(user("U2")));
+    assert_eq!(rc.text.as_deref(), Some("bad env"));
+    // Anyone may add a follow-up.
+    let d = cmd(
+        &inc,
+        "U9",
+        Command::FollowUp(inc.id, "add a check".into(), Some("@bob".into())),
+        4,
+    )
+    .unwrap();
+    let inc = d.incident.unwrap();
+    assert_eq!(inc.followups.len(), 1);
+    assert_eq!(inc.followups[0].owner.as_deref(), Some("@bob"));
+    let d = cmd(&inc, "U1", Command::Assign(inc.id, "@carol".into()), 5).unwrap();
+    assert_eq!(d.incident.unwrap().assignee.as_deref(), Some("@carol"));
+    // A non-responder cannot re-triage.
+    let d = cmd(&inc, "U9", Command::Severity(inc.id, Severity::P3), 6).unwrap();
+    assert!(d.refused);
 }
 
 #[test]
@@ -720,8 +790,8 @@ fn escalation_pages_once_through_the_configured_pager() {
     assert_eq!(executes(&d), [PAGER_ACTION]);
     // A manual escalation is recorded with who did it.
     let inc = open("agent deadlock", "critical");
-    let d = cmd(&inc, "U9", Command::Escalate(inc.id), 3).unwrap();
-    assert!(d.events.iter().any(|e| e.actor == user("U9")
+    let d = cmd(&inc, "U1", Command::Escalate(inc.id), 3).unwrap();
+    assert!(d.events.iter().any(|e| e.actor == user("U1")
         && matches!(
             e.kind,
             EventKind::StatusChanged {
