@@ -39,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", post(generic))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/report.md", get(get_report))
+        .route("/api/v1/stats", get(get_stats))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))
@@ -276,6 +278,56 @@ async fn get_incident(
         "timeline": timeline,
         "executions": executions,
     })))
+}
+
+async fn get_report(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: IncidentId = id
+        .parse()
+        .map_err(|e: String| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let store = s.store.clone();
+    let (inc, timeline) = blocking(move || {
+        Ok::<_, crate::ports::StoreError>((store.get_incident(id)?, store.timeline(id)?))
+    })
+    .await?
+    .map_err(internal)?;
+    let inc = inc.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{id} does not exist")))?;
+    let md = crate::domain::report::render_markdown(&inc, &timeline, &s.cfg.classifier);
+    Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], md).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    /// `7d`, `30d` or a number of days.
+    window: Option<String>,
+}
+
+async fn get_stats(
+    State(s): State<AppState>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let days = match q.window.as_deref() {
+        None => 7,
+        Some(w) => w
+            .trim_end_matches('d')
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=365).contains(d))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("window must be like 7d or 30d (1 to 365 days), not {w:?}"),
+                )
+            })?,
+    };
+    let store = s.store.clone();
+    let all = blocking(move || store.list_incidents(&IncidentFilter::default()))
+        .await?
+        .map_err(internal)?;
+    let stats = crate::domain::stats::compute(&all, chrono::Utc::now(), days);
+    Ok(Json(serde_json::to_value(stats).map_err(internal)?))
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

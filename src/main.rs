@@ -30,6 +30,15 @@ enum Cmd {
     CheckConfig,
     /// Dry run: show the incident, severity, kind, actions and approvers an alert would get.
     /// Touches neither the store nor any chat.
+    /// Print the post-incident report of an incident as Markdown: from the running bot's API,
+    /// or straight from the store when the bot is not running.
+    Report {
+        /// The incident, e.g. INC-42.
+        incident: String,
+        /// The bot's base URL (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+    },
     Simulate {
         /// The alert: an Alertmanager/Grafana/generic JSON payload, or the text of a chat message.
         #[arg(long)]
@@ -66,6 +75,29 @@ fn main() -> ExitCode {
             }
             Err(_) => ExitCode::from(1),
         },
+        Cmd::Report { incident, url } => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let id: incidentd::domain::incident::IncidentId = match incident.parse() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match report(&cfg, id, url) {
+                Ok(md) => {
+                    print!("{md}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("incidentd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Simulate { alert, format } => {
             let cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -114,5 +146,45 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// From the API if the bot answers, else from the store (sled allows one process at a time).
+fn report(
+    cfg: &Config,
+    id: incidentd::domain::incident::IncidentId,
+    url: Option<String>,
+) -> anyhow::Result<String> {
+    let base = url.unwrap_or_else(|| format!("http://{}", cfg.server.listen));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let from_api = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/api/v1/incidents/{id}/report.md"))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.text().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    });
+    match from_api {
+        Ok((status, body)) if status.is_success() => Ok(body),
+        Ok((status, body)) => anyhow::bail!("{base} answered {status}: {body}"),
+        Err(e) if e.is_connect() => {
+            use incidentd::ports::Store;
+            let store = incidentd::store::SledStore::open(&cfg.store.path)?;
+            let inc = store.get_incident(id)?.ok_or_else(|| {
+                anyhow::anyhow!("{id} does not exist in {}", cfg.store.path.display())
+            })?;
+            let timeline = store.timeline(id)?;
+            Ok(incidentd::domain::report::render_markdown(
+                &inc,
+                &timeline,
+                &cfg.classifier,
+            ))
+        }
+        Err(e) => Err(e.into()),
     }
 }

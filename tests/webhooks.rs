@@ -418,3 +418,70 @@ async fn unanswered_approvals_escalate_when_their_timer_fires() {
     assert_eq!(v["incident"]["status"], "escalated");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn resolving_posts_the_report_and_the_api_exports_it_and_the_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    let body = alertmanager("firing", &[("HighErrorRate", "api", "critical", "firing")]);
+    app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    let resolved = alertmanager(
+        "resolved",
+        &[("HighErrorRate", "api", "critical", "resolved")],
+    );
+    app.post_json("/api/v1/alerts/alertmanager", &resolved)
+        .await;
+    // The report lands in the thread.
+    let rec = app
+        .wait_chat(|r| {
+            r.iter().any(|r| {
+                matches!(&r.body, ChatBody::Note { text, .. } if text.starts_with("# Post-incident report: INC-1"))
+            })
+        })
+        .await;
+    let report = rec
+        .iter()
+        .find_map(|r| match &r.body {
+            ChatBody::Note { text, .. } if text.starts_with("# Post-incident report") => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        report.contains("**External dependency**"),
+        "suggested root cause:\n{report}"
+    );
+    assert!(report.contains("Resolved by incidentd"), "{report}");
+
+    let r = app
+        .http
+        .get(app.url("/api/v1/incidents/INC-1/report.md"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/markdown"));
+    let md = r.text().await.unwrap();
+    assert!(
+        md.contains("## Timeline") && md.contains("Monitoring reports the alert resolved"),
+        "{md}"
+    );
+    let (s, _) = app.get("/api/v1/incidents/INC-9/report.md").await;
+    assert_eq!(s, 404);
+
+    let (s, v) = app.get("/api/v1/stats?window=30d").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["window_days"], 30);
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["resolved"], 1);
+    assert_eq!(v["rca_completion_rate"], 0.0, "suggested, not confirmed");
+    assert_eq!(v["targets"]["mttr_seconds"], 480.0);
+    let (s, v) = app.get("/api/v1/stats?window=forever").await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("7d or 30d"));
+    app.stop().await;
+}
