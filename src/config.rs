@@ -105,6 +105,13 @@ pub struct EngineConfig {
     /// Severity for alerts that no rule and no `severity` label classify.
     #[serde(default = "default_severity")]
     pub default_severity: Severity,
+    /// A new incident whose fingerprint was resolved within this many days is a recurrence.
+    #[serde(default = "default_recurrence_days")]
+    pub recurrence_days: u32,
+}
+
+fn default_recurrence_days() -> u32 {
+    30
 }
 
 fn default_coalesce() -> u64 {
@@ -123,6 +130,7 @@ impl Default for EngineConfig {
             card_coalesce_seconds: default_coalesce(),
             max_description_chars: default_max_description(),
             default_severity: default_severity(),
+            recurrence_days: default_recurrence_days(),
         }
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::card::IncidentCard;
-use crate::domain::incident::{Incident, IncidentId, Status, TimelineEvent};
+use crate::domain::incident::{Incident, IncidentId, PastIncident, Status, TimelineEvent};
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::severity::Severity;
 
@@ -201,6 +201,8 @@ pub struct WriteSet {
     /// Arm (Some) or disarm (None).
     pub timers: Vec<(IncidentId, TimerKind, Option<Timer>)>,
     pub executions: Vec<Execution>,
+    /// Resolved incidents remembered per fingerprint (recurrence).
+    pub history: Vec<(String, PastIncident)>,
     pub next_id: Option<u64>,
 }
 
@@ -212,6 +214,7 @@ impl WriteSet {
             && self.outbox.is_empty()
             && self.timers.is_empty()
             && self.executions.is_empty()
+            && self.history.is_empty()
             && self.next_id.is_none()
     }
 }
@@ -313,6 +316,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<IncidentId>, StoreError>;
 
     fn timers(&self) -> Result<Vec<Timer>, StoreError>;
+    /// Resolved incidents of this fingerprint, oldest first.
+    fn history(&self, fingerprint: &str) -> Result<Vec<PastIncident>, StoreError>;
     fn executions(&self, id: IncidentId) -> Result<Vec<Execution>, StoreError>;
     fn execution(&self, key: &str) -> Result<Option<Execution>, StoreError>;
     /// Start-up: counts what is pending and marks `Started` executions `Interrupted`.

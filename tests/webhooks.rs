@@ -109,6 +109,15 @@ async fn alertmanager_alerts_open_one_incident_per_fingerprint_and_repeats_updat
     let (_, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
     assert_eq!(v["results"][0]["incident"], "INC-3");
     assert_eq!(v["results"][0]["created"], true);
+    let (_, inc3) = app.get("/api/v1/incidents/INC-3").await;
+    assert_eq!(inc3["incident"]["recurrence"]["previous"], 1);
+    assert_eq!(inc3["incident"]["recurrence"]["last"], 1);
+    assert_eq!(
+        inc3["card"]["recurrence"],
+        "Recurred: 2nd time in 30 days, last INC-1, fixed by incidentd"
+    );
+    let (_, inc2) = app.get("/api/v1/incidents/INC-2").await;
+    assert!(inc2["incident"].get("recurrence").is_none());
     assert_eq!(v["results"][1]["incident"], "INC-2");
     app.stop().await;
 }

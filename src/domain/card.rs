@@ -30,6 +30,9 @@ pub struct IncidentCard {
     pub playbook: Option<String>,
     pub actions: Vec<CardAction>,
     pub buttons: Vec<Button>,
+    /// "Recurred: 2nd time in 30 days, last fixed by `restart` (INC-4)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrence: Option<String>,
     /// Where the alert was read from, so the card can be threaded under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<ChatOrigin>,
@@ -202,6 +205,24 @@ pub fn build_card(
         playbook: inc.playbook.clone(),
         actions,
         buttons,
+        recurrence: inc.recurrence.as_ref().map(|r| {
+            let nth = r.previous + 1;
+            let suffix = match (nth % 10, nth % 100) {
+                (1, n) if n != 11 => "st",
+                (2, n) if n != 12 => "nd",
+                (3, n) if n != 13 => "rd",
+                _ => "th",
+            };
+            format!(
+                "Recurred: {nth}{suffix} time in {} days, last {}{}",
+                r.window_days,
+                r.last,
+                r.last_fixed_by
+                    .as_deref()
+                    .map(|f| format!(", fixed by {f}"))
+                    .unwrap_or_default()
+            )
+        }),
         origin: inc.origin.clone(),
     }
 }

@@ -442,6 +442,38 @@ pub struct FollowUp {
     pub at: DateTime<Utc>,
 }
 
+/// A resolved incident as remembered per fingerprint, for recurrence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastIncident {
+    pub id: IncidentId,
+    pub resolved_at: DateTime<Utc>,
+    /// What fixed it: the actions that succeeded, or who resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_by: Option<String>,
+}
+
+impl PastIncident {
+    pub fn of(inc: &Incident) -> Option<PastIncident> {
+        let resolved_at = inc.resolved_at?;
+        let actions: Vec<String> = inc
+            .actions
+            .iter()
+            .filter(|a| a.status == ActionStatus::Succeeded)
+            .map(|a| format!("`{}`", a.id))
+            .collect();
+        let fixed_by = if actions.is_empty() {
+            inc.resolved_by.as_ref().map(|a| a.display())
+        } else {
+            Some(actions.join(", "))
+        };
+        Some(PastIncident {
+            id: inc.id,
+            resolved_at,
+            fixed_by,
+        })
+    }
+}
+
 /// This incident's fingerprint was resolved before, recently.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recurrence {

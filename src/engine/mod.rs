@@ -14,8 +14,8 @@ use crate::domain::alert::{Alert, AlertStatus};
 use crate::domain::card::{build_card, IncidentCard};
 use crate::domain::command::Command;
 use crate::domain::incident::{
-    ActionState, ActionStatus, EventKind, FollowUp, Incident, IncidentId, RootCauseInfo, Status,
-    TimelineEvent,
+    ActionState, ActionStatus, EventKind, FollowUp, Incident, IncidentId, PastIncident, Recurrence,
+    RootCauseInfo, Status, TimelineEvent,
 };
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::policy::{check_approval, Actor, Refusal};
@@ -104,10 +104,12 @@ pub struct Decision {
 
 /// The context the runner supplies.
 #[derive(Debug, Clone, Copy)]
-pub struct Ctx {
+pub struct Ctx<'a> {
     pub now: DateTime<Utc>,
     /// The id a new incident would get.
     pub next_id: IncidentId,
+    /// For alerts: earlier incidents of the same fingerprint that were resolved (recurrence).
+    pub history: &'a [PastIncident],
 }
 
 /// A short, serializable account of what happened to one input (HTTP and chat answers).
@@ -127,7 +129,7 @@ pub fn handle(
     incident: Option<Incident>,
     input: Input,
     cfg: &Config,
-    ctx: Ctx,
+    ctx: Ctx<'_>,
 ) -> Result<Decision, UserError> {
     match input {
         Input::Alert(alert) => Ok(on_alert(incident, alert, cfg, ctx)),
@@ -242,6 +244,25 @@ pub fn handle(
     }
 }
 
+/// Earlier incidents of this fingerprint resolved within the recurrence window.
+fn recurrence(ctx: Ctx<'_>, cfg: &Config) -> Option<Recurrence> {
+    let days = cfg.engine.recurrence_days;
+    let since = ctx.now - Duration::days(days as i64);
+    let recent: Vec<&PastIncident> = ctx
+        .history
+        .iter()
+        .filter(|p| p.resolved_at >= since)
+        .collect();
+    let last = recent.iter().max_by_key(|p| p.resolved_at)?;
+    Some(Recurrence {
+        previous: recent.len() as u32,
+        window_days: days,
+        last: last.id,
+        last_resolved_at: Some(last.resolved_at),
+        last_fixed_by: last.fixed_by.clone(),
+    })
+}
+
 /// The playbook spec of an action on this incident.
 pub fn action_spec<'a>(inc: &Incident, action: &str, cfg: &'a Config) -> Option<&'a ActionSpec> {
     if action == PAGER_ACTION {
@@ -267,7 +288,7 @@ fn on_execution_finished(
     success: bool,
     summary: String,
     cfg: &Config,
-    ctx: Ctx,
+    ctx: Ctx<'_>,
 ) -> Decision {
     let mut d = Decision::default();
     let system = Actor::system();
@@ -364,7 +385,7 @@ fn verification_done(
     ok: bool,
     summary: String,
     cfg: &Config,
-    ctx: Ctx,
+    ctx: Ctx<'_>,
     d: &mut Decision,
 ) {
     let system = Actor::system();
@@ -485,7 +506,7 @@ pub fn card(inc: &Incident, cfg: &Config) -> IncidentCard {
     )
 }
 
-fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) -> Decision {
+fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx<'_>) -> Decision {
     let mut d = Decision::default();
     let system = Actor::system();
     match (existing, alert.status) {
@@ -543,6 +564,7 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx) ->
                     rule: triage.rule,
                 },
             });
+            inc.recurrence = recurrence(ctx, cfg);
             inc.root_cause = Some(RootCauseInfo {
                 category: crate::domain::report::suggest_root_cause(&inc, &cfg.classifier),
                 text: None,
@@ -666,7 +688,7 @@ fn action_state(a: &ActionSpec) -> ActionState {
 
 /// The escalation timers of a new incident: acknowledgement (detection target), repair, and
 /// approval expiry when actions wait for a human.
-fn arm_deadlines(inc: &Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+fn arm_deadlines(inc: &Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
     let t = cfg.targets(inc.severity);
     let at = |secs: u64| ctx.now + Duration::seconds(secs as i64);
     let mut arm = |kind, at| {
@@ -689,7 +711,7 @@ fn arm_deadlines(inc: &Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
 }
 
 /// Actions marked `auto` run at once where the severity allows it (never at P0/P1 by default).
-fn start_auto_actions(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+fn start_auto_actions(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
     if !cfg.targets(inc.severity).approval.allows_auto() || inc.severity == Severity::P0 {
         return;
     }
@@ -706,7 +728,7 @@ fn start_auto_actions(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decisi
 }
 
 /// Marks an action approved, queues its execution and moves the incident to remediating.
-fn approve_fully(inc: &mut Incident, action: &str, by: &Actor, ctx: Ctx, d: &mut Decision) {
+fn approve_fully(inc: &mut Incident, action: &str, by: &Actor, ctx: Ctx<'_>, d: &mut Decision) {
     let key = format!("{}:{}", inc.id, action);
     if let Some(a) = inc.action_mut(action) {
         a.status = ActionStatus::Approved;
@@ -733,7 +755,7 @@ fn approve_fully(inc: &mut Incident, action: &str, by: &Actor, ctx: Ctx, d: &mut
 }
 
 /// Sends the card edit now, clearing any held-back edit.
-fn push_card(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+fn push_card(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
     inc.card_sent_at = Some(ctx.now);
     if inc.card_dirty {
         inc.card_dirty = false;
@@ -745,7 +767,7 @@ fn push_card(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
 }
 
 /// Repeats: at most one card edit per coalescing window; the rest wait for the flush timer.
-fn coalesce_card(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
+fn coalesce_card(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
     let window = Duration::seconds(cfg.engine.card_coalesce_seconds as i64);
     let due = inc.card_sent_at.map_or(ctx.now, |t| t + window);
     if due <= ctx.now {
@@ -760,7 +782,7 @@ fn coalesce_card(inc: &mut Incident, cfg: &Config, ctx: Ctx, d: &mut Decision) {
     }
 }
 
-fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx) -> Decision {
+fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx<'_>) -> Decision {
     let mut d = Decision::default();
     let Some(mut inc) = incident else {
         return d;
@@ -833,7 +855,7 @@ fn escalate(
     by: &Actor,
     reason: String,
     cfg: &Config,
-    ctx: Ctx,
+    ctx: Ctx<'_>,
     d: &mut Decision,
 ) {
     let system = by.clone();
@@ -883,7 +905,7 @@ fn on_command(
     actor: Actor,
     command: Command,
     cfg: &Config,
-    ctx: Ctx,
+    ctx: Ctx<'_>,
 ) -> Result<Decision, UserError> {
     let mut d = Decision::default();
     let who = actor.display();
@@ -952,6 +974,7 @@ fn on_command(
             )));
         }
         Command::RootCause(_, category, text) => {
+            inc.recurrence = recurrence(ctx, cfg);
             inc.root_cause = Some(RootCauseInfo {
                 category,
                 text: text.clone(),
@@ -1137,7 +1160,7 @@ fn known_action<'a>(inc: &'a Incident, action: &str) -> Result<&'a ActionState, 
     })
 }
 
-fn refuse(inc: &Incident, actor: &Actor, action: &str, r: Refusal, ctx: Ctx, d: &mut Decision) {
+fn refuse(inc: &Incident, actor: &Actor, action: &str, r: Refusal, ctx: Ctx<'_>, d: &mut Decision) {
     d.reply = Some(format!(
         "Not counted: {} ({} `{action}`).",
         r.message(),
@@ -1159,7 +1182,7 @@ fn approve(
     actor: &Actor,
     action: &str,
     cfg: &Config,
-    ctx: Ctx,
+    ctx: Ctx<'_>,
     d: &mut Decision,
 ) -> Result<(), UserError> {
     if !inc.status.is_active() {

@@ -13,7 +13,7 @@ use tracing::{debug, error, warn};
 use super::{command_target, handle, Ctx, Effect, Input, Outcome, UserError};
 use crate::config::Config;
 use crate::domain::command::Command;
-use crate::domain::incident::{Incident, IncidentId, Status};
+use crate::domain::incident::{Incident, IncidentId, PastIncident, Status};
 use crate::domain::report::render_markdown;
 use crate::ports::{
     ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, WriteSet,
@@ -176,6 +176,7 @@ impl Writer {
             fingerprints: HashMap::new(),
             executions: HashMap::new(),
             queued: Vec::new(),
+            histories: HashMap::new(),
             w: WriteSet::default(),
         };
         let mut replies = Vec::with_capacity(jobs.len());
@@ -252,6 +253,7 @@ struct Batch<'a> {
     executions: HashMap<String, Execution>,
     /// Executions queued by this batch, handed to the executor after the commit.
     queued: Vec<String>,
+    histories: HashMap<String, Vec<PastIncident>>,
     w: WriteSet,
 }
 
@@ -268,6 +270,15 @@ impl Batch<'_> {
             return Ok(Some(i.clone()));
         }
         self.store.get_incident(id)
+    }
+
+    /// Stored history plus what this batch added.
+    fn history(&mut self, fp: &str) -> Result<Vec<PastIncident>, StoreError> {
+        let mut h = self.store.history(fp)?;
+        if let Some(extra) = self.histories.get(fp) {
+            h.extend(extra.iter().cloned());
+        }
+        Ok(h)
     }
 
     fn execution(&mut self, key: &str) -> Result<Option<Execution>, StoreError> {
@@ -356,7 +367,13 @@ impl Batch<'_> {
             }
         }
         let was_active = existing.as_ref().map(|i| i.status.is_active());
+        // Alerts that may open an incident see the fingerprint's history (recurrence).
+        let history = match (&input, &existing) {
+            (Input::Alert(a), None) => self.history(&a.fingerprint)?,
+            _ => Vec::new(),
+        };
         let ctx = Ctx {
+            history: &history,
             now: self.now,
             next_id: IncidentId(self.next_id),
         };
@@ -383,6 +400,15 @@ impl Batch<'_> {
             inc.timeline_len += 1;
         }
         let active = inc.status.is_active();
+        if was_active == Some(true) && !active {
+            if let Some(past) = PastIncident::of(&inc) {
+                self.histories
+                    .entry(inc.fingerprint.clone())
+                    .or_default()
+                    .push(past.clone());
+                self.w.history.push((inc.fingerprint.clone(), past));
+            }
+        }
         if was_active == Some(true) && inc.status == Status::Resolved {
             // The post-incident report goes into the thread as the incident resolves.
             let mut timeline = self.store.timeline(id)?;

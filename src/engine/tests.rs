@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
 use crate::domain::alert::{AlertSource, Platform};
-use crate::domain::incident::ActionStatus;
+use crate::domain::incident::{ActionStatus, PastIncident};
 use crate::domain::policy::Refusal;
 
 const CFG: &str = r#"
@@ -60,8 +60,9 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap()
 }
 
-fn ctx(secs: i64) -> Ctx {
+fn ctx(secs: i64) -> Ctx<'static> {
     Ctx {
+        history: &[],
         now: t0() + Duration::seconds(secs),
         next_id: IncidentId(1),
     }
@@ -799,4 +800,49 @@ fn escalation_pages_once_through_the_configured_pager() {
                 ..
             }
         )));
+}
+
+#[test]
+fn recurrence_counts_resolutions_within_the_window_only() {
+    let past = |id: u64, days_ago: i64| PastIncident {
+        id: IncidentId(id),
+        resolved_at: t0() - Duration::days(days_ago),
+        fixed_by: Some(format!("`fix{id}`")),
+    };
+    let history = [past(1, 40), past(2, 20), past(3, 2)];
+    let c = Ctx {
+        history: &history,
+        ..ctx(0)
+    };
+    let d = handle(
+        None,
+        Input::Alert(alert("agent deadlock", "critical", AlertStatus::Firing)),
+        &cfg(),
+        c,
+    )
+    .unwrap();
+    let r = d.incident.clone().unwrap().recurrence.unwrap();
+    assert_eq!((r.previous, r.last, r.window_days), (2, IncidentId(3), 30));
+    assert_eq!(r.last_fixed_by.as_deref(), Some("`fix3`"));
+    let ChatBody::PostCard { card } = chats(&d)[0] else {
+        panic!()
+    };
+    assert_eq!(
+        card.recurrence.as_deref(),
+        Some("Recurred: 3rd time in 30 days, last INC-3, fixed by `fix3`")
+    );
+    // Only old history: not a recurrence.
+    let old = [past(1, 40)];
+    let c = Ctx {
+        history: &old,
+        ..ctx(0)
+    };
+    let d = handle(
+        None,
+        Input::Alert(alert("agent deadlock", "critical", AlertStatus::Firing)),
+        &cfg(),
+        c,
+    )
+    .unwrap();
+    assert!(d.incident.unwrap().recurrence.is_none());
 }

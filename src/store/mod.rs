@@ -12,7 +12,7 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
 
-use crate::domain::incident::{Incident, IncidentId, TimelineEvent};
+use crate::domain::incident::{Incident, IncidentId, PastIncident, TimelineEvent};
 use crate::ports::{
     Execution, ExecutionStatus, IncidentFilter, OutboxEntry, Recovery, Store, StoreError,
     ThreadRef, Timer, TimerKind, WriteSet,
@@ -31,6 +31,7 @@ pub struct SledStore {
     executions: Tree,
     timers: Tree,
     threads: Tree,
+    history: Tree,
     meta: Tree,
 }
 
@@ -139,6 +140,7 @@ impl SledStore {
             executions: tree("executions")?,
             timers: tree("timers")?,
             threads: tree("threads")?,
+            history: tree("history")?,
             meta: tree("meta")?,
             db,
         };
@@ -260,6 +262,12 @@ impl Store for SledStore {
         for x in &w.executions {
             execs.insert(x.key.as_bytes(), enc(x));
         }
+        let mut history = Batch::default();
+        for (fp, past) in &w.history {
+            let mut k = sink_prefix(fp);
+            k.extend_from_slice(&id_key(past.id));
+            history.insert(k, enc(past));
+        }
         let mut meta = Batch::default();
         if let Some(n) = w.next_id {
             meta.insert("next_id", &n.to_be_bytes());
@@ -271,16 +279,18 @@ impl Store for SledStore {
             &self.outbox,
             &self.timers,
             &self.executions,
+            &self.history,
             &self.meta,
         );
         trees
-            .transaction(|(ti, te, tf, to, tt, tx, tm)| {
+            .transaction(|(ti, te, tf, to, tt, tx, th, tm)| {
                 ti.apply_batch(&incidents)?;
                 te.apply_batch(&events)?;
                 tf.apply_batch(&fps)?;
                 to.apply_batch(&outbox)?;
                 tt.apply_batch(&timers)?;
                 tx.apply_batch(&execs)?;
+                th.apply_batch(&history)?;
                 tm.apply_batch(&meta)?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -374,6 +384,16 @@ impl Store for SledStore {
             .map(|kv| {
                 let (_, v) = kv.map_err(storage)?;
                 dec("timers", &v)
+            })
+            .collect()
+    }
+
+    fn history(&self, fingerprint: &str) -> Result<Vec<PastIncident>, StoreError> {
+        self.history
+            .scan_prefix(sink_prefix(fingerprint))
+            .map(|kv| {
+                let (_, v) = kv.map_err(storage)?;
+                dec("history", &v)
             })
             .collect()
     }

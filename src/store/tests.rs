@@ -59,6 +59,7 @@ fn commit_is_atomic_across_trees_and_survives_reopen() {
             ],
             timers: vec![],
             executions: vec![],
+            history: vec![],
             next_id: Some(3),
         };
         s.commit(&w).unwrap();
