@@ -216,8 +216,14 @@ pub async fn run(
     let mut ports: Vec<Arc<dyn ChatPort>> = deps.surfaces.iter().map(|s| s.port()).collect();
     ports.extend(deps.sinks.iter().cloned());
     let sink_names = ports.iter().map(|p| p.name().to_string()).collect();
-    let (engine, notes, writer) =
-        Engine::start(store.clone(), cfg.clone(), deps.clock.clone(), sink_names)?;
+    let metrics = deps.outbox.metrics.clone();
+    let (engine, notes, writer) = Engine::start_with_metrics(
+        store.clone(),
+        cfg.clone(),
+        deps.clock.clone(),
+        sink_names,
+        metrics,
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     for port in ports {

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/report.md", get(get_report))
         .route("/api/v1/stats", get(get_stats))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))
@@ -328,6 +329,50 @@ async fn get_stats(
         .map_err(internal)?;
     let stats = crate::domain::stats::compute(&all, chrono::Utc::now(), days);
     Ok(Json(serde_json::to_value(stats).map_err(internal)?))
+}
+
+/// Prometheus exposition: counters and histograms recorded as things happen, gauges computed
+/// now (outbox depth, active incidents, the 30-day stats).
+async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let store = s.store.clone();
+    let (depth, all) = blocking(move || {
+        Ok::<_, crate::ports::StoreError>((
+            store.outbox_len(),
+            store.list_incidents(&IncidentFilter::default())?,
+        ))
+    })
+    .await?
+    .map_err(internal)?;
+    let st = crate::domain::stats::compute(&all, chrono::Utc::now(), 30);
+    let active = all.iter().filter(|i| i.status.is_active()).count();
+    let mut gauges = vec![
+        ("incidentd_outbox_depth", depth as f64),
+        ("incidentd_incidents_active", active as f64),
+    ];
+    let opt = [
+        ("incidentd_mttr_seconds", st.mttr.median_seconds),
+        ("incidentd_mtta_seconds", st.mtta.median_seconds),
+        (
+            "incidentd_manual_intervention_ratio",
+            st.manual_intervention_rate,
+        ),
+        (
+            "incidentd_auto_remediation_success_ratio",
+            st.auto_remediation_success_rate,
+        ),
+        ("incidentd_rca_completion_ratio", st.rca_completion_rate),
+        ("incidentd_recurrence_ratio", st.recurrence_rate),
+    ];
+    gauges.extend(opt.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))));
+    let text = s.engine.metrics().render(&gauges);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

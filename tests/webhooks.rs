@@ -494,3 +494,48 @@ async fn resolving_posts_the_report_and_the_api_exports_it_and_the_stats() {
     assert!(v["error"].as_str().unwrap().contains("7d or 30d"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    let body = alertmanager(
+        "firing",
+        &[
+            ("HighErrorRate", "api", "critical", "firing"),
+            ("DiskFull", "db", "warning", "firing"),
+        ],
+    );
+    app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    let resolved = alertmanager(
+        "resolved",
+        &[("HighErrorRate", "api", "critical", "resolved")],
+    );
+    app.post_json("/api/v1/alerts/alertmanager", &resolved)
+        .await;
+    app.wait_chat(|r| r.len() >= 3).await;
+    let r = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    for want in [
+        "incidentd_alerts_received_total{source=\"alertmanager\",status=\"firing\"} 4",
+        "incidentd_alerts_received_total{source=\"alertmanager\",status=\"resolved\"} 1",
+        "incidentd_incidents_opened_total{severity=\"P1\",kind=\"tool_api_failure\"} 1",
+        "incidentd_incidents_opened_total{severity=\"P2\",kind=\"orchestration_failure\"} 1",
+        "incidentd_incidents_resolved_total{severity=\"P1\",kind=\"tool_api_failure\"} 1",
+        "incidentd_time_to_resolve_seconds_count{severity=\"P1\"} 1",
+        "incidentd_incidents_active 1",
+        "incidentd_commit_seconds_count",
+        "incidentd_chat_deliveries_total{sink=\"test\",result=\"ok\"}",
+        "# TYPE incidentd_outbox_depth gauge",
+        "incidentd_rca_completion_ratio 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    app.stop().await;
+}

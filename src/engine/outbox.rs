@@ -21,15 +21,18 @@ use crate::domain::incident::IncidentId;
 use crate::ports::{
     ChatBody, ChatError, ChatPort, Clock, OutboundMessage, Store, Timer, TimerKind,
 };
+use crate::telemetry::metrics::Metrics;
 
 /// Tuning for the outbox worker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OutboxConfig {
     pub batch: usize,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
     /// Per-call timeout: a hung platform call counts as a transient error.
     pub call_timeout: Duration,
+    /// Where delivery counts and latencies are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for OutboxConfig {
@@ -39,6 +42,7 @@ impl Default for OutboxConfig {
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
             call_timeout: Duration::from_secs(15),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -139,8 +143,31 @@ pub async fn run_outbox(
                     Err(_) => Err(ChatError::Transient("timed out".into())),
                 }
             };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(ChatError::RateLimited { .. }) => "rate_limited",
+                Err(ChatError::Transient(_)) => "transient",
+                Err(ChatError::Permanent(_)) => "permanent",
+            };
+            if !superseded {
+                cfg.metrics.inc(
+                    "incidentd_chat_deliveries_total",
+                    &[("sink", &sink), ("result", outcome)],
+                );
+            }
             match result {
                 Ok(delivered) => {
+                    if !superseded {
+                        let waited = (chrono::Utc::now() - entry.created_at)
+                            .num_milliseconds()
+                            .max(0) as f64
+                            / 1000.0;
+                        cfg.metrics.observe(
+                            "incidentd_chat_delivery_latency_seconds",
+                            &[("sink", &sink)],
+                            waited,
+                        );
+                    }
                     let s = store.clone();
                     let e2 = entry.clone();
                     let thread = delivered.thread.clone();

@@ -18,6 +18,7 @@ use crate::domain::report::render_markdown;
 use crate::ports::{
     ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, WriteSet,
 };
+use crate::telemetry::metrics::Metrics;
 
 /// The most inputs one group commit takes (bounds latency and transaction size).
 const MAX_BATCH_INPUTS: usize = 8192;
@@ -45,6 +46,7 @@ struct Job {
 pub struct Engine {
     tx: mpsc::Sender<Job>,
     alive: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 /// What the writer tells the rest of the shell after each durable commit.
@@ -65,6 +67,17 @@ impl Engine {
         clock: Arc<dyn Clock>,
         sinks: Vec<String>,
     ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
+        Self::start_with_metrics(store, cfg, clock, sinks, Arc::new(Metrics::new()))
+    }
+
+    /// As `start`, recording into the given metrics.
+    pub fn start_with_metrics(
+        store: Arc<dyn Store>,
+        cfg: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        sinks: Vec<String>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
         let next_id = store.next_incident_id()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (outbox_tx, outbox_rx) = watch::channel(0u64);
@@ -72,6 +85,7 @@ impl Engine {
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let writer = Writer {
+            metrics: metrics.clone(),
             store,
             cfg,
             clock,
@@ -90,7 +104,7 @@ impl Engine {
             })
             .expect("spawn writer thread");
         Ok((
-            Engine { tx, alive },
+            Engine { tx, alive, metrics },
             Notifications {
                 outbox: outbox_rx,
                 timers: timer_rx,
@@ -119,6 +133,10 @@ impl Engine {
         Ok(v.pop().expect("one result per input")?)
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The writer thread is running.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst) && !self.tx.is_closed()
@@ -135,6 +153,7 @@ pub enum EngineSubmitError {
 }
 
 struct Writer {
+    metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     cfg: Arc<Config>,
     clock: Arc<dyn Clock>,
@@ -177,6 +196,7 @@ impl Writer {
             executions: HashMap::new(),
             queued: Vec::new(),
             histories: HashMap::new(),
+            observed: Vec::new(),
             w: WriteSet::default(),
         };
         let mut replies = Vec::with_capacity(jobs.len());
@@ -199,9 +219,11 @@ impl Writer {
         }
         let next_id = batch.next_id;
         let queued = std::mem::take(&mut batch.queued);
+        let observed = std::mem::take(&mut batch.observed);
         let mut w = batch.w;
         // Only the latest version of each incident is written, however many inputs touched it.
         w.incidents = batch.incidents.into_values().collect();
+        let started = std::time::Instant::now();
         let outcome = match failed {
             Some(e) => Err(e),
             None if w.is_empty() => Ok(()),
@@ -209,6 +231,18 @@ impl Writer {
         };
         match outcome {
             Ok(()) => {
+                if !w.is_empty() {
+                    let secs = started.elapsed().as_secs_f64();
+                    self.metrics.observe("incidentd_commit_seconds", &[], secs);
+                }
+                for o in observed {
+                    let l: Vec<(&str, &str)> =
+                        o.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    match o.value {
+                        None => self.metrics.inc(o.name, &l),
+                        Some(v) => self.metrics.observe(o.name, &l, v),
+                    }
+                }
                 self.next_id = next_id;
                 if !w.outbox.is_empty() {
                     self.outbox_tx.send_modify(|g| *g += 1);
@@ -241,6 +275,10 @@ impl Writer {
     }
 }
 
+fn seconds(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> f64 {
+    (to - from).num_milliseconds().max(0) as f64 / 1000.0
+}
+
 /// The decisions of one group commit, with an overlay so later inputs see earlier ones.
 struct Batch<'a> {
     store: &'a dyn Store,
@@ -254,7 +292,26 @@ struct Batch<'a> {
     /// Executions queued by this batch, handed to the executor after the commit.
     queued: Vec<String>,
     histories: HashMap<String, Vec<PastIncident>>,
+    /// Metrics of this batch, recorded only once it is committed.
+    observed: Vec<Observation>,
     w: WriteSet,
+}
+
+/// A counter increment (`value` None) or a histogram observation.
+struct Observation {
+    name: &'static str,
+    labels: Vec<(&'static str, String)>,
+    value: Option<f64>,
+}
+
+impl Observation {
+    fn count(name: &'static str, labels: Vec<(&'static str, String)>) -> Self {
+        Observation {
+            name,
+            labels,
+            value: None,
+        }
+    }
 }
 
 impl Batch<'_> {
@@ -270,6 +327,57 @@ impl Batch<'_> {
             return Ok(Some(i.clone()));
         }
         self.store.get_incident(id)
+    }
+
+    fn observe_event(&mut self, inc: &Incident, ev: &crate::domain::incident::TimelineEvent) {
+        use crate::domain::incident::EventKind;
+        let o = match &ev.kind {
+            EventKind::StatusChanged {
+                to: Status::Resolved,
+                ..
+            } => {
+                self.observed.push(Observation {
+                    name: "incidentd_time_to_resolve_seconds",
+                    labels: vec![("severity", inc.severity.to_string())],
+                    value: Some(seconds(inc.opened_at, ev.at)),
+                });
+                Observation::count(
+                    "incidentd_incidents_resolved_total",
+                    vec![
+                        ("severity", inc.severity.to_string()),
+                        ("kind", inc.kind.clone()),
+                    ],
+                )
+            }
+            EventKind::ActionApproved { .. } => Observation::count(
+                "incidentd_approvals_total",
+                vec![("outcome", "approved".into())],
+            ),
+            EventKind::ActionRejected { .. } => Observation::count(
+                "incidentd_approvals_total",
+                vec![("outcome", "rejected".into())],
+            ),
+            EventKind::ApprovalRefused { .. } => Observation::count(
+                "incidentd_approvals_total",
+                vec![("outcome", "refused".into())],
+            ),
+            EventKind::ExecutionFinished {
+                action, success, ..
+            } => {
+                let executor = crate::engine::action_spec(inc, action, self.cfg)
+                    .map_or("unknown", |s| s.run.type_name());
+                let outcome = if *success { "succeeded" } else { "failed" };
+                Observation::count(
+                    "incidentd_executions_total",
+                    vec![("executor", executor.into()), ("outcome", outcome.into())],
+                )
+            }
+            EventKind::Escalated { .. } => {
+                Observation::count("incidentd_escalations_total", vec![])
+            }
+            _ => return,
+        };
+        self.observed.push(o);
     }
 
     /// Stored history plus what this batch added.
@@ -367,6 +475,22 @@ impl Batch<'_> {
             }
         }
         let was_active = existing.as_ref().map(|i| i.status.is_active());
+        let was_acked = existing
+            .as_ref()
+            .is_some_and(|i| i.acknowledged_at.is_some());
+        if let Input::Alert(a) = &input {
+            let status = match a.status {
+                crate::domain::alert::AlertStatus::Firing => "firing",
+                crate::domain::alert::AlertStatus::Resolved => "resolved",
+            };
+            self.observed.push(Observation::count(
+                "incidentd_alerts_received_total",
+                vec![
+                    ("source", a.source.as_str().into()),
+                    ("status", status.into()),
+                ],
+            ));
+        }
         // Alerts that may open an incident see the fingerprint's history (recurrence).
         let history = match (&input, &existing) {
             (Input::Alert(a), None) => self.history(&a.fingerprint)?,
@@ -394,6 +518,27 @@ impl Batch<'_> {
         if d.created {
             self.next_id += 1;
             self.w.next_id = Some(self.next_id);
+        }
+        for ev in &d.events {
+            self.observe_event(&inc, ev);
+        }
+        if d.created {
+            self.observed.push(Observation::count(
+                "incidentd_incidents_opened_total",
+                vec![
+                    ("severity", inc.severity.to_string()),
+                    ("kind", inc.kind.clone()),
+                ],
+            ));
+        }
+        if !was_acked {
+            if let Some(at) = inc.acknowledged_at {
+                self.observed.push(Observation {
+                    name: "incidentd_time_to_acknowledge_seconds",
+                    labels: vec![("severity", inc.severity.to_string())],
+                    value: Some(seconds(inc.opened_at, at)),
+                });
+            }
         }
         for ev in d.events {
             self.w.events.push((id, inc.timeline_len, ev));
