@@ -103,7 +103,7 @@ fn main() -> ExitCode {
                 let listener = tokio::net::TcpListener::bind(cfg.server.listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
-                let deps = incidentd::app::Deps::from_config(&cfg);
+                let deps = incidentd::app::Deps::from_config(&cfg)?;
                 incidentd::app::run(cfg, listener, deps, incidentd::app::shutdown_signal()).await
             });
             match result {
