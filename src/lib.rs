@@ -15,11 +15,13 @@
 //! - `config`    — TOML → validated Config
 //! - `app`       — wiring; `run(config, listener, deps, shutdown)`
 //! - `simulate`  — dry-run triage of an alert file
+//! - `demo`      — `incidentd demo`: the app with a temporary store, the console and sample alerts
 //! - `telemetry` — logging setup
 
 pub mod app;
 pub mod chat;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;

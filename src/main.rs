@@ -1,7 +1,9 @@
 //! The `incidentd` command line: a thin layer over the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use incidentd::config::Config;
@@ -36,6 +38,16 @@ enum Cmd {
         alert: PathBuf,
         #[arg(long, value_enum, default_value = "auto")]
         format: Format,
+    },
+    /// Try it: the bot with a temporary store and the web console, fed with sample alerts
+    /// (remediation is simulated). Prints the console's login link; runs until Ctrl-C.
+    Demo {
+        /// Where the console and the webhooks listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Seconds between sample alerts.
+        #[arg(long, default_value_t = 2.0)]
+        pace: f64,
     },
 }
 
@@ -86,6 +98,30 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("cannot read the alert: {e}");
                     ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Demo { listen, pace } => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            incidentd::telemetry::init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let pace = Duration::from_secs_f64(pace.clamp(0.0, 60.0));
+            match rt.block_on(incidentd::demo::run(
+                cfg,
+                listen,
+                pace,
+                incidentd::app::shutdown_signal(),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("incidentd demo: {e:#}");
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -12,7 +12,7 @@ use incidentd::app::{run, Deps, PlaybookExecutor};
 use incidentd::chat::console::ConsoleSurface;
 use incidentd::chat::Surface;
 use incidentd::config::Config;
-use incidentd::ports::SystemClock;
+use incidentd::ports::{Executor, SystemClock};
 use reqwest::redirect::Policy;
 use serde_json::Value;
 use support::{alertmanager, fast_outbox};
@@ -53,12 +53,20 @@ struct Console {
 
 impl Console {
     async fn start(dir: &std::path::Path) -> Console {
+        Self::start_with(dir, CONFIG, Arc::new(PlaybookExecutor::new("kubectl"))).await
+    }
+
+    async fn start_with(
+        dir: &std::path::Path,
+        config: &str,
+        executor: Arc<dyn Executor>,
+    ) -> Console {
         let env = |k: &str| match k {
             "ALICE_TOKEN" => Some(ALICE.to_string()),
             "BOB_TOKEN" => Some(BOB.to_string()),
             _ => None,
         };
-        let mut cfg = Config::from_toml(CONFIG, &env).expect("test config");
+        let mut cfg = Config::from_toml(config, &env).expect("test config");
         cfg.store.path = dir.join("store");
         let surface: Arc<dyn Surface> =
             Arc::new(ConsoleSurface::new(cfg.console.users.clone()).unwrap());
@@ -67,7 +75,7 @@ impl Console {
             surfaces: vec![surface],
             sinks: vec![],
             outbox: fast_outbox(),
-            executor: Arc::new(PlaybookExecutor::new("kubectl")),
+            executor,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -736,4 +744,49 @@ async fn shutdown_ends_open_event_streams() {
     })
     .await;
     assert!(rest.is_ok(), "the event stream did not end");
+}
+
+#[tokio::test]
+async fn demo_script_fills_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped config (the demo's default) with the test's console users.
+    let config = format!(
+        "{}\n[[console.users]]\nname = \"alice\"\ntoken_env = \"ALICE_TOKEN\"\n",
+        include_str!("../config/incidentd.toml")
+    );
+    let app = Console::start_with(
+        dir.path(),
+        &config,
+        Arc::new(incidentd::demo::DemoExecutor::default()),
+    )
+    .await;
+    let lines = std::sync::Mutex::new(Vec::new());
+    let n = incidentd::demo::feed(
+        &app.base,
+        &Default::default(),
+        Duration::ZERO,
+        &|l: &str| lines.lock().unwrap().push(l.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines.lock().unwrap().len(), n);
+    let all = app.api("/api/v1/incidents?status=all").await;
+    let list = all["incidents"].as_array().unwrap();
+    let sev = |s: &str| list.iter().filter(|i| i["severity"] == s).count();
+    assert!(sev("P0") >= 1 && sev("P1") >= 1 && sev("P2") >= 1 && sev("P3") >= 1);
+    let mut kinds: Vec<&str> = list.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert!(kinds.len() >= 4, "{kinds:?}");
+    // Repeats counted on one incident.
+    assert!(list.iter().any(|i| i["alert_count"] == 3));
+    // The alert that cleared resolved its incident, and its recurrence opened a new one.
+    let llm: Vec<&Value> = list
+        .iter()
+        .filter(|i| i["labels"]["alertname"] == "LLMProviderRateLimit")
+        .collect();
+    assert_eq!(llm.len(), 2, "{list:?}");
+    assert!(llm.iter().any(|i| i["status"] == "resolved"));
+    assert!(llm.iter().any(|i| i["status"] != "resolved"));
+    app.stop().await;
 }

@@ -324,17 +324,19 @@ impl ConsoleSurface {
     }
 }
 
-/// The one-click login URL for a token.
-pub fn login_link(listen: SocketAddr, token: &str) -> String {
+/// The console's login page on `listen`, as a browser on this machine reaches it.
+pub fn login_url(listen: SocketAddr) -> String {
     let host = if listen.ip().is_unspecified() || listen.ip().is_loopback() {
         "127.0.0.1".to_string()
     } else {
         listen.ip().to_string()
     };
-    format!(
-        "http://{host}:{}/console/login?token={token}",
-        listen.port()
-    )
+    format!("http://{host}:{}/console/login", listen.port())
+}
+
+/// The one-click login URL for a token.
+pub fn login_link(listen: SocketAddr, token: &str) -> String {
+    format!("{}?token={token}", login_url(listen))
 }
 
 impl Surface for ConsoleSurface {
