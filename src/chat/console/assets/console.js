@@ -19,8 +19,14 @@
     e.preventDefault();
     const data = new URLSearchParams(new FormData(form));
     if (e.submitter && e.submitter.name) data.set(e.submitter.name, e.submitter.value);
-    const out = form.querySelector(".ephemeral") ||
-      (form.closest(".card") || form.closest(".thread") || document).querySelector(".ephemeral");
+    // Live updates may replace the card while the request runs: find the answer's place by id.
+    const holder = form.closest(".card") || form.closest(".thread");
+    const holderId = holder ? holder.id : null;
+    const out = () => {
+      if (form.isConnected && form.querySelector(".ephemeral")) return form.querySelector(".ephemeral");
+      const h = holderId && document.getElementById(holderId);
+      return h ? h.querySelector(".ephemeral") : null;
+    };
     const buttons = form.querySelectorAll("button");
     buttons.forEach((b) => { b.disabled = true; });
     try {
@@ -30,14 +36,14 @@
       });
       if (r.status === 401) { location.href = "/console/login"; return; }
       const j = await r.json().catch(() => ({ text: "HTTP " + r.status }));
-      show(out, j.text || j.error || "HTTP " + r.status);
+      show(out(), j.text || j.error || "HTTP " + r.status);
       if (r.ok && form.hasAttribute("data-reset")) {
         const keep = document.activeElement;
         form.querySelectorAll("textarea, input[type=text]").forEach((i) => { i.value = ""; });
         if (keep) keep.focus();
       }
     } catch (err) {
-      show(out, "Network error: " + err.message);
+      show(out(), "Network error: " + err.message);
     } finally {
       buttons.forEach((b) => { b.disabled = false; });
     }
@@ -96,7 +102,13 @@
       const t = document.getElementById("thread-" + d.incident);
       if (t) {
         const c = document.getElementById("card-" + d.incident);
-        if (c) replace(c, fragment(d.card));
+        if (c) {
+          const fresh = fragment(d.card);
+          // Keep the private answer the user was just shown.
+          const was = c.querySelector(".ephemeral"), now = fresh.querySelector(".ephemeral");
+          if (was && now && !was.hidden) { now.textContent = was.textContent; now.hidden = false; }
+          replace(c, fresh);
+        }
       } else {
         const el = fragment(d.thread);
         el.classList.add("flash");
