@@ -63,6 +63,11 @@ impl Auth {
         }
     }
 
+    /// Who can log in.
+    pub fn user_names(&self) -> Vec<&str> {
+        self.users.iter().map(|u| u.name.as_str()).collect()
+    }
+
     /// The user whose token this is. Every user's token is compared (constant-time), so the
     /// answer takes as long for the first user as for the last or for none.
     fn user_for(&self, token: &str) -> Option<&str> {

@@ -453,6 +453,14 @@ mod tests {
     }
 
     #[test]
+    fn first_local_run_gets_an_admin() {
+        let cfg = Config::builtin();
+        assert!(cfg.server.listen.ip().is_loopback() && cfg.console.users.is_empty());
+        let s = ConsoleSurface::from_config(&cfg).unwrap();
+        assert_eq!(s.auth.user_names(), ["admin"]);
+    }
+
+    #[test]
     fn refuses_open_console_on_public_address() {
         let mut cfg = Config::builtin();
         cfg.server.listen = "0.0.0.0:8080".parse().unwrap();

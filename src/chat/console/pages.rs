@@ -449,6 +449,8 @@ pub fn stats_page(v: &Viewer, s: &Stats) -> Markup {
                     div { dt { abbr title="median time to acknowledge" { "MTTA" } " (median)" } dd { (s.mtta_seconds.map_or("—".into(), human_duration)) } }
                     div { dt { abbr title="median time to resolve" { "MTTR" } " (median)" } dd { (s.mttr_seconds.map_or("—".into(), human_duration)) } }
                     div { dt { "Resolved within repair target" } dd { (pct(s.within_repair_target.0, s.within_repair_target.1)) } }
+                    div { dt { "Human intervention" } dd { (pct(s.human_intervention, s.total)) } }
+                    div { dt { "Recurrences (alert back after resolution)" } dd { (s.recurrences) } }
                     div { dt { "Alert seen more than once" } dd { (s.repeated) } }
                 }
                 div.charts {

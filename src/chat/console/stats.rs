@@ -26,8 +26,23 @@ pub struct Stats {
     pub mttr_seconds: Option<i64>,
     /// Resolved incidents that met their severity's repair target: (met, resolved).
     pub within_repair_target: (usize, usize),
-    /// Incidents that saw their alert more than once (repeats or recurrences).
+    /// Incidents that saw their alert more than once (repeats while open).
     pub repeated: usize,
+    /// Incidents whose alert (fingerprint) had an earlier incident: it came back after resolution.
+    pub recurrences: usize,
+    /// Incidents a human acted on (acknowledged, approved or rejected an action, or resolved).
+    pub human_intervention: usize,
+}
+
+/// A person, not incidentd itself, acted on the incident.
+fn intervened(i: &Incident) -> bool {
+    let human =
+        |a: &Option<crate::domain::policy::Actor>| a.as_ref().is_some_and(|a| !a.is_system());
+    human(&i.acknowledged_by)
+        || human(&i.resolved_by)
+        || i.actions
+            .iter()
+            .any(|a| a.approvals.iter().any(|x| !x.is_system()) || human(&a.decided_by))
 }
 
 fn median(mut v: Vec<i64>) -> Option<i64> {
@@ -51,7 +66,14 @@ pub fn compute(incidents: &[Incident], cfg: &Config) -> Stats {
     let mut tta = Vec::new();
     let mut ttr = Vec::new();
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let mut fingerprints = std::collections::HashSet::new();
     for i in incidents {
+        if !fingerprints.insert(i.fingerprint.as_str()) {
+            s.recurrences += 1;
+        }
+        if intervened(i) {
+            s.human_intervention += 1;
+        }
         if i.status.is_active() {
             s.open += 1;
         } else {
@@ -156,9 +178,16 @@ mod tests {
         b.status = Status::Resolved;
         b.resolved_at = Some(b.opened_at + Duration::seconds(7200));
         b.alert_count = 3;
+        b.acknowledged_by = Some(crate::domain::policy::Actor::new(
+            crate::domain::alert::Platform::Console,
+            "alice",
+        ));
+        b.fingerprint = "other".into();
         let c = base.clone();
         let s = compute(&[a, b, c], &cfg);
         assert_eq!((s.total, s.open, s.resolved, s.repeated), (3, 1, 2, 1));
+        // a and c share a fingerprint: one recurrence. Only b had a human act on it.
+        assert_eq!((s.recurrences, s.human_intervention), (1, 1));
         assert_eq!(s.mtta_seconds, Some(60));
         assert_eq!(s.mttr_seconds, Some(3900));
         let resolved = s.by_status.iter().find(|r| r.0 == "Resolved").unwrap();
