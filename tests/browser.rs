@@ -235,7 +235,7 @@ async fn console_in_headless_chromium() {
     };
     b.post(
         "/timeouts",
-        json!({ "implicit": 15000, "script": 15000, "pageLoad": 30000 }),
+        json!({ "implicit": 30000, "script": 30000, "pageLoad": 60000 }),
     )
     .await;
 

@@ -790,3 +790,32 @@ async fn demo_script_fills_the_console() {
     assert!(llm.iter().any(|i| i["status"] != "resolved"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn logout_ends_the_live_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let (c, csrf) = app.login(BOB).await;
+    let mut live = Events::open(&app, &c).await;
+    let r = c
+        .post(app.url("/console/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // The next event is not delivered to a session that ended: the stream closes instead.
+    app.webhook(&[("HighErrorRate", "api", "critical", "firing")])
+        .await;
+    let rest = tokio::time::timeout(WAIT, async {
+        let mut seen = String::new();
+        while let Some(Ok(chunk)) = live.body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    })
+    .await
+    .expect("the event stream did not end after logout");
+    assert!(!rest.contains("event: card"), "{rest}");
+    app.stop().await;
+}

@@ -385,12 +385,15 @@ struct Live {
     rx: broadcast::Receiver<Arc<FeedEvent>>,
     closing: watch::Receiver<bool>,
     port: Arc<ConsolePort>,
+    auth: Arc<Auth>,
+    session: String,
     csrf: String,
     started: bool,
 }
 
 /// The live feed. It starts with a `ready` event (the subscription exists from then on), and
-/// tells the page to reload when it fell too far behind; it ends when the server shuts down.
+/// tells the page to reload when it fell too far behind; it ends when the server shuts down or
+/// the session ends (logout, expiry).
 fn live_stream(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold(live, |mut l| async move {
         if !l.started {
@@ -402,6 +405,7 @@ fn live_stream(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
         }
         let ev = tokio::select! {
             r = l.rx.recv() => match r {
+                Ok(_) if l.auth.session(&l.session, Instant::now()).is_none() => return None,
                 Ok(ev) => render_event(&l.port, &ev, &l.csrf),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     Event::default().event("reload").data(format!("missed {n} events"))
@@ -416,12 +420,14 @@ fn live_stream(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
 
 async fn events(
     State(st): State<ConsoleState>,
-    ApiUser(_, s): ApiUser,
+    ApiUser(id, s): ApiUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let live = Live {
         rx: st.0.port.subscribe(),
         closing: st.0.closing.clone(),
         port: st.0.port.clone(),
+        auth: st.0.auth.clone(),
+        session: id,
         csrf: s.csrf,
         started: false,
     };
