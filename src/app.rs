@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::chat::console::ConsolePort;
+use crate::chat::console::ConsoleSurface;
 use crate::chat::Surface;
 use crate::config::Config;
 use crate::domain::incident::Incident;
@@ -37,16 +37,19 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// The real clock, the real executors, and the chat surfaces the config enables (the
-    /// console when none is).
-    pub fn from_config(_cfg: &Config) -> Deps {
-        Deps {
+    /// The real clock, the real executors, and the chat surfaces the config enables. The web
+    /// console is always there: the chat surface when no platform is configured, the dashboard
+    /// otherwise. Fails when the console would be exposed without login (see
+    /// [`ConsoleSurface::from_config`]).
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Deps> {
+        let console: Arc<dyn Surface> = Arc::new(ConsoleSurface::from_config(cfg)?);
+        Ok(Deps {
             clock: Arc::new(SystemClock),
-            surfaces: vec![],
-            sinks: vec![Arc::new(ConsolePort::new())],
+            surfaces: vec![console],
+            sinks: vec![],
             outbox: OutboxConfig::default(),
             executor: Arc::new(PlaybookExecutor::new("kubectl")),
-        }
+        })
     }
 }
 
@@ -288,6 +291,13 @@ pub async fn run(
     drop(engine);
     let addr = listener.local_addr()?;
     info!(%addr, "incidentd listening.");
+    let surfaces = deps.surfaces.clone();
+    let shutdown = async move {
+        shutdown.await;
+        for s in &surfaces {
+            s.shutting_down();
+        }
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

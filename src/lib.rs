@@ -10,16 +10,18 @@
 //! - `store`     — sled implementation of Store
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
 //! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction
-//! - `chat`      — chat surfaces: console (default) and a recording port for tests
+//! - `chat`      — chat surfaces: the web console (default surface and dashboard) and a recording port for tests
 //! - `http`      — axum router: webhooks, read API, health
 //! - `config`    — TOML → validated Config
 //! - `app`       — wiring; `run(config, listener, deps, shutdown)`
 //! - `simulate`  — dry-run triage of an alert file
+//! - `demo`      — `incidentd demo`: the app with a temporary store, the console and sample alerts
 //! - `telemetry` — logging setup
 
 pub mod app;
 pub mod chat;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;

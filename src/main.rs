@@ -1,7 +1,9 @@
 //! The `incidentd` command line: a thin layer over the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use incidentd::config::Config;
@@ -45,6 +47,16 @@ enum Cmd {
         alert: PathBuf,
         #[arg(long, value_enum, default_value = "auto")]
         format: Format,
+    },
+    /// Try it: the bot with a temporary store and the web console, fed with sample alerts
+    /// (remediation is simulated). Prints the console's login link; runs until Ctrl-C.
+    Demo {
+        /// Where the console and the webhooks listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Seconds between sample alerts.
+        #[arg(long, default_value_t = 2.0)]
+        pace: f64,
     },
 }
 
@@ -121,6 +133,30 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Demo { listen, pace } => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            incidentd::telemetry::init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let pace = Duration::from_secs_f64(pace.clamp(0.0, 60.0));
+            match rt.block_on(incidentd::demo::run(
+                cfg,
+                listen,
+                pace,
+                incidentd::app::shutdown_signal(),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("incidentd demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Run => {
             let cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -135,7 +171,7 @@ fn main() -> ExitCode {
                 let listener = tokio::net::TcpListener::bind(cfg.server.listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.server.listen))?;
-                let deps = incidentd::app::Deps::from_config(&cfg);
+                let deps = incidentd::app::Deps::from_config(&cfg)?;
                 incidentd::app::run(cfg, listener, deps, incidentd::app::shutdown_signal()).await
             });
             match result {

@@ -1,7 +1,8 @@
 //! Chat surfaces. The neutral message model lives in `domain::card` and `ports`; the neutral
 //! inbound layer in `engine::service`. Each surface here turns them into one platform's
 //! messages and events. `recording` is an in-memory port for tests and benchmarks (it can
-//! fail and rate-limit on demand).
+//! fail and rate-limit on demand). `console` is the embedded web console: a surface of its own
+//! and the dashboard for every deployment.
 
 pub mod console;
 pub mod recording;
@@ -35,4 +36,6 @@ pub trait Surface: Send + Sync {
     ) -> Option<JoinHandle<()>> {
         None
     }
+    /// The server is shutting down: end long-lived responses (event streams) so it can drain.
+    fn shutting_down(&self) {}
 }

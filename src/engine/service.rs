@@ -113,6 +113,15 @@ impl ChatService {
         }
     }
 
+    /// The store this service reads (surfaces that also render dashboards read it too).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
     pub fn is_alert_channel(&self, channel: &str) -> bool {
         self.alert_channels.contains(channel)
     }

@@ -1,0 +1,821 @@
+//! The web console over real HTTP: login and sessions, the alert channel page, the live event
+//! stream, buttons and posts through the chat service and the policy, and the refusals
+//! (no session → 401, no CSRF token → 403, nothing changes).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use incidentd::app::{run, Deps, PlaybookExecutor};
+use incidentd::chat::console::ConsoleSurface;
+use incidentd::chat::Surface;
+use incidentd::config::Config;
+use incidentd::ports::{Executor, SystemClock};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+use support::{alertmanager, fast_outbox};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789abc";
+
+const CONFIG: &str = r#"
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+[[playbooks.actions]]
+id = "restart"
+title = "Restart"
+run = { type = "command", argv = ["/bin/true"] }
+
+[policy.P1]
+approvers = ["console:alice"]
+
+[[console.users]]
+name = "alice"
+token_env = "ALICE_TOKEN"
+[[console.users]]
+name = "bob"
+token_env = "BOB_TOKEN"
+"#;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Console {
+    base: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Console {
+    async fn start(dir: &std::path::Path) -> Console {
+        Self::start_with(dir, CONFIG, Arc::new(PlaybookExecutor::new("kubectl"))).await
+    }
+
+    async fn start_with(
+        dir: &std::path::Path,
+        config: &str,
+        executor: Arc<dyn Executor>,
+    ) -> Console {
+        let env = |k: &str| match k {
+            "ALICE_TOKEN" => Some(ALICE.to_string()),
+            "BOB_TOKEN" => Some(BOB.to_string()),
+            _ => None,
+        };
+        let mut cfg = Config::from_toml(config, &env).expect("test config");
+        cfg.store.path = dir.join("store");
+        let surface: Arc<dyn Surface> =
+            Arc::new(ConsoleSurface::new(cfg.console.users.clone()).unwrap());
+        let deps = Deps {
+            clock: Arc::new(SystemClock),
+            surfaces: vec![surface],
+            sinks: vec![],
+            outbox: fast_outbox(),
+            executor,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run(cfg, listener, deps, async move {
+            let _ = rx.await;
+        }));
+        Console {
+            base,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.handle.take().unwrap())
+            .await
+            .expect("the app did not stop (an open event stream must not hold it)")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A browser-like client: cookie jar, redirects not followed (tests look at them).
+    fn browser() -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// Logs in with `token`; the client and the session's CSRF token.
+    async fn login(&self, token: &str) -> (reqwest::Client, String) {
+        let c = Self::browser();
+        let r = c
+            .post(self.url("/console/login"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let page = c
+            .get(self.url("/console/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = page
+            .split(r#"name="csrf-token" content=""#)
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("the page carries the CSRF token")
+            .to_string();
+        (c, csrf)
+    }
+
+    async fn webhook(&self, alerts: &[(&str, &str, &str, &str)]) {
+        let r = reqwest::Client::new()
+            .post(self.url("/api/v1/alerts/alertmanager"))
+            .header("content-type", "application/json")
+            .body(alertmanager("firing", alerts))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Posts a form as the page's script does; the status and the JSON answer.
+async fn post(
+    c: &reqwest::Client,
+    url: String,
+    form: &[(&str, &str)],
+    csrf_header: Option<&str>,
+) -> (u16, Value) {
+    let mut req = c.post(url).header("accept", "application/json").form(form);
+    if let Some(t) = csrf_header {
+        req = req.header("x-csrf-token", t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// An open `/console/events` stream, parsed into (event, data) pairs.
+struct Events {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
+    buf: String,
+}
+
+impl Events {
+    /// Opens the stream and waits for its `ready` event: from then on nothing is missed.
+    async fn open(console: &Console, c: &reqwest::Client) -> Events {
+        let r = c.get(console.url("/console/events")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let mut ev = Events {
+            body: r.bytes_stream().boxed(),
+            buf: String::new(),
+        };
+        let (name, _) = ev.next().await;
+        assert_eq!(name, "ready");
+        ev
+    }
+
+    async fn next(&mut self) -> (String, String) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut name = String::from("message");
+                    let mut data = Vec::new();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event:") {
+                            name = v.trim().to_string();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                        }
+                    }
+                    if data.is_empty() {
+                        continue; // a keep-alive comment
+                    }
+                    return (name, data.join("\n"));
+                }
+                let chunk = self
+                    .body
+                    .next()
+                    .await
+                    .expect("the event stream ended")
+                    .unwrap();
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("no event in time")
+    }
+
+    /// The first event named `name` whose JSON data satisfies `pred`.
+    async fn wait(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let (n, d) = self.next().await;
+            if n == name {
+                let v: Value = serde_json::from_str(&d).unwrap();
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_refuses_bad_tokens_and_pages_need_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let anon = Console::browser();
+
+    let r = anon.get(app.url("/")).send().await.unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()["location"], "/console/alerts");
+    for page in [
+        "/console/alerts",
+        "/console/incidents",
+        "/console/stats",
+        "/console/incidents/INC-1",
+    ] {
+        let r = anon.get(app.url(page)).send().await.unwrap();
+        assert!(r.status().is_redirection(), "{page}");
+        assert_eq!(r.headers()["location"], "/console/login", "{page}");
+    }
+    let r = anon.get(app.url("/console/events")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r = anon.get(app.url("/console/login")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains(r#"<label for="token">"#), "{page}");
+
+    // Wrong tokens: refused, no cookie.
+    for bad in ["nope", "alice-token-012345678", ""] {
+        let r = anon
+            .post(app.url("/console/login"))
+            .form(&[("token", bad)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{bad:?}");
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    let r = anon
+        .get(app.url("/console/login?token=wrong-token-0123456789"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("That token is not valid."));
+
+    // The one-click link logs in: HttpOnly, SameSite=Strict session cookie.
+    let c = Console::browser();
+    let r = c
+        .get(app.url(&format!("/console/login?token={ALICE}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("incidentd_session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let sid = cookie["incidentd_session=".len()..]
+        .split(';')
+        .next()
+        .unwrap();
+    assert_eq!(sid.len(), 64);
+    let r = c.get(app.url("/console/alerts")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Signed in as <strong>alice</strong>"));
+    assert!(page.contains("No incidents yet."));
+
+    // Assets are served from the binary.
+    for (path, ty) in [
+        ("/console/assets/console.css", "text/css"),
+        ("/console/assets/console.js", "text/javascript"),
+    ] {
+        let r = c.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(ty));
+    }
+
+    // Logging out ends the session (it needs the CSRF token too).
+    let csrf = page
+        .split(r#"name="csrf-token" content=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let r = c
+        .post(app.url("/console/logout"))
+        .form(&[("csrf", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(app.url("/console/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = c.get(app.url("/console/alerts")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/console/login");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_alert_appears_live_and_on_every_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let (c, _) = app.login(ALICE).await;
+    let mut live = Events::open(&app, &c).await;
+
+    app.webhook(&[
+        ("HighErrorRate", "api", "critical", "firing"),
+        ("DiskAlmostFull", "db", "info", "firing"),
+    ])
+    .await;
+    let ev = live
+        .wait("card", |v| v["incident"] == "INC-1" && v["new"] == true)
+        .await;
+    let thread = ev["thread"].as_str().unwrap();
+    assert!(thread.contains(r#"<article class="thread" id="thread-INC-1""#));
+    assert!(thread.contains("HighErrorRate"));
+    assert!(
+        thread.contains(r#"value="approve:INC-1:restart""#),
+        "{thread}"
+    );
+    assert!(thread.contains(r#"value="preview:INC-1:restart""#));
+    live.wait("card", |v| v["incident"] == "INC-2").await;
+
+    // A fresh page shows both threads with their cards.
+    let page = c
+        .get(app.url("/console/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"id="thread-INC-1""#) && page.contains(r#"id="thread-INC-2""#));
+    assert!(page.contains("Acknowledge"));
+    assert!(page.contains(r#"<span class="sev sev-P1">P1</span>"#));
+
+    // The dashboard: list and filters, incident page, stats.
+    let list = |q: &'static str| {
+        let c = c.clone();
+        let url = app.url(&format!("/console/incidents{q}"));
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let all = list("").await;
+    assert!(all.contains("/console/incidents/INC-1") && all.contains("/console/incidents/INC-2"));
+    let p1 = list("?severity=P1").await;
+    assert!(p1.contains("/console/incidents/INC-1") && !p1.contains("/console/incidents/INC-2"));
+    let text = list("?q=diskalmost").await;
+    assert!(
+        !text.contains("/console/incidents/INC-1") && text.contains("/console/incidents/INC-2")
+    );
+    let kind = list("?kind=tool_api_failure&status=open").await;
+    assert!(
+        kind.contains("/console/incidents/INC-1") && !kind.contains("/console/incidents/INC-2")
+    );
+    let none = list("?status=resolved").await;
+    assert!(none.contains("0 incidents"));
+    let bad = list("?severity=P9").await;
+    assert!(bad.contains(r#"class="error""#));
+
+    let r = c
+        .get(app.url("/console/incidents/INC-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let inc = r.text().await.unwrap();
+    assert!(inc.contains("Timeline") && inc.contains("Opened as P1"));
+    assert!(inc.contains("Executions"));
+    let r = c
+        .get(app.url("/console/incidents/INC-99"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let stats = c
+        .get(app.url("/console/stats"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(stats.contains("<svg class=\"chart\" role=\"img\""));
+    assert!(
+        stats.contains("By severity: P0 0, P1 1, P2 0, P3 1"),
+        "{stats}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn approver_click_queues_the_execution_and_a_non_approver_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let (alice, alice_csrf) = app.login(ALICE).await;
+    let (bob, bob_csrf) = app.login(BOB).await;
+    let mut live = Events::open(&app, &alice).await;
+    app.webhook(&[("HighErrorRate", "api", "critical", "firing")])
+        .await;
+    live.wait("card", |v| v["incident"] == "INC-1").await;
+
+    // Preview: what would run, privately.
+    let (s, v) = post(
+        &alice,
+        app.url("/console/button"),
+        &[
+            ("action_id", "preview:INC-1:restart"),
+            ("csrf", &alice_csrf),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(v["text"].as_str().unwrap().contains("/bin/true"), "{v}");
+
+    // Bob is not an approver at P1: refused, and nothing is queued.
+    let (s, v) = post(
+        &bob,
+        app.url("/console/button"),
+        &[("action_id", "approve:INC-1:restart"), ("csrf", &bob_csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .contains("not an authorized approver"),
+        "{v}"
+    );
+    let api = app.api("/api/v1/incidents/INC-1").await;
+    assert!(api["executions"].as_array().unwrap().is_empty());
+
+    // Alice is: the execution is queued, runs, and the thread says so.
+    let (s, v) = post(
+        &alice,
+        app.url("/console/button"),
+        &[("action_id", "approve:INC-1:restart")],
+        Some(&alice_csrf),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["text"], "Approval of `restart` on INC-1 recorded.");
+    let note = live
+        .wait("reply", |v| {
+            v["incident"] == "INC-1" && v["html"].as_str().unwrap().contains("queued for execution")
+        })
+        .await;
+    assert!(note["html"]
+        .as_str()
+        .unwrap()
+        .contains("console:alice approved <code>restart</code>"));
+    live.wait("reply", |v| {
+        v["html"].as_str().unwrap().contains("succeeded")
+    })
+    .await;
+    let api = app.api("/api/v1/incidents/INC-1").await;
+    assert_eq!(api["executions"][0]["key"], "INC-1:restart");
+
+    // The thread notes are on the page for anyone who opens it now.
+    let page = bob
+        .get(app.url("/console/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("queued for execution"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn state_changes_need_a_session_and_the_csrf_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    app.webhook(&[("HighErrorRate", "api", "critical", "firing")])
+        .await;
+    let (alice, csrf) = app.login(ALICE).await;
+    let (_, other_csrf) = app.login(ALICE).await;
+
+    // No session at all: 401, even with a token that is valid elsewhere.
+    let anon = Console::browser();
+    let (s, _) = post(
+        &anon,
+        app.url("/console/button"),
+        &[("action_id", "ack:INC-1"), ("csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _) = post(
+        &anon,
+        app.url("/console/post"),
+        &[("text", "/incident resolve INC-1"), ("csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    // A session but no token, a wrong one, or another session's: 403.
+    let zeros = "0".repeat(64);
+    for form in [
+        vec![("action_id", "ack:INC-1")],
+        vec![("action_id", "ack:INC-1"), ("csrf", "")],
+        vec![("action_id", "ack:INC-1"), ("csrf", zeros.as_str())],
+        vec![("action_id", "ack:INC-1"), ("csrf", other_csrf.as_str())],
+    ] {
+        let (s, v) = post(&alice, app.url("/console/button"), &form, None).await;
+        assert_eq!(s, 403, "{form:?}: {v}");
+    }
+    let (s, _) = post(
+        &alice,
+        app.url("/console/post"),
+        &[("text", "/incident resolve INC-1")],
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _) = post(
+        &alice,
+        app.url("/console/post"),
+        &[("text", "[FIRING:1] Sneaky (x critical)")],
+        Some("wrong"),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // Nothing changed.
+    let inc = app.api("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc["incident"]["status"], "open");
+    assert!(inc["incident"]["acknowledged_by"].is_null());
+    let all = app.api("/api/v1/incidents?status=all").await;
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 1);
+
+    // With its token, the same click works.
+    let (s, v) = post(
+        &alice,
+        app.url("/console/button"),
+        &[("action_id", "ack:INC-1"), ("csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["text"], "INC-1 acknowledged.");
+    let inc = app.api("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc["incident"]["acknowledged_by"]["id"], "alice");
+    assert_eq!(inc["incident"]["acknowledged_by"]["platform"], "console");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pasted_alert_opens_an_incident_and_commands_and_replies_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let (c, csrf) = app.login(ALICE).await;
+    let mut live = Events::open(&app, &c).await;
+
+    let (s, v) = post(
+        &c,
+        app.url("/console/post"),
+        &[
+            ("text", "[FIRING:1] HighErrorRate (api critical)"),
+            ("csrf", &csrf),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["text"], "Posted to #console-alerts.");
+    let msg = live.wait("chat", |_| true).await;
+    assert!(msg["html"].as_str().unwrap().contains("HighErrorRate"));
+    let card = live.wait("card", |v| v["incident"] == "INC-1").await;
+    assert!(card["card"].as_str().unwrap().contains("HighErrorRate"));
+    let inc = app.api("/api/v1/incidents/INC-1").await;
+    // Read exactly as the Slack path reads it (same parser, same classification).
+    assert_eq!(inc["incident"]["kind"], "tool_api_failure");
+    assert_eq!(inc["incident"]["source"], "console");
+    assert_eq!(inc["incident"]["origin"]["channel"], "console-alerts");
+
+    // The same message again: the same incident, counted (one incident per fingerprint).
+    post(
+        &c,
+        app.url("/console/post"),
+        &[
+            ("text", "[FIRING:1] HighErrorRate (api critical)"),
+            ("csrf", &csrf),
+        ],
+        None,
+    )
+    .await;
+    let all = app.api("/api/v1/incidents?status=all").await;
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(all["incidents"][0]["alert_count"], 2);
+
+    // `/incident` commands answer only the user who typed them.
+    let (s, v) = post(
+        &c,
+        app.url("/console/post"),
+        &[("text", "/incident list"), ("csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let text = v["text"].as_str().unwrap();
+    assert!(
+        text.contains("INC-1") && text.contains("HighErrorRate"),
+        "{text}"
+    );
+    assert_eq!(v["ephemeral"], true);
+    let (_, v) = post(
+        &c,
+        app.url("/console/post"),
+        &[("text", "/incident bogus"), ("csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert!(!v["text"].as_str().unwrap().is_empty());
+
+    // A reply in the thread: shown live and written to the timeline.
+    let (s, v) = post(
+        &c,
+        app.url("/console/post"),
+        &[
+            ("text", "looking at the <b>api</b> pods"),
+            ("thread", "INC-1"),
+            ("csrf", &csrf),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let reply = live
+        .wait("reply", |v| v["html"].as_str().unwrap().contains("pods"))
+        .await;
+    let html = reply["html"].as_str().unwrap();
+    assert!(
+        html.contains("alice") && html.contains("&lt;b&gt;api&lt;/b&gt;"),
+        "{html}"
+    );
+    let inc = app.api("/api/v1/incidents/INC-1").await;
+    let notes: Vec<&Value> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "note")
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0]["text"],
+        "console:alice: looking at the <b>api</b> pods"
+    );
+
+    // Without JavaScript the answer is a page.
+    let r = c
+        .post(app.url("/console/post"))
+        .form(&[("text", "/incident help"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_event_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let (c, _) = app.login(BOB).await;
+    let mut live = Events::open(&app, &c).await;
+    // An open page must not keep the server from draining and closing the store.
+    app.stop().await;
+    let rest = tokio::time::timeout(WAIT, async {
+        while let Some(chunk) = live.body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the event stream did not end");
+}
+
+#[tokio::test]
+async fn demo_script_fills_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped config (the demo's default) with the test's console users.
+    let config = format!(
+        "{}\n[[console.users]]\nname = \"alice\"\ntoken_env = \"ALICE_TOKEN\"\n",
+        include_str!("../config/incidentd.toml")
+    );
+    let app = Console::start_with(
+        dir.path(),
+        &config,
+        Arc::new(incidentd::demo::DemoExecutor::default()),
+    )
+    .await;
+    let lines = std::sync::Mutex::new(Vec::new());
+    let n = incidentd::demo::feed(
+        &app.base,
+        &Default::default(),
+        Duration::ZERO,
+        &|l: &str| lines.lock().unwrap().push(l.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines.lock().unwrap().len(), n);
+    let all = app.api("/api/v1/incidents?status=all").await;
+    let list = all["incidents"].as_array().unwrap();
+    let sev = |s: &str| list.iter().filter(|i| i["severity"] == s).count();
+    assert!(sev("P0") >= 1 && sev("P1") >= 1 && sev("P2") >= 1 && sev("P3") >= 1);
+    let mut kinds: Vec<&str> = list.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert!(kinds.len() >= 4, "{kinds:?}");
+    // Repeats counted on one incident.
+    assert!(list.iter().any(|i| i["alert_count"] == 3));
+    // The alert that cleared resolved its incident, and its recurrence opened a new one.
+    let llm: Vec<&Value> = list
+        .iter()
+        .filter(|i| i["labels"]["alertname"] == "LLMProviderRateLimit")
+        .collect();
+    assert_eq!(llm.len(), 2, "{list:?}");
+    assert!(llm.iter().any(|i| i["status"] == "resolved"));
+    assert!(llm.iter().any(|i| i["status"] != "resolved"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_live_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let (c, csrf) = app.login(BOB).await;
+    let mut live = Events::open(&app, &c).await;
+    let r = c
+        .post(app.url("/console/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // The next event is not delivered to a session that ended: the stream closes instead.
+    app.webhook(&[("HighErrorRate", "api", "critical", "firing")])
+        .await;
+    let rest = tokio::time::timeout(WAIT, async {
+        let mut seen = String::new();
+        while let Some(Ok(chunk)) = live.body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    })
+    .await
+    .expect("the event stream did not end after logout");
+    assert!(!rest.contains("event: card"), "{rest}");
+    app.stop().await;
+}
