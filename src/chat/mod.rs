@@ -4,6 +4,7 @@
 //! fail and rate-limit on demand).
 
 pub mod console;
+pub mod discord;
 pub mod recording;
 
 use std::sync::Arc;

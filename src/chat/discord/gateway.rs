@@ -1,0 +1,350 @@
+//! Inbound over the gateway: serenity's client (it heartbeats, reconnects and resumes) with an
+//! event handler that turns MESSAGE_CREATE and INTERACTION_CREATE into neutral [`ChatEvent`]s
+//! and shows the [`ChatReply`]. `/incident` is registered per configured guild on READY.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serenity::all::{
+    CommandDataOption, CommandDataOptionValue, CommandInteraction, CommandOptionType,
+    ComponentInteraction, Context, CreateCommand, CreateCommandOption,
+    CreateInteractionResponseFollowup, EditInteractionResponse, EventHandler, GatewayIntents,
+    GuildId, Http, Interaction, Member, Message, Ready, User,
+};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::domain::alert::Platform;
+use crate::domain::card::truncate_chars;
+use crate::domain::policy::Actor;
+use crate::engine::service::{ChatEvent, ChatReply, ChatService};
+use crate::ingest::{ChatEmbed, ChatField};
+
+use super::render::CONTENT_MAX;
+
+/// What the bot needs: guild messages and their content (MESSAGE CONTENT is privileged).
+pub fn intents() -> GatewayIntents {
+    GatewayIntents::GUILD_MESSAGES | GatewayIntents::MESSAGE_CONTENT
+}
+
+/// `/incident` subcommands: name, description, options (name, description, required), in the
+/// order their values are joined into the text command language of `domain::command`.
+pub const SUBCOMMANDS: &[(&str, &str, &[CommandOpt])] = &[
+    ("help", "What /incident can do", &[]),
+    (
+        "list",
+        "Incidents, newest first",
+        &[
+            ("scope", "open, resolved or all (default open)", false),
+            ("severity", "p0, p1, p2 or p3", false),
+        ],
+    ),
+    ("status", "One incident with its actions", &[ID]),
+    ("ack", "Acknowledge an incident", &[ID]),
+    (
+        "resolve",
+        "Resolve an incident",
+        &[ID, ("note", "What fixed it", false)],
+    ),
+    (
+        "approve",
+        "Approve a recommended action",
+        &[ID, ("action", "Action id, e.g. restart", true)],
+    ),
+    (
+        "reject",
+        "Reject a recommended action",
+        &[
+            ID,
+            ("action", "Action id, e.g. restart", true),
+            ("reason", "Why not", false),
+        ],
+    ),
+    (
+        "note",
+        "Add a note to the timeline",
+        &[ID, ("text", "The note", true)],
+    ),
+    ("escalate", "Escalate to the on-call", &[ID]),
+    ("reopen", "Reopen a resolved incident", &[ID]),
+];
+
+/// An option of a subcommand: name, description, required.
+pub type CommandOpt = (&'static str, &'static str, bool);
+
+const ID: CommandOpt = ("id", "Incident id, e.g. INC-42", true);
+
+/// Subcommands that only read: answered ephemerally.
+fn read_only(sub: &str) -> bool {
+    matches!(sub, "help" | "list" | "status")
+}
+
+/// The `/incident` command as registered.
+pub fn incident_command() -> CreateCommand {
+    let mut c =
+        CreateCommand::new("incident").description("Incidents: list, status, ack, resolve…");
+    for (name, description, options) in SUBCOMMANDS {
+        let mut sub = CreateCommandOption::new(CommandOptionType::SubCommand, *name, *description);
+        for (o, d, required) in *options {
+            let mut opt =
+                CreateCommandOption::new(CommandOptionType::String, *o, *d).required(*required);
+            match *o {
+                "scope" => {
+                    for s in ["open", "resolved", "all"] {
+                        opt = opt.add_string_choice(s, s);
+                    }
+                }
+                "severity" => {
+                    for s in ["p0", "p1", "p2", "p3"] {
+                        opt = opt.add_string_choice(s, s);
+                    }
+                }
+                _ => {}
+            }
+            sub = sub.add_sub_option(opt);
+        }
+        c = c.add_option(sub);
+    }
+    c
+}
+
+/// `/incident <sub> <options>` as the text the command parser reads.
+pub fn command_text(options: &[CommandDataOption]) -> String {
+    let Some(first) = options.first() else {
+        return "help".into();
+    };
+    let CommandDataOptionValue::SubCommand(given) = &first.value else {
+        return "help".into();
+    };
+    let mut words = vec![first.name.clone()];
+    let schema = SUBCOMMANDS
+        .iter()
+        .find(|(n, _, _)| *n == first.name)
+        .map(|(_, _, o)| *o)
+        .unwrap_or(&[]);
+    for (name, _, _) in schema {
+        if let Some(v) = given.iter().find(|o| o.name == *name) {
+            let text = match &v.value {
+                CommandDataOptionValue::String(s) => s.clone(),
+                CommandDataOptionValue::Integer(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            if !text.trim().is_empty() {
+                words.push(text.trim().to_string());
+            }
+        }
+    }
+    words.join(" ")
+}
+
+fn display(user: &User, member: Option<&Member>) -> String {
+    member
+        .and_then(|m| m.nick.clone())
+        .or_else(|| user.global_name.clone())
+        .unwrap_or_else(|| user.name.clone())
+}
+
+fn actor(user: &User, member: Option<&Member>) -> Actor {
+    Actor {
+        platform: Platform::Discord,
+        id: user.id.to_string(),
+        name: Some(display(user, member)),
+        roles: member
+            .map(|m| m.roles.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// A gateway message as the neutral event: alert channels as alerts, anything else as a
+/// possible incident-thread reply (a thread is a channel: its id is both `channel` and
+/// `thread_id`; the chat service ignores channels that are no incident's thread).
+pub fn message_event(msg: &Message, alert_channels: &HashSet<String>) -> ChatEvent {
+    let channel = msg.channel_id.to_string();
+    let thread_id = (!alert_channels.contains(&channel)).then(|| channel.clone());
+    let roles = msg
+        .member
+        .as_ref()
+        .map(|m| m.roles.iter().map(|r| r.to_string()).collect())
+        .unwrap_or_default();
+    ChatEvent::Message {
+        channel,
+        message_id: msg.id.to_string(),
+        thread_id,
+        author: Actor {
+            platform: Platform::Discord,
+            id: msg.author.id.to_string(),
+            name: Some(
+                msg.member
+                    .as_ref()
+                    .and_then(|m| m.nick.clone())
+                    .or_else(|| msg.author.global_name.clone())
+                    .unwrap_or_else(|| msg.author.name.clone()),
+            ),
+            roles,
+        },
+        from_bot: msg.author.bot || msg.webhook_id.is_some(),
+        text: msg.content.clone(),
+        attachments: vec![],
+        embeds: msg
+            .embeds
+            .iter()
+            .map(|e| ChatEmbed {
+                title: e.title.clone(),
+                url: e.url.clone(),
+                description: e.description.clone(),
+                color: e.colour.map(|c| c.0),
+                fields: e
+                    .fields
+                    .iter()
+                    .map(|f| ChatField {
+                        name: f.name.clone(),
+                        value: f.value.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The serenity event handler.
+pub struct Handler {
+    pub service: ChatService,
+    pub guilds: Vec<GuildId>,
+    pub alert_channels: HashSet<String>,
+    /// The bot's user id once READY said it (0 before).
+    pub me: Arc<AtomicU64>,
+}
+
+fn content(text: &str) -> String {
+    truncate_chars(text, CONTENT_MAX)
+}
+
+/// After a click was acknowledged (deferred): runs it and tells the clicker what is for them.
+/// Public outcomes are already visible (card edit, thread note); refusals, previews and errors
+/// go to the clicker alone.
+pub async fn finish_component(http: &Http, service: &ChatService, c: &ComponentInteraction) {
+    let event = ChatEvent::Button {
+        actor: actor(&c.user, c.member.as_ref()),
+        action_id: c.data.custom_id.clone(),
+    };
+    let Some(reply) = service.handle(event).await else {
+        return;
+    };
+    if reply.ephemeral {
+        let f = CreateInteractionResponseFollowup::new()
+            .content(content(&reply.text))
+            .ephemeral(true);
+        if let Err(e) = c.create_followup(http, f).await {
+            warn!(error = %e, "Could not answer a button click.");
+        }
+    }
+}
+
+/// Whether `/incident` with these options is answered in the channel (a state change) or
+/// privately (a read); the defer must say so before the work is done.
+pub fn command_is_public(c: &CommandInteraction) -> bool {
+    let text = command_text(&c.data.options);
+    !read_only(text.split(' ').next().unwrap_or("help"))
+}
+
+/// After `/incident` was deferred (publicly when `public`): runs it and shows the answer.
+pub async fn finish_command(
+    http: &Http,
+    service: &ChatService,
+    c: &CommandInteraction,
+    public: bool,
+) {
+    let event = ChatEvent::Command {
+        actor: actor(&c.user, c.member.as_deref()),
+        text: command_text(&c.data.options),
+    };
+    let reply = service.handle(event).await.unwrap_or(ChatReply {
+        text: "Done.".into(),
+        ephemeral: !public,
+    });
+    let result = if public && reply.ephemeral {
+        // Refused or failed: the channel should not see it. Replace the public "thinking…"
+        // with a private answer.
+        let _ = c.delete_response(http).await;
+        let f = CreateInteractionResponseFollowup::new()
+            .content(content(&reply.text))
+            .ephemeral(true);
+        c.create_followup(http, f).await.map(|_| ())
+    } else {
+        c.edit_response(
+            http,
+            EditInteractionResponse::new().content(content(&reply.text)),
+        )
+        .await
+        .map(|_| ())
+    };
+    if let Err(e) = result {
+        warn!(error = %e, "Could not answer /incident.");
+    }
+}
+
+impl Handler {
+    async fn component(&self, ctx: &Context, c: ComponentInteraction) {
+        // Acknowledge at once (type 6: no visible change), then work.
+        if let Err(e) = c.defer(&ctx.http).await {
+            warn!(error = %e, "Could not defer a button click.");
+            return;
+        }
+        finish_component(&ctx.http, &self.service, &c).await;
+    }
+
+    async fn command(&self, ctx: &Context, c: CommandInteraction) {
+        if c.data.name != "incident" {
+            return;
+        }
+        let public = command_is_public(&c);
+        let deferred = if public {
+            c.defer(&ctx.http).await
+        } else {
+            c.defer_ephemeral(&ctx.http).await
+        };
+        if let Err(e) = deferred {
+            warn!(error = %e, "Could not defer /incident.");
+            return;
+        }
+        finish_command(&ctx.http, &self.service, &c, public).await;
+    }
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        self.me.store(ready.user.id.get(), Ordering::SeqCst);
+        info!(guilds = self.guilds.len(), "Discord gateway ready.");
+        for g in &self.guilds {
+            if let Err(e) = g.set_commands(&ctx.http, vec![incident_command()]).await {
+                warn!(guild = %g, error = %e, "Could not register /incident.");
+            }
+        }
+    }
+
+    async fn message(&self, _ctx: Context, msg: Message) {
+        if msg.author.id.get() == self.me.load(Ordering::SeqCst) {
+            return;
+        }
+        let span = info_span!("discord_message", channel = %msg.channel_id);
+        let event = message_event(&msg, &self.alert_channels);
+        if let Some(reply) = self.service.handle(event).instrument(span).await {
+            warn!(channel = %msg.channel_id, reply = %reply.text, "A Discord message could not be handled.");
+        }
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        match interaction {
+            Interaction::Component(c) => {
+                let span = info_span!("discord_button", custom_id = %c.data.custom_id);
+                self.component(&ctx, c).instrument(span).await
+            }
+            Interaction::Command(c) => {
+                let span = info_span!("discord_command");
+                self.command(&ctx, c).instrument(span).await
+            }
+            _ => {}
+        }
+    }
+}
