@@ -626,3 +626,36 @@ async fn http_interactions_endpoint_verifies_signatures_and_defers() {
     assert_eq!(refusal.body["flags"], 64);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_message_deleted_before_threading_falls_back_to_the_incident_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    // Hold the bot's first call back (429) while the alert message disappears.
+    fake.rate_limit_next(1, 0.2);
+    let a = alert(fake, "10.0.3.7:8080");
+    fake.delete_message(a);
+    let card = fake
+        .wait("a card in the incident channel", |f| {
+            bot_cards(&f.messages_in(INCIDENTS)).into_iter().next()
+        })
+        .await;
+    fake.wait("the thread from the card", |f| {
+        (f.threads().get(&card.id) == Some(&INCIDENTS)).then_some(())
+    })
+    .await;
+    assert!(fake
+        .requests()
+        .iter()
+        .any(|r| r.status == 404
+            && r.path == format!("/api/v10/channels/{ALERTS}/messages/{a}/threads")));
+    // Its card is edited where it lives.
+    alert(fake, "10.0.3.7:8080");
+    fake.wait("the card edited in the incident channel", |f| {
+        f.message(card.id)
+            .filter(|m| field(m, "Alerts").starts_with("2×"))
+    })
+    .await;
+    rig.stop().await;
+}

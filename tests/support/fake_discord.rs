@@ -465,6 +465,11 @@ impl FakeDiscord {
         }
     }
 
+    /// Someone deletes a message (no gateway event: the bot does not need one).
+    pub fn delete_message(&self, id: u64) {
+        self.lock().messages.remove(&id);
+    }
+
     pub fn requests(&self) -> Vec<Req> {
         self.lock().requests.clone()
     }

@@ -348,3 +348,138 @@ impl EventHandler for Handler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use serenity::all::CommandData;
+
+    fn options(sub: &str, opts: serde_json::Value) -> Vec<CommandDataOption> {
+        let data: CommandData = serde_json::from_value(json!({
+            "id": "1", "name": "incident", "type": 1,
+            "options": [{ "name": sub, "type": 1, "options": opts }]
+        }))
+        .unwrap();
+        data.options
+    }
+
+    #[test]
+    fn subcommands_become_the_text_command_language() {
+        let s = |v: &str| json!({ "name": "x", "type": 3, "value": v });
+        let named = |n: &str, v: &str| {
+            let mut o = s(v);
+            o["name"] = json!(n);
+            o
+        };
+        assert_eq!(command_text(&options("help", json!([]))), "help");
+        assert_eq!(command_text(&[]), "help");
+        assert_eq!(
+            command_text(&options(
+                "list",
+                json!([named("severity", "p1"), named("scope", "all")])
+            )),
+            "list all p1"
+        );
+        assert_eq!(
+            command_text(&options(
+                "reject",
+                json!([
+                    named("reason", "too risky"),
+                    named("action", "restart"),
+                    named("id", "INC-4")
+                ])
+            )),
+            "reject INC-4 restart too risky"
+        );
+        assert_eq!(
+            command_text(&options(
+                "note",
+                json!([named("id", "INC-4"), named("text", "db failover done")])
+            )),
+            "note INC-4 db failover done"
+        );
+        for (sub, _, _) in SUBCOMMANDS {
+            let text = command_text(&options(
+                sub,
+                json!([
+                    named("id", "INC-1"),
+                    named("action", "a"),
+                    named("text", "t")
+                ]),
+            ));
+            assert!(
+                crate::domain::command::parse(&text).is_ok(),
+                "{sub}: {text:?} does not parse"
+            );
+        }
+    }
+
+    #[test]
+    fn the_registered_command_fits_discord() {
+        let c = serde_json::to_value(incident_command()).unwrap();
+        assert_eq!(c["name"], "incident");
+        let subs = c["options"].as_array().unwrap();
+        assert!(subs.len() <= 25);
+        for s in subs {
+            let name = s["name"].as_str().unwrap();
+            assert!(name.len() <= 32 && name.chars().all(|c| c.is_ascii_lowercase()));
+            assert!(s["description"].as_str().unwrap().chars().count() <= 100);
+        }
+        assert!(read_only("list") && read_only("status") && !read_only("ack"));
+    }
+
+    #[test]
+    fn messages_become_alerts_or_thread_replies() {
+        let msg = |channel: &str, webhook: bool| -> Message {
+            serde_json::from_value(json!({
+                "id": "55", "channel_id": channel,
+                "author": { "id": "7", "username": "Alertmanager", "discriminator": "0", "avatar": null, "bot": webhook },
+                "content": "", "timestamp": "2026-11-29T12:00:00.000000+00:00", "edited_timestamp": null,
+                "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+                "attachments": [], "pinned": false, "type": 0,
+                "webhook_id": if webhook { json!("7") } else { json!(null) },
+                "embeds": [{ "title": "[FIRING:1] X", "description": "d", "color": 255,
+                             "fields": [{ "name": "a", "value": "b", "inline": false }] }],
+                "member": { "roles": ["99"], "joined_at": "2026-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0 }
+            }))
+            .unwrap()
+        };
+        let alerts: HashSet<String> = ["10".to_string()].into();
+        match message_event(&msg("10", true), &alerts) {
+            ChatEvent::Message {
+                channel,
+                message_id,
+                thread_id,
+                from_bot,
+                embeds,
+                author,
+                ..
+            } => {
+                assert_eq!(
+                    (channel.as_str(), message_id.as_str(), thread_id),
+                    ("10", "55", None)
+                );
+                assert!(from_bot);
+                assert_eq!(embeds[0].title.as_deref(), Some("[FIRING:1] X"));
+                assert_eq!(embeds[0].color, Some(255));
+                assert_eq!(embeds[0].fields[0].value, "b");
+                assert_eq!(author.roles, ["99"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match message_event(&msg("20", false), &alerts) {
+            ChatEvent::Message {
+                channel,
+                thread_id,
+                from_bot,
+                ..
+            } => {
+                assert_eq!(thread_id.as_deref(), Some("20"));
+                assert_eq!(channel, "20");
+                assert!(!from_bot);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -8,8 +8,9 @@
 //! Where the card lives:
 //! - alert read from a Discord message: the thread is started from that alert message (thread
 //!   id = alert message id) and the card is the bot's first message inside the thread;
-//! - any other alert (webhooks): the card is a root message in `incident_channel` and the
-//!   thread is started from it (thread id = card message id).
+//! - any other alert (webhooks), or an alert message that is gone or out of reach: the card is
+//!   a root message in `incident_channel` and the thread is started from it (thread id = card
+//!   message id).
 //!
 //! Either way `ThreadRef { channel: thread id, message_id: card message id }`: notes go to the
 //! thread channel; the card is edited in the thread, or in the incident channel when it is the
@@ -25,7 +26,7 @@ use serde_json::{json, Value};
 use serenity::http::{LightMethod, Request, Route};
 use serenity::model::id::{ChannelId, MessageId};
 use sha2::{Digest, Sha256};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::render;
 use crate::config::Secret;
@@ -155,7 +156,7 @@ impl DiscordPort {
         if status.is_success() {
             return Ok(json);
         }
-        debug!(%status, route = %path.replace(&self.api_url, ""), "Discord call failed.");
+        debug!(%status, route = %path.trim_start_matches("https://discord.com"), "Discord call failed.");
         Err(ApiError {
             status: Some(status),
             code: json["code"].as_i64().unwrap_or(0),
@@ -218,37 +219,42 @@ impl DiscordPort {
 
     async fn post_card(&self, card: &IncidentCard, key: &str) -> Result<ThreadRef, ChatError> {
         let message = render::card_message(card);
-        match card
+        let origin = card
             .origin
             .as_ref()
-            .filter(|o| o.platform == Platform::Discord)
-        {
-            Some(origin) => {
-                let (ch, msg) = (snowflake(&origin.channel)?, snowflake(&origin.message_id)?);
-                let thread = self.start_thread(ch, msg, card).await?;
-                let card_id = self
-                    .create_message(snowflake(&thread)?, message, key)
-                    .await?;
-                Ok(ThreadRef {
-                    channel: thread,
-                    message_id: card_id,
-                })
-            }
-            None => {
-                let ch = self.incident_channel.as_deref().ok_or_else(|| {
-                    ChatError::Permanent(
-                        "discord.incident_channel is not set: nowhere to open the thread".into(),
-                    )
-                })?;
-                let ch = snowflake(ch)?;
-                let card_id = self.create_message(ch, message, key).await?;
-                let thread = self.start_thread(ch, snowflake(&card_id)?, card).await?;
-                Ok(ThreadRef {
-                    channel: thread,
-                    message_id: card_id,
-                })
+            .filter(|o| o.platform == Platform::Discord);
+        if let Some(origin) = origin {
+            let (ch, msg) = (snowflake(&origin.channel)?, snowflake(&origin.message_id)?);
+            match self.start_thread(ch, msg, card).await {
+                Ok(thread) => {
+                    let card_id = self
+                        .create_message(snowflake(&thread)?, message, key)
+                        .await?;
+                    return Ok(ThreadRef {
+                        channel: thread,
+                        message_id: card_id,
+                    });
+                }
+                // The alert message is gone or out of reach (deleted, no access): the
+                // incident still gets its thread, in the incident channel.
+                Err(ChatError::Permanent(e)) if self.incident_channel.is_some() => {
+                    warn!(incident = %card.incident, error = %e, "Cannot start the thread under the alert message; using the incident channel.");
+                }
+                Err(e) => return Err(e),
             }
         }
+        let ch = self.incident_channel.as_deref().ok_or_else(|| {
+            ChatError::Permanent(
+                "discord.incident_channel is not set: nowhere to open the thread".into(),
+            )
+        })?;
+        let ch = snowflake(ch)?;
+        let card_id = self.create_message(ch, message, key).await?;
+        let thread = self.start_thread(ch, snowflake(&card_id)?, card).await?;
+        Ok(ThreadRef {
+            channel: thread,
+            message_id: card_id,
+        })
     }
 
     async fn update_card(&self, card: &IncidentCard, t: &ThreadRef) -> Result<(), ChatError> {
