@@ -659,3 +659,80 @@ async fn alert_message_deleted_before_threading_falls_back_to_the_incident_chann
     .await;
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_and_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    fake.fail_next(3, 502);
+    let a = alert(fake, "10.0.3.7:8080");
+    card_in_thread(fake, a).await;
+    let reqs = fake.requests();
+    assert_eq!(reqs.iter().filter(|r| r.status == 502).count(), 3);
+    assert_eq!(fake.threads().len(), 1);
+    assert_eq!(bot_cards(&fake.messages_in(a)).len(), 1);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn the_fake_rejects_what_discord_rejects() {
+    let fake = FakeDiscord::start().await;
+    let http = reqwest::Client::new();
+    let post = |auth: &str, body: Value| {
+        http.post(format!(
+            "{}/api/v10/channels/{INCIDENTS}/messages",
+            fake.base
+        ))
+        .header("authorization", auth.to_string())
+        .json(&body)
+        .send()
+    };
+    let bot = format!("Bot {TOKEN}");
+    let r = post("Bot wrong", serde_json::json!({ "content": "hi" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post(&bot, serde_json::json!({ "content": "x".repeat(2001) }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], 50035);
+    let big = serde_json::json!({ "embeds": [{ "title": "t", "description": "d".repeat(4000),
+        "fields": [{ "name": "n", "value": "v".repeat(1024) }, { "name": "n", "value": "v".repeat(1024) }] }] });
+    let r = post(&bot, big).await.unwrap();
+    assert_eq!(r.status(), 400, "total embed text over 6000");
+    let six_rows: Vec<Value> = (0..6)
+        .map(|i| serde_json::json!({ "type": 1, "components": [{ "type": 2, "style": 1, "label": "b", "custom_id": format!("b{i}") }] }))
+        .collect();
+    let r = post(
+        &bot,
+        serde_json::json!({ "content": "c", "components": six_rows }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "more than 5 rows");
+    let r = post(
+        &bot,
+        serde_json::json!({ "content": "ok", "nonce": "n1", "enforce_nonce": true }),
+    )
+    .await
+    .unwrap();
+    let first: Value = r.json().await.unwrap();
+    let again: Value = post(
+        &bot,
+        serde_json::json!({ "content": "ok", "nonce": "n1", "enforce_nonce": true }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(first["id"], again["id"], "nonce dedupe");
+    fake.rate_limit_next(1, 0.5);
+    let r = post(&bot, serde_json::json!({ "content": "x" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json::<Value>().await.unwrap()["retry_after"], 0.5);
+}

@@ -72,6 +72,8 @@ struct Inner {
     commands: HashMap<u64, Value>,
     /// The next this many bot REST calls get 429 with this `retry_after` (seconds).
     rate_limit: Option<(u32, f64)>,
+    /// The next this many bot REST calls get this 5xx.
+    outage: Option<(u32, u16)>,
     session_id: String,
     /// Every dispatch of the session: (seq, frame).
     log: Vec<(u64, Value)>,
@@ -531,6 +533,11 @@ impl FakeDiscord {
         self.lock().rate_limit = Some((n, retry_after));
     }
 
+    /// The next `n` bot REST calls fail with HTTP `status` (a 5xx: Discord having a bad day).
+    pub fn fail_next(&self, n: u32, status: u16) {
+        self.lock().outage = Some((n, status));
+    }
+
     /// Waits (bounded) until `pred` holds over the fake's state, re-checking on every change.
     pub async fn wait<T>(&self, what: &str, pred: impl Fn(&FakeDiscord) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -650,6 +657,11 @@ fn route(
             return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
         }
         let mut inner = shared.inner.lock().unwrap();
+        if let Some((n, status)) = inner.outage {
+            inner.outage = if n > 1 { Some((n - 1, status)) } else { None };
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return (status, "upstream connect error").into_response();
+        }
         if let Some((n, retry)) = inner.rate_limit {
             inner.rate_limit = if n > 1 { Some((n - 1, retry)) } else { None };
             return (

@@ -53,9 +53,15 @@ impl DiscordSurface {
         }
     }
 
-    /// serenity's REST client, pointed at `api_url` (its ratelimiter must be off for that).
+    /// serenity's REST client, pointed at `api_url` (its ratelimiter must be off for that),
+    /// with a timeout on every call (interaction answers, command registration).
     fn http(&self) -> Http {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
         HttpBuilder::new(self.cfg.token.expose())
+            .client(client)
             .proxy(&self.cfg.api_url)
             .ratelimiter_disabled(true)
             .build()
