@@ -10,7 +10,7 @@ use serenity::all::{
     CommandDataOption, CommandDataOptionValue, CommandInteraction, CommandOptionType,
     ComponentInteraction, Context, CreateCommand, CreateCommandOption,
     CreateInteractionResponseFollowup, EditInteractionResponse, EventHandler, GatewayIntents,
-    GuildId, Http, Interaction, Member, Message, Ready, User,
+    GuildId, Http, Interaction, Member, Message, Ready, ResumedEvent, User,
 };
 use tracing::{info, info_span, warn, Instrument};
 
@@ -321,6 +321,10 @@ impl EventHandler for Handler {
                 warn!(guild = %g, error = %e, "Could not register /incident.");
             }
         }
+    }
+
+    async fn resume(&self, _ctx: Context, _: ResumedEvent) {
+        info!("Discord gateway resumed; missed events are replayed.");
     }
 
     async fn message(&self, _ctx: Context, msg: Message) {
