@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::chat::console::ConsoleSurface;
+use crate::chat::discord::DiscordSurface;
 use crate::chat::Surface;
 use crate::config::Config;
 use crate::domain::incident::Incident;
@@ -42,10 +43,13 @@ impl Deps {
     /// otherwise. Fails when the console would be exposed without login (see
     /// [`ConsoleSurface::from_config`]).
     pub fn from_config(cfg: &Config) -> anyhow::Result<Deps> {
-        let console: Arc<dyn Surface> = Arc::new(ConsoleSurface::from_config(cfg)?);
+        let mut surfaces: Vec<Arc<dyn Surface>> = vec![Arc::new(ConsoleSurface::from_config(cfg)?)];
+        if let Some(d) = &cfg.discord {
+            surfaces.push(Arc::new(DiscordSurface::new(d)));
+        }
         Ok(Deps {
             clock: Arc::new(SystemClock),
-            surfaces: vec![console],
+            surfaces,
             sinks: vec![],
             outbox: OutboxConfig::default(),
             executor: Arc::new(PlaybookExecutor::new("kubectl")),

@@ -323,3 +323,13 @@ pub trait Store: Send + Sync {
     /// Start-up: counts what is pending and marks `Started` executions `Interrupted`.
     fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError>;
 }
+
+/// Runs a synchronous store call off the async threads. A call cancelled by runtime shutdown
+/// is an error like any other, not a panic.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Storage(format!("store task did not finish: {e}")))?
+}

@@ -5,6 +5,7 @@
 //! and the dashboard for every deployment.
 
 pub mod console;
+pub mod discord;
 pub mod recording;
 
 use std::sync::Arc;

@@ -14,13 +14,8 @@ use super::Input;
 use crate::config::Config;
 use crate::domain::incident::Status;
 use crate::domain::playbook::VerifySpec;
+use crate::ports::blocking;
 use crate::ports::{Executor, IncidentFilter, Store};
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("store task panicked")
-}
 
 /// One execution, start to finish.
 async fn run_one(

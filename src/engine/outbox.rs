@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use super::runner::Engine;
 use super::Input;
 use crate::domain::incident::IncidentId;
+use crate::ports::blocking;
 use crate::ports::{
     ChatBody, ChatError, ChatPort, Clock, OutboundMessage, Store, Timer, TimerKind,
 };
@@ -55,12 +56,6 @@ pub fn backoff(cfg: &OutboxConfig, attempts: u32) -> Duration {
     let d = exp.min(cfg.max_backoff);
     let half = d / 2;
     half + rand::thread_rng().gen_range(Duration::ZERO..=half)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("store task panicked")
 }
 
 /// Runs until `shutdown` turns true. Survives store and platform errors by retrying.

@@ -21,6 +21,7 @@ use crate::domain::report::render_markdown;
 use crate::domain::severity::human_seconds;
 use crate::domain::stats;
 use crate::ingest::{parse_chat_message, ChatAttachment, ChatEmbed, ChatMessage};
+use crate::ports::blocking;
 use crate::ports::{Executor, IncidentFilter, Store, StoreError};
 
 /// What an adapter hands over.
@@ -78,12 +79,6 @@ pub struct ChatService {
     /// The outbox sink name the platform's cards are posted through (thread lookups).
     sink: String,
     alert_channels: Arc<HashSet<String>>,
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("store task panicked")
 }
 
 fn internal(e: impl std::fmt::Display) -> ChatReply {

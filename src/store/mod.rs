@@ -325,12 +325,18 @@ impl Store for SledStore {
             Some(t) => {
                 let tref = enc(t);
                 let idx = thread_index_key(&entry.sink, &t.channel, &t.message_id);
+                // Where a thread is a channel of its own (Discord), replies name only that
+                // channel: index it as (channel, channel) too, whatever message holds the card.
+                let own = thread_index_key(&entry.sink, &t.channel, &t.channel);
                 let ik = thread_key(&entry.sink, entry.incident);
                 (&self.outbox, &self.threads)
                     .transaction(|(o, th)| {
                         o.remove(key.as_slice())?;
                         th.insert(ik.as_slice(), tref.as_slice())?;
                         th.insert(idx.as_slice(), &id_key(entry.incident))?;
+                        if own != idx {
+                            th.insert(own.as_slice(), &id_key(entry.incident))?;
+                        }
                         Ok::<_, ConflictableTransactionError<()>>(())
                     })
                     .map_err(|e| storage(format!("{e:?}")))?;

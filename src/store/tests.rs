@@ -143,6 +143,34 @@ fn outbox_completion_records_threads_and_dead_letters_are_kept() {
 }
 
 #[test]
+fn a_thread_that_is_its_own_channel_is_found_by_that_channel() {
+    // Discord: the thread is a channel; the card may be another message inside it.
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    let e = entry(1, "discord", 9);
+    s.commit(&WriteSet {
+        outbox: vec![e.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let t = ThreadRef {
+        channel: "1001".into(),
+        message_id: "1002".into(),
+    };
+    s.outbox_complete(&e, Some(&t)).unwrap();
+    for (channel, message) in [("1001", "1001"), ("1001", "1002")] {
+        assert_eq!(
+            s.incident_for_thread("discord", channel, message).unwrap(),
+            Some(IncidentId(9))
+        );
+    }
+    assert_eq!(
+        s.incident_for_thread("slack", "1001", "1001").unwrap(),
+        None
+    );
+}
+
+#[test]
 fn recovery_marks_started_executions_interrupted_only() {
     let dir = tempfile::tempdir().unwrap();
     let now = Utc::now();

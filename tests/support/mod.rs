@@ -1,6 +1,8 @@
 //! Test harness: the real app on 127.0.0.1:0 with a temp sled store and a recording chat port.
 #![allow(dead_code)]
 
+pub mod fake_discord;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,153 @@
+//! Discord via serenity 0.12: incident threads with an embed card and buttons, alert channels
+//! read over the gateway, button clicks and `/incident` as interactions.
+//!
+//! - `render`: the card as an embed + button rows, within Discord's limits;
+//! - `port`: the outbox's deliveries as REST calls (where the card and thread live is
+//!   documented there);
+//! - `gateway`: serenity's client and the event handler feeding the chat service;
+//! - `endpoint`: the optional Ed25519-verified HTTP interactions endpoint.
+//!
+//! Both the REST client and the gateway are pointed at `discord.api_url` through serenity's
+//! `HttpBuilder::proxy`, which works only with serenity's ratelimiter disabled: our outbox does
+//! the rate limiting (429 `retry_after`). The gateway URL comes from that server's
+//! `GET /api/v10/gateway`.
+
+pub mod endpoint;
+pub mod gateway;
+pub mod port;
+pub mod render;
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use serenity::all::GuildId;
+use serenity::http::{Http, HttpBuilder};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::chat::Surface;
+use crate::config::DiscordConfig;
+use crate::domain::alert::Platform;
+use crate::engine::service::ChatService;
+use crate::ports::ChatPort;
+
+pub use port::DiscordPort;
+
+/// The Discord surface (sink name "discord").
+pub struct DiscordSurface {
+    cfg: DiscordConfig,
+    port: Arc<DiscordPort>,
+}
+
+impl DiscordSurface {
+    pub fn new(cfg: &DiscordConfig) -> Self {
+        DiscordSurface {
+            port: Arc::new(DiscordPort::new(
+                &cfg.api_url,
+                &cfg.token,
+                cfg.incident_channel.clone(),
+            )),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// serenity's REST client, pointed at `api_url` (its ratelimiter must be off for that),
+    /// with a timeout on every call (interaction answers, command registration).
+    fn http(&self) -> Http {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        HttpBuilder::new(self.cfg.token.expose())
+            .client(client)
+            .proxy(&self.cfg.api_url)
+            .ratelimiter_disabled(true)
+            .build()
+    }
+}
+
+impl Surface for DiscordSurface {
+    fn platform(&self) -> Platform {
+        Platform::Discord
+    }
+
+    fn port(&self) -> Arc<dyn ChatPort> {
+        self.port.clone()
+    }
+
+    fn alert_channels(&self) -> Vec<String> {
+        self.cfg.alert_channels.clone()
+    }
+
+    fn routes(&self, service: ChatService) -> Option<axum::Router> {
+        let key = self.cfg.public_key.as_deref()?;
+        match endpoint::verifier(key) {
+            Ok(v) => Some(endpoint::router(v, Arc::new(self.http()), service)),
+            Err(e) => {
+                error!(error = %e, "The Discord interactions endpoint is off.");
+                None
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        service: ChatService,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
+        let guilds: Vec<GuildId> = self
+            .cfg
+            .guild_ids
+            .iter()
+            .filter_map(|g| match g.parse::<u64>() {
+                Ok(n) if n != 0 => Some(GuildId::new(n)),
+                _ => {
+                    warn!(guild = %g, "discord.guild_ids entry is not a Discord id; skipped.");
+                    None
+                }
+            })
+            .collect();
+        let handler = gateway::Handler {
+            service,
+            guilds,
+            alert_channels: self
+                .cfg
+                .alert_channels
+                .iter()
+                .cloned()
+                .collect::<HashSet<_>>(),
+            me: Arc::new(AtomicU64::new(0)),
+        };
+        let http = self.http();
+        Some(tokio::spawn(async move {
+            let mut client =
+                match serenity::client::ClientBuilder::new_with_http(http, gateway::intents())
+                    .event_handler(handler)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        error!(error = %e, "Cannot start the Discord client.");
+                        return;
+                    }
+                };
+            let shards = client.shard_manager.clone();
+            let stop = async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            };
+            tokio::select! {
+                r = client.start() => {
+                    if let Err(e) = r {
+                        error!(error = %e, "The Discord gateway stopped.");
+                    }
+                }
+                _ = stop => {
+                    info!("Closing the Discord gateway.");
+                    shards.shutdown_all().await;
+                }
+            }
+        }))
+    }
+}

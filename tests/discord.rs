@@ -1,0 +1,741 @@
+//! Discord end to end: the real app with serenity's real client against the fake Discord over
+//! loopback sockets (REST and gateway WebSocket). Webhook-embed alerts open one thread with a
+//! card, repeats edit it, thread replies reach the timeline, buttons and `/incident` go through
+//! the policy, a gateway drop resumes without losing or duplicating events, 429s are honoured.
+
+mod support;
+
+use std::sync::Arc;
+
+use incidentd::app::{run, Deps, PlaybookExecutor};
+use incidentd::chat::discord::DiscordSurface;
+use incidentd::config::Config;
+use incidentd::ports::SystemClock;
+use serde_json::Value;
+use support::fake_discord::*;
+use support::{alertmanager, fast_outbox};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const APPROVERS: u64 = 700_000_000_000_000_001;
+const ALICE: u64 = 600_000_000_000_000_001;
+const BOB: u64 = 600_000_000_000_000_002;
+
+struct Rig {
+    fake: FakeDiscord,
+    base: String,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+fn config(fake: &FakeDiscord) -> String {
+    format!(
+        r#"
+[engine]
+card_coalesce_seconds = 0
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+[[playbooks.actions]]
+id = "restart"
+title = "Restart"
+run = {{ type = "command", argv = ["/bin/true"] }}
+
+[policy.P1]
+approvers = ["discord-role:{APPROVERS}"]
+
+[discord]
+api_url = "{}"
+guild_ids = ["{GUILD}"]
+alert_channels = ["{ALERTS}"]
+incident_channel = "{INCIDENTS}"
+"#,
+        fake.base
+    )
+}
+
+impl Rig {
+    async fn start(dir: &std::path::Path) -> Rig {
+        Self::start_with(dir, None).await
+    }
+
+    async fn start_with(dir: &std::path::Path, public_key: Option<String>) -> Rig {
+        let fake = FakeDiscord::start().await;
+        let env = |k: &str| match k {
+            "DISCORD_TOKEN" => Some(TOKEN.to_string()),
+            "DISCORD_PUBLIC_KEY" => public_key.clone(),
+            _ => None,
+        };
+        let mut cfg = Config::from_toml(&config(&fake), &env).expect("test config");
+        cfg.store.path = dir.join("store");
+        let surface = Arc::new(DiscordSurface::new(cfg.discord.as_ref().unwrap()));
+        let deps = Deps {
+            clock: Arc::new(SystemClock),
+            surfaces: vec![surface],
+            sinks: vec![],
+            outbox: fast_outbox(),
+            executor: Arc::new(PlaybookExecutor::new("kubectl")),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run(cfg, listener, deps, async move {
+            let _ = rx.await;
+        }));
+        // Ready: the gateway session is up and /incident is registered in the guild.
+        fake.wait("READY and /incident registered", |f| {
+            (f.connected() && f.commands(GUILD).is_some()).then_some(())
+        })
+        .await;
+        Rig {
+            fake,
+            base,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Waits (bounded) until the incident's timeline satisfies `pred`.
+    async fn wait_timeline(&self, id: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let what = format!("the timeline of {id}");
+        eventually(&what, || async {
+            let v = self.get(&format!("/api/v1/incidents/{id}")).await;
+            let t = v["timeline"].as_array().cloned().unwrap_or_default();
+            pred(&t).then_some(t)
+        })
+        .await
+    }
+}
+
+fn am_description(instance: &str) -> String {
+    format!(
+        "\nAlerts Firing:\nLabels:\n - alertname = HighErrorRate\n - instance = {instance}\n - service = api\n - severity = critical\n\
+         Annotations:\n - runbook_url = https://runbooks.example.com/HighErrorRate\n - summary = Error rate above 5%\n\
+         Source: http://prometheus:9090/graph?g0.expr=rate%28http_requests_total%5B5m%5D%29&g0.tab=1\n\n"
+    )
+}
+
+/// Alertmanager's `discord_configs` post for one firing alert on `instance`.
+fn alert(fake: &FakeDiscord, instance: &str) -> u64 {
+    fake.post_webhook_alert(
+        ALERTS,
+        &format!("[FIRING:1] HighErrorRate ({instance} api critical)"),
+        &am_description(instance),
+    )
+}
+
+fn bot_cards(msgs: &[Msg]) -> Vec<Msg> {
+    msgs.iter()
+        .filter(|m| {
+            m.author["id"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(BOT_ID)
+                && m.embeds.as_array().is_some_and(|e| !e.is_empty())
+        })
+        .cloned()
+        .collect()
+}
+
+fn field(card: &Msg, name: &str) -> String {
+    card.embeds[0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .map(|f| f["value"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn custom_ids(card: &Msg) -> Vec<String> {
+    card.components
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["components"].as_array().unwrap().clone())
+        .map(|b| b["custom_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits for the card the bot posted in the thread started from `alert_msg`.
+async fn card_in_thread(fake: &FakeDiscord, alert_msg: u64) -> Msg {
+    fake.wait("the incident thread with its card", |f| {
+        (f.threads().get(&alert_msg) == Some(&ALERTS))
+            .then(|| bot_cards(&f.messages_in(alert_msg)).into_iter().next())
+            .flatten()
+    })
+    .await
+}
+
+fn count(reqs: &[Req], method: &str, pred: impl Fn(&str) -> bool) -> usize {
+    reqs.iter()
+        .filter(|r| r.method == method && r.status == 200 && pred(&r.path))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_embed_alert_opens_one_thread_with_the_card_and_repeats_edit_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+
+    // /incident was registered with its subcommands within Discord's limits.
+    let cmds = fake.commands(GUILD).unwrap();
+    assert_eq!(cmds[0]["name"], "incident");
+    let subs: Vec<&str> = cmds[0]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    for s in [
+        "help", "list", "status", "ack", "resolve", "approve", "reject", "note", "escalate",
+        "reopen",
+    ] {
+        assert!(subs.contains(&s), "{s} missing from {subs:?}");
+    }
+
+    let a = alert(fake, "10.0.3.7:8080");
+    let card = card_in_thread(fake, a).await;
+    let e = &card.embeds[0];
+    assert!(
+        e["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("INC-1 · P1 — HighErrorRate"),
+        "{e}"
+    );
+    assert_eq!(e["color"], 0xE74C3C);
+    assert!(field(&card, "Status").contains("Open"));
+    assert!(field(&card, "Alerts").starts_with("1×"));
+    assert!(field(&card, "Links").contains("https://runbooks.example.com/HighErrorRate"));
+    assert!(field(&card, "Recommended actions").contains("restart"));
+    assert_eq!(
+        custom_ids(&card),
+        [
+            "ack:INC-1",
+            "approve:INC-1:restart",
+            "reject:INC-1:restart",
+            "preview:INC-1:restart",
+            "escalate:INC-1",
+            "resolve:INC-1"
+        ]
+    );
+
+    // Alertmanager's repeat_interval: the same alert twice more → the card is edited in place.
+    alert(fake, "10.0.3.7:8080");
+    alert(fake, "10.0.3.7:8080");
+    let edited = fake
+        .wait("the card edited to 3 alerts", |f| {
+            f.message(card.id)
+                .filter(|m| field(m, "Alerts").starts_with("3×"))
+        })
+        .await;
+    assert!(edited.edits >= 1);
+
+    // A person's reply in the thread lands in the incident's timeline (thread → incident).
+    fake.post_as_user(a, ALICE, "alice", "rolled back the canary by hand");
+    rig.wait_timeline("INC-1", |t| {
+        t.iter().any(|e| {
+            e["kind"]["text"].as_str() == Some("rolled back the canary by hand")
+                || e.to_string().contains("rolled back the canary by hand")
+        })
+    })
+    .await;
+
+    // Exactly one thread and one card; no more than the one thread start was ever asked for.
+    let reqs = fake.requests();
+    assert_eq!(fake.threads().len(), 1);
+    assert_eq!(bot_cards(&fake.messages_in(a)).len(), 1);
+    assert_eq!(count(&reqs, "POST", |p| p.ends_with("/threads")), 1);
+    assert!(
+        count(&reqs, "PATCH", |p| p
+            .ends_with(&format!("/channels/{a}/messages/{}", card.id)))
+            >= 1
+    );
+    // The bot saw its own messages echoed on the gateway and ignored them: no second incident.
+    let list = rig.get("/api/v1/incidents").await;
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 1);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_webhook_alert_gets_its_card_and_thread_in_the_incident_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let body = alertmanager("firing", &[("HighErrorRate", "api", "critical", "firing")]);
+    let r = rig
+        .http
+        .post(format!("{}/api/v1/alerts/alertmanager", rig.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The card is a root message in the incident channel and the thread starts from it.
+    let card = fake
+        .wait("a card in the incident channel", |f| {
+            bot_cards(&f.messages_in(INCIDENTS)).into_iter().next()
+        })
+        .await;
+    fake.wait("the thread from the card", |f| {
+        (f.threads().get(&card.id) == Some(&INCIDENTS)).then_some(())
+    })
+    .await;
+    // Replies in that thread reach the timeline.
+    fake.post_as_user(card.id, BOB, "bob", "looking into it");
+    rig.wait_timeline("INC-1", |t| {
+        t.iter().any(|e| e.to_string().contains("looking into it"))
+    })
+    .await;
+    // Acknowledge by button: the card in the incident channel is edited and loses its button.
+    // Acknowledging is for responders (the policy's approvers): Bob has the role.
+    fake.click(card.id, "ack:INC-1", BOB, &[APPROVERS]);
+    let acked = fake
+        .wait("the card edited as acknowledged", |f| {
+            f.message(card.id)
+                .filter(|m| field(m, "Status").contains("Acknowledged"))
+        })
+        .await;
+    assert!(!custom_ids(&acked).contains(&"ack:INC-1".to_string()));
+    // The acknowledgement note went to the thread.
+    fake.wait("the ack note in the thread", |f| {
+        f.messages_in(card.id)
+            .into_iter()
+            .find(|m| m.content.contains("Acknowledged by user"))
+    })
+    .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_role_click_approves_once_and_non_approver_is_refused_privately() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let a = alert(fake, "10.0.3.7:8080");
+    let card = card_in_thread(fake, a).await;
+
+    // Bob has no approver role: a deferred update, then a private refusal; nothing changes.
+    let t = fake.click(card.id, "approve:INC-1:restart", BOB, &[]);
+    let refusal = fake
+        .wait("the refusal follow-up", |f| {
+            f.interaction_requests(&t)
+                .into_iter()
+                .find(|r| r.method == "POST" && r.path.starts_with("/api/v10/webhooks/"))
+        })
+        .await;
+    assert_eq!(
+        refusal.body["flags"], 64,
+        "refusals are ephemeral: {}",
+        refusal.body
+    );
+    let reqs = fake.interaction_requests(&t);
+    assert_eq!(reqs[0].body["type"], 6, "the click is deferred first");
+    assert!(reqs[0].at <= refusal.at);
+
+    // Alice has the approver role: approved, run once, card and thread show it.
+    let t1 = fake.click(card.id, "approve:INC-1:restart", ALICE, &[APPROVERS]);
+    let t2 = fake.click(card.id, "approve:INC-1:restart", ALICE, &[APPROVERS]);
+    fake.wait("the action succeeded note", |f| {
+        f.messages_in(a)
+            .into_iter()
+            .find(|m| m.content.contains("`restart` succeeded"))
+    })
+    .await;
+    let done = fake
+        .wait("the card showing the action done", |f| {
+            f.message(card.id)
+                .filter(|m| field(m, "Recommended actions").contains("succeeded"))
+        })
+        .await;
+    assert!(!custom_ids(&done).iter().any(|c| c.starts_with("approve:")));
+    for t in [&t1, &t2] {
+        fake.wait("the approver's clicks deferred", |f| {
+            f.interaction_requests(t)
+                .into_iter()
+                .find(|r| r.path.ends_with("/callback") && r.body["type"] == 6)
+        })
+        .await;
+    }
+    // Double click: one execution, one success note.
+    let runs = fake
+        .messages_in(a)
+        .iter()
+        .filter(|m| m.content.contains("`restart` succeeded"))
+        .count();
+    assert_eq!(runs, 1);
+    let timeline = rig.get("/api/v1/incidents/INC-1").await["timeline"].clone();
+    let refused = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.to_string().contains(&BOB.to_string()))
+        .count();
+    assert!(refused >= 1, "the refusal is audited: {timeline:#}");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_command_reads_privately_and_acts_publicly() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let a = alert(fake, "10.0.3.7:8080");
+    let card = card_in_thread(fake, a).await;
+
+    let answer = |t: String| async move {
+        let reqs = fake
+            .wait("the /incident answer", |f| {
+                let r = f.interaction_requests(&t);
+                r.iter()
+                    .any(|r| {
+                        r.method == "PATCH" || (r.method == "POST" && r.path.contains("/webhooks/"))
+                    })
+                    .then_some(r)
+            })
+            .await;
+        let defer = reqs
+            .iter()
+            .find(|r| r.path.ends_with("/callback"))
+            .unwrap()
+            .clone();
+        let last = reqs.last().unwrap().clone();
+        (defer, last)
+    };
+
+    let (defer, list) = answer(fake.command(INCIDENTS, BOB, &[], "list", &[])).await;
+    assert_eq!(defer.body["type"], 5);
+    assert_eq!(defer.body["data"]["flags"], 64, "list is private");
+    assert!(
+        list.body["content"].as_str().unwrap().contains("INC-1"),
+        "{}",
+        list.body
+    );
+
+    let (defer, status) =
+        answer(fake.command(INCIDENTS, BOB, &[], "status", &[("id", "INC-1")])).await;
+    assert_eq!(defer.body["data"]["flags"], 64);
+    let text = status.body["content"].as_str().unwrap();
+    assert!(
+        text.contains("INC-1") && text.contains("Status: Open"),
+        "{text}"
+    );
+
+    let (_, missing) =
+        answer(fake.command(INCIDENTS, BOB, &[], "status", &[("id", "INC-99")])).await;
+    assert!(missing.body["content"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+
+    // A state change is answered publicly, and the card follows.
+    let (defer, ack) =
+        answer(fake.command(INCIDENTS, BOB, &[APPROVERS], "ack", &[("id", "INC-1")])).await;
+    assert_ne!(
+        defer.body["data"]["flags"], 64,
+        "ack is public: {}",
+        defer.body
+    );
+    assert_eq!(ack.method, "PATCH");
+    assert!(ack.body["content"]
+        .as_str()
+        .unwrap()
+        .contains("INC-1 acknowledged"));
+    fake.wait("the card acknowledged", |f| {
+        f.message(card.id)
+            .filter(|m| field(m, "Status").contains("Acknowledged"))
+    })
+    .await;
+
+    // Refused mutation (Bob may not approve): the public placeholder goes, a private answer comes.
+    let t = fake.command(
+        INCIDENTS,
+        BOB,
+        &[],
+        "approve",
+        &[("id", "INC-1"), ("action", "restart")],
+    );
+    let (_, refusal) = answer(t.clone()).await;
+    assert_eq!(refusal.method, "POST");
+    assert_eq!(refusal.body["flags"], 64);
+    assert!(fake
+        .interaction_requests(&t)
+        .iter()
+        .any(|r| r.method == "DELETE"));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_drop_resumes_without_losing_or_duplicating_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let a = alert(fake, "10.0.3.7:8080");
+    card_in_thread(fake, a).await;
+    // The session is alive: heartbeats are sent and acknowledged (op 1 → op 11).
+    fake.wait("a heartbeat", |f| (f.heartbeats() >= 1).then_some(()))
+        .await;
+
+    // The network drops; while the bot is away, a new alert, a repeat and a reply happen.
+    fake.drop_gateway();
+    let b = alert(fake, "10.0.3.8:8080");
+    alert(fake, "10.0.3.7:8080");
+    fake.post_as_user(a, ALICE, "alice", "paging the db team");
+
+    fake.wait("a RESUME", |f| {
+        (f.resumes() >= 1 && f.connected()).then_some(())
+    })
+    .await;
+    card_in_thread(fake, b).await;
+    let card_a = bot_cards(&fake.messages_in(a)).remove(0);
+    fake.wait("the repeat counted", |f| {
+        f.message(card_a.id)
+            .filter(|m| field(m, "Alerts").starts_with("2×"))
+    })
+    .await;
+    let t = rig
+        .wait_timeline("INC-1", |t| {
+            t.iter()
+                .any(|e| e.to_string().contains("paging the db team"))
+        })
+        .await;
+    assert_eq!(
+        t.iter()
+            .filter(|e| e.to_string().contains("paging the db team"))
+            .count(),
+        1,
+        "the reply is in the timeline once"
+    );
+    assert_eq!(fake.identifies(), 1, "resumed, not re-identified");
+    assert_eq!(fake.threads().len(), 2);
+    assert_eq!(bot_cards(&fake.messages_in(a)).len(), 1);
+    assert_eq!(bot_cards(&fake.messages_in(b)).len(), 1);
+    let list = rig.get("/api/v1/incidents").await;
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 2);
+    let inc1 = rig.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(
+        inc1["incident"]["alert_count"], 2,
+        "the repeat counted once"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_wait_for_retry_after_and_deliver_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    fake.rate_limit_next(2, 0.3);
+    let a = alert(fake, "10.0.3.7:8080");
+    card_in_thread(fake, a).await;
+    let reqs: Vec<Req> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/api/v10/channels/"))
+        .collect();
+    let limited: Vec<&Req> = reqs.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(limited.len(), 2);
+    // Nothing was sent to Discord before retry_after had passed since the last 429.
+    for w in reqs.windows(2) {
+        if w[0].status == 429 {
+            let gap = w[1].at.duration_since(w[0].at);
+            assert!(
+                gap >= std::time::Duration::from_millis(300),
+                "retried after {gap:?}"
+            );
+        }
+    }
+    assert_eq!(fake.threads().len(), 1);
+    assert_eq!(bot_cards(&fake.messages_in(a)).len(), 1);
+    rig.stop().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_interactions_endpoint_verifies_signatures_and_defers() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let forger = SigningKey::from_bytes(&[8u8; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start_with(dir.path(), Some(hex(&key.verifying_key().to_bytes()))).await;
+    let fake = &rig.fake;
+    let post = |k: &SigningKey, ts: String, body: String| {
+        let sig = hex(&k
+            .sign(&[ts.as_bytes(), body.as_bytes()].concat())
+            .to_bytes());
+        let req = rig
+            .http
+            .post(format!("{}/discord/interactions", rig.base))
+            .header("content-type", "application/json")
+            .header("x-signature-ed25519", sig)
+            .header("x-signature-timestamp", ts)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let now = || chrono::Utc::now().timestamp().to_string();
+    let ping = r#"{"type":1,"id":"1","application_id":"1","token":"t","version":1}"#.to_string();
+
+    assert_eq!(
+        post(&key, now(), ping.clone()).await,
+        (200, serde_json::json!({ "type": 1 }))
+    );
+    assert_eq!(post(&forger, now(), ping.clone()).await.0, 401, "forged");
+    let stale = (chrono::Utc::now().timestamp() - 600).to_string();
+    assert_eq!(post(&key, stale, ping.clone()).await.0, 401, "stale");
+
+    // A click by HTTP: deferred in the response, then the same handling as over the gateway.
+    let a = alert(fake, "10.0.3.7:8080");
+    let card = card_in_thread(fake, a).await;
+    let (token, body) = fake.click_payload(card.id, "approve:INC-1:restart", BOB, &[]);
+    let (status, answer) = post(&key, now(), body.to_string()).await;
+    assert_eq!(
+        (status, answer["type"].clone()),
+        (200, serde_json::json!(6))
+    );
+    let refusal = fake
+        .wait("the refusal follow-up", |f| {
+            f.interaction_requests(&token)
+                .into_iter()
+                .find(|r| r.method == "POST" && r.path.starts_with("/api/v10/webhooks/"))
+        })
+        .await;
+    assert_eq!(refusal.body["flags"], 64);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_message_deleted_before_threading_falls_back_to_the_incident_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    // Hold the bot's first call back (429) while the alert message disappears.
+    fake.rate_limit_next(1, 0.2);
+    let a = alert(fake, "10.0.3.7:8080");
+    fake.delete_message(a);
+    let card = fake
+        .wait("a card in the incident channel", |f| {
+            bot_cards(&f.messages_in(INCIDENTS)).into_iter().next()
+        })
+        .await;
+    fake.wait("the thread from the card", |f| {
+        (f.threads().get(&card.id) == Some(&INCIDENTS)).then_some(())
+    })
+    .await;
+    assert!(fake
+        .requests()
+        .iter()
+        .any(|r| r.status == 404
+            && r.path == format!("/api/v10/channels/{ALERTS}/messages/{a}/threads")));
+    // Its card is edited where it lives.
+    alert(fake, "10.0.3.7:8080");
+    fake.wait("the card edited in the incident channel", |f| {
+        f.message(card.id)
+            .filter(|m| field(m, "Alerts").starts_with("2×"))
+    })
+    .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_and_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    fake.fail_next(3, 502);
+    let a = alert(fake, "10.0.3.7:8080");
+    card_in_thread(fake, a).await;
+    let reqs = fake.requests();
+    assert_eq!(reqs.iter().filter(|r| r.status == 502).count(), 3);
+    assert_eq!(fake.threads().len(), 1);
+    assert_eq!(bot_cards(&fake.messages_in(a)).len(), 1);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn the_fake_rejects_what_discord_rejects() {
+    let fake = FakeDiscord::start().await;
+    let http = reqwest::Client::new();
+    let post = |auth: &str, body: Value| {
+        http.post(format!(
+            "{}/api/v10/channels/{INCIDENTS}/messages",
+            fake.base
+        ))
+        .header("authorization", auth.to_string())
+        .json(&body)
+        .send()
+    };
+    let bot = format!("Bot {TOKEN}");
+    let r = post("Bot wrong", serde_json::json!({ "content": "hi" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post(&bot, serde_json::json!({ "content": "x".repeat(2001) }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], 50035);
+    let big = serde_json::json!({ "embeds": [{ "title": "t", "description": "d".repeat(4000),
+        "fields": [{ "name": "n", "value": "v".repeat(1024) }, { "name": "n", "value": "v".repeat(1024) }] }] });
+    let r = post(&bot, big).await.unwrap();
+    assert_eq!(r.status(), 400, "total embed text over 6000");
+    let six_rows: Vec<Value> = (0..6)
+        .map(|i| serde_json::json!({ "type": 1, "components": [{ "type": 2, "style": 1, "label": "b", "custom_id": format!("b{i}") }] }))
+        .collect();
+    let r = post(
+        &bot,
+        serde_json::json!({ "content": "c", "components": six_rows }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "more than 5 rows");
+    let r = post(
+        &bot,
+        serde_json::json!({ "content": "ok", "nonce": "n1", "enforce_nonce": true }),
+    )
+    .await
+    .unwrap();
+    let first: Value = r.json().await.unwrap();
+    let again: Value = post(
+        &bot,
+        serde_json::json!({ "content": "ok", "nonce": "n1", "enforce_nonce": true }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(first["id"], again["id"], "nonce dedupe");
+    fake.rate_limit_next(1, 0.5);
+    let r = post(&bot, serde_json::json!({ "content": "x" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json::<Value>().await.unwrap()["retry_after"], 0.5);
+}
