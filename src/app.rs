@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::chat::console::ConsolePort;
+use crate::chat::slack::SlackSurface;
 use crate::chat::Surface;
 use crate::config::Config;
 use crate::domain::incident::Incident;
@@ -38,10 +39,14 @@ pub struct Deps {
 impl Deps {
     /// The real clock, the real executors, and the chat surfaces the config enables (the
     /// console when none is).
-    pub fn from_config(_cfg: &Config) -> Deps {
+    pub fn from_config(cfg: &Config) -> Deps {
+        let mut surfaces: Vec<Arc<dyn Surface>> = Vec::new();
+        if let Some(slack) = &cfg.slack {
+            surfaces.push(Arc::new(SlackSurface::new(slack)));
+        }
         Deps {
             clock: Arc::new(SystemClock),
-            surfaces: vec![],
+            surfaces,
             sinks: vec![Arc::new(ConsolePort::new())],
             outbox: OutboxConfig::default(),
             executor: Arc::new(PlaybookExecutor::new("kubectl")),

@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod recording;
+pub mod slack;
 
 use std::sync::Arc;
 

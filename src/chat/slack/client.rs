@@ -1,0 +1,368 @@
+//! The Slack Web API as the bot uses it, through slack-morphism's hyper client: the outbox's
+//! [`ChatPort`] (cards, card edits, thread notes), ephemeral answers, `auth.test` and
+//! `apps.connections.open`. Platform errors become [`ChatError`]s so the outbox knows whether
+//! to wait (429), back off (5xx, network) or give up (`invalid_blocks`, `channel_not_found`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::Value;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use tokio::sync::OnceCell;
+use tracing::{debug, error, warn};
+
+use super::render::{card_block_id, card_blocks, fallback_text, MAX_TEXT};
+use crate::config::{Secret, SlackConfig};
+use crate::domain::alert::Platform;
+use crate::domain::card::{truncate_chars, IncidentCard};
+use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
+
+pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
+
+/// Who the bot is, from `auth.test`: its own messages are ignored.
+#[derive(Debug, Clone)]
+pub(crate) struct BotIdentity {
+    pub user_id: String,
+    pub bot_id: Option<String>,
+}
+
+/// Remembered deliveries: enough to answer a re-sent outbox entry from memory.
+const REMEMBERED: usize = 4096;
+
+/// The Web API client with the bot's tokens.
+pub(crate) struct SlackApi {
+    client: SlackClient<Connector>,
+    bot: SlackApiToken,
+    app: Option<SlackApiToken>,
+    identity: OnceCell<BotIdentity>,
+    /// (channel, thread root ts) → the card message's ts. A card threaded under an alert is a
+    /// reply, so its ts differs from the thread root the store keeps; after a restart it is
+    /// found again by its header `block_id` (conversations.replies).
+    cards: Mutex<HashMap<(String, String), String>>,
+    /// Outbox keys delivered by this process, with their result: a redelivered entry (the
+    /// store failed after Slack accepted it) is not posted twice.
+    delivered: Mutex<(HashMap<String, Delivered>, VecDeque<String>)>,
+}
+
+fn token(secret: &Secret) -> SlackApiToken {
+    SlackApiToken::new(SlackApiTokenValue(secret.expose().to_string()))
+}
+
+/// An https-or-http connector: slack-morphism's default is https-only, but staging and tests
+/// point `api_url` at plain http. Falls back to no trusted roots (http only) when the system
+/// has no CA certificates, so a bare container still starts and says why https fails.
+fn connector() -> HttpsConnector<HttpConnector> {
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            error!(error = %e, "No system CA certificates: https to Slack will fail.");
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
+        }
+    };
+    builder.https_or_http().enable_http1().build()
+}
+
+impl SlackApi {
+    pub fn new(cfg: &SlackConfig) -> Self {
+        let conn = SlackClientHyperConnector::with_connector(connector())
+            .with_slack_api_url(cfg.api_url.trim_end_matches('/'));
+        SlackApi {
+            client: SlackClient::new(conn),
+            bot: token(&cfg.bot_token),
+            app: cfg.app_token.as_ref().map(token),
+            identity: OnceCell::new(),
+            cards: Mutex::default(),
+            delivered: Mutex::default(),
+        }
+    }
+
+    /// The bot's own ids (auth.test, once).
+    pub async fn identity(&self) -> Result<BotIdentity, ChatError> {
+        self.identity
+            .get_or_try_init(|| async {
+                let r = self
+                    .client
+                    .open_session(&self.bot)
+                    .auth_test()
+                    .await
+                    .map_err(map_error)?;
+                Ok(BotIdentity {
+                    user_id: r.user_id.to_string(),
+                    bot_id: r.bot_id.map(|b| b.to_string()),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// A fresh Socket Mode WebSocket URL (apps.connections.open with the app-level token).
+    pub async fn open_socket(&self) -> Result<String, ChatError> {
+        let app = self.app.as_ref().ok_or_else(|| {
+            ChatError::Permanent("socket mode needs SLACK_APP_TOKEN (xapp-…)".into())
+        })?;
+        let r = self
+            .client
+            .open_session(app)
+            .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new())
+            .await
+            .map_err(map_error)?;
+        Ok(r.url.0.to_string())
+    }
+
+    /// An answer only `user` sees, in the thread when there is one.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+    ) -> Result<(), ChatError> {
+        let req = SlackApiChatPostEphemeralRequest::new(
+            channel.into(),
+            user.into(),
+            SlackMessageContent::new().with_text(truncate_chars(text, MAX_TEXT)),
+        )
+        .opt_thread_ts(thread_ts.map(|t| t.into()));
+        self.client
+            .open_session(&self.bot)
+            .chat_post_ephemeral(&req)
+            .await
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        content: SlackMessageContent,
+    ) -> Result<(String, String), ChatError> {
+        let req = SlackApiChatPostMessageRequest::new(channel.into(), content)
+            .opt_thread_ts(thread_ts.map(|t| t.into()));
+        let r = self
+            .client
+            .open_session(&self.bot)
+            .chat_post_message(&req)
+            .await
+            .map_err(map_error)?;
+        Ok((r.channel.to_string(), r.ts.to_string()))
+    }
+
+    /// The ts of the card message in a thread: remembered, or looked up by its block id.
+    async fn card_ts(&self, thread: &ThreadRef, card: &IncidentCard) -> Result<String, ChatError> {
+        let key = (thread.channel.clone(), thread.message_id.clone());
+        if let Some(ts) = self.cards.lock().unwrap().get(&key) {
+            return Ok(ts.clone());
+        }
+        let want = card_block_id(card);
+        let req = SlackApiConversationsRepliesRequest::new(
+            thread.channel.as_str().into(),
+            thread.message_id.as_str().into(),
+        )
+        .with_limit(200);
+        let r = self
+            .client
+            .open_session(&self.bot)
+            .conversations_replies(&req)
+            .await
+            .map_err(map_error)?;
+        let found = r.messages.iter().find(|m| {
+            m.content.blocks.iter().flatten().any(|b| match b {
+                SlackBlock::Header(h) => {
+                    h.block_id.as_ref().map(|i| i.to_string()) == Some(want.clone())
+                }
+                _ => false,
+            })
+        });
+        match found {
+            Some(m) => {
+                let ts = m.origin.ts.to_string();
+                self.cards.lock().unwrap().insert(key, ts.clone());
+                Ok(ts)
+            }
+            None => Err(ChatError::Permanent(format!(
+                "the card of {} is no longer in its thread",
+                card.incident
+            ))),
+        }
+    }
+}
+
+/// Maps slack-morphism's errors onto what the outbox does next.
+pub(crate) fn map_error(e: SlackClientError) -> ChatError {
+    match e {
+        SlackClientError::RateLimitError(r) => ChatError::RateLimited {
+            retry_after: r.retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+        SlackClientError::ApiError(a) => match a.code.as_str() {
+            "ratelimited" | "rate_limited" => ChatError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
+                ChatError::Transient(a.code)
+            }
+            _ => {
+                let detail = a.errors.map(|e| e.join("; ")).unwrap_or_default();
+                ChatError::Permanent(if detail.is_empty() {
+                    a.code
+                } else {
+                    format!("{}: {detail}", a.code)
+                })
+            }
+        },
+        SlackClientError::HttpError(h) if h.status_code.is_server_error() => {
+            ChatError::Transient(format!("HTTP {}", h.status_code))
+        }
+        SlackClientError::HttpError(h) => ChatError::Permanent(format!("HTTP {}", h.status_code)),
+        // Network, protocol and decoding trouble: worth another try after a backoff.
+        other => ChatError::Transient(other.to_string()),
+    }
+}
+
+fn metadata(msg: &OutboundMessage<'_>, kind: &str) -> SlackMessageMetadata {
+    SlackMessageMetadata::new("incidentd".into()).with_event_payload(HashMap::from([
+        ("key".to_string(), msg.key.clone()),
+        ("incident".to_string(), msg.incident.to_string()),
+        ("kind".to_string(), kind.to_string()),
+    ]))
+}
+
+fn card_content(
+    card: &IncidentCard,
+    meta: SlackMessageMetadata,
+) -> Result<SlackMessageContent, ChatError> {
+    let blocks: Vec<SlackBlock> = serde_json::from_value(Value::Array(card_blocks(card)))
+        .map_err(|e| ChatError::Permanent(format!("card does not render as Block Kit: {e}")))?;
+    Ok(SlackMessageContent::new()
+        .with_text(fallback_text(card))
+        .with_blocks(blocks)
+        .with_metadata(meta))
+}
+
+/// The outbox sink `slack`.
+pub struct SlackPort {
+    api: Arc<SlackApi>,
+    incident_channel: Option<String>,
+}
+
+impl SlackPort {
+    pub(crate) fn new(api: Arc<SlackApi>, incident_channel: Option<String>) -> Self {
+        SlackPort {
+            api,
+            incident_channel,
+        }
+    }
+
+    fn incident_channel(&self) -> Result<&str, ChatError> {
+        self.incident_channel.as_deref().ok_or_else(|| {
+            ChatError::Permanent(
+                "no [slack] incident_channel is configured for incidents that did not come from a Slack message".into(),
+            )
+        })
+    }
+
+    async fn send(&self, msg: &OutboundMessage<'_>) -> Result<Delivered, ChatError> {
+        match msg.body {
+            ChatBody::PostCard { card } => {
+                let (channel, root) = match &card.origin {
+                    Some(o) if o.platform == Platform::Slack => {
+                        (o.channel.clone(), Some(o.message_id.clone()))
+                    }
+                    _ => (self.incident_channel()?.to_string(), None),
+                };
+                let content = card_content(card, metadata(msg, "card"))?;
+                let (channel, ts) = self.api.post(&channel, root.as_deref(), content).await?;
+                let root = root.unwrap_or_else(|| ts.clone());
+                self.api
+                    .cards
+                    .lock()
+                    .unwrap()
+                    .insert((channel.clone(), root.clone()), ts);
+                Ok(Delivered {
+                    thread: Some(ThreadRef {
+                        channel,
+                        message_id: root,
+                    }),
+                })
+            }
+            ChatBody::UpdateCard { card } => {
+                let thread = msg.thread.as_ref().ok_or_else(|| {
+                    ChatError::Permanent(format!("{} has no card on Slack to edit", card.incident))
+                })?;
+                let ts = self.api.card_ts(thread, card).await?;
+                let req = SlackApiChatUpdateRequest::new(
+                    thread.channel.as_str().into(),
+                    card_content(card, metadata(msg, "card"))?,
+                    ts.into(),
+                );
+                self.api
+                    .client
+                    .open_session(&self.api.bot)
+                    .chat_update(&req)
+                    .await
+                    .map_err(map_error)?;
+                Ok(Delivered::default())
+            }
+            ChatBody::Note { text } => {
+                let content = SlackMessageContent::new()
+                    .with_text(truncate_chars(text, MAX_TEXT))
+                    .with_metadata(metadata(msg, "note"));
+                match &msg.thread {
+                    Some(t) => {
+                        self.api
+                            .post(&t.channel, Some(&t.message_id), content)
+                            .await?
+                    }
+                    // The card never made it (dead-lettered): say it in the incident channel.
+                    None => {
+                        self.api
+                            .post(self.incident_channel()?, None, content)
+                            .await?
+                    }
+                };
+                Ok(Delivered::default())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ChatPort for SlackPort {
+    fn name(&self) -> &str {
+        "slack"
+    }
+
+    async fn deliver(&self, msg: OutboundMessage<'_>) -> Result<Delivered, ChatError> {
+        if let Some(d) = self.api.delivered.lock().unwrap().0.get(&msg.key) {
+            debug!(key = %msg.key, "Already delivered by this process; not sent again.");
+            return Ok(d.clone());
+        }
+        let result = self.send(&msg).await;
+        match &result {
+            Ok(d) => {
+                let mut guard = self.api.delivered.lock().unwrap();
+                let (map, order) = &mut *guard;
+                map.insert(msg.key.clone(), d.clone());
+                order.push_back(msg.key.clone());
+                if order.len() > REMEMBERED {
+                    if let Some(old) = order.pop_front() {
+                        map.remove(&old);
+                    }
+                }
+            }
+            Err(e) => warn!(incident = %msg.incident, error = %e, "Slack call failed."),
+        }
+        result
+    }
+}
