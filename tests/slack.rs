@@ -1,0 +1,648 @@
+//! The Slack surface end to end: the real app with slack-morphism's client talking to a fake
+//! Slack over real sockets (Web API over HTTP, Socket Mode over WebSocket, signed Events API
+//! requests into the app). Tests wait on conditions with bounded timeouts, never on sleeps.
+
+#[path = "support/fake_slack.rs"]
+mod fake_slack;
+mod support;
+
+use std::sync::Arc;
+
+use fake_slack::*;
+use incidentd::app::{run, Deps, PlaybookExecutor};
+use incidentd::chat::slack::SlackSurface;
+use incidentd::config::Config;
+use incidentd::ports::SystemClock;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const CFG: &str = r#"
+[engine]
+card_coalesce_seconds = 1
+
+[[playbooks]]
+id = "orch"
+title = "Orchestration"
+kinds = ["orchestration_failure"]
+[[playbooks.actions]]
+id = "restart"
+title = "Restart agent"
+run = { type = "command", argv = ["/bin/true"] }
+
+[policy.P1]
+approvers = ["slack:UAPPROVER"]
+"#;
+
+struct Rig {
+    fake: FakeSlack,
+    base: String,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start(mode: &str) -> Rig {
+        let fake = FakeSlack::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{CFG}\n[slack]\nmode = \"{mode}\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
+            fake.api_url
+        );
+        let env = |k: &str| match k {
+            "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_string()),
+            "SLACK_APP_TOKEN" => Some(APP_TOKEN.to_string()),
+            "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_string()),
+            _ => None,
+        };
+        let mut cfg = Config::from_toml(&text, &env).expect("test config");
+        cfg.store.path = dir.path().join("store");
+        let surface = Arc::new(SlackSurface::new(cfg.slack.as_ref().unwrap()));
+        let deps = Deps {
+            clock: Arc::new(SystemClock),
+            surfaces: vec![surface],
+            sinks: vec![],
+            outbox: support::fast_outbox(),
+            executor: Arc::new(PlaybookExecutor::new("kubectl")),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        if mode == "http" {
+            fake.use_http(&base);
+        }
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run(cfg, listener, deps, async move {
+            let _ = rx.await;
+        }));
+        if mode == "socket" {
+            fake.wait_connected(1).await;
+        }
+        Rig {
+            fake,
+            base,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    async fn incidents(&self) -> Vec<Value> {
+        self.get("/api/v1/incidents?status=all").await["incidents"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+
+    /// Alertmanager posts the AgentDeadlock alert (P1, orchestration failure) into #alerts.
+    fn alert(&self, firing: bool) -> String {
+        self.fake.post_bot_message(
+            ALERTS,
+            "Alertmanager",
+            am_attachments("AgentDeadlock", "planner", "critical", firing),
+        )
+    }
+
+    /// Waits for the card threaded under `alert_ts` and returns it.
+    async fn card_under(&self, alert_ts: &str) -> FakeMessage {
+        let ts = alert_ts.to_string();
+        self.fake
+            .wait("the card in the alert's thread", |f| {
+                f.cards()
+                    .iter()
+                    .any(|c| c.thread_ts.as_deref() == Some(&ts))
+            })
+            .await;
+        self.fake
+            .cards()
+            .into_iter()
+            .find(|c| c.thread_ts.as_deref() == Some(alert_ts))
+            .unwrap()
+    }
+}
+
+fn card_text(c: &FakeMessage) -> String {
+    serde_json::to_string(&c.blocks).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_message_opens_one_thread_and_repeats_edit_the_card() {
+    let rig = Rig::start("socket").await;
+    let first = rig.alert(true);
+    let card = rig.card_under(&first).await;
+    let text = card_text(&card);
+    assert!(text.contains("INC-1 P1"), "{text}");
+    assert!(text.contains("Orchestration failure"), "{text}");
+    assert!(text.contains("Restart agent"), "{text}");
+    assert!(
+        text.contains("\"action_id\":\"approve:INC-1:restart\""),
+        "{text}"
+    );
+    assert!(text.contains("\"action_id\":\"ack:INC-1\""), "{text}");
+    assert_eq!(card.channel, ALERTS);
+    // The idempotency key travels in the message metadata.
+    assert_eq!(card.metadata["event_type"], "incidentd");
+    assert!(card.metadata["event_payload"]["key"]
+        .as_str()
+        .unwrap()
+        .starts_with("incidentd:slack:"));
+
+    // Alertmanager repeats the alert: the card is edited, no second thread, no new card.
+    rig.alert(true);
+    rig.alert(true);
+    let ts = card.ts.clone();
+    rig.fake
+        .wait("the card edited to three alerts", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.ts == ts && card_text(m).contains("seen 3×"))
+        })
+        .await;
+    assert_eq!(rig.fake.cards().len(), 1, "one card");
+    assert!(rig
+        .fake
+        .calls_of("chat.update")
+        .iter()
+        .all(|c| c.body["ts"] == card.ts.as_str() && c.error.is_none()));
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 1, "the bot's own messages are not alerts");
+    assert_eq!(incidents[0]["alert_count"], 3);
+
+    // Every envelope (including the echoes of the bot's own posts) was acknowledged once handled.
+    rig.fake
+        .wait("every envelope acked", |f| {
+            f.envelopes().iter().all(|e| e.ack.is_some())
+        })
+        .await;
+    // The bot authenticated with the bot token; the socket with the app token.
+    assert!(rig
+        .fake
+        .calls_of("auth.test")
+        .iter()
+        .all(|c| c.error.is_none()));
+    assert!(!rig.fake.calls_of("apps.connections.open").is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_click_runs_the_approval_path_and_others_are_refused_privately() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    let card = rig.card_under(&alert).await;
+
+    // Someone who is not an approver: refused, privately, and on the timeline.
+    let click = rig.fake.click("UEVE", &card, "approve:INC-1:restart");
+    rig.fake
+        .wait("the refusal", |f| {
+            f.ephemerals().iter().any(|e| e["user"] == "UEVE")
+        })
+        .await;
+    let refusal = rig
+        .fake
+        .ephemerals()
+        .into_iter()
+        .find(|e| e["user"] == "UEVE")
+        .unwrap();
+    assert!(
+        refusal["text"]
+            .as_str()
+            .unwrap()
+            .contains("not an authorized approver"),
+        "{refusal}"
+    );
+    assert_eq!(refusal["channel"], ALERTS);
+    assert_eq!(refusal["thread_ts"], alert.as_str());
+    rig.fake
+        .wait("the click's ack", |f| {
+            f.envelopes()
+                .iter()
+                .any(|e| e.id == click && e.ack.is_some())
+        })
+        .await;
+    let detail = rig.get("/api/v1/incidents/INC-1").await;
+    assert!(
+        detail["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "approval_refused"),
+        "{detail}"
+    );
+    assert!(detail["executions"].as_array().unwrap().is_empty());
+
+    // The approver: approval recorded, execution queued and run, notes in the thread.
+    rig.fake.click("UAPPROVER", &card, "approve:INC-1:restart");
+    let a = alert.clone();
+    rig.fake
+        .wait("the approval note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a) && m.text.contains("approved `restart`")
+            })
+        })
+        .await;
+    let exec = eventually("the execution to finish", || async {
+        let d = rig.get("/api/v1/incidents/INC-1").await;
+        let x = d["executions"].as_array()?.first()?.clone();
+        (x["status"] == "succeeded").then_some(x)
+    })
+    .await;
+    assert_eq!(exec["action"], "restart");
+    rig.fake
+        .wait("the approver's answer", |f| {
+            f.ephemerals().iter().any(|e| e["user"] == "UAPPROVER")
+        })
+        .await;
+    // A double click does not run it twice.
+    rig.fake.click("UAPPROVER", &card, "approve:INC-1:restart");
+    rig.fake
+        .wait("the double click's answer", |f| {
+            f.ephemerals()
+                .iter()
+                .filter(|e| e["user"] == "UAPPROVER")
+                .count()
+                == 2
+        })
+        .await;
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(d["executions"].as_array().unwrap().len(), 1);
+    // The decided action's buttons disappear from the card.
+    let ts = card.ts.clone();
+    rig.fake
+        .wait("the card without approve buttons", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.ts == ts && m.edits > 0 && !card_text(m).contains("approve:INC-1"))
+        })
+        .await;
+    // A human's words in the thread land on the timeline.
+    rig.fake
+        .post_user_message(ALERTS, "UBOB", "deploy 42 looks bad", Some(&alert));
+    eventually("the thread note on the timeline", || async {
+        let d = rig.get("/api/v1/incidents/INC-1").await;
+        d["timeline"]
+            .as_array()?
+            .iter()
+            .any(|e| {
+                e["type"] == "note"
+                    && e["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("deploy 42 looks bad"))
+            })
+            .then_some(())
+    })
+    .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_command_answers_status_list_and_help() {
+    let rig = Rig::start("socket").await;
+    let r = rig.fake.command("UBOB", "list").await;
+    assert_eq!(r["response_type"], "ephemeral");
+    assert!(
+        r["text"].as_str().unwrap().contains("No open incidents"),
+        "{r}"
+    );
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    let r = rig.fake.command("UBOB", "list").await;
+    assert!(r["text"].as_str().unwrap().contains("`INC-1` P1"), "{r}");
+    let r = rig.fake.command("UBOB", "status INC-1").await;
+    let t = r["text"].as_str().unwrap();
+    assert!(
+        t.contains("INC-1") && t.contains("Orchestration failure"),
+        "{t}"
+    );
+    assert_eq!(r["response_type"], "ephemeral");
+    let r = rig.fake.command("UBOB", "status INC-9").await;
+    assert_eq!(r["text"], "INC-9 does not exist");
+    let r = rig.fake.command("UBOB", "frobnicate").await;
+    assert!(
+        r["text"].as_str().unwrap().contains("/incident help"),
+        "{r}"
+    );
+    // A state change answers in the channel and notes the thread.
+    let r = rig.fake.command("UBOB", "ack INC-1").await;
+    assert_eq!(r["response_type"], "in_channel");
+    assert_eq!(r["text"], "INC-1 acknowledged.");
+    let a = alert.clone();
+    rig.fake
+        .wait("the ack note", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.thread_ts.as_deref() == Some(&a) && m.text.contains("Acknowledged by"))
+        })
+        .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_events_mode_checks_signatures_and_dedupes_retries() {
+    let rig = Rig::start("http").await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/slack/events", rig.base);
+
+    // Slack's endpoint check.
+    let challenge =
+        json!({ "type": "url_verification", "token": "x", "challenge": "c-123" }).to_string();
+    let (s, body) = signed_post(&http, &url, "application/json", challenge.clone(), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["challenge"],
+        "c-123"
+    );
+
+    // Forged and stale requests: 401, nothing recorded, nothing sent to Slack.
+    let event = |id: &str, ts: &str| {
+        json!({
+            "type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": id, "event_time": 1,
+            "event": { "type": "message", "subtype": "bot_message", "channel": ALERTS, "bot_id": "BAM",
+                       "username": "Alertmanager", "text": "", "ts": ts,
+                       "attachments": am_attachments("AgentDeadlock", "planner", "critical", true) }
+        })
+        .to_string()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let forged = signed_post(
+        &http,
+        &url,
+        "application/json",
+        event("EvF", "1.1"),
+        Some((now, "wrong-secret")),
+    )
+    .await;
+    assert_eq!(forged.0, 401);
+    let stale = signed_post(
+        &http,
+        &url,
+        "application/json",
+        event("EvS", "1.2"),
+        Some((now - 301, SIGNING_SECRET)),
+    )
+    .await;
+    assert_eq!(stale.0, 401);
+    let unsigned = http
+        .post(&url)
+        .body(event("EvU", "1.3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let cmd = rig.fake.command_http(&rig.base, "UBOB", "ack INC-1").await;
+    assert_eq!(cmd.0, 200, "a good signature on a command");
+    let forged_cmd = signed_post(
+        &http,
+        &format!("{}/slack/commands", rig.base),
+        "application/x-www-form-urlencoded",
+        form(&[
+            ("command", "/incident".into()),
+            ("text", "list".into()),
+            ("user_id", "UBOB".into()),
+        ]),
+        Some((now, "wrong-secret")),
+    )
+    .await;
+    assert_eq!(forged_cmd.0, 401);
+    assert!(rig.incidents().await.is_empty(), "nothing recorded");
+    assert!(
+        rig.fake.calls_of("chat.postMessage").is_empty(),
+        "nothing posted"
+    );
+
+    // A valid event from the alert channel opens the incident and its thread.
+    let alert = rig.fake.post_bot_message(
+        ALERTS,
+        "Alertmanager",
+        am_attachments("AgentDeadlock", "planner", "critical", true),
+    );
+    let card = rig.card_under(&alert).await;
+    assert!(card_text(&card).contains("INC-1 P1"));
+    // Slack retries the same event (X-Slack-Retry-Num): answered, not counted twice.
+    let retry = event("EvRetry", &alert);
+    for n in 0..2 {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-slack-retry-num", n.to_string())
+            .header("x-slack-retry-reason", "http_timeout")
+            .header("x-slack-request-timestamp", now.to_string())
+            .header(
+                "x-slack-signature",
+                incidentd::chat::slack::signature::sign(
+                    SIGNING_SECRET,
+                    &now.to_string(),
+                    retry.as_bytes(),
+                ),
+            )
+            .body(retry.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(
+        incidents[0]["alert_count"], 2,
+        "the first delivery of EvRetry counts, its retry does not"
+    );
+
+    // Commands and button clicks over HTTP.
+    let (s, r) = rig
+        .fake
+        .command_http(&rig.base, "UBOB", "status INC-1")
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        r["text"]
+            .as_str()
+            .unwrap()
+            .contains("Orchestration failure"),
+        "{r}"
+    );
+    let payload = rig.fake.click_payload(
+        "UEVE",
+        ALERTS,
+        &card.ts,
+        Some(&alert),
+        "approve:INC-1:restart",
+    );
+    let (s, _) = signed_post(
+        &http,
+        &format!("{}/slack/interactions", rig.base),
+        "application/x-www-form-urlencoded",
+        form(&[("payload", payload.to_string())]),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    rig.fake
+        .wait("the ephemeral refusal", |f| {
+            f.ephemerals().iter().any(|e| e["user"] == "UEVE")
+        })
+        .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_drop_mid_incident_loses_no_event_and_duplicates_no_message() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    let card = rig.card_under(&alert).await;
+
+    // The network drops the socket; Slack queues what happens meanwhile.
+    rig.fake.drop_socket();
+    rig.alert(true);
+    rig.fake
+        .post_user_message(ALERTS, "UBOB", "looking into it", Some(&alert));
+    // The app reconnects by itself and gets the queued envelopes.
+    rig.fake.wait_connected(2).await;
+    rig.fake
+        .wait("every envelope acked after the reconnect", |f| {
+            f.envelopes().iter().all(|e| e.ack.is_some())
+        })
+        .await;
+    // Slack may redeliver an envelope whose ack it did not see: it must not count twice.
+    let first = rig
+        .fake
+        .envelopes()
+        .into_iter()
+        .find(|e| e.payload["event"]["ts"] == alert.as_str())
+        .unwrap();
+    rig.fake.redeliver_event(first.payload.clone());
+    // A disconnect envelope (connection refresh) is followed by a fresh connection.
+    rig.fake.send_disconnect();
+    rig.fake.wait_connected(3).await;
+    rig.alert(true);
+    let ts = card.ts.clone();
+    rig.fake
+        .wait("the card edited to three alerts", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.ts == ts && card_text(m).contains("seen 3×"))
+        })
+        .await;
+    rig.fake
+        .wait("every envelope acked", |f| {
+            f.envelopes().iter().all(|e| e.ack.is_some())
+        })
+        .await;
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0]["alert_count"], 3);
+    assert_eq!(rig.fake.cards().len(), 1, "no duplicate card");
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    let notes: Vec<&Value> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "note")
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    // No message was posted twice: every outbox key appears once.
+    let keys: Vec<String> = rig
+        .fake
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            m.metadata["event_payload"]["key"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    let unique: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), unique.len(), "{keys:?}");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_storm_delays_but_loses_nothing() {
+    let rig = Rig::start("socket").await;
+    rig.fake.storm(3);
+    let names = ["AgentDeadlock", "QueueStuck", "PlannerCrash", "WorkerOOM"];
+    let mut alerts = Vec::new();
+    for n in names {
+        alerts.push(rig.fake.post_bot_message(
+            ALERTS,
+            "Alertmanager",
+            am_attachments(n, "planner", "critical", true),
+        ));
+    }
+    for a in &alerts {
+        rig.card_under(a).await;
+    }
+    let posts = rig.fake.calls_of("chat.postMessage");
+    assert!(
+        posts.iter().filter(|c| c.status == 429).count() >= 3,
+        "the storm happened"
+    );
+    assert_eq!(
+        rig.fake.cards().len(),
+        names.len(),
+        "one card each, none lost, none doubled"
+    );
+    assert_eq!(rig.incidents().await.len(), names.len());
+    rig.stop().await;
+}
+
+/// The bot's own latency: alert message envelope sent → its thread reply (chat.postMessage)
+/// seen at the fake, one alert at a time. Prints p50/p99; asserts only that every alert got
+/// its card (no wall-clock assertions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_alert_message_to_thread_reply() {
+    let rig = Rig::start("socket").await;
+    rig.fake.set_rate(None);
+    let n = 200;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let ts = rig.fake.post_bot_message(
+            ALERTS,
+            "Alertmanager",
+            am_attachments(&format!("Latency{i}"), "planner", "critical", true),
+        );
+        rig.card_under(&ts).await;
+        let sent = rig
+            .fake
+            .envelopes()
+            .into_iter()
+            .find(|e| e.payload["event"]["ts"] == ts.as_str())
+            .unwrap()
+            .sent_at;
+        let posted = rig
+            .fake
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .find(|c| c.body["thread_ts"] == ts.as_str() && c.status == 200)
+            .unwrap()
+            .at;
+        samples.push(posted.duration_since(sent));
+    }
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "slack latency, alert message → thread reply, n={n}: p50 {:?}, p99 {:?}, max {:?}",
+        p(0.50),
+        p(0.99),
+        samples[samples.len() - 1]
+    );
+    assert_eq!(rig.fake.cards().len(), n);
+    rig.stop().await;
+}
