@@ -45,8 +45,12 @@ struct Rig {
 
 impl Rig {
     async fn start(mode: &str) -> Rig {
-        let fake = FakeSlack::start().await;
-        let dir = tempfile::tempdir().unwrap();
+        Rig::launch(mode, FakeSlack::start().await, tempfile::tempdir().unwrap()).await
+    }
+
+    /// The app on `dir`'s store against `fake` (a restart reuses both).
+    async fn launch(mode: &str, fake: FakeSlack, dir: tempfile::TempDir) -> Rig {
+        let connected = fake.connections();
         let text = format!(
             "{CFG}\n[slack]\nmode = \"{mode}\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
             fake.api_url
@@ -77,7 +81,7 @@ impl Rig {
             let _ = rx.await;
         }));
         if mode == "socket" {
-            fake.wait_connected(1).await;
+            fake.wait_connected(connected + 1).await;
         }
         Rig {
             fake,
@@ -107,9 +111,15 @@ impl Rig {
             .clone()
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
+        self.stop_keep().await;
+    }
+
+    /// Stops the app, keeping the fake and the store for a restart.
+    async fn stop_keep(mut self) -> (FakeSlack, tempfile::TempDir) {
         self.shutdown.take().unwrap().send(()).unwrap();
         self.handle.take().unwrap().await.unwrap().unwrap();
+        (self.fake, self._dir)
     }
 
     /// Alertmanager posts the AgentDeadlock alert (P1, orchestration failure) into #alerts.
@@ -644,5 +654,65 @@ async fn latency_alert_message_to_thread_reply() {
         samples[samples.len() - 1]
     );
     assert_eq!(rig.fake.cards().len(), n);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_incidents_thread_in_the_incident_channel_and_edits_survive_a_restart() {
+    let rig = Rig::start("socket").await;
+    let body = support::alertmanager("firing", &[("HighErrorRate", "api", "critical", "firing")]);
+    let r = rig
+        .http
+        .post(format!("{}/api/v1/alerts/alertmanager", rig.base))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    rig.fake
+        .wait("the card in the incident channel", |f| {
+            f.cards()
+                .iter()
+                .any(|c| c.channel == INCIDENTS && c.thread_ts.is_none())
+        })
+        .await;
+    let card = rig.fake.cards().remove(0);
+    assert!(card_text(&card).contains("INC-1"));
+
+    // Restart: the new process does not remember the card's ts and finds it by its block id.
+    let (fake, dir) = rig.stop_keep().await;
+    let rig = Rig::launch("socket", fake, dir).await;
+    let r = rig
+        .http
+        .post(format!("{}/api/v1/alerts/alertmanager", rig.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ts = card.ts.clone();
+    rig.fake
+        .wait("the card edited after the restart", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.ts == ts && card_text(m).contains("seen 2×"))
+        })
+        .await;
+    assert!(!rig.fake.calls_of("conversations.replies").is_empty());
+    assert_eq!(rig.fake.cards().len(), 1);
+    // A reply in that thread is recorded on the incident's timeline.
+    rig.fake
+        .post_user_message(INCIDENTS, "UBOB", "rolling back", Some(&card.ts));
+    eventually("the thread note on the timeline", || async {
+        let d = rig.get("/api/v1/incidents/INC-1").await;
+        d["timeline"]
+            .as_array()?
+            .iter()
+            .any(|e| e["type"] == "note")
+            .then_some(())
+    })
+    .await;
     rig.stop().await;
 }

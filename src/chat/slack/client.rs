@@ -33,6 +33,16 @@ pub(crate) struct BotIdentity {
 
 /// Remembered deliveries: enough to answer a re-sent outbox entry from memory.
 const REMEMBERED: usize = 4096;
+/// Calls made outside the outbox (which has its own per-call timeout) give up after this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, ChatError>>,
+) -> Result<T, ChatError> {
+    tokio::time::timeout(CALL_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(ChatError::Transient("Slack did not answer in time".into())))
+}
 
 /// The Web API client with the bot's tokens.
 pub(crate) struct SlackApi {
@@ -91,12 +101,14 @@ impl SlackApi {
     pub async fn identity(&self) -> Result<BotIdentity, ChatError> {
         self.identity
             .get_or_try_init(|| async {
-                let r = self
-                    .client
-                    .open_session(&self.bot)
-                    .auth_test()
-                    .await
-                    .map_err(map_error)?;
+                let r = timed(async {
+                    self.client
+                        .open_session(&self.bot)
+                        .auth_test()
+                        .await
+                        .map_err(map_error)
+                })
+                .await?;
                 Ok(BotIdentity {
                     user_id: r.user_id.to_string(),
                     bot_id: r.bot_id.map(|b| b.to_string()),
@@ -111,12 +123,14 @@ impl SlackApi {
         let app = self.app.as_ref().ok_or_else(|| {
             ChatError::Permanent("socket mode needs SLACK_APP_TOKEN (xapp-…)".into())
         })?;
-        let r = self
-            .client
-            .open_session(app)
-            .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new())
-            .await
-            .map_err(map_error)?;
+        let r = timed(async {
+            self.client
+                .open_session(app)
+                .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new())
+                .await
+                .map_err(map_error)
+        })
+        .await?;
         Ok(r.url.0.to_string())
     }
 
@@ -134,12 +148,15 @@ impl SlackApi {
             SlackMessageContent::new().with_text(truncate_chars(text, MAX_TEXT)),
         )
         .opt_thread_ts(thread_ts.map(|t| t.into()));
-        self.client
-            .open_session(&self.bot)
-            .chat_post_ephemeral(&req)
-            .await
-            .map(|_| ())
-            .map_err(map_error)
+        timed(async {
+            self.client
+                .open_session(&self.bot)
+                .chat_post_ephemeral(&req)
+                .await
+                .map(|_| ())
+                .map_err(map_error)
+        })
+        .await
     }
 
     async fn post(
@@ -275,14 +292,30 @@ impl SlackPort {
     async fn send(&self, msg: &OutboundMessage<'_>) -> Result<Delivered, ChatError> {
         match msg.body {
             ChatBody::PostCard { card } => {
-                let (channel, root) = match &card.origin {
+                let (channel, mut root) = match &card.origin {
                     Some(o) if o.platform == Platform::Slack => {
                         (o.channel.clone(), Some(o.message_id.clone()))
                     }
                     _ => (self.incident_channel()?.to_string(), None),
                 };
                 let content = card_content(card, metadata(msg, "card"))?;
-                let (channel, ts) = self.api.post(&channel, root.as_deref(), content).await?;
+                let posted = match self
+                    .api
+                    .post(&channel, root.as_deref(), content.clone())
+                    .await
+                {
+                    // The alert's channel refuses us (not invited, archived…): rather than lose
+                    // the card, start the thread in the incident channel.
+                    Err(ChatError::Permanent(e))
+                        if root.is_some() && self.incident_channel.is_some() =>
+                    {
+                        warn!(incident = %card.incident, error = %e, "Cannot thread the card under its alert; posting it in the incident channel.");
+                        root = None;
+                        self.api.post(self.incident_channel()?, None, content).await
+                    }
+                    other => other,
+                };
+                let (channel, ts) = posted?;
                 let root = root.unwrap_or_else(|| ts.clone());
                 self.api
                     .cards
