@@ -38,6 +38,7 @@ pub struct ApiCall {
     pub status: u16,
     /// Slack's `error` when `ok` was false.
     pub error: Option<String>,
+    /// When the request arrived.
     pub at: Instant,
 }
 
@@ -117,13 +118,13 @@ fn slack_error(code: &str) -> Response {
 }
 
 impl Shared {
-    fn record(&self, method: &str, body: &Value, status: u16, error: Option<&str>) {
+    fn record(&self, method: &str, body: &Value, status: u16, error: Option<&str>, at: Instant) {
         self.inner.lock().unwrap().calls.push(ApiCall {
             method: method.to_string(),
             body: body.clone(),
             status,
             error: error.map(str::to_string),
-            at: Instant::now(),
+            at,
         });
         self.notify.notify_waiters();
     }
@@ -222,6 +223,7 @@ async fn api(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let at = Instant::now();
     let mut args: Value = if body.is_empty() {
         json!({})
     } else if headers
@@ -249,14 +251,14 @@ async fn api(
             Some(_) => "invalid_auth",
             None => "not_authed",
         };
-        s.record(&method, &args, 200, Some(code));
+        s.record(&method, &args, 200, Some(code), at);
         return slack_error(code);
     }
     let r = call(&s, &method, &args);
     match &r {
-        Ok(_) => s.record(&method, &args, 200, None),
-        Err(Reject::Error(code)) => s.record(&method, &args, 200, Some(code)),
-        Err(Reject::RateLimited) => s.record(&method, &args, 429, Some("ratelimited")),
+        Ok(_) => s.record(&method, &args, 200, None, at),
+        Err(Reject::Error(code)) => s.record(&method, &args, 200, Some(code), at),
+        Err(Reject::RateLimited) => s.record(&method, &args, 429, Some("ratelimited"), at),
     }
     match r {
         Ok(v) => ok(v),

@@ -399,3 +399,38 @@ impl ChatPort for SlackPort {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slack_morphism::errors::{SlackClientApiError, SlackClientHttpError, SlackRateLimitError};
+
+    #[test]
+    fn platform_errors_map_to_what_the_outbox_does_next() {
+        let rl = map_error(SlackClientError::RateLimitError(
+            SlackRateLimitError::new().with_retry_after(Duration::from_secs(7)),
+        ));
+        assert_eq!(
+            rl,
+            ChatError::RateLimited {
+                retry_after: Duration::from_secs(7)
+            }
+        );
+        let api = |code: &str| {
+            map_error(SlackClientError::ApiError(SlackClientApiError::new(
+                code.into(),
+            )))
+        };
+        assert!(matches!(api("ratelimited"), ChatError::RateLimited { .. }));
+        assert!(matches!(api("invalid_blocks"), ChatError::Permanent(m) if m == "invalid_blocks"));
+        assert!(matches!(api("channel_not_found"), ChatError::Permanent(_)));
+        assert!(matches!(api("internal_error"), ChatError::Transient(_)));
+        let http = |status: u16| {
+            map_error(SlackClientError::HttpError(SlackClientHttpError::new(
+                axum::http::StatusCode::from_u16(status).unwrap(),
+            )))
+        };
+        assert!(matches!(http(503), ChatError::Transient(_)));
+        assert!(matches!(http(404), ChatError::Permanent(_)));
+    }
+}
