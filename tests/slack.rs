@@ -52,7 +52,7 @@ impl Rig {
     async fn launch(mode: &str, fake: FakeSlack, dir: tempfile::TempDir) -> Rig {
         let connected = fake.connections();
         let text = format!(
-            "{CFG}\n[slack]\nmode = \"{mode}\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
+            "{CFG}\n[slack]\nmode = \"{mode}\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\", \"{INCIDENTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
             fake.api_url
         );
         let env = |k: &str| match k {
@@ -720,6 +720,14 @@ async fn webhook_incidents_thread_in_the_incident_channel_and_edits_survive_a_re
         .await;
     let card = rig.fake.cards().remove(0);
     assert!(card_text(&card).contains("INC-1"));
+    // The incident channel is also an alert channel here: the bot's own card, echoed back by
+    // Slack, must not be read as an alert.
+    rig.fake
+        .wait("every envelope acked", |f| {
+            f.envelopes().iter().all(|e| e.ack.is_some()) && !f.envelopes().is_empty()
+        })
+        .await;
+    assert_eq!(rig.incidents().await.len(), 1);
 
     // Restart: the new process does not remember the card's ts and finds it by its block id.
     let (fake, dir) = rig.stop_keep().await;

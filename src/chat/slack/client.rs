@@ -16,7 +16,7 @@ use slack_morphism::prelude::*;
 use tokio::sync::OnceCell;
 use tracing::{debug, error, warn};
 
-use super::render::{card_block_id, card_blocks, fallback_text, MAX_TEXT};
+use super::render::{card_block_id, card_blocks, escape, fallback_text, MAX_TEXT};
 use crate::config::{Secret, SlackConfig};
 use crate::domain::alert::Platform;
 use crate::domain::card::{truncate_chars, IncidentCard};
@@ -145,7 +145,7 @@ impl SlackApi {
         let req = SlackApiChatPostEphemeralRequest::new(
             channel.into(),
             user.into(),
-            SlackMessageContent::new().with_text(truncate_chars(text, MAX_TEXT)),
+            SlackMessageContent::new().with_text(truncate_chars(&escape(text), MAX_TEXT)),
         )
         .opt_thread_ts(thread_ts.map(|t| t.into()));
         timed(async {
@@ -349,7 +349,7 @@ impl SlackPort {
             }
             ChatBody::Note { text } => {
                 let content = SlackMessageContent::new()
-                    .with_text(truncate_chars(text, MAX_TEXT))
+                    .with_text(truncate_chars(&escape(text), MAX_TEXT))
                     .with_metadata(metadata(msg, "note"));
                 match &msg.thread {
                     Some(t) => {

@@ -57,7 +57,7 @@ pub fn fallback_text(card: &IncidentCard) -> String {
             severity_emoji(card.severity),
             card.incident,
             card.severity,
-            card.title,
+            escape(&card.title),
             card.status.label()
         ),
         MAX_TEXT,
