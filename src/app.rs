@@ -42,7 +42,11 @@ impl Deps {
     pub fn from_config(cfg: &Config) -> Deps {
         let mut surfaces: Vec<Arc<dyn Surface>> = Vec::new();
         if let Some(slack) = &cfg.slack {
-            surfaces.push(Arc::new(SlackSurface::new(slack)));
+            let groups = cfg
+                .policy
+                .iter()
+                .any(|p| p.approvers.iter().any(|a| a.starts_with("slack-group:")));
+            surfaces.push(Arc::new(SlackSurface::new(slack, groups)));
         }
         Deps {
             clock: Arc::new(SystemClock),

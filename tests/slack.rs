@@ -6,13 +6,9 @@
 mod fake_slack;
 mod support;
 
-use std::sync::Arc;
-
 use fake_slack::*;
-use incidentd::app::{run, Deps, PlaybookExecutor};
-use incidentd::chat::slack::SlackSurface;
+use incidentd::app::{run, Deps};
 use incidentd::config::Config;
-use incidentd::ports::SystemClock;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,10 +25,9 @@ kinds = ["orchestration_failure"]
 id = "restart"
 title = "Restart agent"
 run = { type = "command", argv = ["/bin/true"] }
-
-[policy.P1]
-approvers = ["slack:UAPPROVER"]
 "#;
+
+const POLICY: &str = "[policy.P1]\napprovers = [\"slack:UAPPROVER\"]\n";
 
 struct Rig {
     fake: FakeSlack,
@@ -45,14 +40,20 @@ struct Rig {
 
 impl Rig {
     async fn start(mode: &str) -> Rig {
-        Rig::launch(mode, FakeSlack::start().await, tempfile::tempdir().unwrap()).await
+        Rig::launch(
+            mode,
+            FakeSlack::start().await,
+            tempfile::tempdir().unwrap(),
+            POLICY,
+        )
+        .await
     }
 
     /// The app on `dir`'s store against `fake` (a restart reuses both).
-    async fn launch(mode: &str, fake: FakeSlack, dir: tempfile::TempDir) -> Rig {
+    async fn launch(mode: &str, fake: FakeSlack, dir: tempfile::TempDir, policy: &str) -> Rig {
         let connected = fake.connections();
         let text = format!(
-            "{CFG}\n[slack]\nmode = \"{mode}\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\", \"{INCIDENTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
+            "{CFG}\n{policy}\n[slack]\nmode = \"{mode}\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\", \"{INCIDENTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
             fake.api_url
         );
         let env = |k: &str| match k {
@@ -63,14 +64,11 @@ impl Rig {
         };
         let mut cfg = Config::from_toml(&text, &env).expect("test config");
         cfg.store.path = dir.path().join("store");
-        let surface = Arc::new(SlackSurface::new(cfg.slack.as_ref().unwrap()));
-        let deps = Deps {
-            clock: Arc::new(SystemClock),
-            surfaces: vec![surface],
-            sinks: vec![],
-            outbox: support::fast_outbox(),
-            executor: Arc::new(PlaybookExecutor::new("kubectl")),
-        };
+        // The production wiring, minus the console sink, with a quick outbox retry.
+        let mut deps = Deps::from_config(&cfg);
+        assert_eq!(deps.surfaces.len(), 1, "[slack] enables the Slack surface");
+        deps.sinks.clear();
+        deps.outbox = support::fast_outbox();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         if mode == "http" {
@@ -731,7 +729,7 @@ async fn webhook_incidents_thread_in_the_incident_channel_and_edits_survive_a_re
 
     // Restart: the new process does not remember the card's ts and finds it by its block id.
     let (fake, dir) = rig.stop_keep().await;
-    let rig = Rig::launch("socket", fake, dir).await;
+    let rig = Rig::launch("socket", fake, dir, POLICY).await;
     let r = rig
         .http
         .post(format!("{}/api/v1/alerts/alertmanager", rig.base))
@@ -763,5 +761,34 @@ async fn webhook_incidents_thread_in_the_incident_channel_and_edits_survive_a_re
             .then_some(())
     })
     .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_named_by_user_group() {
+    let fake = FakeSlack::start().await;
+    fake.add_usergroup("SONCALL", &["UCAROL", "UDAN"]);
+    fake.add_usergroup("SOTHER", &["UEVE"]);
+    let policy = "[policy.P1]\napprovers = [\"slack-group:SONCALL\"]\n";
+    let rig = Rig::launch("socket", fake, tempfile::tempdir().unwrap(), policy).await;
+    let alert = rig.alert(true);
+    let card = rig.card_under(&alert).await;
+    rig.fake.click("UEVE", &card, "approve:INC-1:restart");
+    rig.fake
+        .wait("the refusal", |f| {
+            f.ephemerals().iter().any(|e| e["user"] == "UEVE")
+        })
+        .await;
+    rig.fake.click("UCAROL", &card, "approve:INC-1:restart");
+    let a = alert.clone();
+    rig.fake
+        .wait("the approval note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a) && m.text.contains("approved `restart`")
+            })
+        })
+        .await;
+    // One membership lookup serves both clicks.
+    assert_eq!(rig.fake.calls_of("usergroups.list").len(), 1);
     rig.stop().await;
 }

@@ -83,6 +83,8 @@ struct Inner {
     socket: Option<Conn>,
     connections: u32,
     channels: HashSet<String>,
+    /// User groups: id → members.
+    usergroups: Vec<(String, Vec<String>)>,
 }
 
 struct Conn {
@@ -401,6 +403,26 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
             }
             Ok(json!({ "messages": msgs, "has_more": false }))
         }
+        "usergroups.list" => {
+            let i = s.inner.lock().unwrap();
+            let groups: Vec<Value> = i
+                .usergroups
+                .iter()
+                .map(|(id, users)| {
+                    let mut g = json!({
+                        "id": id, "team_id": "T1", "is_usergroup": true, "name": id, "handle": id.to_lowercase(),
+                        "is_external": false, "date_create": 1700000000, "date_update": 1700000000,
+                        "date_delete": 0, "created_by": "UADMIN", "prefs": { "channels": [], "groups": [] },
+                        "user_count": users.len(),
+                    });
+                    if a["include_users"] == "true" {
+                        g["users"] = json!(users);
+                    }
+                    g
+                })
+                .collect();
+            Ok(json!({ "usergroups": groups }))
+        }
         "users.info" => Ok(json!({ "user": { "id": str_of("user"), "name": str_of("user") } })),
         _ => err("unknown_method"),
     }
@@ -554,6 +576,14 @@ impl FakeSlack {
             shared,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A user group (`S…`) with its members.
+    pub fn add_usergroup(&self, id: &str, users: &[&str]) {
+        self.shared.inner.lock().unwrap().usergroups.push((
+            id.to_string(),
+            users.iter().map(|u| u.to_string()).collect(),
+        ));
     }
 
     /// HTTP Events mode: events go to the app's endpoints, signed.

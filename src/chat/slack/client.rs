@@ -44,6 +44,17 @@ async fn timed<T>(
         .unwrap_or_else(|_| Err(ChatError::Transient("Slack did not answer in time".into())))
 }
 
+/// How long the user-group membership list is trusted before it is fetched again.
+const GROUPS_TTL: Duration = Duration::from_secs(300);
+/// A click must be acked within 3 s: the membership lookup may not eat that budget.
+const GROUPS_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// user id → the user groups they are in, as of `fetched`.
+struct Groups {
+    fetched: tokio::time::Instant,
+    members: HashMap<String, Vec<String>>,
+}
+
 /// The Web API client with the bot's tokens.
 pub(crate) struct SlackApi {
     client: SlackClient<Connector>,
@@ -57,6 +68,10 @@ pub(crate) struct SlackApi {
     /// Outbox keys delivered by this process, with their result: a redelivered entry (the
     /// store failed after Slack accepted it) is not posted twice.
     delivered: Mutex<(HashMap<String, Delivered>, VecDeque<String>)>,
+    /// Whether approvers are named by user group (`slack-group:S…`): only then is
+    /// usergroups.list called.
+    user_groups: bool,
+    groups: tokio::sync::Mutex<Option<Groups>>,
 }
 
 fn token(secret: &Secret) -> SlackApiToken {
@@ -94,7 +109,65 @@ impl SlackApi {
             identity: OnceCell::new(),
             cards: Mutex::default(),
             delivered: Mutex::default(),
+            user_groups: false,
+            groups: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Look up user-group membership for approvals (needs the `usergroups:read` scope).
+    pub fn with_user_groups(mut self, on: bool) -> Self {
+        self.user_groups = on;
+        self
+    }
+
+    /// The user groups `user` is in (for `slack-group:` approvers), from a list refreshed every
+    /// few minutes. On failure the last known list (or none) is used: a slow or refused
+    /// lookup must not hold up the click's acknowledgement.
+    pub async fn groups_of(&self, user: &str) -> Vec<String> {
+        if !self.user_groups {
+            return vec![];
+        }
+        let mut cache = self.groups.lock().await;
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|g| g.fetched.elapsed() < GROUPS_TTL);
+        if !fresh {
+            let req = SlackApiUserGroupsListRequest::new().with_include_users(true);
+            let session = self.client.open_session(&self.bot);
+            match tokio::time::timeout(GROUPS_TIMEOUT, session.usergroups_list(&req)).await {
+                Ok(Ok(r)) => {
+                    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+                    for g in r.usergroups {
+                        for u in g.users.into_iter().flatten() {
+                            members
+                                .entry(u.to_string())
+                                .or_default()
+                                .push(g.id.to_string());
+                        }
+                    }
+                    *cache = Some(Groups {
+                        fetched: tokio::time::Instant::now(),
+                        members,
+                    });
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %map_error(e), "Cannot list Slack user groups; slack-group approvers will not match.");
+                    // Do not ask again on every click: keep what we had (or nothing) for a while.
+                    let members = cache.take().map(|g| g.members).unwrap_or_default();
+                    *cache = Some(Groups {
+                        fetched: tokio::time::Instant::now(),
+                        members,
+                    });
+                }
+                Err(_) => {
+                    warn!("Slack user groups did not load in time; using the last known list.")
+                }
+            }
+        }
+        cache
+            .as_ref()
+            .and_then(|g| g.members.get(user).cloned())
+            .unwrap_or_default()
     }
 
     /// The bot's own ids (auth.test, once).

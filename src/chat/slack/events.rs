@@ -231,6 +231,7 @@ impl Inbound {
             .or(payload["message"]["thread_ts"].as_str())
             .map(str::to_string);
         let mut actor = Actor::new(Platform::Slack, user.clone());
+        actor.roles = self.api.groups_of(&user).await;
         actor.name = payload["user"]["username"]
             .as_str()
             .or(payload["user"]["name"].as_str())
@@ -265,7 +266,8 @@ impl Inbound {
                 "text": format!("incidentd only answers {COMMAND}, not {}", c.command),
             });
         }
-        let mut actor = Actor::new(Platform::Slack, c.user_id);
+        let mut actor = Actor::new(Platform::Slack, c.user_id.clone());
+        actor.roles = self.api.groups_of(&c.user_id).await;
         actor.name = c.user_name;
         let reply = self
             .service

@@ -40,8 +40,10 @@ pub struct SlackSurface {
 }
 
 impl SlackSurface {
-    pub fn new(cfg: &SlackConfig) -> Self {
-        let api = Arc::new(client::SlackApi::new(cfg));
+    /// `user_groups`: approvers are named by Slack user group (`slack-group:S…`), so clicks and
+    /// commands look up the actor's groups (usergroups.list, cached).
+    pub fn new(cfg: &SlackConfig, user_groups: bool) -> Self {
+        let api = Arc::new(client::SlackApi::new(cfg).with_user_groups(user_groups));
         let port = Arc::new(SlackPort::new(api.clone(), cfg.incident_channel.clone()));
         SlackSurface {
             cfg: cfg.clone(),
