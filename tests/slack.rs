@@ -51,6 +51,17 @@ impl Rig {
 
     /// The app on `dir`'s store against `fake` (a restart reuses both).
     async fn launch(mode: &str, fake: FakeSlack, dir: tempfile::TempDir, policy: &str) -> Rig {
+        Rig::launch_with(mode, fake, dir, policy, true).await
+    }
+
+    /// `paced`: the bot's own chat.postMessage pacing (off only to measure latency).
+    async fn launch_with(
+        mode: &str,
+        fake: FakeSlack,
+        dir: tempfile::TempDir,
+        policy: &str,
+        paced: bool,
+    ) -> Rig {
         let connected = fake.connections();
         let text = format!(
             "{CFG}\n{policy}\n[slack]\nmode = \"{mode}\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\", \"{INCIDENTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
@@ -69,6 +80,12 @@ impl Rig {
         assert_eq!(deps.surfaces.len(), 1, "[slack] enables the Slack surface");
         deps.sinks.clear();
         deps.outbox = support::fast_outbox();
+        if !paced {
+            deps.surfaces = vec![std::sync::Arc::new(
+                incidentd::chat::slack::SlackSurface::new(cfg.slack.as_ref().unwrap(), false)
+                    .with_post_pace(None),
+            )];
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         if mode == "http" {
@@ -627,8 +644,9 @@ async fn rate_limit_storm_delays_but_loses_nothing() {
 /// its card (no wall-clock assertions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_alert_message_to_thread_reply() {
-    let rig = Rig::start("socket").await;
-    rig.fake.set_rate(None);
+    let fake = FakeSlack::start().await;
+    fake.set_rate(None);
+    let rig = Rig::launch_with("socket", fake, tempfile::tempdir().unwrap(), POLICY, false).await;
     let n = 200;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -790,5 +808,29 @@ async fn approvers_named_by_user_group() {
         .await;
     // One membership lookup serves both clicks.
     assert_eq!(rig.fake.calls_of("usergroups.list").len(), 1);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_are_paced_under_slacks_per_channel_limit() {
+    // The fake allows a burst of 3 then 1 chat.postMessage per second per channel, like Slack.
+    let rig = Rig::start("socket").await;
+    let mut alerts = Vec::new();
+    for i in 0..6 {
+        alerts.push(rig.fake.post_bot_message(
+            ALERTS,
+            "Alertmanager",
+            am_attachments(&format!("Paced{i}"), "planner", "critical", true),
+        ));
+    }
+    for a in &alerts {
+        rig.card_under(a).await;
+    }
+    let posts = rig.fake.calls_of("chat.postMessage");
+    assert!(
+        posts.iter().all(|c| c.status == 200),
+        "the bot paced itself: no 429"
+    );
+    assert_eq!(rig.fake.cards().len(), 6);
     rig.stop().await;
 }

@@ -340,18 +340,80 @@ fn card_content(
         .with_metadata(meta))
 }
 
+/// chat.postMessage pacing per channel. Slack allows about one message per second per channel
+/// with short bursts; staying under it avoids most 429s (which pause the whole sink).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub burst: f64,
+    pub per_second: f64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            burst: 3.0,
+            per_second: 1.0,
+        }
+    }
+}
+
 /// The outbox sink `slack`.
 pub struct SlackPort {
     api: Arc<SlackApi>,
     incident_channel: Option<String>,
+    pace: Option<Pace>,
+    /// channel → (tokens, last refill); tokens go negative for posts already waiting.
+    buckets: Mutex<HashMap<String, (f64, tokio::time::Instant)>>,
 }
 
 impl SlackPort {
-    pub(crate) fn new(api: Arc<SlackApi>, incident_channel: Option<String>) -> Self {
+    pub(crate) fn new(
+        api: Arc<SlackApi>,
+        incident_channel: Option<String>,
+        pace: Option<Pace>,
+    ) -> Self {
         SlackPort {
             api,
             incident_channel,
+            pace,
+            buckets: Mutex::default(),
         }
+    }
+
+    /// Waits for the channel's next posting slot (a token bucket; at most about a second
+    /// per message queued ahead, well within the outbox's call timeout).
+    async fn pace(&self, channel: &str) {
+        let Some(p) = self.pace else {
+            return;
+        };
+        let wait = {
+            let now = tokio::time::Instant::now();
+            let mut b = self.buckets.lock().unwrap();
+            let (tokens, last) = b.entry(channel.to_string()).or_insert((p.burst, now));
+            *tokens =
+                (*tokens + now.duration_since(*last).as_secs_f64() * p.per_second).min(p.burst);
+            *last = now;
+            *tokens -= 1.0;
+            if *tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-*tokens / p.per_second)
+            }
+        };
+        if !wait.is_zero() {
+            debug!(channel, ?wait, "Pacing chat.postMessage.");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        content: SlackMessageContent,
+    ) -> Result<(String, String), ChatError> {
+        self.pace(channel).await;
+        self.api.post(channel, thread_ts, content).await
     }
 
     fn incident_channel(&self) -> Result<&str, ChatError> {
@@ -372,11 +434,7 @@ impl SlackPort {
                     _ => (self.incident_channel()?.to_string(), None),
                 };
                 let content = card_content(card, metadata(msg, "card"))?;
-                let posted = match self
-                    .api
-                    .post(&channel, root.as_deref(), content.clone())
-                    .await
-                {
+                let posted = match self.post(&channel, root.as_deref(), content.clone()).await {
                     // The alert's channel refuses us (not invited, archived…): rather than lose
                     // the card, start the thread in the incident channel.
                     Err(ChatError::Permanent(e))
@@ -384,7 +442,7 @@ impl SlackPort {
                     {
                         warn!(incident = %card.incident, error = %e, "Cannot thread the card under its alert; posting it in the incident channel.");
                         root = None;
-                        self.api.post(self.incident_channel()?, None, content).await
+                        self.post(self.incident_channel()?, None, content).await
                     }
                     other => other,
                 };
@@ -425,17 +483,9 @@ impl SlackPort {
                     .with_text(truncate_chars(&escape(text), MAX_TEXT))
                     .with_metadata(metadata(msg, "note"));
                 match &msg.thread {
-                    Some(t) => {
-                        self.api
-                            .post(&t.channel, Some(&t.message_id), content)
-                            .await?
-                    }
+                    Some(t) => self.post(&t.channel, Some(&t.message_id), content).await?,
                     // The card never made it (dead-lettered): say it in the incident channel.
-                    None => {
-                        self.api
-                            .post(self.incident_channel()?, None, content)
-                            .await?
-                    }
+                    None => self.post(self.incident_channel()?, None, content).await?,
                 };
                 Ok(Delivered::default())
             }

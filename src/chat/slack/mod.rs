@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::error;
 
-pub use client::SlackPort;
+pub use client::{Pace, SlackPort};
 pub use events::COMMAND;
 
 use crate::config::{SlackConfig, SlackMode};
@@ -44,12 +44,26 @@ impl SlackSurface {
     /// commands look up the actor's groups (usergroups.list, cached).
     pub fn new(cfg: &SlackConfig, user_groups: bool) -> Self {
         let api = Arc::new(client::SlackApi::new(cfg).with_user_groups(user_groups));
-        let port = Arc::new(SlackPort::new(api.clone(), cfg.incident_channel.clone()));
+        let port = Arc::new(SlackPort::new(
+            api.clone(),
+            cfg.incident_channel.clone(),
+            Some(Pace::default()),
+        ));
         SlackSurface {
             cfg: cfg.clone(),
             api,
             port,
         }
+    }
+
+    /// Paces chat.postMessage per channel (`None`: not at all, for benchmarks against a fake).
+    pub fn with_post_pace(mut self, pace: Option<Pace>) -> Self {
+        self.port = Arc::new(SlackPort::new(
+            self.api.clone(),
+            self.cfg.incident_channel.clone(),
+            pace,
+        ));
+        self
     }
 }
 

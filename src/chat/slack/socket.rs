@@ -43,11 +43,17 @@ struct Envelope {
     reason: Option<String>,
 }
 
+/// A connection that drops sooner than this after its hello counts as a failed attempt, so a
+/// flapping server is not hammered with immediate reconnects.
+const STABLE: Duration = Duration::from_secs(10);
+
 /// How a connection ended.
 enum Ended {
     Shutdown,
-    /// It worked for a while (hello seen), then Slack asked us to reconnect or it dropped.
-    Dropped(String),
+    /// Slack asked for a fresh connection (`disconnect` envelope): reconnect at once.
+    Refresh(String),
+    /// It worked (hello seen), then dropped after `lasted`.
+    Dropped(String, Duration),
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -67,9 +73,17 @@ pub(crate) async fn run(inbound: Arc<Inbound>, mut shutdown: watch::Receiver<boo
         }
         match connection(&inbound, &mut shutdown).await {
             Ok(Ended::Shutdown) => break,
-            Ok(Ended::Dropped(why)) => {
-                info!(reason = %why, "Slack socket closed; reconnecting.");
+            Ok(Ended::Refresh(why)) => {
+                info!(reason = %why, "Slack asked for a new socket; reconnecting.");
                 failures = 0;
+            }
+            Ok(Ended::Dropped(why, lasted)) if lasted >= STABLE => {
+                info!(reason = %why, "Slack socket dropped; reconnecting.");
+                failures = 0;
+            }
+            Ok(Ended::Dropped(why, _)) => {
+                failures += 1;
+                warn!(reason = %why, attempt = failures, "Slack socket dropped soon after connecting.");
             }
             Err(e) => {
                 failures += 1;
@@ -91,25 +105,30 @@ async fn connection(
     inbound: &Arc<Inbound>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Ended, String> {
-    // Knowing who we are first means the first event can already be told apart from our own.
-    inbound.api.identity().await.map_err(|e| e.to_string())?;
-    let url = inbound.api.open_socket().await.map_err(|e| e.to_string())?;
-    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url))
-        .await
-        .map_err(|_| "WebSocket connect timed out".to_string())?
-        .map_err(|e| format!("WebSocket connect: {e}"))?;
+    let setup = async {
+        // Knowing who we are first means the first event can be told apart from our own.
+        inbound.api.identity().await.map_err(|e| e.to_string())?;
+        let url = inbound.api.open_socket().await.map_err(|e| e.to_string())?;
+        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url))
+            .await
+            .map_err(|_| "WebSocket connect timed out".to_string())?
+            .map_err(|e| format!("WebSocket connect: {e}"))?;
+        Ok::<_, String>(ws)
+    };
+    // Shutdown must not wait for a slow Slack while nothing has been received yet.
+    let ws = tokio::select! {
+        r = setup => r?,
+        _ = shutdown.changed() => return Ok(Ended::Shutdown),
+    };
     debug!("Slack socket connected.");
     let (mut tx, mut rx) = ws.split();
-    let mut hello = false;
+    let mut hello: Option<Instant> = None;
     let mut ping = tokio::time::interval(PING);
     ping.tick().await;
     let mut last_seen = Instant::now();
-    let dropped = |hello: bool, why: String| {
-        if hello {
-            Ok(Ended::Dropped(why))
-        } else {
-            Err(why)
-        }
+    let dropped = |hello: Option<Instant>, why: String| match hello {
+        Some(at) => Ok(Ended::Dropped(why, at.elapsed())),
+        None => Err(why),
     };
     loop {
         tokio::select! {
@@ -146,12 +165,12 @@ async fn connection(
                 };
                 match env.kind.as_str() {
                     "hello" => {
-                        hello = true;
+                        hello = Some(Instant::now());
                         info!("Slack socket mode connected.");
                         continue;
                     }
                     "disconnect" => {
-                        return dropped(true, format!("disconnect ({})", env.reason.unwrap_or_default()));
+                        return Ok(Ended::Refresh(env.reason.unwrap_or_default()));
                     }
                     _ => {}
                 }
