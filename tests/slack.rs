@@ -834,3 +834,31 @@ async fn posts_are_paced_under_slacks_per_channel_limit() {
     assert_eq!(rig.fake.cards().len(), 6);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_fall_back_to_response_url_where_the_bot_cannot_post() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    // A click from a channel the bot is not in: chat.postEphemeral says channel_not_found.
+    let p = rig
+        .fake
+        .click_payload("UEVE", "CGONE", "1.1", None, "approve:INC-1:restart");
+    rig.fake.click_raw(p);
+    rig.fake
+        .wait("the answer through response_url", |f| {
+            !f.responses().is_empty()
+        })
+        .await;
+    let r = rig.fake.responses().remove(0);
+    assert_eq!(r["response_type"], "ephemeral");
+    assert_eq!(r["replace_original"], false);
+    assert!(
+        r["text"]
+            .as_str()
+            .unwrap()
+            .contains("not an authorized approver"),
+        "{r}"
+    );
+    rig.stop().await;
+}

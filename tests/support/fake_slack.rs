@@ -85,6 +85,8 @@ struct Inner {
     channels: HashSet<String>,
     /// User groups: id → members.
     usergroups: Vec<(String, Vec<String>)>,
+    /// Bodies POSTed to interaction `response_url`s.
+    responses: Vec<Value>,
 }
 
 struct Conn {
@@ -566,6 +568,16 @@ impl FakeSlack {
         let app = Router::new()
             .route("/api/{method}", post(api).get(api))
             .route("/health", get(|| async { "ok" }))
+            .route(
+                "/actions/{ts}",
+                post(
+                    |State(s): State<Arc<Shared>>, Json(v): Json<Value>| async move {
+                        s.inner.lock().unwrap().responses.push(v);
+                        s.notify.notify_waiters();
+                        Json(json!({ "ok": true }))
+                    },
+                ),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -618,6 +630,11 @@ impl FakeSlack {
 
     pub fn ephemerals(&self) -> Vec<Value> {
         self.shared.inner.lock().unwrap().ephemerals.clone()
+    }
+
+    /// What was posted to interactions' `response_url`s.
+    pub fn responses(&self) -> Vec<Value> {
+        self.shared.inner.lock().unwrap().responses.clone()
     }
 
     pub fn envelopes(&self) -> Vec<Envelope> {
@@ -773,6 +790,11 @@ impl FakeSlack {
             "actions": [{ "type": "button", "action_id": action_id, "block_id": "incidentd:actions", "action_ts": "1700000001.000001",
                           "text": { "type": "plain_text", "text": "button" } }],
         })
+    }
+
+    /// Delivers a `block_actions` payload over the socket; returns the envelope id.
+    pub fn click_raw(&self, payload: Value) -> String {
+        self.shared.envelope("interactive", payload)
     }
 
     /// A user clicks a button over the socket; returns the envelope id.

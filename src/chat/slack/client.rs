@@ -72,6 +72,18 @@ pub(crate) struct SlackApi {
     /// usergroups.list called.
     user_groups: bool,
     groups: tokio::sync::Mutex<Option<Groups>>,
+    /// For `response_url` answers, which are plain webhooks.
+    http: reqwest::Client,
+    /// Origins a `response_url` may point at: Slack's hooks host, and the API's own host
+    /// (staging and test servers).
+    hook_origins: Vec<String>,
+}
+
+/// `scheme://host[:port]/` of a URL.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}/"))
 }
 
 fn token(secret: &Secret) -> SlackApiToken {
@@ -111,6 +123,46 @@ impl SlackApi {
             delivered: Mutex::default(),
             user_groups: false,
             groups: tokio::sync::Mutex::new(None),
+            http: reqwest::Client::builder()
+                .timeout(CALL_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            hook_origins: ["https://hooks.slack.com/".to_string()]
+                .into_iter()
+                .chain(origin(&cfg.api_url))
+                .collect(),
+        }
+    }
+
+    /// Answers through an interaction's `response_url` (works even where the bot cannot post,
+    /// e.g. a channel it was removed from). Only Slack's hosts are called: the URL comes from a
+    /// payload, and the bot must not be made to POST anywhere else.
+    pub async fn respond(&self, response_url: &str, text: &str) -> Result<(), ChatError> {
+        if !self
+            .hook_origins
+            .iter()
+            .any(|o| origin(response_url).as_ref() == Some(o))
+        {
+            return Err(ChatError::Permanent(
+                "response_url is not a Slack URL".into(),
+            ));
+        }
+        let body = serde_json::json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": truncate_chars(&escape(text), MAX_TEXT),
+        });
+        let r = self
+            .http
+            .post(response_url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ChatError::Transient(e.without_url().to_string()))?;
+        match r.status() {
+            s if s.is_success() => Ok(()),
+            s if s.is_server_error() => Err(ChatError::Transient(format!("HTTP {s}"))),
+            s => Err(ChatError::Permanent(format!("HTTP {s}"))),
         }
     }
 
@@ -350,8 +402,10 @@ pub struct Pace {
 
 impl Default for Pace {
     fn default() -> Self {
+        // One message less than Slack's burst: Slack counts from when requests arrive, we
+        // from when they leave, and network jitter must not tip us over.
         Pace {
-            burst: 3.0,
+            burst: 2.0,
             per_second: 1.0,
         }
     }
@@ -555,5 +609,34 @@ mod tests {
         };
         assert!(matches!(http(503), ChatError::Transient(_)));
         assert!(matches!(http(404), ChatError::Permanent(_)));
+    }
+
+    #[tokio::test]
+    async fn response_urls_must_be_slacks() {
+        let cfg = SlackConfig {
+            mode: crate::config::SlackMode::Socket,
+            api_url: "http://127.0.0.1:9/api".into(),
+            alert_channels: vec![],
+            incident_channel: None,
+            bot_token: Secret::new("xoxb-x"),
+            app_token: None,
+            signing_secret: None,
+        };
+        let api = SlackApi::new(&cfg);
+        assert_eq!(
+            origin("https://hooks.slack.com/actions/T/1/x").as_deref(),
+            Some("https://hooks.slack.com/")
+        );
+        for bad in [
+            "https://evil.example/actions/1",
+            "https://hooks.slack.com.evil.example/x",
+            "http://hooks.slack.com/x",
+            "not a url",
+        ] {
+            assert!(
+                matches!(api.respond(bad, "hi").await, Err(ChatError::Permanent(_))),
+                "{bad}"
+            );
+        }
     }
 }

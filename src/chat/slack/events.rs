@@ -18,6 +18,7 @@ use crate::domain::card::truncate_chars;
 use crate::domain::policy::Actor;
 use crate::engine::service::{ChatEvent, ChatService};
 use crate::ingest::ChatAttachment;
+use crate::ports::ChatError;
 
 /// How many event ids are remembered for de-duplicating Slack's redeliveries.
 const SEEN: usize = 10_000;
@@ -97,6 +98,8 @@ pub(crate) struct Ephemeral {
     pub channel: String,
     pub user: String,
     pub thread_ts: Option<String>,
+    /// The interaction's webhook for answers, used when chat.postEphemeral is refused.
+    pub response_url: Option<String>,
     pub text: String,
 }
 
@@ -251,6 +254,7 @@ impl Inbound {
                     channel: channel.clone(),
                     user: user.clone(),
                     thread_ts: thread_ts.clone(),
+                    response_url: payload["response_url"].as_str().map(str::to_string),
                     text: reply.text,
                 });
             }
@@ -293,11 +297,18 @@ impl Inbound {
         let me = self.clone();
         tokio::spawn(async move {
             for a in answers {
-                if let Err(e) = me
+                let r = me
                     .api
                     .post_ephemeral(&a.channel, &a.user, a.thread_ts.as_deref(), &a.text)
-                    .await
-                {
+                    .await;
+                let r = match (r, &a.response_url) {
+                    (Err(ChatError::Permanent(e)), Some(url)) => {
+                        debug!(error = %e, "chat.postEphemeral refused; answering through response_url.");
+                        me.api.respond(url, &a.text).await
+                    }
+                    (r, _) => r,
+                };
+                if let Err(e) = r {
                     warn!(error = %e, "Cannot show an ephemeral answer.");
                 }
             }
