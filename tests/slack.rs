@@ -862,3 +862,24 @@ async fn answers_fall_back_to_response_url_where_the_bot_cannot_post() {
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_posted_as_blocks_are_read_too() {
+    let rig = Rig::start("socket").await;
+    let blocks = json!([
+        { "type": "header", "text": { "type": "plain_text", "text": "[FIRING:1] AgentDeadlock (planner critical)" } },
+        { "type": "section", "text": { "type": "mrkdwn",
+          "text": "*Alert:* Planner agent deadlock - `critical`\n*Details:*\n• *alertname:* `AgentDeadlock`\n• *service:* `planner`\n• *severity:* `critical`" } }
+    ]);
+    let ts = rig.fake.post_bot_blocks(ALERTS, "Grafana", blocks);
+    let card = rig.card_under(&ts).await;
+    assert!(
+        card_text(&card).contains("INC-1 P1"),
+        "{}",
+        card_text(&card)
+    );
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0]["kind"], "orchestration_failure");
+    rig.stop().await;
+}

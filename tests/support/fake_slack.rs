@@ -736,6 +736,27 @@ impl FakeSlack {
         ts
     }
 
+    /// A bot posts Block Kit blocks only (no text, no attachments); returns its ts.
+    pub fn post_bot_blocks(&self, channel: &str, username: &str, blocks: Value) -> String {
+        let ts = self.ts();
+        self.add_message(FakeMessage {
+            channel: channel.into(),
+            ts: ts.clone(),
+            thread_ts: None,
+            user: None,
+            bot_id: Some("BGRAFANA".into()),
+            text: String::new(),
+            blocks: blocks.as_array().cloned().unwrap_or_default(),
+            metadata: Value::Null,
+            edits: 0,
+        });
+        self.shared.event(json!({
+            "type": "message", "subtype": "bot_message", "channel": channel, "bot_id": "BGRAFANA",
+            "username": username, "text": "", "ts": ts, "blocks": blocks,
+        }));
+        ts
+    }
+
     /// A person posts a message (in a thread when `thread_ts` is set); returns its ts.
     pub fn post_user_message(
         &self,
