@@ -883,3 +883,49 @@ async fn alerts_posted_as_blocks_are_read_too() {
     assert_eq!(incidents[0]["kind"], "orchestration_failure");
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_does_not_double_the_card() {
+    let rig = Rig::start("socket").await;
+    // Slack stores the card but its answer is lost: the outbox retries the same entry.
+    rig.fake.lose_answers(1);
+    let alert = rig.alert(true);
+    let card = rig.card_under(&alert).await;
+    // Then a webhook-born incident, whose card is a root message in the incident channel.
+    rig.fake.lose_answers(1);
+    let body = support::alertmanager("firing", &[("HighErrorRate", "api", "critical", "firing")]);
+    let r = rig
+        .http
+        .post(format!("{}/api/v1/alerts/alertmanager", rig.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    rig.fake
+        .wait("the webhook card", |f| {
+            f.cards().iter().any(|c| c.channel == INCIDENTS)
+        })
+        .await;
+    // The retries found the cards instead of posting them again...
+    eventually("both lookups", || async {
+        let replies = rig.fake.calls_of("conversations.replies").len();
+        let history = rig.fake.calls_of("conversations.history").len();
+        (replies >= 1 && history >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(rig.fake.cards().len(), 2, "no doubled card");
+    // ...and the threads work: a repeat edits the first card.
+    rig.alert(true);
+    let ts = card.ts.clone();
+    rig.fake
+        .wait("the card edited", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.ts == ts && card_text(m).contains("seen 2×"))
+        })
+        .await;
+    assert_eq!(rig.fake.cards().len(), 2);
+    rig.stop().await;
+}

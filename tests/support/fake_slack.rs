@@ -80,6 +80,8 @@ struct Inner {
     buckets: HashMap<String, (f64, Instant)>,
     /// The next chat.postMessage calls answered 429 whatever the bucket says.
     storm: u32,
+    /// The next chat.postMessage calls store the message, then answer 500 (the answer is lost).
+    lose_answers: u32,
     socket: Option<Conn>,
     connections: u32,
     channels: HashSet<String>,
@@ -133,9 +135,19 @@ impl Shared {
         self.notify.notify_waiters();
     }
 
+    /// Message timestamps as Slack makes them: Unix time with microseconds, unique and
+    /// increasing per workspace.
     fn next_ts(inner: &mut Inner) -> String {
-        inner.next_ts += 1;
-        format!("1700000000.{:06}", inner.next_ts)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        inner.next_ts = now.max(inner.next_ts + 1);
+        format!(
+            "{}.{:06}",
+            inner.next_ts / 1_000_000,
+            inner.next_ts % 1_000_000
+        )
     }
 
     fn next_id(&self, prefix: &str) -> String {
@@ -263,10 +275,12 @@ async fn api(
         Ok(_) => s.record(&method, &args, 200, None, at),
         Err(Reject::Error(code)) => s.record(&method, &args, 200, Some(code), at),
         Err(Reject::RateLimited) => s.record(&method, &args, 429, Some("ratelimited"), at),
+        Err(Reject::ServerError) => s.record(&method, &args, 500, Some("internal_error"), at),
     }
     match r {
         Ok(v) => ok(v),
         Err(Reject::Error(code)) => slack_error(&code),
+        Err(Reject::ServerError) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Err(Reject::RateLimited) => (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", "1")],
@@ -279,6 +293,8 @@ async fn api(
 enum Reject {
     Error(String),
     RateLimited,
+    /// HTTP 500 (after the message was stored).
+    ServerError,
 }
 
 fn err<T>(code: &str) -> Result<T, Reject> {
@@ -378,9 +394,14 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                         "type": "message", "channel": channel, "user": BOT_USER, "bot_id": BOT_ID,
                         "text": text, "ts": ts, "thread_ts": thread_ts, "blocks": blocks,
                     });
+                    let lose = i.lose_answers > 0;
+                    i.lose_answers = i.lose_answers.saturating_sub(1);
                     drop(i);
                     // Slack tells the app about its own messages too: the bot must ignore them.
                     s.event(event);
+                    if lose {
+                        return Err(Reject::ServerError);
+                    }
                     Ok(
                         json!({ "channel": channel, "ts": ts, "message": { "text": text, "ts": ts, "user": BOT_USER, "bot_id": BOT_ID } }),
                     )
@@ -403,6 +424,26 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
             if msgs.is_empty() {
                 return err("thread_not_found");
             }
+            Ok(json!({ "messages": msgs, "has_more": false }))
+        }
+        "conversations.history" => {
+            let channel = str_of("channel").unwrap_or_default();
+            let oldest = str_of("oldest")
+                .and_then(|o| o.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            let i = s.inner.lock().unwrap();
+            if !i.channels.contains(&channel) {
+                return err("channel_not_found");
+            }
+            // Newest first, top-level messages only, like Slack.
+            let msgs: Vec<Value> = i
+                .messages
+                .iter()
+                .rev()
+                .filter(|m| m.channel == channel && m.thread_ts.is_none())
+                .filter(|m| m.ts.parse::<f64>().unwrap_or(0.0) >= oldest)
+                .map(|m| json!({ "type": "message", "ts": m.ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks }))
+                .collect();
             Ok(json!({ "messages": msgs, "has_more": false }))
         }
         "usergroups.list" => {
@@ -606,6 +647,12 @@ impl FakeSlack {
     /// chat.postMessage per channel: `burst` then `per_sec`; `None` turns the limit off.
     pub fn set_rate(&self, rate: Option<(f64, f64)>) {
         *self.shared.rate.lock().unwrap() = rate;
+    }
+
+    /// The next `n` chat.postMessage calls are stored but answered 500, as when Slack's answer
+    /// is lost on the way back.
+    pub fn lose_answers(&self, n: u32) {
+        self.shared.inner.lock().unwrap().lose_answers = n;
     }
 
     /// The next `n` chat.postMessage calls get 429 + Retry-After.

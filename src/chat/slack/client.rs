@@ -3,7 +3,7 @@
 //! `apps.connections.open`. Platform errors become [`ChatError`]s so the outbox knows whether
 //! to wait (429), back off (5xx, network) or give up (`invalid_blocks`, `channel_not_found`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use tokio::sync::OnceCell;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::render::{card_block_id, card_blocks, escape, fallback_text, MAX_TEXT};
 use crate::config::{Secret, SlackConfig};
@@ -307,29 +307,11 @@ impl SlackApi {
         if let Some(ts) = self.cards.lock().unwrap().get(&key) {
             return Ok(ts.clone());
         }
-        let want = card_block_id(card);
-        let req = SlackApiConversationsRepliesRequest::new(
-            thread.channel.as_str().into(),
-            thread.message_id.as_str().into(),
-        )
-        .with_limit(200);
-        let r = self
-            .client
-            .open_session(&self.bot)
-            .conversations_replies(&req)
-            .await
-            .map_err(map_error)?;
-        let found = r.messages.iter().find(|m| {
-            m.content.blocks.iter().flatten().any(|b| match b {
-                SlackBlock::Header(h) => {
-                    h.block_id.as_ref().map(|i| i.to_string()) == Some(want.clone())
-                }
-                _ => false,
-            })
-        });
-        match found {
-            Some(m) => {
-                let ts = m.origin.ts.to_string();
+        match self
+            .find_card(&thread.channel, Some(&thread.message_id), card)
+            .await?
+        {
+            Some(ts) => {
                 self.cards.lock().unwrap().insert(key, ts.clone());
                 Ok(ts)
             }
@@ -338,6 +320,52 @@ impl SlackApi {
                 card.incident
             ))),
         }
+    }
+
+    /// Looks for the bot's card of this incident by its header `block_id`: in the thread under
+    /// `root`, or among the channel's messages since the incident opened.
+    async fn find_card(
+        &self,
+        channel: &str,
+        root: Option<&str>,
+        card: &IncidentCard,
+    ) -> Result<Option<String>, ChatError> {
+        let want = card_block_id(card);
+        let session = self.client.open_session(&self.bot);
+        let messages = match root {
+            Some(root) => {
+                let req = SlackApiConversationsRepliesRequest::new(channel.into(), root.into())
+                    .with_limit(200);
+                match session.conversations_replies(&req).await {
+                    Ok(r) => r.messages,
+                    Err(SlackClientError::ApiError(a)) if a.code == "thread_not_found" => vec![],
+                    Err(e) => return Err(map_error(e)),
+                }
+            }
+            None => {
+                let oldest = format!("{}.000000", card.opened_at.timestamp() - 60);
+                let req = SlackApiConversationsHistoryRequest::new()
+                    .with_channel(channel.into())
+                    .with_oldest(oldest.into())
+                    .with_limit(200);
+                session
+                    .conversations_history(&req)
+                    .await
+                    .map_err(map_error)?
+                    .messages
+            }
+        };
+        Ok(messages
+            .iter()
+            .find(|m| {
+                m.content.blocks.iter().flatten().any(|b| match b {
+                    SlackBlock::Header(h) => {
+                        h.block_id.as_ref().map(|i| i.to_string()).as_deref() == Some(want.as_str())
+                    }
+                    _ => false,
+                })
+            })
+            .map(|m| m.origin.ts.to_string()))
     }
 }
 
@@ -418,6 +446,12 @@ pub struct SlackPort {
     pace: Option<Pace>,
     /// channel → (tokens, last refill); tokens go negative for posts already waiting.
     buckets: Mutex<HashMap<String, (f64, tokio::time::Instant)>>,
+    /// Cards this process tried to post. A card tried before (the answer was lost: timeout,
+    /// 5xx after Slack stored it) or whose incident predates this process (a crash between
+    /// Slack's answer and the outbox's bookkeeping) may already be in Slack: it is looked up
+    /// before being posted again, so the thread is never doubled.
+    attempted: Mutex<HashSet<String>>,
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 impl SlackPort {
@@ -431,6 +465,8 @@ impl SlackPort {
             incident_channel,
             pace,
             buckets: Mutex::default(),
+            attempted: Mutex::default(),
+            started: chrono::Utc::now(),
         }
     }
 
@@ -488,6 +524,28 @@ impl SlackPort {
                     _ => (self.incident_channel()?.to_string(), None),
                 };
                 let content = card_content(card, metadata(msg, "card"))?;
+                let retried = !self.attempted.lock().unwrap().insert(msg.key.clone());
+                if retried || card.opened_at < self.started {
+                    let (ch, rt) = match &root {
+                        Some(r) => (channel.as_str(), Some(r.as_str())),
+                        None => (self.incident_channel()?, None),
+                    };
+                    if let Some(ts) = self.api.find_card(ch, rt, card).await? {
+                        info!(incident = %card.incident, "The card was already posted; not posting it again.");
+                        let root = rt.map(str::to_string).unwrap_or_else(|| ts.clone());
+                        self.api
+                            .cards
+                            .lock()
+                            .unwrap()
+                            .insert((ch.to_string(), root.clone()), ts);
+                        return Ok(Delivered {
+                            thread: Some(ThreadRef {
+                                channel: ch.to_string(),
+                                message_id: root,
+                            }),
+                        });
+                    }
+                }
                 let posted = match self.post(&channel, root.as_deref(), content.clone()).await {
                     // The alert's channel refuses us (not invited, archived…): rather than lose
                     // the card, start the thread in the incident channel.
