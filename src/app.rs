@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::chat::console::ConsoleSurface;
 use crate::chat::discord::DiscordSurface;
+use crate::chat::slack::SlackSurface;
 use crate::chat::Surface;
 use crate::config::Config;
 use crate::domain::incident::Incident;
@@ -44,6 +45,13 @@ impl Deps {
     /// [`ConsoleSurface::from_config`]).
     pub fn from_config(cfg: &Config) -> anyhow::Result<Deps> {
         let mut surfaces: Vec<Arc<dyn Surface>> = vec![Arc::new(ConsoleSurface::from_config(cfg)?)];
+        if let Some(slack) = &cfg.slack {
+            let groups = cfg
+                .policy
+                .iter()
+                .any(|p| p.approvers.iter().any(|a| a.starts_with("slack-group:")));
+            surfaces.push(Arc::new(SlackSurface::new(slack, groups)));
+        }
         if let Some(d) = &cfg.discord {
             surfaces.push(Arc::new(DiscordSurface::new(d)));
         }

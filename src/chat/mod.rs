@@ -7,6 +7,7 @@
 pub mod console;
 pub mod discord;
 pub mod recording;
+pub mod slack;
 
 use std::sync::Arc;
 

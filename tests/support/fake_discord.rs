@@ -892,7 +892,11 @@ async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
     };
     let (mut tx, mut rx) = ws.split();
     let hello = json!({ "op": 10, "d": { "heartbeat_interval": 250 }, "s": null, "t": null });
-    if tx.send(WsMessage::Text(hello.to_string())).await.is_err() {
+    if tx
+        .send(WsMessage::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     let (ctx, mut crx) = mpsc::unbounded_channel::<Conn>();
@@ -900,7 +904,7 @@ async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
         tokio::select! {
             cmd = crx.recv() => match cmd {
                 Some(Conn::Send(v)) => {
-                    if tx.send(WsMessage::Text(v.to_string())).await.is_err() {
+                    if tx.send(WsMessage::Text(v.to_string().into())).await.is_err() {
                         break;
                     }
                 }
@@ -910,7 +914,7 @@ async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
             frame = rx.next() => {
                 let Some(Ok(frame)) = frame else { break };
                 let text = match frame {
-                    WsMessage::Text(t) => t,
+                    WsMessage::Text(t) => t.as_str().to_owned(),
                     WsMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
                     WsMessage::Close(_) => break,
                     _ => continue,
@@ -983,7 +987,7 @@ async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
                 }
                 shared.changed.notify_waiters();
                 for f in out {
-                    if tx.send(WsMessage::Text(f.to_string())).await.is_err() {
+                    if tx.send(WsMessage::Text(f.to_string().into())).await.is_err() {
                         return;
                     }
                 }

@@ -1,0 +1,354 @@
+//! Inbound Slack payloads, shared by Socket Mode and the HTTP Events API: message events,
+//! `block_actions` and `/incident` commands become neutral [`ChatEvent`]s for the
+//! [`ChatService`]. Payloads are read from the raw JSON with our own small types rather than
+//! slack-morphism's models, because those drop attachment fields (`title_link`, `pretext`) that
+//! the alert parser reads.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use super::client::SlackApi;
+use super::render::{escape, MAX_TEXT};
+use crate::domain::alert::Platform;
+use crate::domain::card::truncate_chars;
+use crate::domain::policy::Actor;
+use crate::engine::service::{ChatEvent, ChatService};
+use crate::ingest::ChatAttachment;
+use crate::ports::ChatError;
+
+/// How many event ids are remembered for de-duplicating Slack's redeliveries.
+const SEEN: usize = 10_000;
+
+/// The slash command this bot owns.
+pub const COMMAND: &str = "/incident";
+
+/// A Slack message event (`message`, with or without a subtype).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct MessageEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subtype: Option<String>,
+    pub channel: String,
+    pub user: Option<String>,
+    pub bot_id: Option<String>,
+    pub username: Option<String>,
+    pub text: String,
+    pub ts: String,
+    pub thread_ts: Option<String>,
+    pub attachments: Vec<ChatAttachment>,
+    pub blocks: Vec<Value>,
+}
+
+/// Subtypes that are someone saying something; the rest (edits, deletions, joins…) are not.
+fn is_speech(subtype: Option<&str>) -> bool {
+    matches!(
+        subtype,
+        None | Some("bot_message") | Some("thread_broadcast") | Some("file_share")
+    )
+}
+
+/// Text of the blocks a monitoring bot may post instead of (or besides) attachments. A human's
+/// `rich_text` blocks repeat their `text`, so they are left out.
+fn blocks_text(blocks: &[Value]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for b in blocks {
+        match b["type"].as_str() {
+            Some("header") | Some("section") => {
+                if let Some(t) = b["text"]["text"].as_str() {
+                    out.push(t.to_string());
+                }
+                for f in b["fields"].as_array().into_iter().flatten() {
+                    if let Some(t) = f["text"].as_str() {
+                        out.push(t.to_string());
+                    }
+                }
+            }
+            Some("context") => {
+                for e in b["elements"].as_array().into_iter().flatten() {
+                    if let Some(t) = e["text"].as_str() {
+                        out.push(t.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.join("\n")
+}
+
+/// A slash command, from a Socket Mode payload (JSON) or an HTTP form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CommandPayload {
+    pub command: String,
+    pub text: String,
+    pub user_id: String,
+    pub user_name: Option<String>,
+    pub channel_id: String,
+}
+
+/// An answer to show one user privately, sent after the interaction was acknowledged.
+#[derive(Debug, Clone)]
+pub(crate) struct Ephemeral {
+    pub channel: String,
+    pub user: String,
+    pub thread_ts: Option<String>,
+    /// The interaction's webhook for answers, used when chat.postEphemeral is refused.
+    pub response_url: Option<String>,
+    pub text: String,
+}
+
+/// Event ids recently handled (or being handled), oldest first.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+/// The inbound side of the Slack surface.
+pub(crate) struct Inbound {
+    pub service: ChatService,
+    pub api: Arc<SlackApi>,
+    seen: Mutex<Seen>,
+}
+
+impl Inbound {
+    pub fn new(service: ChatService, api: Arc<SlackApi>) -> Self {
+        Inbound {
+            service,
+            api,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Claims an event id; false when it was handled already (a Slack retry).
+    fn claim(&self, id: &str) -> bool {
+        let mut s = self.seen.lock().unwrap();
+        if !s.set.insert(id.to_string()) {
+            return false;
+        }
+        s.order.push_back(id.to_string());
+        if s.order.len() > SEEN {
+            if let Some(old) = s.order.pop_front() {
+                s.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn release(&self, id: &str) {
+        let mut s = self.seen.lock().unwrap();
+        s.set.remove(id);
+        s.order.retain(|x| x != id);
+    }
+
+    /// An Events API `event_callback`. `Ok` means durable (or nothing to keep): acknowledge it.
+    /// `Err` means Slack should deliver it again.
+    pub async fn event_callback(&self, body: &Value) -> Result<(), String> {
+        let id = body["event_id"].as_str().map(str::to_string);
+        if let Some(id) = &id {
+            if !self.claim(id) {
+                debug!(event_id = %id, "Duplicate event; already handled.");
+                return Ok(());
+            }
+        }
+        let r = self.event(&body["event"]).await;
+        if let (Err(_), Some(id)) = (&r, &id) {
+            self.release(id);
+        }
+        r
+    }
+
+    async fn event(&self, ev: &Value) -> Result<(), String> {
+        if ev["type"] != "message" {
+            return Ok(());
+        }
+        let m: MessageEvent = match serde_json::from_value(ev.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                // It will not parse better next time: acknowledge and drop it.
+                warn!(error = %e, "Unreadable Slack message event; ignored.");
+                return Ok(());
+            }
+        };
+        if !is_speech(m.subtype.as_deref()) || m.channel.is_empty() {
+            return Ok(());
+        }
+        let me = self.api.identity().await.map_err(|e| e.to_string())?;
+        if m.user.as_deref() == Some(me.user_id.as_str())
+            || (m.bot_id.is_some() && m.bot_id == me.bot_id)
+        {
+            return Ok(());
+        }
+        let from_bot = m.subtype.as_deref() == Some("bot_message") || m.bot_id.is_some();
+        let mut author = Actor::new(
+            Platform::Slack,
+            m.user.clone().or(m.bot_id.clone()).unwrap_or_default(),
+        );
+        author.name = m.username.clone();
+        let extra = blocks_text(&m.blocks);
+        let text = match (m.text.trim().is_empty(), extra.is_empty()) {
+            (true, _) => extra,
+            (false, true) => m.text,
+            (false, false) => format!("{}\n{extra}", m.text),
+        };
+        let event = ChatEvent::Message {
+            channel: m.channel,
+            message_id: m.ts,
+            thread_id: m.thread_ts,
+            author,
+            from_bot,
+            text,
+            attachments: m.attachments,
+            embeds: vec![],
+        };
+        match self.service.handle(event).await {
+            None => Ok(()),
+            // A message gets an answer only when it could not be stored.
+            Some(reply) => Err(reply.text),
+        }
+    }
+
+    /// A `block_actions` interaction: each click goes to the engine with the clicker's id, and
+    /// the answers come back to be shown privately once Slack has its acknowledgement.
+    pub async fn interaction(&self, payload: &Value) -> Vec<Ephemeral> {
+        if payload["type"] != "block_actions" {
+            return vec![];
+        }
+        let user = payload["user"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let channel = payload["channel"]["id"]
+            .as_str()
+            .or(payload["container"]["channel_id"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let thread_ts = payload["container"]["thread_ts"]
+            .as_str()
+            .or(payload["message"]["thread_ts"].as_str())
+            .map(str::to_string);
+        let mut actor = Actor::new(Platform::Slack, user.clone());
+        actor.roles = self.api.groups_of(&user).await;
+        actor.name = payload["user"]["username"]
+            .as_str()
+            .or(payload["user"]["name"].as_str())
+            .map(str::to_string);
+        let mut answers = Vec::new();
+        for a in payload["actions"].as_array().into_iter().flatten() {
+            let Some(action_id) = a["action_id"].as_str() else {
+                continue;
+            };
+            info!(user = %user, action = action_id, "Slack button clicked.");
+            let event = ChatEvent::Button {
+                actor: actor.clone(),
+                action_id: action_id.to_string(),
+            };
+            if let Some(reply) = self.service.handle(event).await {
+                answers.push(Ephemeral {
+                    channel: channel.clone(),
+                    user: user.clone(),
+                    thread_ts: thread_ts.clone(),
+                    response_url: payload["response_url"].as_str().map(str::to_string),
+                    text: reply.text,
+                });
+            }
+        }
+        answers
+    }
+
+    /// A slash command; the answer is the command's response body.
+    pub async fn command(&self, c: CommandPayload) -> Value {
+        if c.command != COMMAND {
+            return json!({
+                "response_type": "ephemeral",
+                "text": format!("incidentd only answers {COMMAND}, not {}", c.command),
+            });
+        }
+        let mut actor = Actor::new(Platform::Slack, c.user_id.clone());
+        actor.roles = self.api.groups_of(&c.user_id).await;
+        actor.name = c.user_name;
+        let reply = self
+            .service
+            .handle(ChatEvent::Command {
+                actor,
+                text: c.text,
+            })
+            .await;
+        match reply {
+            Some(r) => json!({
+                "response_type": if r.ephemeral { "ephemeral" } else { "in_channel" },
+                "text": truncate_chars(&escape(&r.text), MAX_TEXT),
+            }),
+            None => json!({ "response_type": "ephemeral", "text": "Done." }),
+        }
+    }
+
+    /// Shows the answers privately; failures are logged, the click itself is already recorded.
+    pub fn send_ephemerals(self: &Arc<Self>, answers: Vec<Ephemeral>) {
+        if answers.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            for a in answers {
+                let r = me
+                    .api
+                    .post_ephemeral(&a.channel, &a.user, a.thread_ts.as_deref(), &a.text)
+                    .await;
+                let r = match (r, &a.response_url) {
+                    (Err(ChatError::Permanent(e)), Some(url)) => {
+                        debug!(error = %e, "chat.postEphemeral refused; answering through response_url.");
+                        me.api.respond(url, &a.text).await
+                    }
+                    (r, _) => r,
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "Cannot show an ephemeral answer.");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_events_keep_attachment_details() {
+        let ev: MessageEvent = serde_json::from_value(json!({
+            "type": "message", "subtype": "bot_message", "channel": "C1", "bot_id": "BAM",
+            "username": "Alertmanager", "text": "", "ts": "1.1",
+            "attachments": [{"id": 1, "title": "[FIRING:1] X", "title_link": "http://am/x",
+                "pretext": "p", "text": "t", "color": "danger",
+                "fields": [{"title": "severity", "value": "critical", "short": true}]}]
+        }))
+        .unwrap();
+        let a = &ev.attachments[0];
+        assert_eq!(a.title_link.as_deref(), Some("http://am/x"));
+        assert_eq!(a.pretext.as_deref(), Some("p"));
+        assert_eq!(a.fields[0].name, "severity");
+        assert!(is_speech(ev.subtype.as_deref()));
+        assert!(!is_speech(Some("message_changed")));
+    }
+
+    #[test]
+    fn block_text_skips_rich_text() {
+        let blocks = vec![
+            json!({"type": "header", "text": {"type": "plain_text", "text": "[FIRING:1] Disk"}}),
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": "body"},
+                   "fields": [{"type": "mrkdwn", "text": "*severity:* `critical`"}]}),
+            json!({"type": "rich_text", "elements": []}),
+        ];
+        assert_eq!(
+            blocks_text(&blocks),
+            "[FIRING:1] Disk\nbody\n*severity:* `critical`"
+        );
+    }
+}
