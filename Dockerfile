@@ -15,6 +15,9 @@ COPY --from=build /src/target/release/incidentd /usr/local/bin/incidentd
 COPY config /etc/incidentd
 USER incidentd
 WORKDIR /var/lib/incidentd
+# Listening on 0.0.0.0, the web console needs a login: pass
+#   -e INCIDENTD_CONSOLE_ADMIN_TOKEN=<at least 16 random characters>
+# (or mount a config with [[console.users]]); without one it refuses to start.
 ENV INCIDENTD_CONFIG=/etc/incidentd/incidentd.toml \
     INCIDENTD_LISTEN=0.0.0.0:8080 \
     INCIDENTD_STORE_PATH=/var/lib/incidentd/store

@@ -921,6 +921,27 @@ impl RawConfig {
             }
         }
 
+        // Containers: a console admin from the environment, so a deployment on 0.0.0.0 can
+        // log in without a config file of its own.
+        if let Some(t) = env("INCIDENTD_CONSOLE_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+            if t.len() < 16 {
+                err(
+                    "INCIDENTD_CONSOLE_ADMIN_TOKEN".into(),
+                    "must be at least 16 characters".into(),
+                );
+            } else if console.users.iter().any(|u| u.name == "admin") {
+                err(
+                    "INCIDENTD_CONSOLE_ADMIN_TOKEN".into(),
+                    "a console user named admin is already configured".into(),
+                );
+            } else {
+                console.users.push(ConsoleUser {
+                    name: "admin".into(),
+                    token: Secret(t),
+                });
+            }
+        }
+
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -1100,6 +1121,19 @@ mod tests {
     }
 
     #[test]
+    fn a_console_admin_can_come_from_the_environment() {
+        let env = |k: &str| {
+            (k == "INCIDENTD_CONSOLE_ADMIN_TOKEN").then(|| "0123456789abcdef0123".to_string())
+        };
+        let c = Config::from_toml("", &env).unwrap();
+        assert_eq!(c.console.users.len(), 1);
+        assert_eq!(c.console.users[0].name, "admin");
+        let short = |k: &str| (k == "INCIDENTD_CONSOLE_ADMIN_TOKEN").then(|| "short".to_string());
+        let e = Config::from_toml("", &short).unwrap_err().to_string();
+        assert!(e.contains("at least 16"), "{e}");
+    }
+
+    #[test]
     fn partial_policy_sections_keep_the_severity_defaults() {
         let c = Config::from_toml("[policy.P0]\napprovers = [\"slack:U1\"]\n", &no_env).unwrap();
         let p0 = c.policy(Severity::P0);
@@ -1210,7 +1244,10 @@ mod tests {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&p).unwrap();
-                let env = |k: &str| k.ends_with("_TOKEN").then(|| "t".to_string());
+                let env = |k: &str| {
+                    k.ends_with("_TOKEN")
+                        .then(|| "t0123456789abcdef".to_string())
+                };
                 Config::from_toml(&text, &env).unwrap_or_else(|e| panic!("{}:\n{e}", p.display()));
                 n += 1;
             }

@@ -301,7 +301,7 @@ impl ConsoleSurface {
             if !listen.ip().is_loopback() {
                 anyhow::bail!(
                     "the web console would be reachable on {listen} with approve buttons and no login: \
-                     configure at least one [[console.users]] entry (name and token_env), or listen on 127.0.0.1"
+                     configure at least one [[console.users]] entry (name and token_env), set INCIDENTD_CONSOLE_ADMIN_TOKEN, or listen on 127.0.0.1"
                 );
             }
             let token = auth::random_hex();
