@@ -424,6 +424,10 @@ async fn webhook_alert_appears_live_and_on_every_page() {
     assert_eq!(r.status(), 200);
     let inc = r.text().await.unwrap();
     assert!(inc.contains("Timeline") && inc.contains("Opened as P1"));
+    assert!(
+        inc.contains("Post-incident report") && inc.contains("# Post-incident report: INC-1"),
+        "the incident page shows the report"
+    );
     assert!(inc.contains("Executions"));
     let r = c
         .get(app.url("/console/incidents/INC-99"))

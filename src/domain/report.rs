@@ -278,6 +278,45 @@ pub fn render_markdown(
     s
 }
 
+/// Splits a report into chat-sized parts (≤ `max` characters each), at section boundaries where
+/// possible, then at lines: chat platforms cap a message (Discord 2000, Slack 4000 characters),
+/// and a report cut off at the cap would lose its follow-ups and timeline.
+pub fn split_for_chat(report: &str, max: usize) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let push_line = |cur: &mut String, parts: &mut Vec<String>, line: &str| {
+        let line: String = if line.chars().count() > max {
+            super::card::truncate_chars(line, max)
+        } else {
+            line.to_string()
+        };
+        if cur.chars().count() + line.chars().count() + 1 > max && !cur.is_empty() {
+            parts.push(std::mem::take(cur).trim_end().to_string());
+        }
+        cur.push_str(&line);
+        cur.push('\n');
+    };
+    for (i, section) in report.split("\n## ").enumerate() {
+        let section = if i == 0 {
+            section.to_string()
+        } else {
+            format!("## {section}")
+        };
+        // Start a section on a new part when it would not fit in what is left.
+        if !cur.is_empty() && cur.chars().count() + section.chars().count() + 1 > max {
+            parts.push(std::mem::take(&mut cur).trim_end().to_string());
+        }
+        for line in section.lines() {
+            push_line(&mut cur, &mut parts, line);
+        }
+        cur.push('\n');
+    }
+    if !cur.trim().is_empty() {
+        parts.push(cur.trim_end().to_string());
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +363,31 @@ mod tests {
             RootCause::ResourceLimits,
             "falls back to the kind"
         );
+    }
+
+    #[test]
+    fn long_reports_are_split_at_sections_within_the_limit() {
+        let mut report = String::from("# Title\n\n## Facts\n\n| a | b |\n");
+        report.push_str("\n## Timeline\n\n");
+        for i in 0..300 {
+            report.push_str(&format!("- 12:00:{i:02} — something happened number {i}\n"));
+        }
+        report.push_str("\n## Follow-ups\n\n- [ ] fix it\n");
+        let parts = split_for_chat(&report, 1900);
+        assert!(parts.len() > 2);
+        assert!(parts.iter().all(|p| p.chars().count() <= 1900));
+        let joined = parts.join("\n");
+        assert!(
+            joined.contains("number 299") && joined.contains("- [ ] fix it"),
+            "nothing lost"
+        );
+        assert!(parts[0].starts_with("# Title"));
+        // A short report stays one message.
+        assert_eq!(split_for_chat("# T\n\n## A\nx\n", 1900).len(), 1);
+        // A single over-long line is cut, not dropped.
+        let parts = split_for_chat(&"y".repeat(5000), 100);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].chars().count(), 100);
     }
 
     #[test]

@@ -76,12 +76,35 @@ impl TestApp {
         let handle = tokio::spawn(run(cfg, listener, deps, async move {
             let _ = rx.await;
         }));
-        TestApp {
+        let mut app = TestApp {
             base,
             port,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             handle: Some(handle),
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    /// Waits (bounded) until the app answers /readyz; if it stopped instead, fails with its error.
+    async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.handle.as_ref().unwrap().is_finished() {
+                let result = self.handle.take().unwrap().await.unwrap();
+                panic!("the app stopped while starting: {result:?}");
+            }
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the app did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -373,6 +373,7 @@ pub fn incident_page(
     timeline: &[TimelineEvent],
     executions: &[Execution],
     replies: &[ThreadItem],
+    report: &str,
 ) -> Markup {
     let id = inc.id.to_string();
     layout(
@@ -413,6 +414,14 @@ pub fn incident_page(
                         }
                         p.hint { "Each run's outcome line is on the timeline above." }
                     }
+                }
+                section aria-labelledby="rp-h" {
+                    h2 #rp-h { "Post-incident report" }
+                    p.hint {
+                        "Markdown, as posted into the thread on resolution. "
+                        a href={ "/api/v1/incidents/" (id) "/report.md" } { "Download" }
+                    }
+                    pre.report { (report) }
                 }
                 @if !inc.labels.is_empty() {
                     section aria-labelledby="lb-h" {

@@ -665,7 +665,9 @@ async fn incident(
         )
             .into_response();
     };
-    let card = crate::engine::card(&inc, st.0.service.config());
+    let cfg = st.0.service.config();
+    let card = crate::engine::card(&inc, cfg);
+    let report = crate::domain::report::render_markdown(&inc, &timeline, &cfg.classifier);
     pages::incident_page(
         &v,
         &card,
@@ -673,6 +675,7 @@ async fn incident(
         &timeline,
         &executions,
         &st.0.port.thread(id),
+        &report,
     )
     .into_response()
 }
