@@ -236,3 +236,74 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod table {
+    use super::*;
+    use crate::domain::severity::ALL;
+
+    /// Every row of severity × actor × prior approvals, against the default policies with one
+    /// approver list for all severities.
+    #[test]
+    fn decision_table() {
+        let alice = Actor::new(Platform::Slack, "UALICE"); // approver, acknowledged the incident
+        let bob = Actor::new(Platform::Slack, "UBOB"); // approver
+        let eve = Actor::new(Platform::Slack, "UEVE"); // not an approver
+        let bot = Actor::system();
+        use Refusal::*;
+        for sev in ALL {
+            let policy = ApprovalPolicy {
+                approvers: vec!["slack:UALICE".into(), "slack:UBOB".into()],
+                ..ApprovalPolicy::default_for(sev)
+            };
+            let two_person = sev == Severity::P0;
+            let rows: [(&Actor, &[&Actor], Result<(), Refusal>); 8] = [
+                (&bob, &[], Ok(())),
+                (&bob, &[&alice], Ok(())),
+                (&bob, &[&bob], Err(AlreadyApproved)),
+                (&eve, &[], Err(NotAuthorized)),
+                (&eve, &[&bob], Err(NotAuthorized)),
+                (&bot, &[], Err(NotAuthorized)),
+                (
+                    &alice,
+                    &[],
+                    if two_person {
+                        Err(ProposerMayNotApprove)
+                    } else {
+                        Ok(())
+                    },
+                ),
+                (
+                    &alice,
+                    &[&bob],
+                    if two_person {
+                        Err(ProposerMayNotApprove)
+                    } else {
+                        Ok(())
+                    },
+                ),
+            ];
+            for (actor, prior, want) in rows {
+                let prior: Vec<Actor> = prior.iter().map(|a| (*a).clone()).collect();
+                assert_eq!(
+                    check_approval(&policy, actor, &prior, &[&alice]),
+                    want,
+                    "{sev} {} after {:?}",
+                    actor.id,
+                    prior.iter().map(|a| &a.id).collect::<Vec<_>>()
+                );
+            }
+            // How many distinct approvals it takes, and how long a request waits.
+            let (min, expiry) = match sev {
+                Severity::P0 => (2, 120),
+                Severity::P1 => (1, 120),
+                _ => (1, 600),
+            };
+            assert_eq!(
+                (policy.min_approvals, policy.expiry_seconds),
+                (min, expiry),
+                "{sev}"
+            );
+        }
+    }
+}
