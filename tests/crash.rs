@@ -24,8 +24,16 @@ impl Drop for Bot {
 
 /// Starts the bot on a free loopback port and waits for its "listening" line.
 fn start(store: &Path) -> Bot {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .arg("run")
+    start_with(store, None)
+}
+
+fn start_with(store: &Path, config: Option<&Path>) -> Bot {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
+    cmd.arg("run");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .env("INCIDENTD_LISTEN", "127.0.0.1:0")
         .env("INCIDENTD_STORE_PATH", store)
         .env("RUST_LOG", "info")
@@ -188,4 +196,103 @@ async fn sigterm_finishes_accepted_work_and_exits_cleanly() {
     assert_all_present(&acked, &incidents);
     bot.child.kill().unwrap();
     bot.child.wait().unwrap();
+}
+
+/// A P3 alert whose playbook action runs automatically and takes long: the bot is killed while
+/// it runs. After the restart the execution is `interrupted`, a human is asked, and nothing is
+/// run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_remediation_leaves_it_interrupted_and_not_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let marker = dir.path().join("runs");
+    let config = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[playbooks]]
+id = "orch"
+title = "Orchestration"
+kinds = ["orchestration_failure"]
+[[playbooks.actions]]
+id = "slow-restart"
+title = "Slow restart"
+auto = true
+timeout_seconds = 60
+run = {{ type = "command", argv = ["/bin/sh", "-c", "echo run >> {m}; exec sleep 30"] }}
+"#,
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut bot = start_with(&store, Some(&config));
+    let r = http
+        .post(format!("{}/api/v1/alerts", bot.base))
+        .json(&serde_json::json!({ "title": "Planner agent deadlock", "severity": "info" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Wait (bounded) until the action is running: Started is durable before launch.
+    let started = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let v: Value = http
+                .get(format!("{}/api/v1/incidents/INC-1", bot.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["executions"][0]["status"] == "started" && marker.exists() {
+                return v;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the action never started");
+    assert_eq!(started["executions"][0]["key"], "INC-1:slow-restart");
+    bot.child.kill().unwrap();
+    bot.child.wait().unwrap();
+
+    let bot = start_with(&store, Some(&config));
+    let v: Value = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let v: Value = http
+                .get(format!("{}/api/v1/incidents/INC-1", bot.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let noted = v["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == "execution_interrupted");
+            if noted {
+                return v;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the interruption was not recorded");
+    assert_eq!(v["executions"][0]["status"], "interrupted");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().lines().count(),
+        1,
+        "never re-run automatically"
+    );
+    let started_events = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "execution_started")
+        .count();
+    assert_eq!(started_events, 1);
 }
