@@ -240,3 +240,50 @@ async fn superseded_card_edits_are_dropped_and_new_entries_wake_the_worker() {
     let _ = stop.send(true);
     h.await.unwrap();
 }
+
+/// A platform that never answers.
+struct Hung {
+    called: Notify,
+}
+
+#[async_trait]
+impl ChatPort for Hung {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn deliver(&self, _msg: OutboundMessage<'_>) -> Result<Delivered, ChatError> {
+        self.called.notify_one();
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_stop_does_not_wait_for_a_hung_platform_and_keeps_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    store
+        .commit(&WriteSet {
+            outbox: vec![note(1, 1, "x")],
+            ..Default::default()
+        })
+        .unwrap();
+    let port = Arc::new(Hung {
+        called: Notify::new(),
+    });
+    let waiter = port.clone();
+    let called = waiter.called.notified();
+    let (_commits, commit_rx) = watch::channel(0);
+    let (stop, stop_rx) = watch::channel(false);
+    let cfg = OutboxConfig {
+        call_timeout: Duration::from_secs(3600),
+        ..OutboxConfig::default()
+    };
+    let h = tokio::spawn(run_outbox(store.clone(), port, commit_rx, stop_rx, cfg));
+    called.await;
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(20), h)
+        .await
+        .expect("the worker stops although the call never returns")
+        .unwrap();
+    assert_eq!(store.outbox_len(), 1, "not delivered, so still queued");
+}

@@ -133,9 +133,14 @@ pub async fn run_outbox(
                     thread,
                     body: &entry.body,
                 };
-                match tokio::time::timeout(cfg.call_timeout, port.deliver(msg)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ChatError::Transient("timed out".into())),
+                // A stop does not wait for a slow platform: the entry stays queued for next time.
+                let call = tokio::time::timeout(cfg.call_timeout, port.deliver(msg));
+                tokio::select! {
+                    r = call => match r {
+                        Ok(r) => r,
+                        Err(_) => Err(ChatError::Transient("timed out".into())),
+                    },
+                    _ = shutdown.changed() => break,
                 }
             };
             let outcome = match &result {
@@ -210,6 +215,9 @@ pub async fn run_outbox(
                     progressed = true;
                 }
             }
+        }
+        if *shutdown.borrow() {
+            break;
         }
         if progressed && entries.len() >= cfg.batch {
             continue;

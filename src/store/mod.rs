@@ -33,6 +33,9 @@ pub struct SledStore {
     threads: Tree,
     history: Tree,
     meta: Tree,
+    /// sled's log file. sled 0.34's `flush` only calls `sync_file_range`, which does not make
+    /// the data durable against power loss; an explicit `sync_data` on the file does.
+    log: std::fs::File,
 }
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -142,6 +145,9 @@ impl SledStore {
             threads: tree("threads")?,
             history: tree("history")?,
             meta: tree("meta")?,
+            log: std::fs::File::open(path.join("db")).map_err(|e| {
+                StoreError::Storage(format!("cannot open {}/db: {e}", path.display()))
+            })?,
             db,
         };
         match s.meta.get("schema_version").map_err(storage)? {
@@ -298,7 +304,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(storage)
+        self.db.flush().map_err(storage)?;
+        // fdatasync: what "durable before acknowledged" promises (≈ 0.1 ms more per commit).
+        self.log.sync_data().map_err(storage)
     }
 
     fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
