@@ -1,1 +1,836 @@
-fn main() {}
+//! Load test of the real webhook path: Alertmanager v4 webhooks over HTTP, each answered only
+//! once its alerts are durable (one group commit: a sled transaction and a sled `flush`),
+//! measured end to end from the client.
+//!
+//! By default every HTTP scenario starts a fresh incidentd in-process (`incidentd::app::run` on
+//! 127.0.0.1:0, built-in config, a temp sled store, a `RecordingPort` as the only chat sink, so
+//! the outbox delivers while the load runs; `--chat stalled` swaps in a sink that never answers,
+//! to measure the write path alone). With `--url http://127.0.0.1:PORT` it targets an
+//! already-running incidentd instead (only 127.0.0.1/localhost are accepted). Scenarios
+//! (`--scenario a,b,…`, all by default):
+//!
+//! - `single`: one alert per request, 64 concurrent senders, 20 000 alerts;
+//! - `batched`: 100 alerts per request, 8 senders, 200 000 alerts;
+//! - `dedup`: 100 000 alerts over exactly 100 fingerprints, 100 per request, 8 senders; then
+//!   `GET /api/v1/incidents?status=all&limit=1000` must show exactly 100 incidents of this run;
+//! - `sled-baseline`: raw sled in a temp dir with the batched shape and the same durability:
+//!   per "request" 100 inserts of 1 KiB (`--sled-value-bytes`) and one `flush`, from 8 threads.
+//!
+//! For each it prints alerts, requests, errors, seconds, alerts/s, requests/s and per-request
+//! latency percentiles, then the ratio of incidentd's batched throughput to the sled baseline
+//! and a check against the targets (≥ 10 000 alerts/s durable, p99 ≤ 50 ms per request).
+//! Every request must get 200 and one result per alert; any error makes the exit code 1. Each
+//! scenario stops taking new requests after `--max-seconds` (default 120).
+//!
+//! Run: `cargo run --release --example load -- [--scenario batched] [--url http://127.0.0.1:8080]`
+//! (`--help` lists the sizes that can be changed).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use clap::{Parser, ValueEnum};
+use incidentd::app::{run, Deps};
+use incidentd::chat::recording::RecordingPort;
+use incidentd::config::Config;
+use incidentd::engine::outbox::OutboxConfig;
+use incidentd::ports::{ChatError, ChatPort, Delivered, OutboundMessage, SystemClock};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Per-request client timeout (a hung request is an error, not a hang).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a graceful stop of the in-process app may take.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The targets reported against.
+const TARGET_ALERTS_PER_SEC: f64 = 10_000.0;
+const TARGET_P99: Duration = Duration::from_millis(50);
+
+/// The chat sink of the in-process app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Chat {
+    /// `RecordingPort`: every queued message is delivered (and its outbox entry deleted and
+    /// fsynced) while the load runs, as with a fast chat platform.
+    Recording,
+    /// A port that never answers: nothing is delivered, so no outbox work competes with
+    /// ingest (isolates the write path).
+    Stalled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Single,
+    Batched,
+    Dedup,
+    SledBaseline,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Durable ingest load test for incidentd (loopback only)")]
+struct Args {
+    /// Target an already-running incidentd (http://127.0.0.1:PORT or http://localhost:PORT)
+    /// instead of starting one in-process.
+    #[arg(long)]
+    url: Option<String>,
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "single,batched,dedup,sled-baseline"
+    )]
+    scenario: Vec<Scenario>,
+    /// `single`: alerts (one per request).
+    #[arg(long, default_value_t = 20_000)]
+    single_alerts: usize,
+    /// `single`: concurrent senders.
+    #[arg(long, default_value_t = 64)]
+    single_senders: usize,
+    /// `batched` and `sled-baseline`: alerts.
+    #[arg(long, default_value_t = 200_000)]
+    batched_alerts: usize,
+    /// `batched`, `dedup` and `sled-baseline`: concurrent senders (threads for sled).
+    #[arg(long, default_value_t = 8)]
+    batched_senders: usize,
+    /// `batched`, `dedup` and `sled-baseline`: alerts per request.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// `dedup`: alerts.
+    #[arg(long, default_value_t = 100_000)]
+    dedup_alerts: usize,
+    /// `dedup`: distinct fingerprints (at most 1000, the listing limit).
+    #[arg(long, default_value_t = 100)]
+    dedup_fingerprints: usize,
+    /// `sled-baseline`: bytes per inserted value.
+    #[arg(long, default_value_t = 1024)]
+    sled_value_bytes: usize,
+    /// The in-process app's chat sink (ignored with `--url`).
+    #[arg(long, value_enum, default_value = "recording")]
+    chat: Chat,
+    /// Hard cap per scenario: no new request starts after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    max_seconds: u64,
+}
+
+/// The shape of one HTTP scenario.
+#[derive(Debug, Clone)]
+struct Shape {
+    name: &'static str,
+    alerts: usize,
+    per_request: usize,
+    senders: usize,
+    /// `Some(k)`: alert `i` repeats fingerprint `i % k`; `None`: every alert is new.
+    fingerprints: Option<usize>,
+}
+
+impl Shape {
+    fn requests(&self) -> usize {
+        self.alerts.div_ceil(self.per_request)
+    }
+}
+
+/// What one scenario measured.
+#[derive(Debug, Default)]
+struct Report {
+    name: String,
+    /// Alerts acknowledged with a result (no error).
+    alerts: usize,
+    /// Requests answered 200 with one valid result per alert.
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    /// One per completed request, sorted.
+    latencies: Vec<Duration>,
+    /// Stopped by `--max-seconds` before all requests were sent.
+    capped: bool,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn alerts_per_sec(&self) -> f64 {
+        self.alerts as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn requests_per_sec(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Nearest-rank percentile, `p` in 0..=100.
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        if self.notes.iter().filter(|n| n.starts_with("error")).count() < 5 {
+            self.notes.push(format!("error: {message}"));
+        }
+    }
+}
+
+/// One Alertmanager v4 alert. Labels make the fingerprint: `id` (and this run's tag) decides it.
+fn am_alert(id: usize, tag: &str, scenario: &str) -> serde_json::Value {
+    json!({
+        "status": "firing",
+        "labels": {
+            "alertname": "HighLatency",
+            "service": format!("svc-{}", id % 50),
+            "instance": format!("10.{}.{}.{}:9100", (id >> 16) & 255, (id >> 8) & 255, id & 255),
+            "job": "node",
+            "severity": "warning",
+            "load_id": id.to_string(),
+            "load_run": tag,
+            "load_scenario": scenario,
+        },
+        "annotations": {
+            "summary": "p99 latency above 500 ms",
+            "description": "The service answers slowly for more than 5 minutes.",
+            "runbook_url": "https://runbooks.example.com/HighLatency",
+        },
+        "startsAt": "2026-11-29T12:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=latency",
+        "fingerprint": format!("{id:016x}"),
+    })
+}
+
+/// The request bodies of a scenario, built before the clock starts.
+fn bodies(shape: &Shape, tag: &str) -> Vec<(usize, String)> {
+    (0..shape.requests())
+        .map(|r| {
+            let range = r * shape.per_request..((r + 1) * shape.per_request).min(shape.alerts);
+            let n = range.len();
+            let alerts: Vec<_> = range
+                .map(|i| am_alert(shape.fingerprints.map_or(i, |k| i % k), tag, shape.name))
+                .collect();
+            let body = json!({
+                "version": "4",
+                "groupKey": "{}:{alertname=\"HighLatency\"}",
+                "truncatedAlerts": 0,
+                "status": "firing",
+                "receiver": "incidentd",
+                "groupLabels": {"alertname": "HighLatency"},
+                "commonLabels": {"alertname": "HighLatency", "severity": "warning"},
+                "commonAnnotations": {},
+                "externalURL": "http://alertmanager:9093",
+                "alerts": alerts,
+            });
+            (n, body.to_string())
+        })
+        .collect()
+}
+
+/// The webhook answer: one result per alert.
+#[derive(Deserialize)]
+struct WebhookReply {
+    accepted: usize,
+    results: Vec<AlertResult>,
+}
+
+#[derive(Deserialize)]
+struct AlertResult {
+    incident: Option<String>,
+    #[serde(default)]
+    created: bool,
+    error: Option<String>,
+}
+
+/// What one sender saw.
+#[derive(Default)]
+struct SenderStats {
+    alerts: usize,
+    requests: usize,
+    created: usize,
+    latencies: Vec<Duration>,
+    errors: Vec<String>,
+}
+
+/// Posts one body and checks the answer; returns (alerts acknowledged, incidents created).
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    n: usize,
+) -> anyhow::Result<(usize, usize)> {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    ensure!(
+        status == reqwest::StatusCode::OK,
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+    );
+    let reply: WebhookReply = serde_json::from_slice(&bytes).context("reply body")?;
+    ensure!(
+        reply.accepted == n && reply.results.len() == n,
+        "sent {n} alerts, got accepted={} and {} results",
+        reply.accepted,
+        reply.results.len()
+    );
+    if let Some(e) = reply.results.iter().find_map(|r| r.error.as_ref()) {
+        bail!("an alert was refused: {e}");
+    }
+    ensure!(
+        reply.results.iter().all(|r| r.incident.is_some()),
+        "a firing alert got no incident"
+    );
+    Ok((n, reply.results.iter().filter(|r| r.created).count()))
+}
+
+/// Sends every body of a scenario from `senders` concurrent tasks.
+async fn run_http(shape: &Shape, base: &str, tag: &str, cap: Duration) -> Report {
+    let bodies = Arc::new(bodies(shape, tag));
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("HTTP client");
+    let url = Arc::new(format!("{base}/api/v1/alerts/alertmanager"));
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + cap;
+    let tasks: Vec<JoinHandle<SenderStats>> = (0..shape.senders)
+        .map(|_| {
+            let (bodies, client, url, next) =
+                (bodies.clone(), client.clone(), url.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut s = SenderStats::default();
+                // The deadline is checked before taking a request, so `next` counts exactly
+                // the requests taken (plus one per sender that found none left).
+                while Instant::now() < deadline {
+                    let r = next.fetch_add(1, Ordering::Relaxed);
+                    if r >= bodies.len() {
+                        break;
+                    }
+                    let (n, body) = &bodies[r];
+                    let t = Instant::now();
+                    match post(&client, &url, body.clone(), *n).await {
+                        Ok((alerts, created)) => {
+                            s.latencies.push(t.elapsed());
+                            s.alerts += alerts;
+                            s.created += created;
+                            s.requests += 1;
+                        }
+                        Err(e) => s.errors.push(format!("request {r}: {e:#}")),
+                    }
+                }
+                s
+            })
+        })
+        .collect();
+    let mut report = Report {
+        name: shape.name.to_string(),
+        ..Report::default()
+    };
+    let mut created = 0;
+    for t in tasks {
+        match t.await {
+            Ok(s) => {
+                report.alerts += s.alerts;
+                report.requests += s.requests;
+                report.latencies.extend(s.latencies);
+                created += s.created;
+                for e in s.errors {
+                    report.error(e);
+                }
+            }
+            Err(e) => report.error(format!("sender task: {e}")),
+        }
+    }
+    report.elapsed = start.elapsed();
+    report.latencies.sort_unstable();
+    let sent = next.load(Ordering::Relaxed).min(bodies.len());
+    if sent < bodies.len() {
+        report.capped = true;
+        report.notes.push(format!(
+            "capped at {}s: {sent} of {} requests sent",
+            cap.as_secs(),
+            bodies.len()
+        ));
+    }
+    report.notes.push(format!("{created} incidents created"));
+    // Every alert of this run is new unless the scenario repeats fingerprints.
+    let expected = shape.fingerprints.unwrap_or(report.alerts);
+    if created != expected && report.errors == 0 {
+        report.error(format!(
+            "expected {expected} incidents created, the results say {created}"
+        ));
+    }
+    report
+}
+
+/// The incidents of this run's `dedup` scenario must be exactly `expected` and count `alerts`
+/// alerts between them; `fresh` also requires that nothing else is stored (a new in-process
+/// store). Returns how they were triaged.
+async fn verify_dedup(
+    base: &str,
+    tag: &str,
+    expected: usize,
+    alerts: usize,
+    fresh: bool,
+) -> anyhow::Result<String> {
+    #[derive(Deserialize)]
+    struct Listing {
+        incidents: Vec<serde_json::Value>,
+    }
+    let url = format!("{base}/api/v1/incidents?status=all&limit=1000");
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await?;
+    ensure!(
+        resp.status().is_success(),
+        "GET {url}: HTTP {}",
+        resp.status()
+    );
+    let list: Listing = resp.json().await.context("incident listing")?;
+    let ours: Vec<_> = list
+        .incidents
+        .iter()
+        .filter(|i| i["labels"]["load_run"] == tag && i["labels"]["load_scenario"] == "dedup")
+        .collect();
+    ensure!(
+        ours.len() == expected,
+        "DEDUP FAILED: {} incidents for {expected} fingerprints",
+        ours.len()
+    );
+    let counted: u64 = ours.iter().filter_map(|i| i["alert_count"].as_u64()).sum();
+    ensure!(
+        counted == alerts as u64,
+        "DEDUP FAILED: the incidents count {counted} alerts, {alerts} were acknowledged"
+    );
+    if fresh {
+        ensure!(
+            list.incidents.len() == expected,
+            "DEDUP FAILED: the fresh store holds {} incidents, expected {expected}",
+            list.incidents.len()
+        );
+    }
+    let mut triage: Vec<String> = ours
+        .iter()
+        .map(|i| format!("{} {} playbook {}", i["severity"], i["kind"], i["playbook"]))
+        .collect();
+    triage.sort();
+    triage.dedup();
+    Ok(triage.join("; "))
+}
+
+/// A chat platform that never answers.
+struct StalledPort;
+
+#[async_trait::async_trait]
+impl ChatPort for StalledPort {
+    fn name(&self) -> &str {
+        "load"
+    }
+
+    async fn deliver(&self, _msg: OutboundMessage<'_>) -> Result<Delivered, ChatError> {
+        std::future::pending().await
+    }
+}
+
+/// incidentd running in this process on 127.0.0.1:0 with a temp store.
+struct LocalApp {
+    base: String,
+    dir: tempfile::TempDir,
+    /// The recording sink, to count deliveries (`None` when stalled).
+    port: Option<Arc<RecordingPort>>,
+    shutdown: oneshot::Sender<()>,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl LocalApp {
+    async fn start(chat: Chat) -> anyhow::Result<LocalApp> {
+        let dir = tempfile::Builder::new()
+            .prefix("incidentd-load")
+            .tempdir()?;
+        let mut cfg = Config::builtin();
+        cfg.store.path = dir.path().join("store");
+        // The config's own dependencies, with our sink as the only chat destination (the
+        // built-in console surface would double every outbox entry and its fsync).
+        let mut deps = Deps::from_config(&cfg).context("incidentd dependencies")?;
+        deps.surfaces = Vec::new();
+        deps.clock = Arc::new(SystemClock);
+        deps.outbox = OutboxConfig::default();
+        let port = match chat {
+            Chat::Recording => {
+                let port = Arc::new(RecordingPort::new("load"));
+                deps.sinks = vec![port.clone()];
+                Some(port)
+            }
+            Chat::Stalled => {
+                deps.sinks = vec![Arc::new(StalledPort)];
+                // A stuck call holds the outbox worker, and so a graceful stop, this long.
+                deps.outbox.call_timeout = Duration::from_secs(1);
+                None
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run(cfg, listener, deps, async move {
+            let _ = rx.await;
+        }));
+        // The listener is bound, so this request waits in the accept queue until the store is
+        // open, the writer runs and the server accepts: one round trip, no polling.
+        let ready = reqwest::Client::new()
+            .get(format!("{base}/readyz"))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .context("incidentd did not answer /readyz")?;
+        ensure!(
+            ready.status().is_success(),
+            "incidentd not ready: HTTP {}",
+            ready.status()
+        );
+        Ok(LocalApp {
+            base,
+            dir,
+            port,
+            shutdown,
+            handle,
+        })
+    }
+
+    /// Graceful stop; then notes what the run left on disk and in chat.
+    async fn stop(self, report: &mut Report) {
+        let _ = self.shutdown.send(());
+        match tokio::time::timeout(STOP_TIMEOUT, self.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => report.error(format!("incidentd failed: {e:#}")),
+            Ok(Err(e)) => report.error(format!("incidentd task: {e}")),
+            Err(_) => report.error(format!("incidentd did not stop in {STOP_TIMEOUT:?}")),
+        }
+        let bytes = dir_bytes(self.dir.path());
+        let chat = match &self.port {
+            Some(p) => format!(
+                "{} chat deliveries by the outbox during the run",
+                p.attempts()
+            ),
+            None => "chat stalled (no outbox deliveries)".to_string(),
+        };
+        report.notes.push(format!(
+            "store on disk {:.1} MiB ({:.0} B/alert), {chat}",
+            bytes as f64 / (1 << 20) as f64,
+            bytes as f64 / report.alerts.max(1) as f64,
+        ));
+    }
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Runs one HTTP scenario against `url`, or against a fresh in-process app.
+async fn http_scenario(
+    shape: &Shape,
+    url: Option<&str>,
+    chat: Chat,
+    tag: &str,
+    cap: Duration,
+) -> Report {
+    let local = match url {
+        Some(_) => None,
+        None => match LocalApp::start(chat).await {
+            Ok(app) => Some(app),
+            Err(e) => {
+                let mut r = Report {
+                    name: shape.name.to_string(),
+                    ..Report::default()
+                };
+                r.error(format!("cannot start incidentd: {e:#}"));
+                return r;
+            }
+        },
+    };
+    let base = url.map_or_else(
+        || local.as_ref().expect("local app").base.clone(),
+        str::to_string,
+    );
+    let mut report = run_http(shape, &base, tag, cap).await;
+    if let Some(k) = shape.fingerprints {
+        match verify_dedup(&base, tag, k, report.alerts, local.is_some()).await {
+            Ok(triage) => report.notes.push(format!(
+                "verified: exactly {k} incidents listed for {k} fingerprints, their alert counts \
+                 add up to {}; triaged as {triage}",
+                report.alerts
+            )),
+            Err(e) => {
+                eprintln!("\n!!! {e:#}\n");
+                report.error(format!("{e:#}"));
+            }
+        }
+    }
+    if let Some(app) = local {
+        app.stop(&mut report).await;
+    }
+    report
+}
+
+/// Raw sled with the batched shape: per request, `per_request` inserts of `value_bytes` and
+/// one `flush`, from `threads` threads.
+fn sled_baseline(
+    alerts: usize,
+    per_request: usize,
+    threads: usize,
+    value_bytes: usize,
+    cap: Duration,
+) -> Report {
+    let mut report = Report {
+        name: "sled-baseline".to_string(),
+        ..Report::default()
+    };
+    let dir = match tempfile::Builder::new().prefix("incidentd-sled").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            report.error(format!("temp dir: {e}"));
+            return report;
+        }
+    };
+    // The store's mode, so the comparison is like for like.
+    let db = match sled::Config::new()
+        .path(dir.path().join("raw.sled"))
+        .mode(sled::Mode::HighThroughput)
+        .open()
+    {
+        Ok(db) => db,
+        Err(e) => {
+            report.error(format!("open sled: {e}"));
+            return report;
+        }
+    };
+    let requests = alerts.div_ceil(per_request);
+    let next = AtomicUsize::new(0);
+    let value = vec![0x5a_u8; value_bytes];
+    let start = Instant::now();
+    let deadline = start + cap;
+    let per_thread: Vec<SenderStats> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut st = SenderStats::default();
+                    while Instant::now() < deadline {
+                        let r = next.fetch_add(1, Ordering::Relaxed);
+                        if r >= requests {
+                            break;
+                        }
+                        let keys = r * per_request..((r + 1) * per_request).min(alerts);
+                        let n = keys.len();
+                        let t = Instant::now();
+                        let result = keys
+                            .map(|k| db.insert((k as u64).to_be_bytes(), value.as_slice()))
+                            .collect::<Result<Vec<_>, _>>()
+                            .and_then(|_| db.flush());
+                        match result {
+                            Ok(_) => {
+                                st.latencies.push(t.elapsed());
+                                st.alerts += n;
+                                st.requests += 1;
+                            }
+                            Err(e) => st.errors.push(format!("request {r}: {e}")),
+                        }
+                    }
+                    st
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("sled worker"))
+            .collect()
+    });
+    report.elapsed = start.elapsed();
+    for st in per_thread {
+        report.alerts += st.alerts;
+        report.requests += st.requests;
+        report.latencies.extend(st.latencies);
+        for e in st.errors {
+            report.error(e);
+        }
+    }
+    report.latencies.sort_unstable();
+    if next.load(Ordering::Relaxed) < requests {
+        report.capped = true;
+        report.notes.push(format!("capped at {}s", cap.as_secs()));
+    }
+    drop(db);
+    let bytes = dir_bytes(dir.path());
+    report.notes.push(format!(
+        "{value_bytes} B values, on disk {:.1} MiB",
+        bytes as f64 / (1 << 20) as f64
+    ));
+    report
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn print_table(reports: &[Report]) {
+    println!("| scenario | alerts | requests | errors | seconds | alerts/s | requests/s | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in reports {
+        println!(
+            "| {}{} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            r.name,
+            if r.capped { " (capped)" } else { "" },
+            r.alerts,
+            r.requests,
+            r.errors,
+            r.elapsed.as_secs_f64(),
+            r.alerts_per_sec(),
+            r.requests_per_sec(),
+            ms(r.percentile(50.0)),
+            ms(r.percentile(90.0)),
+            ms(r.percentile(99.0)),
+            ms(r.latencies.last().copied().unwrap_or_default()),
+        );
+    }
+    println!();
+    for r in reports {
+        for n in &r.notes {
+            println!("- {}: {n}", r.name);
+        }
+    }
+    let find = |name: &str| reports.iter().find(|r| r.name == name);
+    if let (Some(b), Some(s)) = (find("batched"), find("sled-baseline")) {
+        println!(
+            "\nincidentd batched / raw sled: {:.0} / {:.0} alerts/s = {:.2}",
+            b.alerts_per_sec(),
+            s.alerts_per_sec(),
+            b.alerts_per_sec() / s.alerts_per_sec()
+        );
+    }
+    println!(
+        "\nTargets: >= {TARGET_ALERTS_PER_SEC:.0} alerts/s durable, p99 <= {} ms per request",
+        TARGET_P99.as_millis()
+    );
+    for r in reports.iter().filter(|r| r.name != "sled-baseline") {
+        let rate = r.alerts_per_sec();
+        let p99 = r.percentile(99.0);
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        println!(
+            "- {}: {rate:.0} alerts/s ({}), p99 {} ms ({})",
+            r.name,
+            verdict(rate >= TARGET_ALERTS_PER_SEC),
+            ms(p99),
+            verdict(p99 <= TARGET_P99)
+        );
+    }
+}
+
+/// Only loopback targets: this tool must never load anything else.
+fn check_url(url: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--url {url:?}"))?;
+    ensure!(parsed.scheme() == "http", "--url must be http://");
+    ensure!(
+        matches!(parsed.host_str(), Some("127.0.0.1" | "localhost")),
+        "--url must point at 127.0.0.1 or localhost, not {:?}",
+        parsed.host_str().unwrap_or("")
+    );
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let url = match args.url.as_deref().map(check_url).transpose() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.dedup_fingerprints == 0 || args.dedup_fingerprints > 1000 || args.batch_size == 0 {
+        eprintln!("--dedup-fingerprints must be 1..=1000 and --batch-size at least 1");
+        return ExitCode::from(2);
+    }
+    let cap = Duration::from_secs(args.max_seconds);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let tag = format!("{secs}-{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+
+    let mut reports = Vec::new();
+    for scenario in &args.scenario {
+        let shape = match scenario {
+            Scenario::Single => Shape {
+                name: "single",
+                alerts: args.single_alerts,
+                per_request: 1,
+                senders: args.single_senders,
+                fingerprints: None,
+            },
+            Scenario::Batched => Shape {
+                name: "batched",
+                alerts: args.batched_alerts,
+                per_request: args.batch_size,
+                senders: args.batched_senders,
+                fingerprints: None,
+            },
+            Scenario::Dedup => Shape {
+                name: "dedup",
+                alerts: args.dedup_alerts,
+                per_request: args.batch_size,
+                senders: args.batched_senders,
+                fingerprints: Some(args.dedup_fingerprints),
+            },
+            Scenario::SledBaseline => {
+                eprintln!("running sled-baseline …");
+                reports.push(sled_baseline(
+                    args.batched_alerts,
+                    args.batch_size,
+                    args.batched_senders,
+                    args.sled_value_bytes,
+                    cap,
+                ));
+                continue;
+            }
+        };
+        eprintln!(
+            "running {} ({} alerts, {} per request, {} senders) …",
+            shape.name, shape.alerts, shape.per_request, shape.senders
+        );
+        reports.push(rt.block_on(http_scenario(&shape, url.as_deref(), args.chat, &tag, cap)));
+    }
+    match &url {
+        Some(u) => println!("target: {u}\n"),
+        None => println!(
+            "target: in-process incidentd, a fresh temp store per scenario, chat sink {:?}\n",
+            args.chat
+        ),
+    }
+    print_table(&reports);
+    let errors: usize = reports.iter().map(|r| r.errors).sum();
+    if errors > 0 {
+        eprintln!("\n{errors} errors");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
