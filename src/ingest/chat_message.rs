@@ -123,6 +123,18 @@ static MARKER: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
+/// A severity word in the title's trailing parentheses (`HighErrorRate (api critical)`).
+fn paren_severity(title: &str) -> Option<String> {
+    const WORDS: &[&str] = &[
+        "critical", "crit", "warning", "warn", "info", "fatal", "page", "p0", "p1", "p2", "p3",
+    ];
+    let inner = title.trim_end().strip_suffix(')')?.rsplit_once('(')?.1;
+    inner
+        .split_whitespace()
+        .find(|w| WORDS.contains(&w.to_ascii_lowercase().as_str()))
+        .map(str::to_string)
+}
+
 /// The `` - `critical` `` severity suffix of a Slack `*Alert:*` line.
 static SEVERITY_SUFFIX: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\s+-\s+`([^`]+)`\s*$").expect("valid regex"));
@@ -221,6 +233,14 @@ pub fn parse_chat_message(msg: &ChatMessage) -> Option<Alert> {
     };
     if let Some(severity) = scan.severity.take() {
         labels.entry("severity".to_owned()).or_insert(severity);
+    }
+    // Alertmanager's default title ends with the common label values in parentheses,
+    // `[FIRING:1] HighErrorRate (api critical)`: a severity word there is the severity. Kept out
+    // of the fingerprint, like the `*Alert:*` suffix.
+    if !labels.contains_key("severity") {
+        if let Some(word) = paren_severity(&title) {
+            labels.insert("severity".to_owned(), word);
+        }
     }
 
     let description = scan
@@ -777,7 +797,9 @@ mod tests {
             firing.fingerprint,
             fingerprint_text("HighErrorRate (api prod critical)")
         );
-        assert!(firing.labels.is_empty());
+        // Only the severity read from the parentheses; the identity stays the title text.
+        assert_eq!(firing.labels.len(), 1);
+        assert_eq!(firing.label("severity"), Some("critical"));
         assert_eq!(firing.description, None);
         assert_eq!(
             link_pairs(&firing.links),
@@ -1330,5 +1352,31 @@ mod tests {
         let back: ChatMessage =
             serde_json::from_str(&serde_json::to_string(&msg).unwrap()).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn severity_from_the_default_title_parentheses_stays_out_of_the_identity() {
+        let msg = |title: &str, id: &str| ChatMessage {
+            platform: Platform::Slack,
+            channel: "C1".into(),
+            message_id: id.into(),
+            text: String::new(),
+            attachments: vec![ChatAttachment {
+                title: Some(title.into()),
+                ..Default::default()
+            }],
+            embeds: vec![],
+        };
+        let a = parse_chat_message(&msg("[FIRING:1] HighErrorRate (api critical)", "1")).unwrap();
+        assert_eq!(a.label("severity"), Some("critical"));
+        let b = parse_chat_message(&msg("[FIRING:2] HighErrorRate (api critical)", "2")).unwrap();
+        assert_eq!(a.fingerprint, b.fingerprint);
+        let c = parse_chat_message(&msg("[FIRING:1] DiskFull (db critical)", "3")).unwrap();
+        assert_ne!(
+            a.fingerprint, c.fingerprint,
+            "severity alone is no identity"
+        );
+        let d = parse_chat_message(&msg("[FIRING:1] HighErrorRate (api prod)", "4")).unwrap();
+        assert_eq!(d.label("severity"), None);
     }
 }
