@@ -125,7 +125,6 @@ pub enum Refusal {
     /// Two-person rule: the proposer/acknowledger may not approve.
     ProposerMayNotApprove,
     AlreadyDecided,
-    Expired,
 }
 
 impl Refusal {
@@ -137,7 +136,6 @@ impl Refusal {
                 "two-person rule: whoever acknowledged or proposed this incident may not approve its actions"
             }
             Refusal::AlreadyDecided => "this action has already been decided",
-            Refusal::Expired => "this approval request has expired",
         }
     }
 }

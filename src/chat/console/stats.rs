@@ -34,17 +34,6 @@ pub struct Stats {
     pub human_intervention: usize,
 }
 
-/// A person, not incidentd itself, acted on the incident.
-fn intervened(i: &Incident) -> bool {
-    let human =
-        |a: &Option<crate::domain::policy::Actor>| a.as_ref().is_some_and(|a| !a.is_system());
-    human(&i.acknowledged_by)
-        || human(&i.resolved_by)
-        || i.actions
-            .iter()
-            .any(|a| a.approvals.iter().any(|x| !x.is_system()) || human(&a.decided_by))
-}
-
 fn median(mut v: Vec<i64>) -> Option<i64> {
     if v.is_empty() {
         return None;
@@ -66,12 +55,12 @@ pub fn compute(incidents: &[Incident], cfg: &Config) -> Stats {
     let mut tta = Vec::new();
     let mut ttr = Vec::new();
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    let mut fingerprints = std::collections::HashSet::new();
     for i in incidents {
-        if !fingerprints.insert(i.fingerprint.as_str()) {
+        // The same definitions as the API's stats and /metrics (domain::stats).
+        if i.recurrence.is_some() {
             s.recurrences += 1;
         }
-        if intervened(i) {
+        if crate::domain::stats::needed_a_human(i) {
             s.human_intervention += 1;
         }
         if i.status.is_active() {
@@ -183,10 +172,18 @@ mod tests {
             "alice",
         ));
         b.fingerprint = "other".into();
-        let c = base.clone();
+        // c came back after a was resolved: a recurrence, as the engine records it.
+        let mut c = base.clone();
+        c.recurrence = Some(crate::domain::incident::Recurrence {
+            previous: 1,
+            window_days: 30,
+            last: a.id,
+            last_resolved_at: a.resolved_at,
+            last_fixed_by: None,
+        });
         let s = compute(&[a, b, c], &cfg);
         assert_eq!((s.total, s.open, s.resolved, s.repeated), (3, 1, 2, 1));
-        // a and c share a fingerprint: one recurrence. Only b had a human act on it.
+        // c is one recurrence. Only b had a human act on it.
         assert_eq!((s.recurrences, s.human_intervention), (1, 1));
         assert_eq!(s.mtta_seconds, Some(60));
         assert_eq!(s.mttr_seconds, Some(3900));
