@@ -298,13 +298,15 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
 
     fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Deletes a delivered entry and, for a posted card, records where its thread is. Durable on return.
+    /// Deletes a delivered entry and, for a posted card, records where its thread is, atomically.
+    /// Durable after the next `flush` (until then a crash can only make it be sent again).
     fn outbox_complete(
         &self,
         entry: &OutboxEntry,
         thread: Option<&ThreadRef>,
     ) -> Result<(), StoreError>;
     /// Moves an entry that the platform rejected for good aside (kept for inspection).
+    /// Durable after the next `flush`.
     fn outbox_dead_letter(&self, entry: &OutboxEntry, error: &str) -> Result<(), StoreError>;
     fn outbox_len(&self) -> usize;
     fn thread_for(&self, sink: &str, id: IncidentId) -> Result<Option<ThreadRef>, StoreError>;

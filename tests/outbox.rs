@@ -128,7 +128,8 @@ fn start(
     watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (commit_tx, commit_rx) = watch::channel(0);
+    // Everything committed here counts as durable (the engine's syncer moves this watermark).
+    let (commit_tx, commit_rx) = watch::channel(u64::MAX);
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = OutboxConfig {
         base_backoff: Duration::from_millis(20),
@@ -230,7 +231,7 @@ async fn superseded_card_edits_are_dropped_and_new_entries_wake_the_worker() {
             ..Default::default()
         })
         .unwrap();
-    commits.send_modify(|g| *g += 1);
+    commits.send_replace(u64::MAX);
     let d = port.wait_delivered(2).await;
     assert_eq!(
         d.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
@@ -272,7 +273,7 @@ async fn a_stop_does_not_wait_for_a_hung_platform_and_keeps_the_entry() {
     });
     let waiter = port.clone();
     let called = waiter.called.notified();
-    let (_commits, commit_rx) = watch::channel(0);
+    let (_commits, commit_rx) = watch::channel(u64::MAX);
     let (stop, stop_rx) = watch::channel(false);
     let cfg = OutboxConfig {
         call_timeout: Duration::from_secs(3600),
@@ -286,4 +287,98 @@ async fn a_stop_does_not_wait_for_a_hung_platform_and_keeps_the_entry() {
         .expect("the worker stops although the call never returns")
         .unwrap();
     assert_eq!(store.outbox_len(), 1, "not delivered, so still queued");
+}
+
+/// Records, for every delivery, whether its entry was above the watermark the test published.
+struct WatermarkPort {
+    published: std::sync::atomic::AtomicU64,
+    log: Mutex<Vec<(u64, bool)>>,
+    notify: Notify,
+}
+
+#[async_trait]
+impl ChatPort for WatermarkPort {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn deliver(&self, msg: OutboundMessage<'_>) -> Result<Delivered, ChatError> {
+        let seq: u64 = msg.key.rsplit(':').next().unwrap().parse().unwrap();
+        let allowed = seq <= self.published.load(std::sync::atomic::Ordering::SeqCst);
+        self.log.lock().unwrap().push((seq, allowed));
+        self.notify.notify_waiters();
+        Ok(Delivered::default())
+    }
+}
+
+#[tokio::test]
+async fn entries_above_the_durable_watermark_wait_for_it() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    store
+        .commit(&WriteSet {
+            outbox: vec![note(1, 1, "a"), note(2, 2, "b"), note(3, 1, "c")],
+            ..Default::default()
+        })
+        .unwrap();
+    let port = Arc::new(WatermarkPort {
+        published: 1.into(),
+        log: Mutex::new(vec![]),
+        notify: Notify::new(),
+    });
+    let (durable, durable_rx) = watch::channel(1u64);
+    let (stop, stop_rx) = watch::channel(false);
+    let h = tokio::spawn(run_outbox(
+        store.clone(),
+        port.clone(),
+        durable_rx,
+        stop_rx,
+        OutboxConfig::default(),
+    ));
+    let wait = |n: usize| {
+        let port = port.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    let notified = port.notify.notified();
+                    if port.log.lock().unwrap().len() >= n {
+                        return;
+                    }
+                    notified.await;
+                }
+            })
+            .await
+            .expect("deliveries did not arrive")
+        }
+    };
+    wait(1).await;
+    // Give a worker that ignored the watermark every chance to send the rest now: wait until
+    // entry 1 is deleted, then let the worker run on for a while.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while store.outbox_len() > 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("entry 1 was not deleted");
+    for _ in 0..2000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        port.log.lock().unwrap().len(),
+        1,
+        "2 and 3 are not durable yet"
+    );
+    port.published.store(3, Ordering::SeqCst);
+    durable.send_replace(3);
+    wait(3).await;
+    let log = port.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [(1, true), (2, true), (3, true)],
+        "sent only once durable, in order"
+    );
+    wait_empty(&store).await;
+    let _ = stop.send(true);
+    h.await.unwrap();
 }

@@ -58,11 +58,41 @@ pub fn backoff(cfg: &OutboxConfig, attempts: u32) -> Duration {
     half + rand::thread_rng().gen_range(Duration::ZERO..=half)
 }
 
+/// The longest a delivered entry's deletion waits for its sync while a round goes on.
+const COMPLETION_SYNC: Duration = Duration::from_millis(200);
+
+/// Deletions made since the last sync.
+struct Unsynced {
+    since: Option<Instant>,
+}
+
+impl Unsynced {
+    fn note(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Syncs when `now_anyway` or when the oldest unsynced deletion is older than `COMPLETION_SYNC`.
+    async fn sync(&mut self, store: &Arc<dyn Store>, sink: &str, now_anyway: bool) {
+        let Some(since) = self.since else { return };
+        if !now_anyway && since.elapsed() < COMPLETION_SYNC {
+            return;
+        }
+        let s = store.clone();
+        match blocking(move || s.flush()).await {
+            Ok(()) => self.since = None,
+            Err(e) => {
+                error!(sink = %sink, error = %e, "Cannot sync delivered entries' deletions; they may be sent again after a crash.")
+            }
+        }
+    }
+}
+
 /// Runs until `shutdown` turns true. Survives store and platform errors by retrying.
+/// `durable` is the writer's durable watermark: only entries with `seq` at or below it are sent.
 pub async fn run_outbox(
     store: Arc<dyn Store>,
     port: Arc<dyn ChatPort>,
-    mut commits: watch::Receiver<u64>,
+    mut durable: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
     cfg: OutboxConfig,
 ) {
@@ -70,15 +100,21 @@ pub async fn run_outbox(
     let mut attempts: HashMap<u64, u32> = HashMap::new();
     let mut not_before: HashMap<IncidentId, Instant> = HashMap::new();
     let mut paused_until: Option<Instant> = None;
+    let mut unsynced = Unsynced { since: None };
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let watermark = *durable.borrow_and_update();
         let s = store.clone();
         let sk = sink.clone();
         let limit = cfg.batch;
         let entries = match blocking(move || s.outbox_pending(&sk, limit)).await {
-            Ok(e) => e,
+            Ok(mut e) => {
+                // Committed but not yet synced: wait for the watermark to pass them.
+                e.retain(|e| e.seq <= watermark);
+                e
+            }
             Err(e) => {
                 error!(sink = %sink, error = %e, "Cannot read the outbox; retrying.");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -178,6 +214,8 @@ pub async fn run_outbox(
                         wake_at = Some(Instant::now() + Duration::from_secs(1));
                         continue;
                     }
+                    unsynced.note();
+                    unsynced.sync(&store, &sink, false).await;
                     attempts.remove(&entry.seq);
                     not_before.remove(&entry.incident);
                     progressed = true;
@@ -211,11 +249,13 @@ pub async fn run_outbox(
                         wake_at = Some(Instant::now() + Duration::from_secs(1));
                         continue;
                     }
+                    unsynced.note();
                     attempts.remove(&entry.seq);
                     progressed = true;
                 }
             }
         }
+        unsynced.sync(&store, &sink, true).await;
         if *shutdown.borrow() {
             break;
         }
@@ -233,11 +273,12 @@ pub async fn run_outbox(
             }
         };
         tokio::select! {
-            _ = commits.changed() => {}
+            _ = durable.changed() => {}
             _ = sleep => {}
             _ = shutdown.changed() => {}
         }
     }
+    unsynced.sync(&store, &sink, true).await;
     info!(sink = %sink, "Outbox worker stopped.");
 }
 

@@ -1,7 +1,15 @@
 //! The imperative shell around the core. One writer thread owns every state change: it takes
-//! inputs from a queue, runs `handle` on each, writes all decisions of a batch in one sled
-//! transaction, fsyncs once (group commit), and only then answers the callers. This is what
-//! makes "durable before acknowledged" cheap enough for tens of thousands of alerts a second.
+//! inputs from a queue, runs `handle` on each, and writes all decisions of a batch in one sled
+//! transaction (group commit). A second thread, the syncer, makes committed batches durable
+//! (one `flush` + fdatasync for every batch committed since its last one) and only then answers
+//! the callers and lets anything leave the process: chat messages (the outbox only delivers
+//! entries up to the durable watermark), timers, executions, metrics. The writer goes on with
+//! the next batch while the syncer waits for the disk, so the disk's latency and the writer's
+//! CPU overlap instead of adding up.
+//!
+//! Reads (API, console) may see a commit up to one fsync before it is durable. If the process
+//! dies in that window, nobody was told it happened: the sender got no answer and retries, and
+//! the incident id is given out again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +46,8 @@ pub enum EngineError {
 }
 
 type Reply = Result<Vec<Result<Outcome, UserError>>, Arc<EngineError>>;
+/// A caller's reply channel and the results of its inputs, sent once they are durable.
+type Answer = (oneshot::Sender<Reply>, Vec<Result<Outcome, UserError>>);
 
 struct Job {
     inputs: Vec<Input>,
@@ -49,12 +59,15 @@ struct Job {
 pub struct Engine {
     tx: mpsc::Sender<Job>,
     alive: Arc<AtomicBool>,
+    /// A sync failed: committed state may not be durable, so the engine takes nothing more.
+    failed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
 /// What the writer tells the rest of the shell after each durable commit.
 pub struct Notifications {
-    /// Bumped after every commit that queued chat messages.
+    /// The durable watermark: every outbox entry with `seq` at or below it is durable and may
+    /// be delivered; entries above it are committed but not yet synced.
     pub outbox: watch::Receiver<u64>,
     /// Timers armed by committed decisions.
     pub timers: mpsc::UnboundedReceiver<Timer>,
@@ -82,32 +95,54 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
         let next_id = store.next_incident_id()?;
+        // Everything stored so far is durable; new entries get higher sequence numbers.
+        let durable = store.next_seq()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let (outbox_tx, outbox_rx) = watch::channel(0u64);
+        let (outbox_tx, outbox_rx) = watch::channel(durable);
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_DEPTH);
         let alive = Arc::new(AtomicBool::new(true));
-        let writer = Writer {
+        let failed = Arc::new(AtomicBool::new(false));
+        let syncer = Syncer {
+            store: store.clone(),
             metrics: metrics.clone(),
+            failed: failed.clone(),
+            outbox_tx,
+            timer_tx,
+            exec_tx,
+        };
+        let writer = Writer {
             store,
             cfg,
             clock,
             sinks,
             next_id,
-            outbox_tx,
-            timer_tx,
-            exec_tx,
+            failed: failed.clone(),
+            sync_tx,
         };
         let flag = alive.clone();
         let handle = std::thread::Builder::new()
             .name("incidentd-writer".into())
             .spawn(move || {
+                let syncer = std::thread::Builder::new()
+                    .name("incidentd-sync".into())
+                    .spawn(move || syncer.run(sync_rx))
+                    .expect("spawn sync thread");
                 writer.run(rx);
+                // The writer's channel to the syncer is gone: it syncs and answers what is
+                // left, then stops. Joining the writer thus means everything was answered.
+                let _ = syncer.join();
                 flag.store(false, Ordering::SeqCst);
             })
             .expect("spawn writer thread");
         Ok((
-            Engine { tx, alive, metrics },
+            Engine {
+                tx,
+                alive,
+                failed,
+                metrics,
+            },
             Notifications {
                 outbox: outbox_rx,
                 timers: timer_rx,
@@ -140,9 +175,11 @@ impl Engine {
         &self.metrics
     }
 
-    /// The writer thread is running.
+    /// The writer thread is running and the store has not failed to sync.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst) && !self.tx.is_closed()
+        self.alive.load(Ordering::SeqCst)
+            && !self.failed.load(Ordering::SeqCst)
+            && !self.tx.is_closed()
     }
 }
 
@@ -155,16 +192,32 @@ pub enum EngineSubmitError {
     Engine(#[from] Arc<EngineError>),
 }
 
+/// Committed batches waiting for the syncer; bounds memory when the disk is slow.
+const SYNC_DEPTH: usize = 64;
+
 struct Writer {
-    metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     cfg: Arc<Config>,
     clock: Arc<dyn Clock>,
     sinks: Vec<String>,
     next_id: u64,
-    outbox_tx: watch::Sender<u64>,
-    timer_tx: mpsc::UnboundedSender<Timer>,
-    exec_tx: mpsc::UnboundedSender<String>,
+    /// Set by the syncer when a flush failed: nothing is committed after that.
+    failed: Arc<AtomicBool>,
+    sync_tx: std::sync::mpsc::SyncSender<Committed>,
+}
+
+/// A batch that is committed (visible in the store) but not yet durable, with everything that
+/// must wait until it is: the callers' answers and every effect that leaves the process.
+struct Committed {
+    replies: Vec<Answer>,
+    observed: Vec<Observation>,
+    /// The highest outbox sequence number the batch wrote.
+    max_seq: Option<u64>,
+    timers: Vec<Timer>,
+    queued: Vec<String>,
+    started: std::time::Instant,
+    /// Dropped by the syncer, off the writer's path.
+    writes: WriteSet,
 }
 
 impl Writer {
@@ -187,6 +240,16 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, jobs: Vec<Job>) {
+        if self.failed.load(Ordering::SeqCst) {
+            let e = Arc::new(EngineError::Store(StoreError::Storage(
+                "an earlier sync failed; restart incidentd to recover from the durable state"
+                    .into(),
+            )));
+            for job in jobs {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+            return;
+        }
         let now = self.clock.now();
         let mut batch = Batch {
             store: &*self.store,
@@ -230,36 +293,29 @@ impl Writer {
         let outcome = match failed {
             Some(e) => Err(e),
             None if w.is_empty() => Ok(()),
-            None => self.store.commit(&w).and_then(|_| self.store.flush()),
+            None => self.store.commit(&w),
         };
         match outcome {
             Ok(()) => {
-                if !w.is_empty() {
-                    let secs = started.elapsed().as_secs_f64();
-                    self.metrics.observe("incidentd_commit_seconds", &[], secs);
-                }
-                for o in observed {
-                    let l: Vec<(&str, &str)> =
-                        o.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    match o.value {
-                        None => self.metrics.inc(o.name, &l),
-                        Some(v) => self.metrics.observe(o.name, &l, v),
-                    }
-                }
                 self.next_id = next_id;
-                if !w.outbox.is_empty() {
-                    self.outbox_tx.send_modify(|g| *g += 1);
-                }
-                for (_, _, t) in &w.timers {
-                    if let Some(t) = t {
-                        let _ = self.timer_tx.send(*t);
+                let committed = Committed {
+                    replies,
+                    observed,
+                    max_seq: w.outbox.iter().map(|e| e.seq).max(),
+                    timers: w.timers.iter().filter_map(|(_, _, t)| *t).collect(),
+                    queued,
+                    started,
+                    writes: w,
+                };
+                if let Err(std::sync::mpsc::SendError(c)) = self.sync_tx.send(committed) {
+                    // Only if the syncer thread died: nothing can be made durable any more.
+                    self.failed.store(true, Ordering::SeqCst);
+                    let e = Arc::new(EngineError::Store(StoreError::Storage(
+                        "the sync thread stopped".into(),
+                    )));
+                    for (reply, _) in c.replies {
+                        let _ = reply.send(Err(e.clone()));
                     }
-                }
-                for key in queued {
-                    let _ = self.exec_tx.send(key);
-                }
-                for (reply, results) in replies {
-                    let _ = reply.send(Ok(results));
                 }
             }
             Err(e) => {
@@ -274,6 +330,83 @@ impl Writer {
                     Err(e) => warn!(error = %e, "Cannot re-read the id counter."),
                 }
             }
+        }
+    }
+}
+
+/// Makes committed batches durable, then answers and publishes them, in commit order.
+struct Syncer {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicBool>,
+    outbox_tx: watch::Sender<u64>,
+    timer_tx: mpsc::UnboundedSender<Timer>,
+    exec_tx: mpsc::UnboundedSender<String>,
+}
+
+impl Syncer {
+    fn run(self, rx: std::sync::mpsc::Receiver<Committed>) {
+        while let Ok(first) = rx.recv() {
+            // Every batch committed before this flush starts is made durable by it.
+            let mut group = vec![first];
+            while let Ok(c) = rx.try_recv() {
+                group.push(c);
+            }
+            let result = if self.failed.load(Ordering::SeqCst) {
+                Err(StoreError::Storage("an earlier sync failed".into()))
+            } else {
+                self.store.flush()
+            };
+            match result {
+                Ok(()) => {
+                    for c in group {
+                        self.publish(c);
+                    }
+                }
+                Err(e) => {
+                    if !self.failed.swap(true, Ordering::SeqCst) {
+                        error!(error = %e, "Sync failed: committed batches were not acknowledged and incidentd stops taking input (not ready); restart it to recover from the durable state.");
+                    }
+                    let e = Arc::new(EngineError::Store(e));
+                    for c in group {
+                        for (reply, _) in c.replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, c: Committed) {
+        if !c.writes.is_empty() {
+            let secs = c.started.elapsed().as_secs_f64();
+            self.metrics.observe("incidentd_commit_seconds", &[], secs);
+        }
+        for o in c.observed {
+            let l: Vec<(&str, &str)> = o.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            match o.value {
+                None => self.metrics.inc(o.name, &l),
+                Some(v) => self.metrics.observe(o.name, &l, v),
+            }
+        }
+        if let Some(seq) = c.max_seq {
+            self.outbox_tx.send_if_modified(|w| {
+                let newer = seq > *w;
+                if newer {
+                    *w = seq;
+                }
+                newer
+            });
+        }
+        for t in c.timers {
+            let _ = self.timer_tx.send(t);
+        }
+        for key in c.queued {
+            let _ = self.exec_tx.send(key);
+        }
+        for (reply, results) in c.replies {
+            let _ = reply.send(Ok(results));
         }
     }
 }

@@ -350,7 +350,7 @@ impl Store for SledStore {
                     .map_err(|e| storage(format!("{e:?}")))?;
             }
         }
-        self.flush()
+        Ok(())
     }
 
     fn outbox_dead_letter(&self, entry: &OutboxEntry, error: &str) -> Result<(), StoreError> {
@@ -363,7 +363,7 @@ impl Store for SledStore {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(|e| storage(format!("{e:?}")))?;
-        self.flush()
+        Ok(())
     }
 
     fn outbox_len(&self) -> usize {

@@ -1,0 +1,247 @@
+//! The writer's group commit and the syncer: callers are answered, and chat messages may leave,
+//! only after the sync that makes their batch durable; a failed sync answers with an error and
+//! stops the engine instead of acknowledging what may not be on disk.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use incidentd::config::Config;
+use incidentd::domain::alert::{Alert, AlertSource, AlertStatus};
+use incidentd::domain::incident::{Incident, IncidentId, PastIncident, TimelineEvent};
+use incidentd::engine::runner::Engine;
+use incidentd::engine::Input;
+use incidentd::ports::{
+    Execution, IncidentFilter, OutboxEntry, Recovery, Store, StoreError, SystemClock, ThreadRef,
+    Timer, WriteSet,
+};
+use incidentd::store::SledStore;
+
+/// A real sled store whose `flush` waits for the test to open a gate, and can be made to fail.
+struct GatedStore {
+    inner: SledStore,
+    open: Mutex<bool>,
+    opened: Condvar,
+    fail: AtomicBool,
+    flushes_waiting: Mutex<usize>,
+}
+
+impl GatedStore {
+    fn set_open(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.opened.notify_all();
+    }
+}
+
+impl Store for GatedStore {
+    fn get_incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        self.inner.get_incident(id)
+    }
+    fn open_incident_for(&self, fp: &str) -> Result<Option<IncidentId>, StoreError> {
+        self.inner.open_incident_for(fp)
+    }
+    fn list_incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        self.inner.list_incidents(f)
+    }
+    fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEvent>, StoreError> {
+        self.inner.timeline(id)
+    }
+    fn next_incident_id(&self) -> Result<u64, StoreError> {
+        self.inner.next_incident_id()
+    }
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        self.inner.next_seq()
+    }
+    fn commit(&self, w: &WriteSet) -> Result<(), StoreError> {
+        self.inner.commit(w)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        *self.flushes_waiting.lock().unwrap() += 1;
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        drop(open);
+        *self.flushes_waiting.lock().unwrap() -= 1;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Storage(
+                "injected: fdatasync failed (EIO)".into(),
+            ));
+        }
+        self.inner.flush()
+    }
+    fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_pending(sink, limit)
+    }
+    fn outbox_complete(&self, e: &OutboxEntry, t: Option<&ThreadRef>) -> Result<(), StoreError> {
+        self.inner.outbox_complete(e, t)
+    }
+    fn outbox_dead_letter(&self, e: &OutboxEntry, error: &str) -> Result<(), StoreError> {
+        self.inner.outbox_dead_letter(e, error)
+    }
+    fn outbox_len(&self) -> usize {
+        self.inner.outbox_len()
+    }
+    fn thread_for(&self, sink: &str, id: IncidentId) -> Result<Option<ThreadRef>, StoreError> {
+        self.inner.thread_for(sink, id)
+    }
+    fn incident_for_thread(
+        &self,
+        sink: &str,
+        channel: &str,
+        message_id: &str,
+    ) -> Result<Option<IncidentId>, StoreError> {
+        self.inner.incident_for_thread(sink, channel, message_id)
+    }
+    fn timers(&self) -> Result<Vec<Timer>, StoreError> {
+        self.inner.timers()
+    }
+    fn history(&self, fp: &str) -> Result<Vec<PastIncident>, StoreError> {
+        self.inner.history(fp)
+    }
+    fn executions(&self, id: IncidentId) -> Result<Vec<Execution>, StoreError> {
+        self.inner.executions(id)
+    }
+    fn execution(&self, key: &str) -> Result<Option<Execution>, StoreError> {
+        self.inner.execution(key)
+    }
+    fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError> {
+        self.inner.recover(now)
+    }
+}
+
+fn alert(name: &str) -> Alert {
+    let labels = [
+        ("alertname", name),
+        ("service", "api"),
+        ("severity", "warning"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Alert {
+        source: AlertSource::Generic,
+        fingerprint: incidentd::domain::alert::fingerprint_labels(&labels),
+        status: AlertStatus::Firing,
+        title: name.into(),
+        description: None,
+        labels,
+        annotations: Default::default(),
+        starts_at: None,
+        ends_at: None,
+        links: vec![],
+        origin: None,
+    }
+}
+
+fn setup(dir: &std::path::Path) -> Arc<GatedStore> {
+    Arc::new(GatedStore {
+        inner: SledStore::open(dir).unwrap(),
+        open: Mutex::new(false),
+        opened: Condvar::new(),
+        fail: AtomicBool::new(false),
+        flushes_waiting: Mutex::new(0),
+    })
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !f() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_and_chat_wait_for_the_sync_and_the_writer_goes_on_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = setup(dir.path());
+    let (engine, notes, _writer) = Engine::start(
+        store.clone(),
+        Arc::new(Config::builtin()),
+        Arc::new(SystemClock),
+        vec!["console".into()],
+    )
+    .unwrap();
+    let watermark = *notes.outbox.borrow();
+
+    let e = engine.clone();
+    let first = tokio::spawn(async move { e.submit_one(Input::Alert(alert("First"))).await });
+    // Committed (readable) while its sync waits at the gate…
+    until("the first commit", || {
+        store.get_incident(IncidentId(1)).unwrap().is_some()
+    })
+    .await;
+    until("the first sync to start", || {
+        *store.flushes_waiting.lock().unwrap() == 1
+    })
+    .await;
+    // …and the writer takes the next batch meanwhile instead of waiting for the disk.
+    let e = engine.clone();
+    let second = tokio::spawn(async move { e.submit_one(Input::Alert(alert("Second"))).await });
+    until("the second commit", || {
+        store.get_incident(IncidentId(2)).unwrap().is_some()
+    })
+    .await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "nobody is answered before the sync"
+    );
+    assert_eq!(
+        *notes.outbox.borrow(),
+        watermark,
+        "no chat message may leave yet"
+    );
+    let pending = store.outbox_pending("console", 10).unwrap();
+    assert_eq!(pending.len(), 2, "both cards are queued");
+
+    store.set_open(true);
+    let a = first.await.unwrap().unwrap();
+    let b = second.await.unwrap().unwrap();
+    assert_eq!(
+        (a.incident, b.incident),
+        (Some(IncidentId(1)), Some(IncidentId(2)))
+    );
+    let max = pending.iter().map(|e| e.seq).max().unwrap();
+    until("the watermark to pass both cards", || {
+        *notes.outbox.borrow() >= max
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_not_acknowledged_and_stops_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = setup(dir.path());
+    store.fail.store(true, Ordering::SeqCst);
+    store.set_open(true);
+    let (engine, notes, _writer) = Engine::start(
+        store.clone(),
+        Arc::new(Config::builtin()),
+        Arc::new(SystemClock),
+        vec!["console".into()],
+    )
+    .unwrap();
+    let watermark = *notes.outbox.borrow();
+    assert!(engine.is_alive());
+    let err = engine
+        .submit_one(Input::Alert(alert("Lost")))
+        .await
+        .expect_err("a batch whose sync failed is not acknowledged");
+    assert!(err.to_string().contains("EIO"), "{err}");
+    assert!(
+        !engine.is_alive(),
+        "not ready any more: it must be restarted"
+    );
+    assert_eq!(*notes.outbox.borrow(), watermark, "its card never leaves");
+    // Even with a healthy disk again, nothing more is taken until a restart.
+    store.fail.store(false, Ordering::SeqCst);
+    let err = engine
+        .submit_one(Input::Alert(alert("After")))
+        .await
+        .expect_err("refused after a failed sync");
+    assert!(err.to_string().contains("restart"), "{err}");
+}
