@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::{Incident, IncidentId, PastIncident, Status, TimelineEvent};
 use crate::domain::playbook::{ActionSpec, VerifySpec};
+use crate::domain::report::Report;
 use crate::domain::severity::Severity;
 
 /// Wall-clock time, injected so the core and tests control it.
@@ -72,6 +73,9 @@ pub enum ChatBody {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mentions: Vec<String>,
     },
+    /// The post-incident report, in the incident's thread: each platform renders it natively
+    /// within its limits (in several messages, in order, when it does not fit one).
+    Report { report: Report },
 }
 
 /// One durable outbox entry: delivered in `seq` order per incident, deleted only after success.

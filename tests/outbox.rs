@@ -64,6 +64,7 @@ fn text(body: &ChatBody) -> String {
         ChatBody::Note { text, .. } => text.clone(),
         ChatBody::PostCard { .. } => "card".into(),
         ChatBody::UpdateCard { card } => format!("edit {}", card.alert_count),
+        ChatBody::Report { report } => format!("report {}", report.incident),
     }
 }
 

@@ -440,28 +440,31 @@ async fn resolving_posts_the_report_and_the_api_exports_it_and_the_stats() {
     );
     app.post_json("/api/v1/alerts/alertmanager", &resolved)
         .await;
-    // The report lands in the thread.
+    // The report lands in the thread: one structured entry, rendered by each sink.
     let rec = app
         .wait_chat(|r| {
-            r.iter().any(|r| {
-                matches!(&r.body, ChatBody::Note { text, .. } if text.starts_with("# Post-incident report: INC-1"))
-            })
+            r.iter()
+                .any(|r| matches!(&r.body, ChatBody::Report { report } if report.incident.0 == 1))
         })
         .await;
-    let report = rec
+    let reports: Vec<_> = rec
         .iter()
-        .find_map(|r| match &r.body {
-            ChatBody::Note { text, .. } if text.starts_with("# Post-incident report") => {
-                Some(text.clone())
-            }
+        .filter_map(|r| match &r.body {
+            ChatBody::Report { report } => Some((r.thread.clone(), report.clone())),
             _ => None,
         })
-        .unwrap();
-    assert!(
-        report.contains("**External dependency**"),
-        "suggested root cause:\n{report}"
-    );
-    assert!(report.contains("Resolved by incidentd"), "{report}");
+        .collect();
+    assert_eq!(reports.len(), 1, "one report entry per sink");
+    let (thread, report) = &reports[0];
+    assert!(thread.is_some(), "in the incident's thread");
+    let rc = report.root_cause.as_ref().expect("a suggested root cause");
+    assert_eq!(rc.label, "External dependency");
+    assert_eq!(rc.confirmed_by, None, "suggested, not confirmed");
+    assert_eq!(report.resolved_by.as_deref(), Some("incidentd"));
+    assert!(report.durations.resolve.is_some());
+    let md = report.to_markdown();
+    assert!(md.contains("**External dependency**"), "{md}");
+    assert!(md.contains("Resolved by incidentd"), "{md}");
 
     let r = app
         .http

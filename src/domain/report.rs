@@ -1,13 +1,19 @@
 //! The post-incident report: facts and durations, root cause (suggested, then confirmed),
 //! actions taken with who approved them and how they ended, follow-ups, and the timeline.
-//! Rendered as Markdown here; chat surfaces post it, the API and CLI export it.
+//! [`build_report`] turns an incident into a [`Report`] (plain data); the chat surfaces render
+//! that natively (Block Kit, embeds, console HTML) and [`Report::to_markdown`] is the export
+//! (`/incident report`, the API, the CLI).
 
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::classify::{Classifier, RootCause};
-use super::incident::{ActionStatus, EventKind, Incident, TimelineEvent};
+use super::incident::{
+    ActionStatus, EventKind, Incident, IncidentId, Recurrence, Status, TimelineEvent,
+};
+use super::severity::Severity;
 
 /// Suggests a root cause from the alert's words and the incident kind: rate limits and
 /// unavailable dependencies → external dependency; OOM/CPU/disk → resource limits;
@@ -72,26 +78,458 @@ pub fn suggest_root_cause(inc: &Incident, classifier: &Classifier) -> RootCause 
     }
 }
 
-fn dur(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> String {
-    match to {
-        Some(t) => {
-            let s = (t - from).num_seconds().max(0);
-            if s < 60 {
-                format!("{s} s")
-            } else if s < 3600 {
-                format!("{} min {} s", s / 60, s % 60)
-            } else {
-                format!("{} h {} min", s / 3600, (s % 3600) / 60)
-            }
-        }
+/// A duration between two instants in whole seconds (never negative), `None` while the later
+/// one has not happened.
+fn seconds_between(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> Option<i64> {
+    to.map(|t| (t - from).num_seconds().max(0))
+}
+
+/// A duration as the report shows it: `42 s`, `6 min 40 s`, `2 h 5 min`, `—` when unknown.
+pub fn human_duration(seconds: Option<i64>) -> String {
+    match seconds {
+        Some(s) if s < 60 => format!("{s} s"),
+        Some(s) if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        Some(s) => format!("{} h {} min", s / 3600, (s % 3600) / 60),
         None => "—".into(),
     }
 }
 
-fn ts(t: Option<DateTime<Utc>>) -> String {
+/// An instant as the report shows it (UTC, to the second), `—` when unknown.
+pub fn timestamp(t: Option<DateTime<Utc>>) -> String {
     t.map_or("—".into(), |t| {
         t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
     })
+}
+
+/// The labels that say what was affected, in the order the report lists them.
+const SCOPE_LABELS: [&str; 6] = [
+    "service",
+    "namespace",
+    "deployment",
+    "instance",
+    "job",
+    "cluster",
+];
+
+/// Time to detect, acknowledge, mitigate and resolve, in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durations {
+    /// From the start monitoring reports to the incident opening (unknown without a start).
+    #[serde(default)]
+    pub detect: Option<i64>,
+    #[serde(default)]
+    pub acknowledge: Option<i64>,
+    #[serde(default)]
+    pub mitigate: Option<i64>,
+    #[serde(default)]
+    pub resolve: Option<i64>,
+}
+
+/// One affected label (`service=payments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeLabel {
+    pub key: String,
+    pub value: String,
+}
+
+/// The root cause as the report states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRootCause {
+    pub category: RootCause,
+    /// The category's display name (`External dependency`).
+    pub label: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Who confirmed (or overrode) it; `None` while it is only a suggestion.
+    #[serde(default)]
+    pub confirmed_by: Option<String>,
+}
+
+/// An action that was decided on (approved, rejected, run), with who decided and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAction {
+    pub id: String,
+    pub title: String,
+    pub status: ActionStatus,
+    /// Everyone who approved it, in order.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+    /// Who took the final decision (the last approver, or whoever rejected it).
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    /// The last run's one-line outcome (`exit 0 in 1.2 s`).
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+impl ReportAction {
+    /// Who decided: the approvers, else whoever decided, else `nobody`.
+    pub fn deciders(&self) -> String {
+        if self.approved_by.is_empty() {
+            self.decided_by.clone().unwrap_or_else(|| "nobody".into())
+        } else {
+            self.approved_by.join(", ")
+        }
+    }
+
+    /// The status as a word (`Succeeded`).
+    pub fn status_label(&self) -> String {
+        format!("{:?}", self.status)
+    }
+}
+
+/// An improvement item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportFollowUp {
+    pub text: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// One timeline line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportEntry {
+    pub at: DateTime<Utc>,
+    /// Who acted, as displayed (`slack:U1`, `incidentd`).
+    pub actor: String,
+    /// What happened, one line (the timeline event described).
+    pub text: String,
+}
+
+/// The post-incident report as data: built once from the incident and its timeline, then
+/// rendered by each surface within its own limits (Block Kit, embeds, console HTML) and as
+/// Markdown for export. Self-contained (names, not ids to look up), because it travels through
+/// the outbox and may be delivered after the incident changed again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub incident: IncidentId,
+    pub title: String,
+    pub severity: Severity,
+    /// Kind id (`tool_api_failure`) and its display name.
+    pub kind: String,
+    pub kind_name: String,
+    pub status: Status,
+    /// When monitoring says it started.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the incident opened (detection).
+    pub detected_at: DateTime<Utc>,
+    #[serde(default)]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    #[serde(default)]
+    pub mitigated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+    #[serde(default)]
+    pub durations: Durations,
+    pub alert_count: u64,
+    #[serde(default)]
+    pub scope: Vec<ScopeLabel>,
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub root_cause: Option<ReportRootCause>,
+    #[serde(default)]
+    pub actions: Vec<ReportAction>,
+    #[serde(default)]
+    pub followups: Vec<ReportFollowUp>,
+    #[serde(default)]
+    pub timeline: Vec<ReportEntry>,
+}
+
+/// The report of `inc`. `timeline` may be empty (then the timeline section says so).
+pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Classifier) -> Report {
+    let actions = inc
+        .actions
+        .iter()
+        .filter(|a| a.status != ActionStatus::Proposed)
+        .map(|a| ReportAction {
+            id: a.id.clone(),
+            title: a.title.clone(),
+            status: a.status,
+            approved_by: a.approvals.iter().map(|x| x.display()).collect(),
+            decided_by: a.decided_by.as_ref().map(|x| x.display()),
+            outcome: timeline
+                .iter()
+                .rev()
+                .find_map(|e| match &e.kind {
+                    EventKind::ExecutionFinished {
+                        action, summary, ..
+                    } if *action == a.id => Some(summary.clone()),
+                    _ => None,
+                })
+                .filter(|s| !s.is_empty()),
+        })
+        .collect();
+    Report {
+        incident: inc.id,
+        title: inc.title.clone(),
+        severity: inc.severity,
+        kind: inc.kind.clone(),
+        kind_name: classifier.kind_name(&inc.kind).to_string(),
+        status: inc.status,
+        started_at: inc.started_at,
+        detected_at: inc.opened_at,
+        acknowledged_at: inc.acknowledged_at,
+        acknowledged_by: inc.acknowledged_by.as_ref().map(|a| a.display()),
+        mitigated_at: inc.mitigated_at,
+        resolved_at: inc.resolved_at,
+        resolved_by: inc.resolved_by.as_ref().map(|a| a.display()),
+        durations: Durations {
+            detect: inc
+                .started_at
+                .and_then(|s| seconds_between(s, Some(inc.opened_at))),
+            acknowledge: seconds_between(inc.opened_at, inc.acknowledged_at),
+            mitigate: seconds_between(inc.opened_at, inc.mitigated_at),
+            resolve: seconds_between(inc.opened_at, inc.resolved_at),
+        },
+        alert_count: inc.alert_count,
+        scope: SCOPE_LABELS
+            .iter()
+            .filter_map(|k| {
+                inc.labels.get(*k).map(|v| ScopeLabel {
+                    key: k.to_string(),
+                    value: v.clone(),
+                })
+            })
+            .collect(),
+        recurrence: inc.recurrence.clone(),
+        description: inc.description.clone(),
+        root_cause: inc.root_cause.as_ref().map(|rc| ReportRootCause {
+            category: rc.category,
+            label: rc.category.label().to_string(),
+            text: rc.text.clone(),
+            confirmed_by: rc.confirmed_by.as_ref().map(|a| a.display()),
+        }),
+        actions,
+        followups: inc
+            .followups
+            .iter()
+            .map(|f| ReportFollowUp {
+                text: f.text.clone(),
+                owner: f.owner.clone(),
+            })
+            .collect(),
+        timeline: timeline
+            .iter()
+            .map(|e| ReportEntry {
+                at: e.at,
+                actor: e.actor.display(),
+                text: e.describe(),
+            })
+            .collect(),
+    }
+}
+
+impl Report {
+    /// `Post-incident report: INC-7 — title`.
+    pub fn heading(&self) -> String {
+        format!("Post-incident report: {} — {}", self.incident, self.title)
+    }
+
+    /// The facts as (label, value) pairs, in the order every surface shows them.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let by =
+            |who: &Option<String>| who.as_ref().map(|a| format!(" by {a}")).unwrap_or_default();
+        let mut f = vec![
+            ("Severity", self.severity.to_string()),
+            ("Kind", self.kind_name.clone()),
+            ("Status", self.status.label().to_string()),
+            ("Started (per monitoring)", timestamp(self.started_at)),
+            (
+                "Detected (incident opened)",
+                timestamp(Some(self.detected_at)),
+            ),
+            (
+                "Acknowledged",
+                format!(
+                    "{}{}",
+                    timestamp(self.acknowledged_at),
+                    by(&self.acknowledged_by)
+                ),
+            ),
+            ("Mitigated", timestamp(self.mitigated_at)),
+            (
+                "Resolved",
+                format!("{}{}", timestamp(self.resolved_at), by(&self.resolved_by)),
+            ),
+        ];
+        if self.started_at.is_some() {
+            f.push(("Time to detect", human_duration(self.durations.detect)));
+        }
+        f.push((
+            "Time to acknowledge",
+            human_duration(self.durations.acknowledge),
+        ));
+        f.push(("Time to mitigate", human_duration(self.durations.mitigate)));
+        f.push(("Time to resolve", human_duration(self.durations.resolve)));
+        f.push(("Alerts received", self.alert_count.to_string()));
+        if !self.scope.is_empty() {
+            f.push(("Scope", self.scope_text()));
+        }
+        if let Some(r) = &self.recurrence {
+            f.push((
+                "Recurrence",
+                format!(
+                    "{} earlier in {} days (last {})",
+                    r.previous, r.window_days, r.last
+                ),
+            ));
+        }
+        f
+    }
+
+    /// `service=payments, namespace=prod`.
+    pub fn scope_text(&self) -> String {
+        self.scope
+            .iter()
+            .map(|s| format!("{}={}", s.key, s.value))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The description, or what to say when the alert had none.
+    pub fn description_text(&self) -> &str {
+        self.description
+            .as_deref()
+            .unwrap_or("No description was given by the alert.")
+    }
+
+    /// The hint shown while the root cause is only a suggestion.
+    pub fn confirm_hint(&self) -> String {
+        format!(
+            "suggested; confirm with `/incident rootcause {} <category> [text]`",
+            self.incident
+        )
+    }
+
+    /// The hint shown when there are no follow-ups.
+    pub fn followup_hint(&self) -> String {
+        format!(
+            "None yet (`/incident followup {} <item> [@owner]`).",
+            self.incident
+        )
+    }
+
+    /// The report as Markdown (export: `/incident report`, the API, the CLI).
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# {}\n", self.heading());
+        let _ = writeln!(s, "## Facts\n");
+        let _ = writeln!(s, "| | |\n|---|---|");
+        for (label, value) in self.facts() {
+            let _ = writeln!(s, "| {label} | {value} |");
+        }
+        let _ = writeln!(s, "\n## Description\n");
+        let _ = writeln!(s, "{}", self.description_text());
+        let _ = writeln!(s, "\n## Root cause\n");
+        match &self.root_cause {
+            Some(rc) => {
+                let _ = write!(s, "**{}**", rc.label);
+                if let Some(t) = &rc.text {
+                    let _ = write!(s, " — {t}");
+                }
+                match &rc.confirmed_by {
+                    Some(a) => {
+                        let _ = writeln!(s, " (confirmed by {a})");
+                    }
+                    None => {
+                        let _ = writeln!(s, " ({})", self.confirm_hint());
+                    }
+                }
+            }
+            None => {
+                let _ = writeln!(s, "Not determined.");
+            }
+        }
+        let _ = writeln!(s, "\n## Actions taken\n");
+        if self.actions.is_empty() {
+            let _ = writeln!(s, "None.");
+        }
+        for a in &self.actions {
+            let _ = writeln!(
+                s,
+                "- `{}` {} — {}, decided by {}{}",
+                a.id,
+                a.title,
+                a.status_label(),
+                a.deciders(),
+                a.outcome
+                    .as_ref()
+                    .map(|o| format!(": {o}"))
+                    .unwrap_or_default()
+            );
+        }
+        let _ = writeln!(s, "\n## Follow-ups\n");
+        if self.followups.is_empty() {
+            let _ = writeln!(s, "{}", self.followup_hint());
+        }
+        for f in &self.followups {
+            let _ = writeln!(
+                s,
+                "- [ ] {}{}",
+                f.text,
+                f.owner
+                    .as_deref()
+                    .map(|o| format!(" — {o}"))
+                    .unwrap_or_default()
+            );
+        }
+        let _ = writeln!(s, "\n## Timeline\n");
+        if self.timeline.is_empty() {
+            let _ = writeln!(s, "Not available.");
+        }
+        for e in &self.timeline {
+            let _ = writeln!(s, "- {} — {}", e.at.format("%H:%M:%S"), e.text);
+        }
+        s
+    }
+}
+
+/// What a cut text ends with, so a reader knows something is missing.
+pub const CUT_MARK: &str = "… (truncated)";
+
+/// `s` within `max` characters; when it had to be cut it ends with [`CUT_MARK`], never silently.
+pub fn cut_visibly(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(CUT_MARK.chars().count());
+    let mut out: String = s.chars().take(keep).collect();
+    out.push_str(CUT_MARK);
+    super::card::truncate_chars(&out, max)
+}
+
+/// Groups lines, in order, into chunks of at most `max` characters (lines joined by `\n`); a
+/// line longer than `max` is cut visibly. Each chunk comes with how many lines it holds, so a
+/// renderer that has to drop chunks can say how many items it left out.
+pub fn group_lines(lines: &[String], max: usize) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut n = 0;
+    for line in lines {
+        let line = cut_visibly(line, max);
+        let len = line.chars().count();
+        if n > 0 && cur.chars().count() + 1 + len > max {
+            out.push((std::mem::take(&mut cur), n));
+            n = 0;
+        }
+        if n > 0 {
+            cur.push('\n');
+        }
+        cur.push_str(&line);
+        n += 1;
+    }
+    if n > 0 {
+        out.push((cur, n));
+    }
+    out
 }
 
 /// The report as Markdown. `timeline` may be empty (then that section says so).
@@ -100,221 +538,7 @@ pub fn render_markdown(
     timeline: &[TimelineEvent],
     classifier: &Classifier,
 ) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# Post-incident report: {} — {}\n", inc.id, inc.title);
-    let _ = writeln!(s, "## Facts\n");
-    let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| Severity | {} |", inc.severity);
-    let _ = writeln!(s, "| Kind | {} |", classifier.kind_name(&inc.kind));
-    let _ = writeln!(s, "| Status | {} |", inc.status.label());
-    let _ = writeln!(s, "| Started (per monitoring) | {} |", ts(inc.started_at));
-    let _ = writeln!(
-        s,
-        "| Detected (incident opened) | {} |",
-        ts(Some(inc.opened_at))
-    );
-    let _ = writeln!(
-        s,
-        "| Acknowledged | {}{} |",
-        ts(inc.acknowledged_at),
-        inc.acknowledged_by
-            .as_ref()
-            .map(|a| format!(" by {}", a.display()))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(s, "| Mitigated | {} |", ts(inc.mitigated_at));
-    let _ = writeln!(
-        s,
-        "| Resolved | {}{} |",
-        ts(inc.resolved_at),
-        inc.resolved_by
-            .as_ref()
-            .map(|a| format!(" by {}", a.display()))
-            .unwrap_or_default()
-    );
-    if let Some(start) = inc.started_at {
-        let _ = writeln!(
-            s,
-            "| Time to detect | {} |",
-            dur(start, Some(inc.opened_at))
-        );
-    }
-    let _ = writeln!(
-        s,
-        "| Time to acknowledge | {} |",
-        dur(inc.opened_at, inc.acknowledged_at)
-    );
-    let _ = writeln!(
-        s,
-        "| Time to mitigate | {} |",
-        dur(inc.opened_at, inc.mitigated_at)
-    );
-    let _ = writeln!(
-        s,
-        "| Time to resolve | {} |",
-        dur(inc.opened_at, inc.resolved_at)
-    );
-    let _ = writeln!(s, "| Alerts received | {} |", inc.alert_count);
-    let scope: Vec<String> = [
-        "service",
-        "namespace",
-        "deployment",
-        "instance",
-        "job",
-        "cluster",
-    ]
-    .iter()
-    .filter_map(|k| inc.labels.get(*k).map(|v| format!("{k}={v}")))
-    .collect();
-    if !scope.is_empty() {
-        let _ = writeln!(s, "| Scope | {} |", scope.join(", "));
-    }
-    if let Some(r) = &inc.recurrence {
-        let _ = writeln!(
-            s,
-            "| Recurrence | {} earlier in {} days (last {}) |",
-            r.previous, r.window_days, r.last
-        );
-    }
-    let _ = writeln!(s, "\n## Description\n");
-    let _ = writeln!(
-        s,
-        "{}",
-        inc.description
-            .as_deref()
-            .unwrap_or("No description was given by the alert.")
-    );
-    let _ = writeln!(s, "\n## Root cause\n");
-    match &inc.root_cause {
-        Some(rc) => {
-            let _ = write!(s, "**{}**", rc.category.label());
-            if let Some(t) = &rc.text {
-                let _ = write!(s, " — {t}");
-            }
-            match &rc.confirmed_by {
-                Some(a) => {
-                    let _ = writeln!(s, " (confirmed by {})", a.display());
-                }
-                None => {
-                    let _ = writeln!(
-                        s,
-                        " (suggested; confirm with `/incident rootcause {} <category> [text]`)",
-                        inc.id
-                    );
-                }
-            }
-        }
-        None => {
-            let _ = writeln!(s, "Not determined.");
-        }
-    }
-    let _ = writeln!(s, "\n## Actions taken\n");
-    let taken: Vec<_> = inc
-        .actions
-        .iter()
-        .filter(|a| a.status != ActionStatus::Proposed)
-        .collect();
-    if taken.is_empty() {
-        let _ = writeln!(s, "None.");
-    }
-    for a in taken {
-        let approvers: Vec<String> = a.approvals.iter().map(|x| x.display()).collect();
-        let who = if a.approvals.is_empty() {
-            a.decided_by
-                .as_ref()
-                .map_or("nobody".into(), |x| x.display())
-        } else {
-            approvers.join(", ")
-        };
-        let outcome = timeline
-            .iter()
-            .rev()
-            .find_map(|e| match &e.kind {
-                EventKind::ExecutionFinished {
-                    action, summary, ..
-                } if *action == a.id => Some(summary.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "- `{}` {} — {:?}, decided by {who}{}",
-            a.id,
-            a.title,
-            a.status,
-            if outcome.is_empty() {
-                String::new()
-            } else {
-                format!(": {outcome}")
-            }
-        );
-    }
-    let _ = writeln!(s, "\n## Follow-ups\n");
-    if inc.followups.is_empty() {
-        let _ = writeln!(
-            s,
-            "None yet (`/incident followup {} <item> [@owner]`).",
-            inc.id
-        );
-    }
-    for f in &inc.followups {
-        let _ = writeln!(
-            s,
-            "- [ ] {}{}",
-            f.text,
-            f.owner
-                .as_deref()
-                .map(|o| format!(" — {o}"))
-                .unwrap_or_default()
-        );
-    }
-    let _ = writeln!(s, "\n## Timeline\n");
-    if timeline.is_empty() {
-        let _ = writeln!(s, "Not available.");
-    }
-    for e in timeline {
-        let _ = writeln!(s, "- {} — {}", e.at.format("%H:%M:%S"), e.describe());
-    }
-    s
-}
-
-/// Splits a report into chat-sized parts (≤ `max` characters each), at section boundaries where
-/// possible, then at lines: chat platforms cap a message (Discord 2000, Slack 4000 characters),
-/// and a report cut off at the cap would lose its follow-ups and timeline.
-pub fn split_for_chat(report: &str, max: usize) -> Vec<String> {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    let push_line = |cur: &mut String, parts: &mut Vec<String>, line: &str| {
-        let line: String = if line.chars().count() > max {
-            super::card::truncate_chars(line, max)
-        } else {
-            line.to_string()
-        };
-        if cur.chars().count() + line.chars().count() + 1 > max && !cur.is_empty() {
-            parts.push(std::mem::take(cur).trim_end().to_string());
-        }
-        cur.push_str(&line);
-        cur.push('\n');
-    };
-    for (i, section) in report.split("\n## ").enumerate() {
-        let section = if i == 0 {
-            section.to_string()
-        } else {
-            format!("## {section}")
-        };
-        // Start a section on a new part when it would not fit in what is left.
-        if !cur.is_empty() && cur.chars().count() + section.chars().count() + 1 > max {
-            parts.push(std::mem::take(&mut cur).trim_end().to_string());
-        }
-        for line in section.lines() {
-            push_line(&mut cur, &mut parts, line);
-        }
-        cur.push('\n');
-    }
-    if !cur.trim().is_empty() {
-        parts.push(cur.trim_end().to_string());
-    }
-    parts
+    build_report(inc, timeline, classifier).to_markdown()
 }
 
 #[cfg(test)]
@@ -326,6 +550,7 @@ mod tests {
     use crate::domain::incident::{ActionState, FollowUp, RootCauseInfo};
     use crate::domain::policy::Actor;
     use crate::domain::severity::Severity;
+    use chrono::Utc;
 
     fn classifier() -> Classifier {
         Classifier {
@@ -365,29 +590,209 @@ mod tests {
         );
     }
 
-    #[test]
-    fn long_reports_are_split_at_sections_within_the_limit() {
-        let mut report = String::from("# Title\n\n## Facts\n\n| a | b |\n");
-        report.push_str("\n## Timeline\n\n");
-        for i in 0..300 {
-            report.push_str(&format!("- 12:00:{i:02} — something happened number {i}\n"));
+    /// A fixed incident with every section filled in.
+    fn rich() -> (Incident, Vec<TimelineEvent>) {
+        use chrono::TimeZone;
+        let mut inc = incident();
+        let alice = Actor::new(Platform::Slack, "U1");
+        let bob = Actor::new(Platform::Discord, "42");
+        let t = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap();
+        inc.opened_at = t;
+        inc.started_at = Some(t - chrono::Duration::seconds(90));
+        inc.title = "Payments API 503".into();
+        inc.description = Some("5xx above 5%".into());
+        inc.status = Status::Resolved;
+        inc.alert_count = 3;
+        inc.labels.insert("service".into(), "payments".into());
+        inc.labels.insert("namespace".into(), "prod".into());
+        inc.acknowledged_at = Some(t + chrono::Duration::seconds(42));
+        inc.acknowledged_by = Some(alice.clone());
+        inc.mitigated_at = Some(t + chrono::Duration::seconds(200));
+        inc.resolved_at = Some(t + chrono::Duration::seconds(4000));
+        inc.resolved_by = Some(Actor::system());
+        inc.recurrence = Some(Recurrence {
+            previous: 2,
+            window_days: 30,
+            last: IncidentId(3),
+            last_resolved_at: None,
+            last_fixed_by: None,
+        });
+        for (id, status, approvals) in [
+            (
+                "restart",
+                ActionStatus::Succeeded,
+                vec![alice.clone(), bob.clone()],
+            ),
+            ("scale", ActionStatus::Rejected, vec![]),
+            ("drain", ActionStatus::Proposed, vec![]),
+        ] {
+            inc.actions.push(ActionState {
+                id: id.into(),
+                title: id.to_uppercase(),
+                auto: false,
+                summary: "x".into(),
+                status,
+                approvals,
+                decided_by: (status != ActionStatus::Proposed).then(|| bob.clone()),
+                decided_at: None,
+            });
         }
-        report.push_str("\n## Follow-ups\n\n- [ ] fix it\n");
-        let parts = split_for_chat(&report, 1900);
-        assert!(parts.len() > 2);
-        assert!(parts.iter().all(|p| p.chars().count() <= 1900));
-        let joined = parts.join("\n");
+        inc.root_cause = Some(RootCauseInfo {
+            category: RootCause::ExternalDependency,
+            text: Some("upstream 503s".into()),
+            confirmed_by: None,
+        });
+        inc.followups.push(FollowUp {
+            text: "add a circuit breaker".into(),
+            owner: Some("@bob".into()),
+            added_by: alice.clone(),
+            at: t,
+        });
+        inc.followups.push(FollowUp {
+            text: "alert earlier".into(),
+            owner: None,
+            added_by: alice.clone(),
+            at: t,
+        });
+        let timeline = vec![
+            TimelineEvent {
+                at: t,
+                actor: Actor::system(),
+                kind: EventKind::Opened {
+                    severity: Severity::P2,
+                    kind: "unclassified".into(),
+                    rule: None,
+                },
+            },
+            TimelineEvent {
+                at: t + chrono::Duration::seconds(190),
+                actor: Actor::system(),
+                kind: EventKind::ExecutionFinished {
+                    action: "restart".into(),
+                    execution: "INC-7:restart".into(),
+                    success: true,
+                    summary: "exit 0 in 1.2 s".into(),
+                },
+            },
+        ];
+        (inc, timeline)
+    }
+
+    #[test]
+    fn the_report_carries_every_fact_as_data() {
+        let (inc, timeline) = rich();
+        let r = build_report(&inc, &timeline, &classifier());
+        assert_eq!(r.incident, IncidentId(7));
+        assert_eq!(r.durations.detect, Some(90));
+        assert_eq!(r.durations.acknowledge, Some(42));
+        assert_eq!(r.durations.mitigate, Some(200));
+        assert_eq!(r.durations.resolve, Some(4000));
+        assert_eq!(r.acknowledged_by.as_deref(), Some("slack:U1"));
+        assert_eq!(r.resolved_by.as_deref(), Some("incidentd"));
+        assert_eq!(r.scope_text(), "service=payments, namespace=prod");
+        let rc = r.root_cause.as_ref().unwrap();
+        assert_eq!(rc.label, "External dependency");
+        assert_eq!(rc.confirmed_by, None, "only suggested");
+        // Proposed actions were never taken.
+        assert_eq!(r.actions.len(), 2);
+        assert_eq!(r.actions[0].deciders(), "slack:U1, discord:42");
+        assert_eq!(r.actions[0].outcome.as_deref(), Some("exit 0 in 1.2 s"));
+        assert_eq!(r.actions[1].deciders(), "discord:42");
+        assert_eq!(r.actions[1].outcome, None);
+        assert_eq!(r.followups[0].owner.as_deref(), Some("@bob"));
+        assert_eq!(r.timeline.len(), 2);
+        assert_eq!(r.timeline[1].text, "`restart` succeeded: exit 0 in 1.2 s");
+        // It survives the outbox (JSON in sled).
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    /// The export is rendered from the structured report; its text is pinned here (it is what
+    /// `/incident report`, `report.md` and `incidentd report` print).
+    #[test]
+    fn markdown_is_rendered_from_the_report() {
+        let (inc, timeline) = rich();
+        let c = classifier();
+        let md = render_markdown(&inc, &timeline, &c);
+        assert_eq!(md, build_report(&inc, &timeline, &c).to_markdown());
+        let want = "# Post-incident report: INC-7 — Payments API 503\n\
+\n\
+## Facts\n\
+\n\
+| | |\n\
+|---|---|\n\
+| Severity | P2 |\n\
+| Kind | unclassified |\n\
+| Status | Resolved |\n\
+| Started (per monitoring) | 2026-11-29 11:58:30 UTC |\n\
+| Detected (incident opened) | 2026-11-29 12:00:00 UTC |\n\
+| Acknowledged | 2026-11-29 12:00:42 UTC by slack:U1 |\n\
+| Mitigated | 2026-11-29 12:03:20 UTC |\n\
+| Resolved | 2026-11-29 13:06:40 UTC by incidentd |\n\
+| Time to detect | 1 min 30 s |\n\
+| Time to acknowledge | 42 s |\n\
+| Time to mitigate | 3 min 20 s |\n\
+| Time to resolve | 1 h 6 min |\n\
+| Alerts received | 3 |\n\
+| Scope | service=payments, namespace=prod |\n\
+| Recurrence | 2 earlier in 30 days (last INC-3) |\n\
+\n\
+## Description\n\
+\n\
+5xx above 5%\n\
+\n\
+## Root cause\n\
+\n\
+**External dependency** — upstream 503s (suggested; confirm with `/incident rootcause INC-7 <category> [text]`)\n\
+\n\
+## Actions taken\n\
+\n\
+- `restart` RESTART — Succeeded, decided by slack:U1, discord:42: exit 0 in 1.2 s\n\
+- `scale` SCALE — Rejected, decided by discord:42\n\
+\n\
+## Follow-ups\n\
+\n\
+- [ ] add a circuit breaker — @bob\n\
+- [ ] alert earlier\n\
+\n\
+## Timeline\n\
+\n\
+- 12:00:00 — Opened as P2 (unclassified)\n\
+- 12:03:10 — `restart` succeeded: exit 0 in 1.2 s\n\
+";
+        assert_eq!(md, want);
+        let bare = render_markdown(&incident(), &[], &c);
+        for want in [
+            "No description was given by the alert.",
+            "## Root cause\n\nNot determined.",
+            "## Actions taken\n\nNone.",
+            "None yet (`/incident followup INC-7 <item> [@owner]`).",
+            "## Timeline\n\nNot available.",
+        ] {
+            assert!(bare.contains(want), "missing {want:?} in\n{bare}");
+        }
         assert!(
-            joined.contains("number 299") && joined.contains("- [ ] fix it"),
-            "nothing lost"
+            !bare.contains("Time to detect"),
+            "no start time, no detection time"
         );
-        assert!(parts[0].starts_with("# Title"));
-        // A short report stays one message.
-        assert_eq!(split_for_chat("# T\n\n## A\nx\n", 1900).len(), 1);
-        // A single over-long line is cut, not dropped.
-        let parts = split_for_chat(&"y".repeat(5000), 100);
-        assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].chars().count(), 100);
+    }
+
+    #[test]
+    fn long_text_is_cut_visibly_and_lines_are_grouped_in_order() {
+        assert_eq!(cut_visibly("short", 10), "short");
+        let c = cut_visibly(&"x".repeat(100), 40);
+        assert_eq!(c.chars().count(), 40);
+        assert!(c.ends_with(CUT_MARK));
+        let lines: Vec<String> = (0..100).map(|i| format!("line {i:03}")).collect();
+        let groups = group_lines(&lines, 50);
+        assert!(groups.iter().all(|(g, _)| g.chars().count() <= 50));
+        assert_eq!(groups.iter().map(|(_, n)| n).sum::<usize>(), 100);
+        let joined: Vec<&str> = groups.iter().flat_map(|(g, _)| g.lines()).collect();
+        assert_eq!(joined, lines.iter().map(String::as_str).collect::<Vec<_>>());
+        let long = group_lines(&["y".repeat(500), "z".into()], 50);
+        assert_eq!(long.len(), 2);
+        assert!(long[0].0.ends_with(CUT_MARK));
+        assert!(group_lines(&[], 50).is_empty());
     }
 
     #[test]
@@ -447,5 +852,113 @@ mod tests {
         }
         inc.root_cause.as_mut().unwrap().confirmed_by = None;
         assert!(render_markdown(&inc, &[], &c).contains("(suggested; confirm with"));
+    }
+}
+
+/// Reports for the renderers' tests: a small one that fits any message, and a huge one that
+/// fits none (300 timeline events, long texts, 40 follow-ups, hostile markup).
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::*;
+    use chrono::TimeZone;
+
+    pub(crate) fn small() -> Report {
+        let t = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap();
+        Report {
+            incident: IncidentId(7),
+            title: "Payments API 503".into(),
+            severity: Severity::P1,
+            kind: "tool_api_failure".into(),
+            kind_name: "Tool/API failure".into(),
+            status: Status::Resolved,
+            started_at: Some(t - chrono::Duration::seconds(30)),
+            detected_at: t,
+            acknowledged_at: Some(t + chrono::Duration::seconds(42)),
+            acknowledged_by: Some("slack:U1".into()),
+            mitigated_at: Some(t + chrono::Duration::seconds(200)),
+            resolved_at: Some(t + chrono::Duration::seconds(400)),
+            resolved_by: Some("incidentd".into()),
+            durations: Durations {
+                detect: Some(30),
+                acknowledge: Some(42),
+                mitigate: Some(200),
+                resolve: Some(400),
+            },
+            alert_count: 3,
+            scope: vec![ScopeLabel {
+                key: "service".into(),
+                value: "payments".into(),
+            }],
+            recurrence: None,
+            description: Some("5xx above 5% for 10 minutes".into()),
+            root_cause: Some(ReportRootCause {
+                category: RootCause::ExternalDependency,
+                label: "External dependency".into(),
+                text: Some("the card processor answered 503".into()),
+                confirmed_by: Some("slack:U2".into()),
+            }),
+            actions: vec![ReportAction {
+                id: "restart".into(),
+                title: "Restart the API".into(),
+                status: ActionStatus::Succeeded,
+                approved_by: vec!["slack:UAPPROVER".into()],
+                decided_by: Some("slack:UAPPROVER".into()),
+                outcome: Some("exit 0 in 1.2 s".into()),
+            }],
+            followups: vec![ReportFollowUp {
+                text: "add a circuit breaker".into(),
+                owner: Some("@bob".into()),
+            }],
+            timeline: vec![
+                ReportEntry {
+                    at: t,
+                    actor: "incidentd".into(),
+                    text: "Opened as P1 (tool_api_failure)".into(),
+                },
+                ReportEntry {
+                    at: t + chrono::Duration::seconds(190),
+                    actor: "incidentd".into(),
+                    text: "`restart` succeeded: exit 0 in 1.2 s".into(),
+                },
+            ],
+        }
+    }
+
+    pub(crate) fn huge() -> Report {
+        let mut r = small();
+        r.title = format!("<!channel> @everyone {}", "T".repeat(600));
+        r.description = Some(format!("<script>x</script> {}", "d".repeat(9000)));
+        r.kind_name = "k".repeat(3000);
+        r.scope = (0..6)
+            .map(|i| ScopeLabel {
+                key: format!("label{i}"),
+                value: "v".repeat(700),
+            })
+            .collect();
+        r.root_cause.as_mut().unwrap().text = Some(format!("<@U1> {}", "r".repeat(5000)));
+        r.actions = (0..30)
+            .map(|i| ReportAction {
+                id: format!("action-{i}"),
+                title: "a".repeat(300),
+                status: ActionStatus::Failed,
+                approved_by: vec![format!("slack:U{i}"), "<!here>".into()],
+                decided_by: None,
+                outcome: Some("o".repeat(2000)),
+            })
+            .collect();
+        r.followups = (0..40)
+            .map(|i| ReportFollowUp {
+                text: format!("follow-up {i} {}", "f".repeat(400)),
+                owner: Some(format!("@owner{i}")),
+            })
+            .collect();
+        r.timeline = (0..300)
+            .map(|i| ReportEntry {
+                at: r.detected_at + chrono::Duration::seconds(i),
+                actor: "slack:U1".into(),
+                text: format!("event number {i} & <b>{}</b>", "e".repeat(i as usize % 200)),
+            })
+            .collect();
+        r
     }
 }

@@ -22,10 +22,7 @@ use super::{command_target, handle, Ctx, Effect, Input, Outcome, UserError};
 use crate::config::Config;
 use crate::domain::command::Command;
 use crate::domain::incident::{Incident, IncidentId, PastIncident, Status};
-use crate::domain::report::{render_markdown, split_for_chat};
-
-/// Report parts stay under the smallest platform message limit with room for formatting.
-const REPORT_PART_CHARS: usize = 1900;
+use crate::domain::report::build_report;
 use crate::ports::{
     ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, WriteSet,
 };
@@ -700,21 +697,18 @@ impl Batch<'_> {
                     .filter(|(i, _, _)| *i == id)
                     .map(|(_, _, e)| e.clone()),
             );
-            let report = render_markdown(&inc, &timeline, &self.cfg.classifier);
-            // In parts that fit every platform's message limit (Discord: 2000 characters).
-            for part in split_for_chat(&report, REPORT_PART_CHARS) {
-                for sink in self.sinks {
-                    self.w.outbox.push(OutboxEntry {
-                        seq: self.store.next_seq()?,
-                        sink: sink.clone(),
-                        incident: id,
-                        body: ChatBody::Note {
-                            text: part.clone(),
-                            mentions: vec![],
-                        },
-                        created_at: self.now,
-                    });
-                }
+            // One entry per sink: each platform splits it within its own limits.
+            let report = build_report(&inc, &timeline, &self.cfg.classifier);
+            for sink in self.sinks {
+                self.w.outbox.push(OutboxEntry {
+                    seq: self.store.next_seq()?,
+                    sink: sink.clone(),
+                    incident: id,
+                    body: ChatBody::Report {
+                        report: report.clone(),
+                    },
+                    created_at: self.now,
+                });
             }
         }
         match (was_active, active) {

@@ -1,7 +1,8 @@
 //! The embedded local web console: the chat surface when no Slack or Discord token is set, and
 //! the incident dashboard for every deployment.
 //!
-//! [`ConsolePort`] is the outbox sink: it keeps what it was sent (cards, edits, thread notes) in
+//! [`ConsolePort`] is the outbox sink: it keeps what it was sent (cards, edits, thread notes,
+//! post-incident reports) in
 //! a bounded in-memory feed per incident and broadcasts each message to the open pages, which
 //! receive it over server-sent events. [`ConsoleSurface`] wires the port and the pages (`routes`)
 //! into the app: clicks and messages go through the same [`ChatService`] as Slack and Discord,
@@ -30,6 +31,7 @@ use crate::config::{Config, ConsoleUser, Secret};
 use crate::domain::alert::Platform;
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::IncidentId;
+use crate::domain::report::Report;
 use crate::engine::service::ChatService;
 use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
 
@@ -57,7 +59,11 @@ pub struct ThreadItem {
     pub at: DateTime<Utc>,
     /// `None`: the bot.
     pub author: Option<String>,
+    /// Plain text (for a report: its heading).
     pub text: String,
+    /// The post-incident report, shown natively instead of `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<Report>>,
 }
 
 /// A message posted into the console's alert channel.
@@ -175,6 +181,7 @@ impl ConsolePort {
             at: Utc::now(),
             author: Some(author.to_string()),
             text: text.to_string(),
+            report: None,
         };
         self.feed.lock().unwrap().push_reply(id, item.clone());
         let _ = self
@@ -249,6 +256,21 @@ impl ChatPort for ConsolePort {
                         at: Utc::now(),
                         author: None,
                         text: text.clone(),
+                        report: None,
+                    };
+                    feed.push_reply(msg.incident, item.clone());
+                    FeedEvent::Reply {
+                        incident: msg.incident,
+                        item,
+                    }
+                }
+                ChatBody::Report { report } => {
+                    info!(incident = %msg.incident, "📋 {}", report.heading());
+                    let item = ThreadItem {
+                        at: Utc::now(),
+                        author: None,
+                        text: report.heading(),
+                        report: Some(Box::new(report.clone())),
                     };
                     feed.push_reply(msg.incident, item.clone());
                     FeedEvent::Reply {
@@ -428,6 +450,35 @@ mod tests {
         }
         port.user_reply(IncidentId(1), "alice", "looking");
         assert_eq!(port.thread(IncidentId(1)).len(), 2);
+        let report = ChatBody::Report {
+            report: crate::domain::report::samples::small(),
+        };
+        let msg = OutboundMessage {
+            key: "k3".into(),
+            incident: IncidentId(1),
+            thread: None,
+            body: &report,
+        };
+        port.deliver(msg.clone()).await.unwrap();
+        port.deliver(msg).await.unwrap();
+        assert!(
+            matches!(&*rx.recv().await.unwrap(), FeedEvent::Reply { item, .. } if item.text == "looking")
+        );
+        match &*rx.recv().await.unwrap() {
+            FeedEvent::Reply { item, .. } => {
+                assert_eq!(item.text, "Post-incident report: INC-7 — Payments API 503");
+                assert_eq!(
+                    item.report.as_deref(),
+                    Some(&crate::domain::report::samples::small())
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            port.thread(IncidentId(1)).len(),
+            3,
+            "a redelivered report is shown once"
+        );
         assert_eq!(
             port.thread(IncidentId(1))[1].author.as_deref(),
             Some("alice")
@@ -449,6 +500,7 @@ mod tests {
                     at: Utc::now(),
                     author: None,
                     text: i.to_string(),
+                    report: None,
                 },
             );
         }

@@ -10,6 +10,7 @@ use super::{ChannelMessage, ThreadItem, ALERT_CHANNEL};
 use crate::domain::alert::AlertStatus;
 use crate::domain::card::{ButtonAction, ButtonStyle, IncidentCard};
 use crate::domain::incident::{Incident, TimelineEvent, ALL_STATUSES};
+use crate::domain::report::Report;
 use crate::domain::severity::{human_seconds, ALL};
 use crate::ports::{Execution, ExecutionStatus};
 
@@ -199,7 +200,78 @@ pub fn reply(item: &ThreadItem) -> Markup {
         li.reply.bot[item.author.is_none()] {
             span.author { (item.author.as_deref().unwrap_or("incidentd")) }
             " " span.at { (ts(item.at)) }
-            div.text { (rich(&item.text)) }
+            @match &item.report {
+                Some(r) => (report(r)),
+                None => div.text { (rich(&item.text)) },
+            }
+        }
+    }
+}
+
+/// The post-incident report as it appears in the thread: facts as a definition list, then
+/// description, root cause, actions (who approved, how they ended), follow-ups and the timeline
+/// (folded: it can be long). The console has no message limits, so nothing is cut.
+pub fn report(r: &Report) -> Markup {
+    let id = r.incident.to_string();
+    html! {
+        section.report-card aria-label=(r.heading()) {
+            h3 { "📋 " (r.heading()) }
+            dl.facts {
+                @for (label, value) in r.facts() { div { dt { (label) } dd { (value) } } }
+            }
+            h4 { "Description" }
+            p.desc { (r.description_text()) }
+            h4 { "Root cause" }
+            p.root-cause {
+                @match &r.root_cause {
+                    Some(rc) => {
+                        strong { (rc.label) }
+                        @if let Some(t) = &rc.text { " — " (t) }
+                        @match &rc.confirmed_by {
+                            Some(a) => { " (confirmed by " (a) ")" },
+                            None => { " (" em { (rich(&r.confirm_hint())) } ")" },
+                        }
+                    },
+                    None => { "Not determined." },
+                }
+            }
+            h4 { "Actions taken" }
+            @if r.actions.is_empty() {
+                p { "None." }
+            } @else {
+                ul.actions {
+                    @for a in &r.actions {
+                        li {
+                            code { (a.id) } " " (a.title) " — " strong { (a.status_label()) }
+                            ", approved/decided by " (a.deciders())
+                            @if let Some(o) = &a.outcome { ": " (o) }
+                        }
+                    }
+                }
+            }
+            h4 { "Follow-ups" }
+            @if r.followups.is_empty() {
+                p { (rich(&r.followup_hint())) }
+            } @else {
+                ul.followups {
+                    @for f in &r.followups {
+                        li { "☐ " (f.text) @if let Some(o) = &f.owner { " — " (o) } }
+                    }
+                }
+            }
+            details.report-timeline {
+                summary { "Timeline (" (r.timeline.len()) " events)" }
+                @if r.timeline.is_empty() {
+                    p { "Not available." }
+                } @else {
+                    ol {
+                        @for e in &r.timeline {
+                            li { (ts(e.at)) " " span.text { (rich(&e.text)) } }
+                        }
+                    }
+                }
+            }
+            p.hint { "Markdown: " a href={ "/api/v1/incidents/" (id) "/report.md" } { "download" } }
         }
     }
 }
@@ -537,6 +609,7 @@ mod tests {
                 at: Utc::now(),
                 author: Some("<svg onload=x>".into()),
                 text: "`<script>x</script>` and </li>".into(),
+                report: None,
             }],
             "tok\"en",
         )
@@ -551,6 +624,43 @@ mod tests {
         assert!(html.contains("value=\"tok&quot;en\""));
         assert!(html.contains("Kind &lt;i&gt;"));
         assert!(html.contains("<code>&lt;script&gt;x&lt;/script&gt;</code>"));
+    }
+
+    #[test]
+    fn reports_render_natively_in_the_thread_and_escaped() {
+        let item = |r: &Report| ThreadItem {
+            at: Utc::now(),
+            author: None,
+            text: r.heading(),
+            report: Some(Box::new(r.clone())),
+        };
+        let small = crate::domain::report::samples::small();
+        let html = reply(&item(&small)).into_string();
+        for want in [
+            "<li class=\"reply bot\">",
+            "<section class=\"report-card\" aria-label=\"Post-incident report: INC-7 — Payments API 503\">",
+            "<dt>Severity</dt><dd>P1</dd>",
+            "<dt>Time to resolve</dt><dd>6 min 40 s</dd>",
+            "<strong>External dependency</strong> — the card processor answered 503 (confirmed by slack:U2)",
+            "<code>restart</code> Restart the API — <strong>Succeeded</strong>, approved/decided by slack:UAPPROVER: exit 0 in 1.2 s",
+            "☐ add a circuit breaker — @bob",
+            "<summary>Timeline (2 events)</summary>",
+            "href=\"/api/v1/incidents/INC-7/report.md\"",
+        ] {
+            assert!(html.contains(want), "missing {want} in {html}");
+        }
+        let huge = crate::domain::report::samples::huge();
+        let html = reply(&item(&huge)).into_string();
+        assert!(
+            !html.contains("<script>") && !html.contains("<b>"),
+            "escaped"
+        );
+        assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(
+            html.contains("event number 299 &amp; &lt;b&gt;"),
+            "nothing is cut"
+        );
+        assert!(html.contains("follow-up 39 "));
     }
 
     #[test]

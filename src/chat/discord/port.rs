@@ -16,8 +16,11 @@
 //! thread channel; the card is edited in the thread, or in the incident channel when it is the
 //! thread's starter (`channel == message_id`). Retries are idempotent: message creation carries
 //! the outbox key as `nonce` with `enforce_nonce`, and "thread already exists" (160004) counts
-//! as success with the known thread id.
+//! as success with the known thread id. A report in several messages gives each part its own
+//! nonce (from the outbox key and the part number).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +35,7 @@ use super::render;
 use crate::config::Secret;
 use crate::domain::alert::Platform;
 use crate::domain::card::{truncate_chars, IncidentCard};
+use crate::domain::report::Report;
 use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
 
 /// Discord's "A thread has already been created for this message".
@@ -46,6 +50,8 @@ pub struct DiscordPort {
     /// `Bot …`; never logged.
     auth: Secret,
     incident_channel: Option<String>,
+    /// Outbox key → how many parts of its report are posted, while a report is delivered.
+    report_parts: Mutex<HashMap<String, usize>>,
 }
 
 /// A failed call, before it becomes a [`ChatError`].
@@ -117,6 +123,7 @@ impl DiscordPort {
             api_url: api_url.trim_end_matches('/').to_string(),
             auth: Secret::new(auth),
             incident_channel,
+            report_parts: Mutex::default(),
         }
     }
 
@@ -279,6 +286,33 @@ impl DiscordPort {
     }
 }
 
+impl DiscordPort {
+    /// Posts the report's messages in order into the thread. Idempotent per outbox entry: each
+    /// part has its own nonce (derived from the outbox key) with `enforce_nonce`, so a part
+    /// whose answer was lost is not created twice, and the parts this process already posted
+    /// are skipped on a retry (after a 429 halfway through, for example).
+    async fn post_report(&self, thread: u64, report: &Report, key: &str) -> Result<(), ChatError> {
+        let messages = render::report_messages(report);
+        let start = self
+            .report_parts
+            .lock()
+            .unwrap()
+            .get(key)
+            .copied()
+            .unwrap_or(0);
+        for (i, body) in messages.into_iter().enumerate().skip(start) {
+            self.create_message(thread, body, &format!("{key}:report:{i}"))
+                .await?;
+            self.report_parts
+                .lock()
+                .unwrap()
+                .insert(key.to_string(), i + 1);
+        }
+        self.report_parts.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
 fn id_of(v: &Value) -> Result<String, ChatError> {
     v["id"]
         .as_str()
@@ -308,6 +342,17 @@ impl ChatPort for DiscordPort {
                 // The card was never posted (dead-lettered): nothing to edit.
                 None => Err(ChatError::Permanent(format!(
                     "{} has no Discord card to edit",
+                    msg.incident
+                ))),
+            },
+            ChatBody::Report { report } => match &msg.thread {
+                Some(t) => {
+                    self.post_report(snowflake(&t.channel)?, report, &msg.key)
+                        .await?;
+                    Ok(Delivered::default())
+                }
+                None => Err(ChatError::Permanent(format!(
+                    "{} has no Discord thread for its report",
                     msg.incident
                 ))),
             },

@@ -8,6 +8,7 @@ use tracing::warn;
 use crate::domain::alert::AlertStatus;
 use crate::domain::card::{truncate_chars, ButtonStyle, IncidentCard};
 use crate::domain::incident::{ActionStatus, Status};
+use crate::domain::report::{cut_visibly, group_lines, Report};
 use crate::domain::severity::{human_seconds, Severity};
 
 /// Discord's limits (shared/specs/README.md).
@@ -287,6 +288,216 @@ pub fn embed_text_len(e: &Value) -> usize {
         })
 }
 
+/// Most messages one report is posted as; a report that needs more ends with a visible note of
+/// what was left out (the Markdown export has everything).
+pub const REPORT_MAX_MESSAGES: usize = 10;
+/// Embed text per report message, under Discord's 6000 total with room for the footer.
+const REPORT_EMBED_BUDGET: usize = EMBED_TOTAL_MAX - 200;
+/// Room kept on every page for the "left out" note.
+const NOTE_RESERVE: usize = 300;
+/// The incident description's share of the first embed.
+const REPORT_DESCRIPTION_MAX: usize = 1500;
+/// Longest single list item (an action, a follow-up, a timeline line).
+const REPORT_ITEM_CHARS: usize = 500;
+/// Longest fact value (a kind name, the scope labels).
+const REPORT_FACT_CHARS: usize = 300;
+
+/// One embed field and what dropping it would leave out.
+struct ReportField {
+    field: Value,
+    chars: usize,
+    items: Option<(&'static str, usize)>,
+}
+
+fn report_field(name: &str, value: String, inline: bool) -> ReportField {
+    let field = field(name, value, inline);
+    ReportField {
+        chars: embed_text_len(&json!({ "fields": [field.clone()] })),
+        field,
+        items: None,
+    }
+}
+
+/// A titled list as fields of at most 1024 characters; later ones say "(continued)".
+fn list_fields(name: &str, what: &'static str, lines: &[String], empty: &str) -> Vec<ReportField> {
+    if lines.is_empty() {
+        return vec![report_field(name, empty.to_string(), false)];
+    }
+    group_lines(lines, FIELD_VALUE_MAX)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (text, n))| {
+            let name = if i == 0 {
+                name.to_string()
+            } else {
+                format!("{name} (continued)")
+            };
+            let mut f = report_field(&name, text, false);
+            f.items = Some((what, n));
+            f
+        })
+        .collect()
+}
+
+/// The post-incident report as Discord messages, in posting order, one embed each: the first
+/// has the title, the description and the facts as inline fields, then root cause, actions
+/// (with approvers and outcome), follow-ups and the timeline as fields; what does not fit one
+/// message continues in the next ("part i of n" in the footer). Every message is within
+/// Discord's limits (≤ 25 fields, ≤ 6000 characters of embed text); past
+/// [`REPORT_MAX_MESSAGES`] the last one says what was left out. Nobody is pinged.
+pub fn report_messages(r: &Report) -> Vec<Value> {
+    let item = |s: String| cut_visibly(&s, REPORT_ITEM_CHARS);
+    let mut fields: Vec<ReportField> = r
+        .facts()
+        .into_iter()
+        .map(|(label, value)| report_field(label, cut_visibly(&value, REPORT_FACT_CHARS), true))
+        .collect();
+    let rc = match &r.root_cause {
+        Some(rc) => format!(
+            "**{}**{} ({})",
+            rc.label,
+            rc.text
+                .as_deref()
+                .map(|t| format!(" — {t}"))
+                .unwrap_or_default(),
+            match &rc.confirmed_by {
+                Some(a) => format!("confirmed by {a}"),
+                None => format!("*{}*", r.confirm_hint()),
+            }
+        ),
+        None => "Not determined.".into(),
+    };
+    fields.push(report_field(
+        "Root cause",
+        cut_visibly(&rc, FIELD_VALUE_MAX),
+        false,
+    ));
+    let actions: Vec<String> = r
+        .actions
+        .iter()
+        .map(|a| {
+            item(format!(
+                "• `{}` {} — **{}**, approved/decided by {}{}",
+                a.id,
+                a.title,
+                a.status_label(),
+                a.deciders(),
+                a.outcome
+                    .as_deref()
+                    .map(|o| format!(": {o}"))
+                    .unwrap_or_default()
+            ))
+        })
+        .collect();
+    fields.extend(list_fields("Actions taken", "actions", &actions, "None."));
+    let followups: Vec<String> = r
+        .followups
+        .iter()
+        .map(|f| {
+            item(format!(
+                "• ☐ {}{}",
+                f.text,
+                f.owner
+                    .as_deref()
+                    .map(|o| format!(" — {o}"))
+                    .unwrap_or_default()
+            ))
+        })
+        .collect();
+    fields.extend(list_fields(
+        "Follow-ups",
+        "follow-ups",
+        &followups,
+        &r.followup_hint(),
+    ));
+    let timeline: Vec<String> = r
+        .timeline
+        .iter()
+        .map(|e| item(format!("`{}` {}", e.at.format("%H:%M:%S"), e.text)))
+        .collect();
+    fields.extend(list_fields(
+        "Timeline",
+        "timeline entries",
+        &timeline,
+        "Not available.",
+    ));
+
+    let title = truncate_chars(&r.heading(), EMBED_TITLE_MAX);
+    let description = cut_visibly(r.description_text(), REPORT_DESCRIPTION_MAX);
+    let continued = truncate_chars(
+        &format!("{} — report (continued)", r.incident),
+        EMBED_TITLE_MAX,
+    );
+    // Pages of fields: ≤ 25 (one slot kept for a "left out" note) and within the text budget.
+    let mut pages: Vec<Vec<ReportField>> = vec![vec![]];
+    let mut used = title.chars().count() + description.chars().count();
+    for f in fields {
+        let page = pages.last_mut().expect("one page");
+        if !page.is_empty()
+            && (page.len() >= EMBED_FIELDS_MAX - 1
+                || used + f.chars > REPORT_EMBED_BUDGET - NOTE_RESERVE)
+        {
+            pages.push(vec![]);
+            used = continued.chars().count();
+        }
+        used += f.chars;
+        pages.last_mut().expect("one page").push(f);
+    }
+    let mut left_out: Vec<(&'static str, usize)> = Vec::new();
+    if pages.len() > REPORT_MAX_MESSAGES {
+        for f in pages.drain(REPORT_MAX_MESSAGES..).flatten() {
+            let (what, n) = f.items.unwrap_or(("other fields", 1));
+            match left_out.iter_mut().find(|(w, _)| *w == what) {
+                Some(x) => x.1 += n,
+                None => left_out.push((what, n)),
+            }
+        }
+    }
+    let n = pages.len();
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, page)| {
+            let mut fields: Vec<Value> = page.into_iter().map(|f| f.field).collect();
+            if i + 1 == n && !left_out.is_empty() {
+                let what: Vec<String> = left_out
+                    .iter()
+                    .map(|(w, k)| format!("{k} more {w}"))
+                    .collect();
+                // Every page kept a field slot and NOTE_RESERVE characters for this.
+                fields.push(field(
+                    "⚠️ Report truncated",
+                    format!(
+                        "{} did not fit in {REPORT_MAX_MESSAGES} messages. The full report: `/incident report {}`.",
+                        what.join(", "),
+                        r.incident
+                    ),
+                    false,
+                ));
+            }
+            let part = if n > 1 {
+                format!(" · part {} of {n}", i + 1)
+            } else {
+                String::new()
+            };
+            let mut embed = json!({
+                "title": if i == 0 { title.clone() } else { continued.clone() },
+                "color": if r.status.is_active() { 0xE6_7E_22 } else { 0x2E_CC_71 },
+                "fields": fields,
+                "footer": { "text": truncate_chars(
+                    &format!("incidentd · post-incident report{part} · Markdown: /incident report {}", r.incident),
+                    FOOTER_MAX,
+                ) },
+            });
+            if i == 0 {
+                embed["description"] = json!(description);
+                embed["timestamp"] = json!(r.resolved_at.unwrap_or(r.detected_at).to_rfc3339());
+            }
+            json!({ "embeds": [embed], "allowed_mentions": { "parse": [] } })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +662,148 @@ mod tests {
         assert!(thread_name(&c).chars().count() <= THREAD_NAME_MAX);
         let n = note_message(&"n".repeat(5000), &[]);
         assert_eq!(n["content"].as_str().unwrap().chars().count(), CONTENT_MAX);
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::domain::report::{samples, ReportEntry, CUT_MARK};
+
+    /// Every documented limit a report message can break (shared/specs/README.md).
+    fn check(m: &Value) {
+        let embeds = m["embeds"].as_array().unwrap();
+        assert!(!embeds.is_empty() && embeds.len() <= 10);
+        let chars = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+        let mut total = 0;
+        for e in embeds {
+            assert!(chars(&e["title"]) <= EMBED_TITLE_MAX);
+            assert!(chars(&e["description"]) <= EMBED_DESCRIPTION_MAX);
+            assert!(chars(&e["footer"]["text"]) <= FOOTER_MAX);
+            let fields = e["fields"].as_array().unwrap();
+            assert!(fields.len() <= EMBED_FIELDS_MAX, "{} fields", fields.len());
+            for f in fields {
+                assert!((1..=FIELD_NAME_MAX).contains(&chars(&f["name"])));
+                assert!((1..=FIELD_VALUE_MAX).contains(&chars(&f["value"])));
+            }
+            total += embed_text_len(e);
+        }
+        assert!(total <= EMBED_TOTAL_MAX, "{total} characters");
+        assert_eq!(
+            m["allowed_mentions"]["parse"],
+            json!([]),
+            "nobody is pinged"
+        );
+    }
+
+    fn field_value<'a>(m: &'a Value, name: &str) -> &'a str {
+        m["embeds"][0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no field {name}"))["value"]
+            .as_str()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_small_report_is_one_message_with_every_section() {
+        let messages = report_messages(&samples::small());
+        assert_eq!(messages.len(), 1);
+        let m = &messages[0];
+        check(m);
+        let e = &m["embeds"][0];
+        assert_eq!(e["title"], "Post-incident report: INC-7 — Payments API 503");
+        assert_eq!(e["description"], "5xx above 5% for 10 minutes");
+        assert_eq!(e["color"], 0x2ECC71);
+        assert_eq!(field_value(m, "Severity"), "P1");
+        assert_eq!(field_value(m, "Time to resolve"), "6 min 40 s");
+        assert_eq!(field_value(m, "Scope"), "service=payments");
+        assert_eq!(e["fields"][0]["inline"], true);
+        assert_eq!(
+            field_value(m, "Root cause"),
+            "**External dependency** — the card processor answered 503 (confirmed by slack:U2)"
+        );
+        assert_eq!(
+            field_value(m, "Actions taken"),
+            "• `restart` Restart the API — **Succeeded**, approved/decided by slack:UAPPROVER: exit 0 in 1.2 s"
+        );
+        assert_eq!(
+            field_value(m, "Follow-ups"),
+            "• ☐ add a circuit breaker — @bob"
+        );
+        assert!(field_value(m, "Timeline").contains("`12:03:10` `restart` succeeded"));
+        assert!(!e["footer"]["text"].as_str().unwrap().contains("part"));
+    }
+
+    #[test]
+    fn a_huge_report_continues_in_order_within_discord_limits() {
+        let messages = report_messages(&samples::huge());
+        assert!(messages.len() > 1 && messages.len() <= REPORT_MAX_MESSAGES);
+        for (i, m) in messages.iter().enumerate() {
+            check(m);
+            let footer = m["embeds"][0]["footer"]["text"].as_str().unwrap();
+            assert!(
+                footer.contains(&format!("part {} of {}", i + 1, messages.len())),
+                "{footer}"
+            );
+        }
+        let first = &messages[0];
+        for name in ["Severity", "Time to resolve", "Root cause", "Actions taken"] {
+            field_value(first, name);
+        }
+        assert!(first["embeds"][0]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with(CUT_MARK));
+        let all = serde_json::to_string(&messages).unwrap();
+        assert!(all.contains(CUT_MARK), "long items are cut visibly");
+        let pos = |s: &str| all.find(s).unwrap_or_else(|| panic!("{s} missing"));
+        assert!(pos("action-29") > pos("action-0"));
+        // What did not fit is named and counted, never silently dropped.
+        let followups = (0..40)
+            .filter(|i| all.contains(&format!("follow-up {i} ")))
+            .count();
+        let events = (0..300)
+            .filter(|i| all.contains(&format!("event number {i} ")))
+            .count();
+        if followups < 40 {
+            assert!(all.contains(&format!("{} more follow-ups", 40 - followups)));
+        }
+        if events < 300 {
+            assert!(
+                all.contains(&format!("{} more timeline entries", 300 - events)),
+                "{all}"
+            );
+        }
+        assert!(followups > 0 && pos("follow-up 0 ") > pos("action-29"));
+    }
+
+    #[test]
+    fn a_report_beyond_the_message_cap_says_what_it_left_out() {
+        let mut r = samples::huge();
+        let t = r.detected_at;
+        r.timeline = (0..3000)
+            .map(|i| ReportEntry {
+                at: t,
+                actor: "x".into(),
+                text: format!("entry {i} {}", "z".repeat(300)),
+            })
+            .collect();
+        let messages = report_messages(&r);
+        assert_eq!(messages.len(), REPORT_MAX_MESSAGES);
+        messages.iter().for_each(check);
+        let all = serde_json::to_string(&messages).unwrap();
+        let shown = (0..3000)
+            .filter(|i| all.contains(&format!("entry {i} ")))
+            .count();
+        let last = serde_json::to_string(messages.last().unwrap()).unwrap();
+        assert!(
+            last.contains(&format!("{} more timeline entries", 3000 - shown)),
+            "the note counts exactly what is missing: {last}"
+        );
+        assert!(last.contains("/incident report INC-7"));
     }
 }
 

@@ -16,10 +16,13 @@ use slack_morphism::prelude::*;
 use tokio::sync::OnceCell;
 use tracing::{debug, error, info, warn};
 
-use super::render::{card_block_id, card_blocks, escape, fallback_text, MAX_TEXT};
+use super::render::{
+    card_block_id, card_blocks, escape, fallback_text, report_messages, report_part_of, MAX_TEXT,
+};
 use crate::config::{Secret, SlackConfig};
 use crate::domain::alert::Platform;
 use crate::domain::card::{truncate_chars, IncidentCard};
+use crate::domain::report::Report;
 use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
 
 pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
@@ -369,6 +372,37 @@ impl SlackApi {
     }
 }
 
+impl SlackApi {
+    /// The parts of outbox entry `key`'s report already in the thread under `root`.
+    async fn find_report_parts(
+        &self,
+        channel: &str,
+        root: &str,
+        key: &str,
+    ) -> Result<HashSet<usize>, ChatError> {
+        let req =
+            SlackApiConversationsRepliesRequest::new(channel.into(), root.into()).with_limit(1000);
+        let messages = match self
+            .client
+            .open_session(&self.bot)
+            .conversations_replies(&req)
+            .await
+        {
+            Ok(r) => r.messages,
+            Err(SlackClientError::ApiError(a)) if a.code == "thread_not_found" => vec![],
+            Err(e) => return Err(map_error(e)),
+        };
+        Ok(messages
+            .iter()
+            .flat_map(|m| m.content.blocks.iter().flatten())
+            .filter_map(|b| {
+                let v = serde_json::to_value(b).ok()?;
+                report_part_of(v.get("block_id")?.as_str()?, key)
+            })
+            .collect())
+    }
+}
+
 /// Maps slack-morphism's errors onto what the outbox does next.
 pub(crate) fn map_error(e: SlackClientError) -> ChatError {
     match e {
@@ -451,6 +485,8 @@ pub struct SlackPort {
     /// Slack's answer and the outbox's bookkeeping) may already be in Slack: it is looked up
     /// before being posted again, so the thread is never doubled.
     attempted: Mutex<HashSet<String>>,
+    /// Report parts posted so far, per outbox key, while a multi-message report is delivered.
+    report_parts: Mutex<HashMap<String, HashSet<usize>>>,
     started: chrono::DateTime<chrono::Utc>,
 }
 
@@ -466,6 +502,7 @@ impl SlackPort {
             pace,
             buckets: Mutex::default(),
             attempted: Mutex::default(),
+            report_parts: Mutex::default(),
             started: chrono::Utc::now(),
         }
     }
@@ -602,7 +639,67 @@ impl SlackPort {
                 };
                 Ok(Delivered::default())
             }
+            ChatBody::Report { report } => {
+                self.post_report(msg, report).await?;
+                Ok(Delivered::default())
+            }
         }
+    }
+
+    /// Posts the report's messages in order into the thread. Idempotent per outbox entry: the
+    /// parts this process posted are remembered, and a retry (or an entry from before this
+    /// process started) first looks in the thread for parts already there (by the `block_id`
+    /// each part carries), so an answer lost after Slack stored a part never doubles it.
+    async fn post_report(
+        &self,
+        msg: &OutboundMessage<'_>,
+        report: &Report,
+    ) -> Result<(), ChatError> {
+        let messages = report_messages(report, &msg.key);
+        let (channel, root) = match &msg.thread {
+            Some(t) => (t.channel.clone(), Some(t.message_id.clone())),
+            // The card never made it (dead-lettered): post it in the incident channel.
+            None => (self.incident_channel()?.to_string(), None),
+        };
+        let retried = !self.attempted.lock().unwrap().insert(msg.key.clone());
+        let from_before = report.resolved_at.is_none_or(|t| t < self.started);
+        let mut posted: HashSet<usize> = self
+            .report_parts
+            .lock()
+            .unwrap()
+            .get(&msg.key)
+            .cloned()
+            .unwrap_or_default();
+        if let (true, Some(root)) = (retried || from_before, root.as_deref()) {
+            let found = self.api.find_report_parts(&channel, root, &msg.key).await?;
+            if !found.is_empty() {
+                info!(incident = %msg.incident, parts = found.len(), "Report parts already in the thread; not posting them again.");
+            }
+            posted.extend(found);
+        }
+        for (i, m) in messages.into_iter().enumerate() {
+            if posted.contains(&i) {
+                continue;
+            }
+            let blocks: Vec<SlackBlock> =
+                serde_json::from_value(Value::Array(m.blocks)).map_err(|e| {
+                    ChatError::Permanent(format!("report does not render as Block Kit: {e}"))
+                })?;
+            let content = SlackMessageContent::new()
+                .with_text(m.text)
+                .with_blocks(blocks)
+                .with_metadata(metadata(msg, "report"));
+            self.post(&channel, root.as_deref(), content).await?;
+            self.report_parts
+                .lock()
+                .unwrap()
+                .entry(msg.key.clone())
+                .or_default()
+                .insert(i);
+        }
+        // Delivered as a whole: `delivered` answers any redelivery from now on.
+        self.report_parts.lock().unwrap().remove(&msg.key);
+        Ok(())
     }
 }
 

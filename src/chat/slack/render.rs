@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::domain::alert::AlertStatus;
 use crate::domain::card::{truncate_chars, ButtonStyle, IncidentCard};
+use crate::domain::report::{group_lines, human_duration, Report, CUT_MARK};
 use crate::domain::severity::{human_seconds, Severity};
 
 /// Most blocks in one message.
@@ -227,6 +228,291 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
     blocks
 }
 
+/// A report message: its blocks and the fallback `text`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportMessage {
+    pub text: String,
+    pub blocks: Vec<Value>,
+}
+
+/// Most messages one report is posted as; a report that needs more ends with a visible note of
+/// what was left out (the Markdown export has everything).
+pub const REPORT_MAX_MESSAGES: usize = 10;
+/// Block text per report message: Block Kit caps blocks, not messages, but a wall of 50 full
+/// sections is unreadable and large payloads are slow to render; the rest continues in order.
+pub const REPORT_MESSAGE_CHARS: usize = 12_000;
+/// Longest single list item (an action, a follow-up, a timeline line).
+const REPORT_ITEM_CHARS: usize = 1000;
+/// Longest fact value (a kind name, the scope labels).
+const REPORT_FACT_CHARS: usize = 500;
+/// Content blocks per message: room is kept for the "left out" note and the closing context.
+const REPORT_CONTENT_BLOCKS: usize = MAX_BLOCKS - 2;
+
+/// The `block_id` of a report message's closing context: how a retried delivery finds the parts
+/// already in the thread.
+pub fn report_block_id(key: &str, part: usize) -> String {
+    truncate_chars(&format!("incidentd:report:{key}:{part}"), MAX_BLOCK_ID)
+}
+
+/// Which part of the report of outbox entry `key` a `block_id` marks, if any.
+pub fn report_part_of(block_id: &str, key: &str) -> Option<usize> {
+    block_id
+        .strip_prefix(&format!("incidentd:report:{key}:"))?
+        .parse()
+        .ok()
+}
+
+/// Escaped mrkdwn cut to `max`, visibly. An escape entity is never cut in half.
+fn escaped_within(s: &str, max: usize) -> String {
+    let e = escape(s);
+    if e.chars().count() <= max {
+        return e;
+    }
+    let keep = max.saturating_sub(CUT_MARK.chars().count());
+    let mut out: String = e.chars().take(keep).collect();
+    if let Some(amp) = out.rfind('&') {
+        if !out[amp..].contains(';') {
+            out.truncate(amp);
+        }
+    }
+    out.push_str(CUT_MARK);
+    out
+}
+
+/// One content block and what dropping it would leave out.
+struct Piece {
+    block: Value,
+    chars: usize,
+    /// (section, items) for list sections.
+    items: Option<(&'static str, usize)>,
+}
+
+fn text_piece(text: String) -> Piece {
+    let text = truncate_chars(&text, MAX_SECTION_TEXT);
+    Piece {
+        chars: text.chars().count(),
+        block: json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } }),
+        items: None,
+    }
+}
+
+/// A titled list as sections of at most 3000 characters; later ones say "(continued)".
+fn list_pieces(title: &str, what: &'static str, lines: &[String], empty: &str) -> Vec<Piece> {
+    if lines.is_empty() {
+        return vec![text_piece(format!("*{title}*\n{empty}"))];
+    }
+    let head = format!("*{title}* (continued)\n");
+    let room = MAX_SECTION_TEXT - head.chars().count();
+    group_lines(lines, room)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (text, n))| {
+            let head = if i == 0 {
+                format!("*{title}*\n")
+            } else {
+                head.clone()
+            };
+            let mut p = text_piece(format!("{head}{text}"));
+            p.items = Some((what, n));
+            p
+        })
+        .collect()
+}
+
+/// The post-incident report as Block Kit messages, in posting order: a header, the facts as
+/// fields, description, root cause, actions (with approvers and outcome), follow-ups and the
+/// timeline. Every block is within Slack's limits; what does not fit one message continues in
+/// the next (each part says "part i of n"); past [`REPORT_MAX_MESSAGES`] the last message says
+/// what was left out. `key` (the outbox key) marks every part for idempotent retries.
+pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
+    let mut pieces = Vec::new();
+    let header = truncate_chars(
+        &format!(
+            "{} {} · Post-incident report — {}",
+            severity_emoji(r.severity),
+            r.incident,
+            r.title
+        ),
+        MAX_HEADER_TEXT,
+    );
+    pieces.push(Piece {
+        chars: header.chars().count(),
+        block: json!({ "type": "header", "text": { "type": "plain_text", "emoji": true, "text": header } }),
+        items: None,
+    });
+    let facts: Vec<Value> = r
+        .facts()
+        .into_iter()
+        .map(|(label, value)| {
+            // Facts are short; a pathological label value must not crowd out the rest.
+            let label = format!("*{label}*\n");
+            mrkdwn(
+                format!("{label}{}", escaped_within(&value, REPORT_FACT_CHARS)),
+                MAX_FIELD_TEXT,
+            )
+        })
+        .collect();
+    for chunk in facts.chunks(MAX_FIELDS) {
+        let chars = chunk
+            .iter()
+            .map(|f| f["text"].as_str().unwrap_or("").chars().count())
+            .sum();
+        pieces.push(Piece {
+            block: json!({ "type": "section", "fields": chunk }),
+            chars,
+            items: None,
+        });
+    }
+    let head = "*Description*\n";
+    pieces.push(text_piece(format!(
+        "{head}{}",
+        escaped_within(r.description_text(), MAX_SECTION_TEXT - head.len())
+    )));
+    let rc = match &r.root_cause {
+        Some(rc) => format!(
+            "*{}*{} ({})",
+            escape(&rc.label),
+            rc.text
+                .as_deref()
+                .map(|t| format!(" — {}", escaped_within(t, 2000)))
+                .unwrap_or_default(),
+            match &rc.confirmed_by {
+                Some(a) => format!("confirmed by {}", escape(a)),
+                None => format!("_{}_", r.confirm_hint()),
+            }
+        ),
+        None => "Not determined.".into(),
+    };
+    pieces.push(text_piece(format!("*Root cause*\n{rc}")));
+    let item = |s: String| escaped_within(&s, REPORT_ITEM_CHARS);
+    let actions: Vec<String> = r
+        .actions
+        .iter()
+        .map(|a| {
+            item(format!(
+                "• `{}` {} — *{}*, approved/decided by {}{}",
+                a.id,
+                a.title,
+                a.status_label(),
+                a.deciders(),
+                a.outcome
+                    .as_deref()
+                    .map(|o| format!(": {o}"))
+                    .unwrap_or_default()
+            ))
+        })
+        .collect();
+    pieces.extend(list_pieces("Actions taken", "actions", &actions, "None."));
+    let followups: Vec<String> = r
+        .followups
+        .iter()
+        .map(|f| {
+            item(format!(
+                "• ☐ {}{}",
+                f.text,
+                f.owner
+                    .as_deref()
+                    .map(|o| format!(" — {o}"))
+                    .unwrap_or_default()
+            ))
+        })
+        .collect();
+    pieces.extend(list_pieces(
+        "Follow-ups",
+        "follow-ups",
+        &followups,
+        &escape(&r.followup_hint()),
+    ));
+    let timeline: Vec<String> = r
+        .timeline
+        .iter()
+        .map(|e| item(format!("`{}` {}", e.at.format("%H:%M:%S"), e.text)))
+        .collect();
+    pieces.extend(list_pieces(
+        "Timeline",
+        "timeline entries",
+        &timeline,
+        "Not available.",
+    ));
+
+    // Pages, in order, within the block count and the per-message text budget.
+    let mut pages: Vec<Vec<Piece>> = vec![vec![]];
+    let mut chars = 0;
+    for p in pieces {
+        let page = pages.last_mut().expect("one page");
+        if !page.is_empty()
+            && (page.len() >= REPORT_CONTENT_BLOCKS || chars + p.chars > REPORT_MESSAGE_CHARS)
+        {
+            pages.push(vec![]);
+            chars = 0;
+        }
+        chars += p.chars;
+        pages.last_mut().expect("one page").push(p);
+    }
+    let mut left_out: Vec<(&'static str, usize)> = Vec::new();
+    if pages.len() > REPORT_MAX_MESSAGES {
+        for p in pages.drain(REPORT_MAX_MESSAGES..).flatten() {
+            match p.items {
+                Some((what, n)) => match left_out.iter_mut().find(|(w, _)| *w == what) {
+                    Some(x) => x.1 += n,
+                    None => left_out.push((what, n)),
+                },
+                None => left_out.push(("other sections", 1)),
+            }
+        }
+    }
+    let n = pages.len();
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, page)| {
+            let mut blocks: Vec<Value> = page.into_iter().map(|p| p.block).collect();
+            if i + 1 == n && !left_out.is_empty() {
+                let what: Vec<String> = left_out
+                    .iter()
+                    .map(|(w, k)| format!("{k} more {w}"))
+                    .collect();
+                blocks.push(json!({ "type": "section", "text": mrkdwn(format!(
+                    ":warning: *Report truncated:* {} did not fit in {REPORT_MAX_MESSAGES} messages. The full report: `/incident report {}`.",
+                    what.join(", "), r.incident
+                ), MAX_SECTION_TEXT) }));
+            }
+            let part = if n > 1 {
+                format!("part {} of {n} · ", i + 1)
+            } else {
+                String::new()
+            };
+            blocks.push(json!({
+                "type": "context",
+                "block_id": report_block_id(key, i),
+                "elements": [mrkdwn(format!(
+                    "Post-incident report {} · {part}Markdown: `/incident report {}` · incidentd",
+                    r.incident, r.incident
+                ), MAX_SECTION_TEXT)],
+            }));
+            let suffix = if n > 1 {
+                format!(" (part {} of {n})", i + 1)
+            } else {
+                String::new()
+            };
+            ReportMessage {
+                text: truncate_chars(
+                    &format!(
+                        "📋 {} {} — {}: {}, resolved in {}{suffix}",
+                        r.incident,
+                        r.severity,
+                        escape(&r.title),
+                        r.status.label(),
+                        human_duration(r.durations.resolve)
+                    ),
+                    MAX_TEXT,
+                ),
+                blocks,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +650,154 @@ mod tests {
         let blocks = card_blocks(&c);
         check_limits(&blocks);
         assert!(!blocks.iter().any(|b| b["type"] == "actions"));
+    }
+
+    fn all_text(messages: &[ReportMessage]) -> String {
+        messages
+            .iter()
+            .map(|m| serde_json::to_string(&m.blocks).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_small_report_is_one_message_with_every_section() {
+        let r = crate::domain::report::samples::small();
+        let messages = report_messages(&r, "incidentd:slack:9");
+        assert_eq!(messages.len(), 1);
+        let m = &messages[0];
+        check_limits(&m.blocks);
+        assert_eq!(m.blocks[0]["type"], "header");
+        assert_eq!(
+            m.blocks[0]["text"]["text"],
+            "🟧 INC-7 · Post-incident report — Payments API 503"
+        );
+        assert_eq!(m.blocks[1]["type"], "section");
+        assert!(m.blocks[1]["fields"].as_array().unwrap().len() <= MAX_FIELDS);
+        let all = all_text(&messages);
+        for want in [
+            "*Severity*\\nP1",
+            "*Time to resolve*\\n6 min 40 s",
+            "*Acknowledged*\\n2026-11-29 12:00:42 UTC by slack:U1",
+            "*Scope*\\nservice=payments",
+            "*Root cause*\\n*External dependency* — the card processor answered 503 (confirmed by slack:U2)",
+            "• `restart` Restart the API — *Succeeded*, approved/decided by slack:UAPPROVER: exit 0 in 1.2 s",
+            "• ☐ add a circuit breaker — @bob",
+            "`12:03:10` `restart` succeeded",
+        ] {
+            assert!(all.contains(want), "missing {want} in {all}");
+        }
+        let last = m.blocks.last().unwrap();
+        assert_eq!(last["type"], "context");
+        assert_eq!(last["block_id"], "incidentd:report:incidentd:slack:9:0");
+        assert_eq!(
+            report_part_of("incidentd:report:incidentd:slack:9:0", "incidentd:slack:9"),
+            Some(0)
+        );
+        assert_eq!(
+            report_part_of("incidentd:card:INC-7", "incidentd:slack:9"),
+            None
+        );
+        assert!(m.text.contains("INC-7") && m.text.contains("resolved in 6 min 40 s"));
+        // Slack accepts the blocks as its own types.
+        let typed: Vec<slack_morphism::prelude::SlackBlock> =
+            serde_json::from_value(Value::Array(m.blocks.clone())).unwrap();
+        assert_eq!(typed.len(), m.blocks.len());
+    }
+
+    #[test]
+    fn a_huge_report_continues_in_order_within_block_kit_limits() {
+        let r = crate::domain::report::samples::huge();
+        let messages = report_messages(&r, "k");
+        assert!(messages.len() > 1 && messages.len() <= REPORT_MAX_MESSAGES);
+        for (i, m) in messages.iter().enumerate() {
+            check_limits(&m.blocks);
+            assert!(!m.text.is_empty() && m.text.chars().count() <= MAX_TEXT);
+            let context = m.blocks.last().unwrap();
+            assert_eq!(context["block_id"], report_block_id("k", i));
+            assert!(serde_json::to_string(context).unwrap().contains(&format!(
+                "part {} of {}",
+                i + 1,
+                messages.len()
+            )));
+        }
+        let first = serde_json::to_string(&messages[0].blocks).unwrap();
+        // The important parts come first: facts, root cause, actions.
+        for want in [
+            "*Severity*",
+            "*Time to resolve*",
+            "*Root cause*",
+            "*Actions taken*",
+            "action-0",
+        ] {
+            assert!(first.contains(want), "{want} not in the first message");
+        }
+        let all = all_text(&messages);
+        // mrkdwn is escaped; the header is plain_text, which Slack never parses for mentions.
+        assert_eq!(messages[0].blocks[0]["text"]["type"], "plain_text");
+        let mrkdwn_text = all.replacen(
+            messages[0].blocks[0]["text"]["text"].as_str().unwrap(),
+            "",
+            1,
+        );
+        assert!(
+            !mrkdwn_text.contains("<!channel>")
+                && !mrkdwn_text.contains("<!here>")
+                && !mrkdwn_text.contains("<@U1>")
+        );
+        assert!(mrkdwn_text.contains("&lt;!here&gt;"), "{mrkdwn_text}");
+        assert!(mrkdwn_text.contains("&lt;@U1&gt;"), "{mrkdwn_text}");
+        assert!(all.contains("&lt;script&gt;"));
+        assert!(all.contains(CUT_MARK), "long texts are cut visibly");
+        // Nothing in between is lost: every action and follow-up is there, in order.
+        let pos = |s: &str| all.find(s).unwrap_or_else(|| panic!("{s} missing"));
+        assert!(pos("action-29") > pos("action-0"));
+        // What did not fit is named and counted, never silently dropped.
+        let followups = (0..40)
+            .filter(|i| all.contains(&format!("follow-up {i} ")))
+            .count();
+        let events = (0..300)
+            .filter(|i| all.contains(&format!("event number {i} ")))
+            .count();
+        if followups < 40 {
+            assert!(all.contains(&format!("{} more follow-ups", 40 - followups)));
+        }
+        if events < 300 {
+            assert!(
+                all.contains(&format!("{} more timeline entries", 300 - events)),
+                "{all}"
+            );
+        }
+        assert!(followups > 0 && pos("follow-up 0 ") > pos("action-29"));
+        let typed: Vec<slack_morphism::prelude::SlackBlock> =
+            serde_json::from_value(Value::Array(messages[1].blocks.clone())).unwrap();
+        assert!(!typed.is_empty());
+    }
+
+    #[test]
+    fn a_report_beyond_the_message_cap_says_what_it_left_out() {
+        let mut r = crate::domain::report::samples::huge();
+        let t = r.detected_at;
+        r.timeline = (0..5000)
+            .map(|i| crate::domain::report::ReportEntry {
+                at: t,
+                actor: "x".into(),
+                text: format!("entry {i} {}", "z".repeat(500)),
+            })
+            .collect();
+        let messages = report_messages(&r, "k");
+        assert_eq!(messages.len(), REPORT_MAX_MESSAGES);
+        messages.iter().for_each(|m| check_limits(&m.blocks));
+        let all = all_text(&messages);
+        let shown = (0..5000)
+            .filter(|i| all.contains(&format!("entry {i} ")))
+            .count();
+        let last = serde_json::to_string(&messages.last().unwrap().blocks).unwrap();
+        assert!(last.contains("Report truncated"), "{last}");
+        assert!(
+            last.contains(&format!("{} more timeline entries", 5000 - shown)),
+            "the note counts exactly what is missing: {last}"
+        );
+        assert!(last.contains("/incident report INC-7"));
     }
 }
