@@ -322,6 +322,10 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<IncidentId>, StoreError>;
 
     fn timers(&self) -> Result<Vec<Timer>, StoreError>;
+    /// Every fingerprint with an open incident (the writer keeps these in memory).
+    fn open_fingerprints(&self) -> Result<Vec<(String, IncidentId)>, StoreError>;
+    /// Every fingerprint with resolved incidents in its history.
+    fn history_fingerprints(&self) -> Result<Vec<String>, StoreError>;
     /// Resolved incidents of this fingerprint, oldest first.
     fn history(&self, fingerprint: &str) -> Result<Vec<PastIncident>, StoreError>;
     fn executions(&self, id: IncidentId) -> Result<Vec<Execution>, StoreError>;

@@ -97,6 +97,12 @@ impl Store for GatedStore {
     fn timers(&self) -> Result<Vec<Timer>, StoreError> {
         self.inner.timers()
     }
+    fn open_fingerprints(&self) -> Result<Vec<(String, IncidentId)>, StoreError> {
+        self.inner.open_fingerprints()
+    }
+    fn history_fingerprints(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.history_fingerprints()
+    }
     fn history(&self, fp: &str) -> Result<Vec<PastIncident>, StoreError> {
         self.inner.history(fp)
     }

@@ -19,12 +19,43 @@ use super::severity::Severity;
 /// unavailable dependencies → external dependency; OOM/CPU/disk → resource limits;
 /// config/env/permission → configuration; model/format/safety → model defect.
 pub fn suggest_root_cause(inc: &Incident, classifier: &Classifier) -> RootCause {
-    let mut text = inc.title.to_lowercase();
-    for v in inc.labels.values().chain(inc.annotations.values()) {
+    suggest_from(
+        &inc.title,
+        inc.labels.values().chain(inc.annotations.values()),
+        inc.description.as_deref(),
+        &inc.kind,
+        classifier,
+    )
+}
+
+/// The same suggestion for an incident not opened yet: its alert and the triaged kind.
+pub fn suggest_root_cause_for_alert(
+    alert: &crate::domain::alert::Alert,
+    kind: &str,
+    classifier: &Classifier,
+) -> RootCause {
+    suggest_from(
+        &alert.title,
+        alert.labels.values().chain(alert.annotations.values()),
+        alert.description.as_deref(),
+        kind,
+        classifier,
+    )
+}
+
+fn suggest_from<'a>(
+    title: &str,
+    values: impl Iterator<Item = &'a String>,
+    description: Option<&str>,
+    kind: &str,
+    classifier: &Classifier,
+) -> RootCause {
+    let mut text = title.to_lowercase();
+    for v in values {
         text.push(' ');
         text.push_str(&v.to_lowercase());
     }
-    if let Some(d) = &inc.description {
+    if let Some(d) = description {
         text.push(' ');
         text.push_str(&d.to_lowercase());
     }
@@ -73,7 +104,7 @@ pub fn suggest_root_cause(inc: &Incident, classifier: &Classifier) -> RootCause 
         RootCause::ModelDefect
     } else {
         classifier
-            .kind(&inc.kind)
+            .kind(kind)
             .map_or(RootCause::Unknown, |k| k.root_cause)
     }
 }

@@ -22,11 +22,34 @@ use crate::domain::policy::{check_approval, Actor, Refusal};
 use crate::domain::severity::{human_seconds, Severity};
 use crate::ports::{ChatBody, Timer, TimerKind};
 
+/// What an alert alone decides about the incident it would open: severity, kind, playbook and
+/// the suggested root cause. A pure function of the alert and the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreTriage {
+    pub triage: crate::domain::classify::Triage,
+    pub root_cause: crate::domain::classify::RootCause,
+}
+
+impl PreTriage {
+    pub fn of(alert: &Alert, cfg: &Config) -> PreTriage {
+        let triage = cfg.classifier.classify(alert);
+        let root_cause = crate::domain::report::suggest_root_cause_for_alert(
+            alert,
+            &triage.kind,
+            &cfg.classifier,
+        );
+        PreTriage { triage, root_cause }
+    }
+}
+
 /// Everything that can happen to an incident.
 #[derive(Debug, Clone)]
 pub enum Input {
     /// An alert from a webhook or a chat message.
     Alert(Alert),
+    /// The same, with the triage a new incident would get already computed (by the submitter,
+    /// in parallel, instead of on the single writer thread).
+    Triaged(Alert, Box<PreTriage>),
     /// A state-changing command (slash command or button) by someone.
     Command { actor: Actor, command: Command },
     /// A human wrote in the incident's thread: recorded on the timeline, not echoed.
@@ -132,7 +155,8 @@ pub fn handle(
     ctx: Ctx<'_>,
 ) -> Result<Decision, UserError> {
     match input {
-        Input::Alert(alert) => Ok(on_alert(incident, alert, cfg, ctx)),
+        Input::Alert(alert) => Ok(on_alert(incident, alert, None, cfg, ctx)),
+        Input::Triaged(alert, pre) => Ok(on_alert(incident, alert, Some(*pre), cfg, ctx)),
         Input::Command { actor, command } => {
             let inc = incident.ok_or_else(|| {
                 UserError(match command_target(&command) {
@@ -506,7 +530,13 @@ pub fn card(inc: &Incident, cfg: &Config) -> IncidentCard {
     )
 }
 
-fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx<'_>) -> Decision {
+fn on_alert(
+    existing: Option<Incident>,
+    alert: Alert,
+    pre: Option<PreTriage>,
+    cfg: &Config,
+    ctx: Ctx<'_>,
+) -> Decision {
     let mut d = Decision::default();
     let system = Actor::system();
     match (existing, alert.status) {
@@ -517,7 +547,8 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx<'_>
             ));
         }
         (None, AlertStatus::Firing) => {
-            let triage = cfg.classifier.classify(&alert);
+            let PreTriage { triage, root_cause } =
+                pre.unwrap_or_else(|| PreTriage::of(&alert, cfg));
             let actions = proposed_actions(triage.playbook.as_deref(), cfg);
             let mut inc = Incident {
                 id: ctx.next_id,
@@ -566,7 +597,7 @@ fn on_alert(existing: Option<Incident>, alert: Alert, cfg: &Config, ctx: Ctx<'_>
             });
             inc.recurrence = recurrence(ctx, cfg);
             inc.root_cause = Some(RootCauseInfo {
-                category: crate::domain::report::suggest_root_cause(&inc, &cfg.classifier),
+                category: root_cause,
                 text: None,
                 confirmed_by: None,
             });

@@ -11,14 +11,14 @@
 //! dies in that window, nobody was told it happened: the sender got no answer and retries, and
 //! the incident id is given out again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
-use super::{command_target, handle, Ctx, Effect, Input, Outcome, UserError};
+use super::{command_target, handle, Ctx, Effect, Input, Outcome, PreTriage, UserError};
 use crate::config::Config;
 use crate::domain::command::Command;
 use crate::domain::incident::{Incident, IncidentId, PastIncident, Status};
@@ -58,6 +58,7 @@ pub struct Engine {
     alive: Arc<AtomicBool>,
     /// A sync failed: committed state may not be durable, so the engine takes nothing more.
     failed: Arc<AtomicBool>,
+    cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
 
@@ -92,6 +93,8 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
         let next_id = store.next_incident_id()?;
+        let open = store.open_fingerprints()?.into_iter().collect();
+        let with_history = store.history_fingerprints()?.into_iter().collect();
         // Everything stored so far is durable; new entries get higher sequence numbers.
         let durable = store.next_seq()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -101,6 +104,7 @@ impl Engine {
         let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_DEPTH);
         let alive = Arc::new(AtomicBool::new(true));
         let failed = Arc::new(AtomicBool::new(false));
+        let engine_cfg = cfg.clone();
         let syncer = Syncer {
             store: store.clone(),
             metrics: metrics.clone(),
@@ -115,6 +119,8 @@ impl Engine {
             clock,
             sinks,
             next_id,
+            open,
+            with_history,
             failed: failed.clone(),
             sync_tx,
         };
@@ -138,6 +144,7 @@ impl Engine {
                 tx,
                 alive,
                 failed,
+                cfg: engine_cfg,
                 metrics,
             },
             Notifications {
@@ -154,6 +161,18 @@ impl Engine {
         &self,
         inputs: Vec<Input>,
     ) -> Result<Vec<Result<Outcome, UserError>>, Arc<EngineError>> {
+        // Triage here, on the submitter's thread and in parallel with other submitters, so the
+        // single writer only applies it (it is most of the CPU a new incident costs there).
+        let inputs = inputs
+            .into_iter()
+            .map(|i| match i {
+                Input::Alert(a) => {
+                    let pre = PreTriage::of(&a, &self.cfg);
+                    Input::Triaged(a, Box::new(pre))
+                }
+                other => other,
+            })
+            .collect();
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { inputs, reply })
@@ -198,6 +217,11 @@ struct Writer {
     clock: Arc<dyn Clock>,
     sinks: Vec<String>,
     next_id: u64,
+    /// The fingerprints tree in memory (the writer is its only writer): a new alert's lookup
+    /// costs no store read. As large as the number of open incidents.
+    open: HashMap<String, IncidentId>,
+    /// Fingerprints that have history (recurrence): the others skip the store scan.
+    with_history: HashSet<String>,
     /// Set by the syncer when a flush failed: nothing is committed after that.
     failed: Arc<AtomicBool>,
     sync_tx: std::sync::mpsc::SyncSender<Committed>,
@@ -254,6 +278,8 @@ impl Writer {
             sinks: &self.sinks,
             now,
             next_id: self.next_id,
+            open: &self.open,
+            with_history: &self.with_history,
             incidents: HashMap::new(),
             fingerprints: HashMap::new(),
             executions: HashMap::new(),
@@ -295,6 +321,17 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.next_id = next_id;
+                for (fp, id) in &w.fingerprints {
+                    match id {
+                        Some(id) => self.open.insert(fp.clone(), *id),
+                        None => self.open.remove(fp),
+                    };
+                }
+                for (fp, _) in &w.history {
+                    if !self.with_history.contains(fp) {
+                        self.with_history.insert(fp.clone());
+                    }
+                }
                 let committed = Committed {
                     replies,
                     observed,
@@ -419,6 +456,9 @@ struct Batch<'a> {
     sinks: &'a [String],
     now: chrono::DateTime<chrono::Utc>,
     next_id: u64,
+    /// The writer's committed view of the fingerprints tree.
+    open: &'a HashMap<String, IncidentId>,
+    with_history: &'a HashSet<String>,
     incidents: HashMap<IncidentId, Incident>,
     fingerprints: HashMap<String, Option<IncidentId>>,
     executions: HashMap<String, Execution>,
@@ -452,7 +492,7 @@ impl Batch<'_> {
         if let Some(v) = self.fingerprints.get(fp) {
             return Ok(*v);
         }
-        self.store.open_incident_for(fp)
+        Ok(self.open.get(fp).copied())
     }
 
     fn load(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
@@ -515,7 +555,11 @@ impl Batch<'_> {
 
     /// Stored history plus what this batch added.
     fn history(&mut self, fp: &str) -> Result<Vec<PastIncident>, StoreError> {
-        let mut h = self.store.history(fp)?;
+        let mut h = if self.with_history.contains(fp) {
+            self.store.history(fp)?
+        } else {
+            Vec::new()
+        };
         if let Some(extra) = self.histories.get(fp) {
             h.extend(extra.iter().cloned());
         }
@@ -542,7 +586,7 @@ impl Batch<'_> {
     /// Handles one input. `Err` only for storage failures (which fail the whole batch).
     fn apply(&mut self, input: Input) -> Result<Result<Outcome, UserError>, StoreError> {
         let target = match &input {
-            Input::Alert(a) => self.open_for(&a.fingerprint)?,
+            Input::Alert(a) | Input::Triaged(a, _) => self.open_for(&a.fingerprint)?,
             Input::Command { command, .. } => command_target(command),
             Input::ThreadMessage { incident, .. } => Some(*incident),
             Input::Timer(t) => {
@@ -611,7 +655,7 @@ impl Batch<'_> {
         let was_acked = existing
             .as_ref()
             .is_some_and(|i| i.acknowledged_at.is_some());
-        if let Input::Alert(a) = &input {
+        if let Input::Alert(a) | Input::Triaged(a, _) = &input {
             let status = match a.status {
                 crate::domain::alert::AlertStatus::Firing => "firing",
                 crate::domain::alert::AlertStatus::Resolved => "resolved",
@@ -626,7 +670,7 @@ impl Batch<'_> {
         }
         // Alerts that may open an incident see the fingerprint's history (recurrence).
         let history = match (&input, &existing) {
-            (Input::Alert(a), None) => self.history(&a.fingerprint)?,
+            (Input::Alert(a) | Input::Triaged(a, _), None) => self.history(&a.fingerprint)?,
             _ => Vec::new(),
         };
         let ctx = Ctx {

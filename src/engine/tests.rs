@@ -846,3 +846,22 @@ fn recurrence_counts_resolutions_within_the_window_only() {
     .unwrap();
     assert!(d.incident.unwrap().recurrence.is_none());
 }
+
+#[test]
+fn triage_computed_before_the_writer_decides_exactly_what_the_writer_would() {
+    let cfg = cfg();
+    for (title, sev) in [
+        ("Orders API 503 errors", "critical"),
+        ("Pod OOMKilled", "warning"),
+        ("Model returned malformed JSON", "info"),
+        ("Something odd", "p0"),
+    ] {
+        let a = alert(title, sev, AlertStatus::Firing);
+        let pre = PreTriage::of(&a, &cfg);
+        let plain = handle(None, Input::Alert(a.clone()), &cfg, ctx(0)).unwrap();
+        let triaged = handle(None, Input::Triaged(a, Box::new(pre)), &cfg, ctx(0)).unwrap();
+        assert_eq!(plain.incident, triaged.incident, "{title}");
+        assert_eq!(plain.effects, triaged.effects, "{title}");
+        assert_eq!(plain.events, triaged.events, "{title}");
+    }
+}

@@ -331,23 +331,22 @@ impl Store for SledStore {
                 self.outbox.remove(key).map_err(storage)?;
             }
             Some(t) => {
-                let tref = enc(t);
+                // The thread first, then the entry's deletion, each atomic on its own tree (no
+                // cross-tree transaction: this runs once per posted card). A crash in between
+                // leaves the entry queued with its thread known: it is sent again, under the
+                // same idempotency key, which is what a crash before the deletion does anyway.
+                let mut b = Batch::default();
+                b.insert(thread_key(&entry.sink, entry.incident), enc(t));
                 let idx = thread_index_key(&entry.sink, &t.channel, &t.message_id);
                 // Where a thread is a channel of its own (Discord), replies name only that
                 // channel: index it as (channel, channel) too, whatever message holds the card.
                 let own = thread_index_key(&entry.sink, &t.channel, &t.channel);
-                let ik = thread_key(&entry.sink, entry.incident);
-                (&self.outbox, &self.threads)
-                    .transaction(|(o, th)| {
-                        o.remove(key.as_slice())?;
-                        th.insert(ik.as_slice(), tref.as_slice())?;
-                        th.insert(idx.as_slice(), &id_key(entry.incident))?;
-                        if own != idx {
-                            th.insert(own.as_slice(), &id_key(entry.incident))?;
-                        }
-                        Ok::<_, ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(|e| storage(format!("{e:?}")))?;
+                if own != idx {
+                    b.insert(own, &id_key(entry.incident));
+                }
+                b.insert(idx, &id_key(entry.incident));
+                self.threads.apply_batch(b).map_err(storage)?;
+                self.outbox.remove(key).map_err(storage)?;
             }
         }
         Ok(())
@@ -400,6 +399,43 @@ impl Store for SledStore {
                 dec("timers", &v)
             })
             .collect()
+    }
+
+    fn open_fingerprints(&self) -> Result<Vec<(String, IncidentId)>, StoreError> {
+        self.fingerprints
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                let fp = String::from_utf8(k.to_vec()).map_err(|e| StoreError::Codec {
+                    tree: "fingerprints",
+                    message: e.to_string(),
+                })?;
+                let id = be_u64(&v).ok_or_else(|| StoreError::Codec {
+                    tree: "fingerprints",
+                    message: format!("bad incident id for {fp}"),
+                })?;
+                Ok((fp, IncidentId(id)))
+            })
+            .collect()
+    }
+
+    fn history_fingerprints(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for k in self.history.iter().keys() {
+            // Keys are `fingerprint \0 id(8 bytes)`.
+            let k = k.map_err(storage)?;
+            let fp = k.len().checked_sub(9).map(|n| &k[..n]);
+            let fp = fp
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(|| StoreError::Codec {
+                    tree: "history",
+                    message: "bad key".into(),
+                })?;
+            if out.last().map(String::as_str) != Some(fp) {
+                out.push(fp.to_string());
+            }
+        }
+        Ok(out)
     }
 
     fn history(&self, fingerprint: &str) -> Result<Vec<PastIncident>, StoreError> {

@@ -234,3 +234,36 @@ fn refuses_a_store_from_another_schema_version() {
     let e = SledStore::open(dir.path()).err().unwrap().to_string();
     assert!(e.contains("schema version Some(99)"), "{e}");
 }
+
+#[test]
+fn open_and_history_fingerprints_list_what_the_writer_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    let past = |id: u64| PastIncident {
+        id: IncidentId(id),
+        resolved_at: Utc::now(),
+        fixed_by: None,
+    };
+    s.commit(&WriteSet {
+        fingerprints: vec![
+            ("fpA".into(), Some(IncidentId(1))),
+            ("fpB".into(), Some(IncidentId(2))),
+            ("fpB".into(), None),
+            ("fpC".into(), Some(IncidentId(7))),
+        ],
+        history: vec![
+            ("fpB".into(), past(2)),
+            ("fpB".into(), past(5)),
+            ("fp\u{e9}".into(), past(3)),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut open = s.open_fingerprints().unwrap();
+    open.sort();
+    assert_eq!(
+        open,
+        [("fpA".into(), IncidentId(1)), ("fpC".into(), IncidentId(7))]
+    );
+    assert_eq!(s.history_fingerprints().unwrap(), ["fpB", "fp\u{e9}"]);
+}
