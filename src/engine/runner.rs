@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
@@ -59,6 +59,8 @@ pub struct Engine {
     /// A sync failed: committed state may not be durable, so the engine takes nothing more.
     failed: Arc<AtomicBool>,
     cfg: Arc<Config>,
+    /// The writer's open fingerprints: alerts that will only update an incident skip triage.
+    open: OpenMap,
     metrics: Arc<Metrics>,
 }
 
@@ -93,7 +95,9 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
         let next_id = store.next_incident_id()?;
-        let open = store.open_fingerprints()?.into_iter().collect();
+        let open: OpenMap = Arc::new(RwLock::new(
+            store.open_fingerprints()?.into_iter().collect(),
+        ));
         let with_history = store.history_fingerprints()?.into_iter().collect();
         // Everything stored so far is durable; new entries get higher sequence numbers.
         let durable = store.next_seq()?;
@@ -119,7 +123,7 @@ impl Engine {
             clock,
             sinks,
             next_id,
-            open,
+            open: open.clone(),
             with_history,
             failed: failed.clone(),
             sync_tx,
@@ -145,6 +149,7 @@ impl Engine {
                 alive,
                 failed,
                 cfg: engine_cfg,
+                open,
                 metrics,
             },
             Notifications {
@@ -161,18 +166,22 @@ impl Engine {
         &self,
         inputs: Vec<Input>,
     ) -> Result<Vec<Result<Outcome, UserError>>, Arc<EngineError>> {
-        // Triage here, on the submitter's thread and in parallel with other submitters, so the
-        // single writer only applies it (it is most of the CPU a new incident costs there).
-        let inputs = inputs
-            .into_iter()
-            .map(|i| match i {
-                Input::Alert(a) => {
-                    let pre = PreTriage::of(&a, &self.cfg);
-                    Input::Triaged(a, Box::new(pre))
-                }
-                other => other,
-            })
-            .collect();
+        // Alerts that will likely open an incident are triaged here, on the submitter's thread
+        // and in parallel with other submitters, so the single writer only applies the result.
+        // (Only a hint: the writer triages itself if the fingerprint's state changed meanwhile.)
+        let inputs = {
+            let open = self.open.read().unwrap_or_else(|e| e.into_inner());
+            inputs
+                .into_iter()
+                .map(|i| match i {
+                    Input::Alert(a) if !open.contains_key(&a.fingerprint) => {
+                        let pre = PreTriage::of(&a, &self.cfg);
+                        Input::Triaged(a, Box::new(pre))
+                    }
+                    other => other,
+                })
+                .collect()
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { inputs, reply })
@@ -208,6 +217,9 @@ pub enum EngineSubmitError {
     Engine(#[from] Arc<EngineError>),
 }
 
+/// fingerprint → open incident, as committed.
+type OpenMap = Arc<RwLock<HashMap<String, IncidentId>>>;
+
 /// Committed batches waiting for the syncer; bounds memory when the disk is slow.
 const SYNC_DEPTH: usize = 64;
 
@@ -219,7 +231,7 @@ struct Writer {
     next_id: u64,
     /// The fingerprints tree in memory (the writer is its only writer): a new alert's lookup
     /// costs no store read. As large as the number of open incidents.
-    open: HashMap<String, IncidentId>,
+    open: OpenMap,
     /// Fingerprints that have history (recurrence): the others skip the store scan.
     with_history: HashSet<String>,
     /// Set by the syncer when a flush failed: nothing is committed after that.
@@ -272,13 +284,15 @@ impl Writer {
             return;
         }
         let now = self.clock.now();
+        let open = self.open.clone();
+        let open = open.read().unwrap_or_else(|e| e.into_inner());
         let mut batch = Batch {
             store: &*self.store,
             cfg: &self.cfg,
             sinks: &self.sinks,
             now,
             next_id: self.next_id,
-            open: &self.open,
+            open: &open,
             with_history: &self.with_history,
             incidents: HashMap::new(),
             fingerprints: HashMap::new(),
@@ -321,12 +335,15 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.next_id = next_id;
+                drop(open);
+                let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
                 for (fp, id) in &w.fingerprints {
                     match id {
-                        Some(id) => self.open.insert(fp.clone(), *id),
-                        None => self.open.remove(fp),
+                        Some(id) => open.insert(fp.clone(), *id),
+                        None => open.remove(fp),
                     };
                 }
+                drop(open);
                 for (fp, _) in &w.history {
                     if !self.with_history.contains(fp) {
                         self.with_history.insert(fp.clone());
