@@ -244,6 +244,7 @@ pub async fn run(
     for port in ports {
         workers.push(tokio::spawn(run_outbox(
             store.clone(),
+            cfg.clone(),
             port,
             notes.outbox.clone(),
             stop_rx.clone(),

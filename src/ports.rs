@@ -65,6 +65,10 @@ pub enum ChatBody {
     PostCard { card: IncidentCard },
     /// Edit the card in place.
     UpdateCard { card: IncidentCard },
+    /// How the outbox stores a card post (`post`) or edit: the card is built from the incident
+    /// as it is when the message leaves, so it is never stale after an outage and is not stored
+    /// twice. The outbox turns it into `PostCard`/`UpdateCard`; ports never see it.
+    RenderCard { post: bool },
     /// A reply in the incident's thread. `mentions` are people or groups to notify, written
     /// like policy entries (`slack:U123`, `slack-group:S1`, `discord:42`, `discord-role:7`,
     /// `console:alice`); each platform renders the ones that are its own.
@@ -76,6 +80,11 @@ pub enum ChatBody {
     /// The post-incident report, in the incident's thread: each platform renders it natively
     /// within its limits (in several messages, in order, when it does not fit one).
     Report { report: Report },
+}
+
+/// What a port answers if it is handed a `RenderCard` (the outbox renders those first).
+pub fn unrendered_card() -> ChatError {
+    ChatError::Permanent("a card entry reached the port unrendered".into())
 }
 
 /// One durable outbox entry: delivered in `seq` order per incident, deleted only after success.

@@ -135,7 +135,8 @@ async fn thread_replies_buttons_and_commands() {
     let id = IncidentId(1);
     // The outbox posted the card as a thread under the alert message.
     let card = store.outbox_pending("slack", 10).unwrap().remove(0);
-    assert!(matches!(card.body, ChatBody::PostCard { .. }));
+    // Stored as "post the card as the incident is when it leaves".
+    assert_eq!(card.body, ChatBody::RenderCard { post: true });
     let thread = ThreadRef {
         channel: "CALERTS".into(),
         message_id: "1.1".into(),

@@ -62,8 +62,9 @@ impl FlakyPort {
 fn text(body: &ChatBody) -> String {
     match body {
         ChatBody::Note { text, .. } => text.clone(),
-        ChatBody::PostCard { .. } => "card".into(),
+        ChatBody::PostCard { card } => format!("card {}", card.alert_count),
         ChatBody::UpdateCard { card } => format!("edit {}", card.alert_count),
+        ChatBody::RenderCard { .. } => "unrendered".into(),
         ChatBody::Report { report } => format!("report {}", report.incident),
     }
 }
@@ -108,6 +109,10 @@ async fn wait_empty(store: &Arc<dyn Store>) {
     .expect("the outbox did not drain");
 }
 
+fn builtin() -> Arc<incidentd::config::Config> {
+    Arc::new(incidentd::config::Config::builtin())
+}
+
 fn note(seq: u64, incident: u64, text: &str) -> OutboxEntry {
     OutboxEntry {
         seq,
@@ -137,7 +142,7 @@ fn start(
         max_backoff: Duration::from_millis(200),
         ..OutboxConfig::default()
     };
-    let h = tokio::spawn(run_outbox(store, port, commit_rx, stop_rx, cfg));
+    let h = tokio::spawn(run_outbox(store, builtin(), port, commit_rx, stop_rx, cfg));
     (commit_tx, stop_tx, h)
 }
 
@@ -280,7 +285,14 @@ async fn a_stop_does_not_wait_for_a_hung_platform_and_keeps_the_entry() {
         call_timeout: Duration::from_secs(3600),
         ..OutboxConfig::default()
     };
-    let h = tokio::spawn(run_outbox(store.clone(), port, commit_rx, stop_rx, cfg));
+    let h = tokio::spawn(run_outbox(
+        store.clone(),
+        builtin(),
+        port,
+        commit_rx,
+        stop_rx,
+        cfg,
+    ));
     called.await;
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(20), h)
@@ -331,6 +343,7 @@ async fn entries_above_the_durable_watermark_wait_for_it() {
     let (stop, stop_rx) = watch::channel(false);
     let h = tokio::spawn(run_outbox(
         store.clone(),
+        builtin(),
         port.clone(),
         durable_rx,
         stop_rx,
@@ -378,6 +391,50 @@ async fn entries_above_the_durable_watermark_wait_for_it() {
         log,
         [(1, true), (2, true), (3, true)],
         "sent only once durable, in order"
+    );
+    wait_empty(&store).await;
+    let _ = stop.send(true);
+    h.await.unwrap();
+}
+
+#[tokio::test]
+async fn stored_cards_are_built_from_the_incident_as_it_is_when_they_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let mut inc: incidentd::domain::incident::Incident =
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "fingerprint": "fp", "title": "Payments API 503", "source": "generic",
+            "severity": "P2", "kind": "unclassified", "status": "open", "alert_status": "firing",
+            "labels": {}, "annotations": {}, "links": [], "opened_at": Utc::now(),
+            "last_seen_at": Utc::now(), "alert_count": 1, "timeline_len": 0
+        }))
+        .unwrap();
+    let card = |seq: u64, post: bool| OutboxEntry {
+        body: ChatBody::RenderCard { post },
+        ..note(seq, 1, "")
+    };
+    store
+        .commit(&WriteSet {
+            incidents: vec![inc.clone()],
+            outbox: vec![card(1, true), card(2, false), card(3, false)],
+            ..Default::default()
+        })
+        .unwrap();
+    // Repeats arrive before anything was delivered: the card shows them.
+    inc.alert_count = 7;
+    store
+        .commit(&WriteSet {
+            incidents: vec![inc],
+            ..Default::default()
+        })
+        .unwrap();
+    let port = FlakyPort::new(&[]);
+    let (_c, stop, h) = start(store.clone(), port.clone());
+    let d = port.wait_delivered(2).await;
+    // The post and only the last edit go out, both rendered with the count as it is now.
+    assert_eq!(
+        d.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+        ["card 7", "edit 7"]
     );
     wait_empty(&store).await;
     let _ = stop.send(true);

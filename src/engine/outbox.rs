@@ -17,10 +17,12 @@ use tracing::{debug, error, info, warn};
 
 use super::runner::Engine;
 use super::Input;
+use crate::config::Config;
 use crate::domain::incident::IncidentId;
 use crate::ports::blocking;
 use crate::ports::{
-    ChatBody, ChatError, ChatPort, Clock, OutboundMessage, Store, Timer, TimerKind,
+    ChatBody, ChatError, ChatPort, Clock, OutboundMessage, OutboxEntry, Store, StoreError, Timer,
+    TimerKind,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -87,10 +89,42 @@ impl Unsynced {
     }
 }
 
+/// Is this entry a card edit (which a later edit of the same incident supersedes)?
+fn is_card_edit(body: &ChatBody) -> bool {
+    matches!(
+        body,
+        ChatBody::UpdateCard { .. } | ChatBody::RenderCard { post: false }
+    )
+}
+
+/// What the port is given: stored card entries are built from the incident as it is now.
+fn render(
+    store: &dyn Store,
+    config: &Config,
+    entry: &OutboxEntry,
+) -> Result<Option<ChatBody>, StoreError> {
+    let ChatBody::RenderCard { post } = entry.body else {
+        return Ok(None);
+    };
+    let Some(inc) = store.get_incident(entry.incident)? else {
+        return Err(StoreError::Storage(format!(
+            "{} has a queued card but is not stored",
+            entry.incident
+        )));
+    };
+    let card = crate::engine::card(&inc, config);
+    Ok(Some(if post {
+        ChatBody::PostCard { card }
+    } else {
+        ChatBody::UpdateCard { card }
+    }))
+}
+
 /// Runs until `shutdown` turns true. Survives store and platform errors by retrying.
 /// `durable` is the writer's durable watermark: only entries with `seq` at or below it are sent.
 pub async fn run_outbox(
     store: Arc<dyn Store>,
+    config: Arc<Config>,
     port: Arc<dyn ChatPort>,
     mut durable: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -127,7 +161,7 @@ pub async fn run_outbox(
         // The last card edit queued per incident: earlier ones are superseded.
         let mut last_update: HashMap<IncidentId, u64> = HashMap::new();
         for e in &entries {
-            if matches!(e.body, ChatBody::UpdateCard { .. }) {
+            if is_card_edit(&e.body) {
                 last_update.insert(e.incident, e.seq);
             }
         }
@@ -147,17 +181,21 @@ pub async fn run_outbox(
                     continue;
                 }
             }
-            let superseded = matches!(entry.body, ChatBody::UpdateCard { .. })
-                && last_update.get(&entry.incident) != Some(&entry.seq);
+            let superseded =
+                is_card_edit(&entry.body) && last_update.get(&entry.incident) != Some(&entry.seq);
             let result = if superseded {
                 Ok(Default::default())
             } else {
                 let s = store.clone();
-                let (sk, inc) = (sink.clone(), entry.incident);
-                let thread = match blocking(move || s.thread_for(&sk, inc)).await {
+                let (sk, e2, conf) = (sink.clone(), entry.clone(), config.clone());
+                let looked_up = blocking(move || {
+                    let thread = s.thread_for(&sk, e2.incident)?;
+                    Ok((thread, render(&*s, &conf, &e2)?))
+                });
+                let (thread, rendered) = match looked_up.await {
                     Ok(t) => t,
                     Err(e) => {
-                        error!(sink = %sink, error = %e, "Cannot read the thread; retrying.");
+                        error!(sink = %sink, error = %e, "Cannot read the thread or the incident; retrying.");
                         held.insert(entry.incident);
                         wake_at = Some(Instant::now() + Duration::from_secs(1));
                         continue;
@@ -167,7 +205,7 @@ pub async fn run_outbox(
                     key: entry.key(),
                     incident: entry.incident,
                     thread,
-                    body: &entry.body,
+                    body: rendered.as_ref().unwrap_or(&entry.body),
                 };
                 // A stop does not wait for a slow platform: the entry stays queued for next time.
                 let call = tokio::time::timeout(cfg.call_timeout, port.deliver(msg));

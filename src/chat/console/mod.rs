@@ -218,6 +218,9 @@ impl ChatPort for ConsolePort {
             channel: ALERT_CHANNEL.into(),
             message_id: msg.incident.to_string(),
         };
+        if let ChatBody::RenderCard { .. } = msg.body {
+            return Err(crate::ports::unrendered_card());
+        }
         let event = {
             let mut feed = self.feed.lock().unwrap();
             // Idempotent: a redelivered entry (same key) is not shown twice.
@@ -264,6 +267,7 @@ impl ChatPort for ConsolePort {
                         item,
                     }
                 }
+                ChatBody::RenderCard { .. } => return Err(crate::ports::unrendered_card()),
                 ChatBody::Report { report } => {
                     info!(incident = %msg.incident, "📋 {}", report.heading());
                     let item = ThreadItem {

@@ -371,6 +371,7 @@ impl ChatPort for DiscordPort {
                     msg.incident
                 ))),
             },
+            ChatBody::RenderCard { .. } => Err(crate::ports::unrendered_card()),
         }
     }
 }

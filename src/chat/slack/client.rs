@@ -643,6 +643,7 @@ impl SlackPort {
                 self.post_report(msg, report).await?;
                 Ok(Delivered::default())
             }
+            ChatBody::RenderCard { .. } => Err(crate::ports::unrendered_card()),
         }
     }
 
