@@ -267,3 +267,88 @@ fn open_and_history_fingerprints_list_what_the_writer_caches() {
     );
     assert_eq!(s.history_fingerprints().unwrap(), ["fpB", "fp\u{e9}"]);
 }
+
+#[test]
+fn a_schema_1_store_is_migrated_on_open_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Schema 1's layout, written by hand: one tree per kind of record.
+        let db = sled::open(dir.path()).unwrap();
+        let t = |n: &str| db.open_tree(n).unwrap();
+        t("incidents")
+            .insert(id_key(IncidentId(1)), enc(&incident(1, "fpA")))
+            .unwrap();
+        t("fingerprints")
+            .insert("fpA", &id_key(IncidentId(1)))
+            .unwrap();
+        t("outbox")
+            .insert(outbox_key("slack", 5), enc(&entry(5, "slack", 1)))
+            .unwrap();
+        let past = PastIncident {
+            id: IncidentId(9),
+            resolved_at: Utc::now(),
+            fixed_by: Some("restart".into()),
+        };
+        let mut hk = sink_prefix("fpA");
+        hk.extend_from_slice(&id_key(IncidentId(9)));
+        t("history").insert(hk, enc(&past)).unwrap();
+        t("meta")
+            .insert("schema_version", &1u64.to_be_bytes())
+            .unwrap();
+        t("meta").insert("next_id", &10u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.get_incident(IncidentId(1)).unwrap().unwrap().fingerprint,
+            "fpA"
+        );
+        assert_eq!(s.open_incident_for("fpA").unwrap(), Some(IncidentId(1)));
+        assert_eq!(s.outbox_pending("slack", 10).unwrap()[0].seq, 5);
+        assert_eq!(s.outbox_len(), 1);
+        assert_eq!(s.next_incident_id().unwrap(), 10);
+        assert_eq!(
+            s.history("fpA").unwrap()[0].fixed_by.as_deref(),
+            Some("restart")
+        );
+        assert_eq!(s.history_fingerprints().unwrap(), ["fpA"]);
+        let names = s.db().tree_names();
+        assert!(
+            !names.iter().any(|n| n == b"incidents".as_slice()),
+            "old trees dropped"
+        );
+        assert_eq!(
+            s.meta.get("schema_version").unwrap().as_deref(),
+            Some(SCHEMA_VERSION.to_be_bytes().as_slice())
+        );
+    }
+}
+
+#[test]
+fn the_outbox_length_follows_commits_completions_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.commit(&WriteSet {
+            outbox: vec![
+                entry(1, "slack", 1),
+                entry(2, "slack", 1),
+                entry(3, "discord", 2),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.outbox_len(), 3);
+        s.outbox_complete(&entry(1, "slack", 1), None).unwrap();
+        // Completing twice (a redelivery) does not count twice.
+        s.outbox_complete(&entry(1, "slack", 1), None).unwrap();
+        s.outbox_dead_letter(&entry(3, "discord", 2), "gone")
+            .unwrap();
+        assert_eq!(s.outbox_len(), 1);
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.outbox_len(), 1, "counted again on open");
+    assert_eq!(s.recover(Utc::now()).unwrap().outbox_pending, 1);
+}
