@@ -966,6 +966,7 @@ impl RawConfig {
                 kinds,
                 default_severity: self.engine.default_severity,
                 playbook_for_kind,
+                keyword_index: Default::default(),
             },
             engine: self.engine,
             targets,

@@ -216,6 +216,57 @@ pub struct Classifier {
     pub default_severity: Severity,
     /// kind id → playbook id, for kinds no rule gave a playbook.
     pub playbook_for_kind: BTreeMap<String, String>,
+    /// Every kind's keywords in one automaton, built on first use (`kinds` does not change
+    /// after the config is loaded): one pass over the text instead of one per keyword.
+    pub keyword_index: std::sync::OnceLock<KeywordIndex>,
+}
+
+/// All keywords of all kinds, searched at once.
+#[derive(Debug, Clone)]
+pub struct KeywordIndex {
+    automaton: Option<aho_corasick::AhoCorasick>,
+    /// Pattern number → index of its kind in `kinds`.
+    kind_of: Vec<usize>,
+}
+
+impl KeywordIndex {
+    fn build(kinds: &[IncidentKind]) -> KeywordIndex {
+        let mut patterns = Vec::new();
+        let mut kind_of = Vec::new();
+        for (i, k) in kinds.iter().enumerate() {
+            for w in k.keywords.iter().filter(|w| !w.is_empty()) {
+                patterns.push(w.to_lowercase());
+                kind_of.push(i);
+            }
+        }
+        let automaton = if patterns.is_empty() {
+            None
+        } else {
+            // Plain literal patterns: building cannot fail short of absurd sizes; without an
+            // automaton no keyword matches, which is what an empty keyword list means too.
+            aho_corasick::AhoCorasick::new(&patterns).ok()
+        };
+        KeywordIndex { automaton, kind_of }
+    }
+
+    /// The first kind (in config order) with a keyword in `lower` that starts a word.
+    fn first_kind(&self, lower: &str) -> Option<usize> {
+        let ac = self.automaton.as_ref()?;
+        let mut best: Option<usize> = None;
+        for m in ac.find_overlapping_iter(lower) {
+            let kind = self.kind_of[m.pattern().as_usize()];
+            if best.is_some_and(|b| b <= kind) {
+                continue;
+            }
+            if starts_word(lower, m.start()) {
+                best = Some(kind);
+                if kind == 0 {
+                    break;
+                }
+            }
+        }
+        best
+    }
 }
 
 impl Classifier {
@@ -261,10 +312,10 @@ impl Classifier {
     /// The first kind (in config order) with a keyword in the text.
     fn kind_from_keywords(&self, text: &str) -> Option<String> {
         let lower = words(text);
-        self.kinds
-            .iter()
-            .find(|k| k.keywords.iter().any(|w| contains_word(&lower, w)))
-            .map(|k| k.id.clone())
+        let index = self
+            .keyword_index
+            .get_or_init(|| KeywordIndex::build(&self.kinds));
+        index.first_kind(&lower).map(|i| self.kinds[i].id.clone())
     }
 }
 
@@ -288,24 +339,51 @@ fn words(text: &str) -> String {
     out
 }
 
-/// `needle` occurs in `hay` not glued to other letters or digits on its left (so `oom` does not
-/// match `room`, but `cpu throttl` matches `cpu throttling`).
-fn contains_word(hay: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return false;
-    }
-    hay.match_indices(needle).any(|(i, _)| {
-        hay[..i]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !c.is_alphanumeric())
-    })
+/// Whether position `i` of `hay` is not glued to a letter or digit on its left (so `oom` does
+/// not match `room`, but `cpu throttl` matches `cpu throttling`).
+fn starts_word(hay: &str, i: usize) -> bool {
+    hay[..i]
+        .chars()
+        .next_back()
+        .is_none_or(|c| !c.is_alphanumeric())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::alert::{AlertSource, AlertStatus};
+
+    /// The plain definition the keyword index must agree with.
+    fn contains_word(hay: &str, needle: &str) -> bool {
+        !needle.is_empty() && hay.match_indices(needle).any(|(i, _)| starts_word(hay, i))
+    }
+
+    #[test]
+    fn the_keyword_index_finds_what_a_scan_per_keyword_finds() {
+        let kinds = default_kinds();
+        let index = KeywordIndex::build(&kinds);
+        let texts = [
+            "Payments API 503 errors",
+            "pod OOMKilled in namespace prod",
+            "meeting room booking failed",
+            "Model returned malformed JSON output",
+            "agent_deadlock-detected in planner",
+            "CPU throttling high on worker",
+            "rate limit exceeded for upstream",
+            "permission denied reading secret",
+            "nothing to see here",
+            "",
+            "ünïcödé tëxt with timeout",
+        ];
+        for t in texts {
+            let lower = words(t);
+            let scan = kinds
+                .iter()
+                .position(|k| k.keywords.iter().any(|w| contains_word(&lower, w)));
+            assert_eq!(index.first_kind(&lower), scan, "{t:?}");
+        }
+        assert_eq!(KeywordIndex::build(&[]).first_kind("anything"), None);
+    }
 
     fn alert(title: &str, labels: &[(&str, &str)]) -> Alert {
         Alert {
@@ -328,6 +406,7 @@ mod tests {
 
     fn classifier(rules: Vec<Rule>) -> Classifier {
         Classifier {
+            keyword_index: Default::default(),
             rules,
             kinds: default_kinds(),
             default_severity: Severity::P2,

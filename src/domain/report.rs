@@ -589,6 +589,7 @@ mod tests {
             kinds: default_kinds(),
             default_severity: Severity::P2,
             playbook_for_kind: Default::default(),
+            keyword_index: Default::default(),
         }
     }
 

@@ -79,6 +79,11 @@ pub fn decode_generic(body: &[u8]) -> Result<Vec<Alert>, DecodeError> {
 
 /// Deserializes a whole body, keeping the JSON path of the first type error.
 pub(crate) fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    // Fast path: tracking the path costs about as much as decoding, and is only needed to
+    // explain an error, so a body that decodes is decoded once, without it.
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| classify(body, e))?;
     de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
