@@ -211,8 +211,8 @@ pub struct WriteSet {
     /// fingerprint → open incident, or `None` to drop the mapping.
     pub fingerprints: Vec<(String, Option<IncidentId>)>,
     pub outbox: Vec<OutboxEntry>,
-    /// Arm (Some) or disarm (None).
-    pub timers: Vec<(IncidentId, TimerKind, Option<Timer>)>,
+    /// Every armed timer of each incident whose timers changed (empty: none are armed).
+    pub timers: Vec<(IncidentId, Vec<Timer>)>,
     pub executions: Vec<Execution>,
     /// Resolved incidents remembered per fingerprint (recurrence).
     pub history: Vec<(String, PastIncident)>,

@@ -251,3 +251,52 @@ async fn a_failed_sync_is_not_acknowledged_and_stops_the_engine() {
         .expect_err("refused after a failed sync");
     assert!(err.to_string().contains("restart"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn armed_timers_are_stored_per_incident_and_a_fired_one_is_gone_after_a_restart() {
+    use incidentd::ports::TimerKind;
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = |store: &dyn Store| {
+        let mut k: Vec<(u64, TimerKind)> = store
+            .timers()
+            .unwrap()
+            .iter()
+            .map(|t| (t.incident.0, t.kind))
+            .collect();
+        k.sort();
+        k
+    };
+    {
+        let store = setup(dir.path());
+        store.set_open(true);
+        let (engine, _notes, writer) = Engine::start(
+            store.clone(),
+            Arc::new(Config::builtin()),
+            Arc::new(SystemClock),
+            vec!["console".into()],
+        )
+        .unwrap();
+        engine.submit_one(Input::Alert(alert("One"))).await.unwrap();
+        engine.submit_one(Input::Alert(alert("Two"))).await.unwrap();
+        let armed = kinds(&*store);
+        assert!(armed.contains(&(1, TimerKind::AckDeadline)), "{armed:?}");
+        assert!(armed.contains(&(2, TimerKind::AckDeadline)), "{armed:?}");
+        let t = store
+            .timers()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.incident == IncidentId(1) && t.kind == TimerKind::AckDeadline)
+            .unwrap();
+        // The acknowledgement deadline of INC-1 fires (escalates) and is disarmed.
+        engine.submit_one(Input::Timer(t)).await.unwrap();
+        drop(engine);
+        tokio::task::spawn_blocking(move || writer.join().unwrap())
+            .await
+            .unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let after = kinds(&store);
+    assert!(!after.contains(&(1, TimerKind::AckDeadline)), "{after:?}");
+    assert!(after.contains(&(2, TimerKind::AckDeadline)), "{after:?}");
+    assert!(after.contains(&(1, TimerKind::RepairDeadline)), "{after:?}");
+}

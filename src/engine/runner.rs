@@ -24,7 +24,8 @@ use crate::domain::command::Command;
 use crate::domain::incident::{Incident, IncidentId, PastIncident, Status};
 use crate::domain::report::build_report;
 use crate::ports::{
-    ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, WriteSet,
+    ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, TimerKind,
+    WriteSet,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -99,6 +100,10 @@ impl Engine {
             store.open_fingerprints()?.into_iter().collect(),
         ));
         let with_history = store.history_fingerprints()?.into_iter().collect();
+        let mut armed: HashMap<IncidentId, Vec<Timer>> = HashMap::new();
+        for t in store.timers()? {
+            armed.entry(t.incident).or_default().push(t);
+        }
         // Everything stored so far is durable; new entries get higher sequence numbers.
         let durable = store.next_seq()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -125,6 +130,7 @@ impl Engine {
             next_id,
             open: open.clone(),
             with_history,
+            armed,
             failed: failed.clone(),
             sync_tx,
         };
@@ -234,6 +240,9 @@ struct Writer {
     open: OpenMap,
     /// Fingerprints that have history (recurrence): the others skip the store scan.
     with_history: HashSet<String>,
+    /// Every armed timer per incident (the writer is the timers' only writer): a change is
+    /// written as the incident's whole set, without reading it first.
+    armed: HashMap<IncidentId, Vec<Timer>>,
     /// Set by the syncer when a flush failed: nothing is committed after that.
     failed: Arc<AtomicBool>,
     sync_tx: std::sync::mpsc::SyncSender<Committed>,
@@ -294,6 +303,9 @@ impl Writer {
             next_id: self.next_id,
             open: &open,
             with_history: &self.with_history,
+            armed: &self.armed,
+            timers: HashMap::new(),
+            newly_armed: Vec::new(),
             incidents: HashMap::new(),
             fingerprints: HashMap::new(),
             executions: HashMap::new(),
@@ -321,11 +333,17 @@ impl Writer {
             }
         }
         let next_id = batch.next_id;
+        let newly_armed = std::mem::take(&mut batch.newly_armed);
+        let changed_timers = std::mem::take(&mut batch.timers);
         let queued = std::mem::take(&mut batch.queued);
         let observed = std::mem::take(&mut batch.observed);
         let mut w = batch.w;
         // Only the latest version of each incident is written, however many inputs touched it.
         w.incidents = batch.incidents.into_values().collect();
+        w.timers = changed_timers
+            .iter()
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
         let started = std::time::Instant::now();
         let outcome = match failed {
             Some(e) => Err(e),
@@ -344,6 +362,13 @@ impl Writer {
                     };
                 }
                 drop(open);
+                for (id, t) in changed_timers {
+                    if t.is_empty() {
+                        self.armed.remove(&id);
+                    } else {
+                        self.armed.insert(id, t);
+                    }
+                }
                 for (fp, _) in &w.history {
                     if !self.with_history.contains(fp) {
                         self.with_history.insert(fp.clone());
@@ -353,7 +378,7 @@ impl Writer {
                     replies,
                     observed,
                     max_seq: w.outbox.iter().map(|e| e.seq).max(),
-                    timers: w.timers.iter().filter_map(|(_, _, t)| *t).collect(),
+                    timers: newly_armed,
                     queued,
                     started,
                     writes: w,
@@ -476,6 +501,12 @@ struct Batch<'a> {
     /// The writer's committed view of the fingerprints tree.
     open: &'a HashMap<String, IncidentId>,
     with_history: &'a HashSet<String>,
+    /// The writer's armed timers, as committed.
+    armed: &'a HashMap<IncidentId, Vec<Timer>>,
+    /// Incidents whose timers this batch changed, with their whole new set.
+    timers: HashMap<IncidentId, Vec<Timer>>,
+    /// Timers armed by this batch, handed to the timer task after the commit.
+    newly_armed: Vec<Timer>,
     incidents: HashMap<IncidentId, Incident>,
     fingerprints: HashMap<String, Option<IncidentId>>,
     executions: HashMap<String, Execution>,
@@ -595,6 +626,26 @@ impl Batch<'_> {
         self.w.executions.push(x);
     }
 
+    fn timers_of(&mut self, id: IncidentId) -> &mut Vec<Timer> {
+        let armed = self.armed;
+        self.timers
+            .entry(id)
+            .or_insert_with(|| armed.get(&id).cloned().unwrap_or_default())
+    }
+
+    fn arm(&mut self, t: Timer) {
+        let set = self.timers_of(t.incident);
+        set.retain(|x| x.kind != t.kind);
+        set.push(t);
+        set.sort_by_key(|x| x.kind);
+        self.newly_armed.push(t);
+    }
+
+    fn disarm(&mut self, id: IncidentId, kind: TimerKind) {
+        let set = self.timers_of(id);
+        set.retain(|x| x.kind != kind);
+    }
+
     fn set_fingerprint(&mut self, fp: &str, v: Option<IncidentId>) {
         self.fingerprints.insert(fp.to_string(), v);
         self.w.fingerprints.push((fp.to_string(), v));
@@ -607,7 +658,7 @@ impl Batch<'_> {
             Input::Command { command, .. } => command_target(command),
             Input::ThreadMessage { incident, .. } => Some(*incident),
             Input::Timer(t) => {
-                self.w.timers.push((t.incident, t.kind, None));
+                self.disarm(t.incident, t.kind);
                 Some(t.incident)
             }
             Input::ExecutionStarted { incident, key, .. } => {
@@ -798,8 +849,8 @@ impl Batch<'_> {
                         });
                     }
                 }
-                Effect::ArmTimer(t) => self.w.timers.push((t.incident, t.kind, Some(t))),
-                Effect::DisarmTimer(kind) => self.w.timers.push((id, kind, None)),
+                Effect::ArmTimer(t) => self.arm(t),
+                Effect::DisarmTimer(kind) => self.disarm(id, kind),
                 Effect::Execute { action, key } => {
                     // Exactly once: a key that exists (stored or earlier in this batch) is not queued again.
                     if self.execution(&key)?.is_some() {

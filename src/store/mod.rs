@@ -22,7 +22,7 @@ use sled::{Batch, IVec, Tree};
 use crate::domain::incident::{Incident, IncidentId, PastIncident, TimelineEvent};
 use crate::ports::{
     Execution, ExecutionStatus, IncidentFilter, OutboxEntry, Recovery, Store, StoreError,
-    ThreadRef, Timer, TimerKind, WriteSet,
+    ThreadRef, Timer, WriteSet,
 };
 
 /// Bumped when the on-disk layout changes incompatibly.
@@ -154,7 +154,9 @@ fn outbox_key(sink: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-fn timer_key(id: IncidentId, kind: TimerKind) -> Vec<u8> {
+/// Schema 1's timer key (one record per incident and kind), for tests that write schema 1.
+#[cfg(test)]
+fn timer_key(id: IncidentId, kind: crate::ports::TimerKind) -> Vec<u8> {
     let mut k = id.0.to_be_bytes().to_vec();
     k.extend_from_slice(kind.as_str().as_bytes());
     k
@@ -275,6 +277,21 @@ impl SledStore {
         for (tag, name) in SPACES {
             let old = self.db.open_tree(name).map_err(storage)?;
             let mut b = Batch::default();
+            if name == "timers" {
+                // Schema 1: one record per (incident, kind); schema 2: one list per incident.
+                let mut per: std::collections::BTreeMap<IncidentId, Vec<Timer>> =
+                    Default::default();
+                for kv in old.iter() {
+                    let (_, v) = kv.map_err(storage)?;
+                    let t: Timer = dec("timers", &v)?;
+                    per.entry(t.incident).or_default().push(t);
+                }
+                for (id, timers) in per {
+                    self.timers.batch_insert(&mut b, id_key(id), enc(&timers));
+                }
+                self.state.apply_batch(b).map_err(storage)?;
+                continue;
+            }
             for kv in old.iter() {
                 let (k, v) = kv.map_err(storage)?;
                 if name == "meta" && &*k == b"schema_version" {
@@ -386,12 +403,13 @@ impl Store for SledStore {
             self.outbox
                 .batch_insert(&mut b, outbox_key(&e.sink, e.seq), enc(e));
         }
-        for (id, kind, t) in &w.timers {
-            match t {
-                Some(t) => self
-                    .timers
-                    .batch_insert(&mut b, timer_key(*id, *kind), enc(t)),
-                None => self.timers.batch_remove(&mut b, timer_key(*id, *kind)),
+        // One record per incident with all its armed timers (one write for a new incident's
+        // deadlines, not one per deadline).
+        for (id, timers) in &w.timers {
+            if timers.is_empty() {
+                self.timers.batch_remove(&mut b, id_key(*id));
+            } else {
+                self.timers.batch_insert(&mut b, id_key(*id), enc(timers));
             }
         }
         for x in &w.executions {
@@ -499,13 +517,12 @@ impl Store for SledStore {
     }
 
     fn timers(&self) -> Result<Vec<Timer>, StoreError> {
-        self.timers
-            .iter()
-            .map(|kv| {
-                let (_, v) = kv.map_err(storage)?;
-                dec("timers", &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.timers.iter() {
+            let (_, v) = kv.map_err(storage)?;
+            out.extend(dec::<Vec<Timer>>("timers", &v)?);
+        }
+        Ok(out)
     }
 
     fn open_fingerprints(&self) -> Result<Vec<(String, IncidentId)>, StoreError> {
@@ -596,7 +613,7 @@ impl Store for SledStore {
         Ok(Recovery {
             incidents: self.incidents.count(),
             outbox_pending: self.outbox_len(),
-            timers: self.timers.count(),
+            timers: self.timers()?.len(),
             interrupted,
             queued,
         })

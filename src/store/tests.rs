@@ -3,7 +3,7 @@ use chrono::Utc;
 use super::*;
 use crate::domain::incident::{EventKind, Status};
 use crate::domain::policy::Actor;
-use crate::ports::ChatBody;
+use crate::ports::{ChatBody, TimerKind};
 
 fn incident(id: u64, fp: &str) -> Incident {
     let mut i: Incident = serde_json::from_value(serde_json::json!({
@@ -192,12 +192,11 @@ fn recovery_marks_started_executions_interrupted_only() {
             ],
             timers: vec![(
                 IncidentId(1),
-                TimerKind::CardFlush,
-                Some(Timer {
+                vec![Timer {
                     incident: IncidentId(1),
                     kind: TimerKind::CardFlush,
                     at: now,
-                }),
+                }],
             )],
             ..Default::default()
         })
@@ -281,6 +280,17 @@ fn a_schema_1_store_is_migrated_on_open_and_loses_nothing() {
         t("fingerprints")
             .insert("fpA", &id_key(IncidentId(1)))
             .unwrap();
+        let at = Utc::now();
+        for kind in [TimerKind::AckDeadline, TimerKind::RepairDeadline] {
+            let timer = Timer {
+                incident: IncidentId(1),
+                kind,
+                at,
+            };
+            t("timers")
+                .insert(timer_key(IncidentId(1), kind), enc(&timer))
+                .unwrap();
+        }
         t("outbox")
             .insert(outbox_key("slack", 5), enc(&entry(5, "slack", 1)))
             .unwrap();
@@ -313,6 +323,9 @@ fn a_schema_1_store_is_migrated_on_open_and_loses_nothing() {
             Some("restart")
         );
         assert_eq!(s.history_fingerprints().unwrap(), ["fpA"]);
+        let mut kinds: Vec<_> = s.timers().unwrap().iter().map(|t| t.kind).collect();
+        kinds.sort();
+        assert_eq!(kinds, [TimerKind::AckDeadline, TimerKind::RepairDeadline]);
         let names = s.db().tree_names();
         assert!(
             !names.iter().any(|n| n == b"incidents".as_slice()),
