@@ -304,6 +304,9 @@ pub async fn run(
     drop(engine);
     let addr = listener.local_addr()?;
     info!(%addr, "incidentd listening.");
+    for s in &deps.surfaces {
+        s.listening(addr);
+    }
     let surfaces = deps.surfaces.clone();
     let shutdown = async move {
         shutdown.await;

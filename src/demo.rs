@@ -335,7 +335,8 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     cfg.server.listen = addr;
-    // Creates the console (and, with no users configured, prints the admin's login link).
+    // Creates the console (with no users configured, the app prints the admin's login link
+    // once it listens).
     let mut deps = Deps::from_config(&cfg)?;
     deps.executor = Arc::new(DemoExecutor::default());
     if !cfg.console.users.is_empty() {

@@ -38,6 +38,8 @@ pub trait Surface: Send + Sync {
     ) -> Option<JoinHandle<()>> {
         None
     }
+    /// The server is listening on `addr` (the bound address: with port 0, the real port).
+    fn listening(&self, _addr: std::net::SocketAddr) {}
     /// The server is shutting down: end long-lived responses (event streams) so it can drain.
     fn shutting_down(&self) {}
 }

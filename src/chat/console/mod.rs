@@ -298,6 +298,8 @@ pub struct ConsoleSurface {
     port: Arc<ConsolePort>,
     auth: Arc<auth::Auth>,
     closing: watch::Sender<bool>,
+    /// The first-run admin token, announced with its login link once the server listens.
+    first_run: std::sync::Mutex<Option<String>>,
 }
 
 impl ConsoleSurface {
@@ -313,13 +315,14 @@ impl ConsoleSurface {
             port: Arc::new(ConsolePort::new()),
             auth: Arc::new(auth::Auth::new(users)),
             closing: watch::channel(false).0,
+            first_run: std::sync::Mutex::new(None),
         })
     }
 
     /// The console for `cfg`, with its safety rules: bound to a non-loopback address it needs
     /// configured users (it refuses to start rather than expose approve buttons); on loopback
     /// with none, it creates the local user `admin` with a random token and prints its login
-    /// link once, on stderr.
+    /// link once, on stderr, when the server listens (so the link has the bound port).
     pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
         let listen = cfg.server.listen;
         let mut users = cfg.console.users.clone();
@@ -331,17 +334,26 @@ impl ConsoleSurface {
                 );
             }
             let token = auth::random_hex();
-            eprintln!(
-                "incidentd: no console users configured; created the local user \"admin\" for this run.\n\
-                 incidentd: open {} to log in (this link is printed once).",
-                login_link(listen, &token)
-            );
             users.push(ConsoleUser {
                 name: "admin".into(),
-                token: Secret::new(token),
+                token: Secret::new(token.clone()),
             });
+            let surface = Self::new(users)?;
+            *surface.first_run.lock().unwrap() = Some(token);
+            return Ok(surface);
         }
         Self::new(users)
+    }
+
+    /// The first-run message with the login link for the bound address; `None` after the
+    /// first call or when users are configured.
+    pub fn first_run_message(&self, bound: SocketAddr) -> Option<String> {
+        let token = self.first_run.lock().unwrap().take()?;
+        Some(format!(
+            "incidentd: no console users configured; created the local user \"admin\" for this run.\n\
+             incidentd: open {} to log in (this link is printed once).",
+            login_link(bound, &token)
+        ))
     }
 
     /// The port, typed (tests read the feed and subscribe to it).
@@ -368,6 +380,12 @@ pub fn login_link(listen: SocketAddr, token: &str) -> String {
 impl Surface for ConsoleSurface {
     fn platform(&self) -> Platform {
         Platform::Console
+    }
+
+    fn listening(&self, addr: SocketAddr) {
+        if let Some(m) = self.first_run_message(addr) {
+            eprintln!("{m}");
+        }
     }
 
     fn port(&self) -> Arc<dyn ChatPort> {
@@ -532,6 +550,25 @@ mod tests {
         assert!(ConsoleSurface::from_config(&cfg).is_ok());
         cfg.console.users[0].name = "system".into();
         assert!(ConsoleSurface::from_config(&cfg).is_err());
+    }
+
+    #[test]
+    fn the_first_run_link_names_the_bound_port_and_is_given_once() {
+        let mut cfg = Config::builtin();
+        cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.console.users.clear();
+        let s = ConsoleSurface::from_config(&cfg).unwrap();
+        let m = s
+            .first_run_message("127.0.0.1:43117".parse().unwrap())
+            .expect("a first-run link");
+        assert!(
+            m.contains("http://127.0.0.1:43117/console/login?token="),
+            "{m}"
+        );
+        assert_eq!(
+            s.first_run_message("127.0.0.1:43117".parse().unwrap()),
+            None
+        );
     }
 
     #[test]
