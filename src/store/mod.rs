@@ -182,6 +182,13 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// Another handle (or its background flusher) holds the store's file lock. sled reports that as
+/// an `Other` error wrapping the `WouldBlock` one.
+fn lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
+}
+
 /// sled's background flusher keeps the file lock for a moment after the last handle is
 /// dropped, so a quick restart (or a test reopening the store) can find it held: wait a little.
 fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
@@ -193,10 +200,7 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
             .open()
         {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if lock_held(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => {

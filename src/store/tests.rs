@@ -365,3 +365,15 @@ fn the_outbox_length_follows_commits_completions_and_dead_letters() {
     assert_eq!(s.outbox_len(), 1, "counted again on open");
     assert_eq!(s.recover(Utc::now()).unwrap().outbox_pending, 1);
 }
+
+#[test]
+fn a_held_lock_is_recognized_as_one_to_wait_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let _holder = sled::open(dir.path()).unwrap();
+    let e = sled::Config::new()
+        .path(dir.path())
+        .open()
+        .expect_err("the lock is held");
+    assert!(lock_held(&e), "{e:?}");
+    assert!(!lock_held(&sled::Error::Unsupported("x".into())));
+}
