@@ -9,7 +9,8 @@
 //!
 //! Reads (API, console) may see a commit up to one fsync before it is durable. If the process
 //! dies in that window, nobody was told it happened: the sender got no answer and retries, and
-//! the incident id is given out again.
+//! the incident id is given out again. The same holds for a card the outbox renders at delivery
+//! (it shows the incident as stored at that moment): at worst it shows one commit early.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
