@@ -207,6 +207,26 @@ impl ReportAction {
     pub fn status_label(&self) -> String {
         format!("{:?}", self.status)
     }
+
+    /// `: exit 0 in 1.2 s`, or nothing when it never ran.
+    pub fn outcome_suffix(&self) -> String {
+        self.outcome
+            .as_deref()
+            .map(|o| format!(": {o}"))
+            .unwrap_or_default()
+    }
+
+    /// The action as one chat list item; `bold` is the platform's bold marker (`*`, `**`).
+    pub fn chat_line(&self, bold: &str) -> String {
+        format!(
+            "• `{}` {} — {bold}{}{bold}, approved/decided by {}{}",
+            self.id,
+            self.title,
+            self.status_label(),
+            self.deciders(),
+            self.outcome_suffix()
+        )
+    }
 }
 
 /// An improvement item.
@@ -215,6 +235,21 @@ pub struct ReportFollowUp {
     pub text: String,
     #[serde(default)]
     pub owner: Option<String>,
+}
+
+impl ReportFollowUp {
+    /// ` — @owner`, or nothing without an owner.
+    pub fn owner_suffix(&self) -> String {
+        self.owner
+            .as_deref()
+            .map(|o| format!(" — {o}"))
+            .unwrap_or_default()
+    }
+
+    /// The follow-up as one chat list item (an unticked box).
+    pub fn chat_line(&self) -> String {
+        format!("• ☐ {}{}", self.text, self.owner_suffix())
+    }
 }
 
 /// One timeline line.
@@ -491,10 +526,7 @@ impl Report {
                 a.title,
                 a.status_label(),
                 a.deciders(),
-                a.outcome
-                    .as_ref()
-                    .map(|o| format!(": {o}"))
-                    .unwrap_or_default()
+                a.outcome_suffix()
             );
         }
         let _ = writeln!(s, "\n## Follow-ups\n");
@@ -502,15 +534,7 @@ impl Report {
             let _ = writeln!(s, "{}", self.followup_hint());
         }
         for f in &self.followups {
-            let _ = writeln!(
-                s,
-                "- [ ] {}{}",
-                f.text,
-                f.owner
-                    .as_deref()
-                    .map(|o| format!(" — {o}"))
-                    .unwrap_or_default()
-            );
+            let _ = writeln!(s, "- [ ] {}{}", f.text, f.owner_suffix());
         }
         let _ = writeln!(s, "\n## Timeline\n");
         if self.timeline.is_empty() {

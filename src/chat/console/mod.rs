@@ -431,6 +431,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unrendered_card_is_refused_and_does_not_count_as_delivered() {
+        let port = ConsolePort::new();
+        let mut rx = port.subscribe();
+        let stored = ChatBody::RenderCard { post: true };
+        let msg = |body| OutboundMessage {
+            key: "k1".into(),
+            incident: IncidentId(1),
+            thread: None,
+            body,
+        };
+        assert!(matches!(
+            port.deliver(msg(&stored)).await,
+            Err(ChatError::Permanent(_))
+        ));
+        // The same entry, rendered, is then shown (its key was not remembered).
+        let rendered = ChatBody::PostCard { card: card(1) };
+        let d = port.deliver(msg(&rendered)).await.unwrap();
+        assert!(d.thread.is_some());
+        assert!(matches!(
+            &*rx.try_recv().expect("the card reached the feed"),
+            FeedEvent::Card { new: true, .. }
+        ));
+    }
+
+    #[tokio::test]
     async fn port_keeps_threads_broadcasts_and_ignores_redeliveries() {
         let port = ConsolePort::new();
         let mut rx = port.subscribe();

@@ -372,38 +372,9 @@ pub fn report_messages(r: &Report) -> Vec<Value> {
         cut_visibly(&rc, FIELD_VALUE_MAX),
         false,
     ));
-    let actions: Vec<String> = r
-        .actions
-        .iter()
-        .map(|a| {
-            item(format!(
-                "• `{}` {} — **{}**, approved/decided by {}{}",
-                a.id,
-                a.title,
-                a.status_label(),
-                a.deciders(),
-                a.outcome
-                    .as_deref()
-                    .map(|o| format!(": {o}"))
-                    .unwrap_or_default()
-            ))
-        })
-        .collect();
+    let actions: Vec<String> = r.actions.iter().map(|a| item(a.chat_line("**"))).collect();
     fields.extend(list_fields("Actions taken", "actions", &actions, "None."));
-    let followups: Vec<String> = r
-        .followups
-        .iter()
-        .map(|f| {
-            item(format!(
-                "• ☐ {}{}",
-                f.text,
-                f.owner
-                    .as_deref()
-                    .map(|o| format!(" — {o}"))
-                    .unwrap_or_default()
-            ))
-        })
-        .collect();
+    let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
     fields.extend(list_fields(
         "Follow-ups",
         "follow-ups",

@@ -385,38 +385,9 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
     };
     pieces.push(text_piece(format!("*Root cause*\n{rc}")));
     let item = |s: String| escaped_within(&s, REPORT_ITEM_CHARS);
-    let actions: Vec<String> = r
-        .actions
-        .iter()
-        .map(|a| {
-            item(format!(
-                "• `{}` {} — *{}*, approved/decided by {}{}",
-                a.id,
-                a.title,
-                a.status_label(),
-                a.deciders(),
-                a.outcome
-                    .as_deref()
-                    .map(|o| format!(": {o}"))
-                    .unwrap_or_default()
-            ))
-        })
-        .collect();
+    let actions: Vec<String> = r.actions.iter().map(|a| item(a.chat_line("*"))).collect();
     pieces.extend(list_pieces("Actions taken", "actions", &actions, "None."));
-    let followups: Vec<String> = r
-        .followups
-        .iter()
-        .map(|f| {
-            item(format!(
-                "• ☐ {}{}",
-                f.text,
-                f.owner
-                    .as_deref()
-                    .map(|o| format!(" — {o}"))
-                    .unwrap_or_default()
-            ))
-        })
-        .collect();
+    let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
     pieces.extend(list_pieces(
         "Follow-ups",
         "follow-ups",
