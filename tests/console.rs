@@ -15,6 +15,7 @@ use incidentd::config::Config;
 use incidentd::ports::{Executor, SystemClock};
 use reqwest::redirect::Policy;
 use serde_json::Value;
+use support::sse::Events;
 use support::{alertmanager, fast_outbox};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -176,73 +177,6 @@ async fn post(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// An open `/console/events` stream, parsed into (event, data) pairs.
-struct Events {
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buf: String,
-}
-
-impl Events {
-    /// Opens the stream and waits for its `ready` event: from then on nothing is missed.
-    async fn open(console: &Console, c: &reqwest::Client) -> Events {
-        let r = c.get(console.url("/console/events")).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-type"], "text/event-stream");
-        let mut ev = Events {
-            body: r.bytes_stream().boxed(),
-            buf: String::new(),
-        };
-        let (name, _) = ev.next().await;
-        assert_eq!(name, "ready");
-        ev
-    }
-
-    async fn next(&mut self) -> (String, String) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let mut name = String::from("message");
-                    let mut data = Vec::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            name = v.trim().to_string();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
-                        }
-                    }
-                    if data.is_empty() {
-                        continue; // a keep-alive comment
-                    }
-                    return (name, data.join("\n"));
-                }
-                let chunk = self
-                    .body
-                    .next()
-                    .await
-                    .expect("the event stream ended")
-                    .unwrap();
-                self.buf.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .expect("no event in time")
-    }
-
-    /// The first event named `name` whose JSON data satisfies `pred`.
-    async fn wait(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let (n, d) = self.next().await;
-            if n == name {
-                let v: Value = serde_json::from_str(&d).unwrap();
-                if pred(&v) {
-                    return v;
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn login_refuses_bad_tokens_and_pages_need_a_session() {
     let dir = tempfile::tempdir().unwrap();
@@ -360,7 +294,7 @@ async fn webhook_alert_appears_live_and_on_every_page() {
     let dir = tempfile::tempdir().unwrap();
     let app = Console::start(dir.path()).await;
     let (c, _) = app.login(ALICE).await;
-    let mut live = Events::open(&app, &c).await;
+    let mut live = Events::open(&c, &app.url("/console/events")).await;
 
     app.webhook(&[
         ("HighErrorRate", "api", "critical", "firing"),
@@ -458,7 +392,7 @@ async fn approver_click_queues_the_execution_and_a_non_approver_is_refused() {
     let app = Console::start(dir.path()).await;
     let (alice, alice_csrf) = app.login(ALICE).await;
     let (bob, bob_csrf) = app.login(BOB).await;
-    let mut live = Events::open(&app, &alice).await;
+    let mut live = Events::open(&alice, &app.url("/console/events")).await;
     app.webhook(&[("HighErrorRate", "api", "critical", "firing")])
         .await;
     live.wait("card", |v| v["incident"] == "INC-1").await;
@@ -619,7 +553,7 @@ async fn pasted_alert_opens_an_incident_and_commands_and_replies_work() {
     let dir = tempfile::tempdir().unwrap();
     let app = Console::start(dir.path()).await;
     let (c, csrf) = app.login(ALICE).await;
-    let mut live = Events::open(&app, &c).await;
+    let mut live = Events::open(&c, &app.url("/console/events")).await;
 
     let (s, v) = post(
         &c,
@@ -736,7 +670,7 @@ async fn shutdown_ends_open_event_streams() {
     let dir = tempfile::tempdir().unwrap();
     let app = Console::start(dir.path()).await;
     let (c, _) = app.login(BOB).await;
-    let mut live = Events::open(&app, &c).await;
+    let mut live = Events::open(&c, &app.url("/console/events")).await;
     // An open page must not keep the server from draining and closing the store.
     app.stop().await;
     let rest = tokio::time::timeout(WAIT, async {
@@ -800,7 +734,7 @@ async fn logout_ends_the_live_stream() {
     let dir = tempfile::tempdir().unwrap();
     let app = Console::start(dir.path()).await;
     let (c, csrf) = app.login(BOB).await;
-    let mut live = Events::open(&app, &c).await;
+    let mut live = Events::open(&c, &app.url("/console/events")).await;
     let r = c
         .post(app.url("/console/logout"))
         .form(&[("csrf", csrf.as_str())])

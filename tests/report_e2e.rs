@@ -12,20 +12,18 @@ mod fake_slack;
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use incidentd::app::{run, Deps};
 use incidentd::config::Config;
 use serde_json::{json, Value};
 use support::fake_discord::{self, FakeDiscord};
+use support::sse::Events;
 use tokio::sync::oneshot;
 
 /// A Discord role that may act on P1 incidents, and a member who has it.
 const RESPONDERS: u64 = 700_000_000_000_000_001;
 const BOB: u64 = 600_000_000_000_000_002;
 const ALICE_TOKEN: &str = "alice-token-0123456789";
-const WAIT: Duration = Duration::from_secs(20);
 
 fn config(slack: &fake_slack::FakeSlack, discord: &FakeDiscord) -> String {
     let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -89,75 +87,6 @@ fn alert(state: &str) -> String {
         }]
     })
     .to_string()
-}
-
-/// An open `/console/events` stream, parsed into (event, data) pairs.
-struct Events {
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buf: String,
-}
-
-impl Events {
-    /// Opens the stream and waits for its `ready` event: from then on nothing is missed.
-    async fn open(c: &reqwest::Client, base: &str) -> Events {
-        let r = c
-            .get(format!("{base}/console/events"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let mut ev = Events {
-            body: r.bytes_stream().boxed(),
-            buf: String::new(),
-        };
-        assert_eq!(ev.next().await.0, "ready");
-        ev
-    }
-
-    async fn next(&mut self) -> (String, String) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let mut name = String::from("message");
-                    let mut data = Vec::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            name = v.trim().to_string();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
-                        }
-                    }
-                    if data.is_empty() {
-                        continue;
-                    }
-                    return (name, data.join("\n"));
-                }
-                let chunk = self
-                    .body
-                    .next()
-                    .await
-                    .expect("the event stream ended")
-                    .unwrap();
-                self.buf.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .expect("no console event in time")
-    }
-
-    /// The first event named `name` whose JSON data satisfies `pred`.
-    async fn wait(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let (n, d) = self.next().await;
-            if n == name {
-                let v: Value = serde_json::from_str(&d).unwrap();
-                if pred(&v) {
-                    return v;
-                }
-            }
-        }
-    }
 }
 
 /// `/metrics` as (name, labels) → value.
@@ -252,7 +181,7 @@ async fn a_scripted_incident_ends_with_its_report_in_every_thread_and_counted_in
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let mut events = Events::open(&browser, &base).await;
+    let mut events = Events::open(&browser, &format!("{base}/console/events")).await;
 
     // 1. The alert arrives.
     let r = http

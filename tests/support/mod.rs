@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_discord;
+pub mod sse;
 
 use std::path::Path;
 use std::sync::Arc;
