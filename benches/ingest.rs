@@ -28,6 +28,10 @@ use incidentd::ingest::decode_alertmanager;
 use incidentd::ports::SystemClock;
 use incidentd::store::SledStore;
 use serde_json::json;
+
+/// Same allocator as the `incidentd` binary, so the numbers are the ones it gets.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::runtime::Runtime;
 
 /// Alerts in one "batched" body, as Alertmanager groups them.
