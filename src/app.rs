@@ -203,9 +203,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let path = cfg.store.path.clone();
+    let (path, cache_mb) = (cfg.store.path.clone(), cfg.store.cache_mb);
     let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SledStore::open(&path))
+        tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, cache_mb))
             .await?
             .context("opening the store")?,
     );

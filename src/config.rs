@@ -83,6 +83,8 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Bound of sled's page cache, MiB.
+    pub cache_mb: u64,
 }
 
 /// Optional bearer tokens, one per webhook endpoint.
@@ -430,6 +432,12 @@ impl Default for RawServer {
 struct RawStore {
     #[serde(default = "default_store")]
     path: PathBuf,
+    #[serde(default = "default_cache_mb")]
+    cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    crate::store::DEFAULT_CACHE_MB
 }
 
 fn default_store() -> PathBuf {
@@ -440,6 +448,7 @@ impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             path: default_store(),
+            cache_mb: default_cache_mb(),
         }
     }
 }
@@ -509,6 +518,15 @@ impl RawConfig {
         let store_path = env("INCIDENTD_STORE_PATH")
             .map(PathBuf::from)
             .unwrap_or(self.store.path);
+        if !(8..=65536).contains(&self.store.cache_mb) {
+            err(
+                "store.cache_mb".into(),
+                format!(
+                    "{} is out of range: give 8 to 65536 (MiB)",
+                    self.store.cache_mb
+                ),
+            );
+        }
 
         let mut secret = |name: &str, ep: &RawEndpoint| -> Option<Secret> {
             let var = ep.token_env.as_deref()?;
@@ -959,7 +977,10 @@ impl RawConfig {
                 listen,
                 max_body_bytes: self.server.max_body_bytes,
             },
-            store: StoreConfig { path: store_path },
+            store: StoreConfig {
+                path: store_path,
+                cache_mb: self.store.cache_mb,
+            },
             webhooks,
             classifier: Classifier {
                 rules,
@@ -1046,6 +1067,22 @@ mod tests {
         assert!(e[0].starts_with("playbooks[0].actions[0].run"), "{e:?}");
         let e = errors("[engine]\ncard_coalesce_seconds = \"five\"\n");
         assert!(e[0].starts_with("engine.card_coalesce_seconds:"), "{e:?}");
+    }
+
+    #[test]
+    fn store_cache_is_bounded_and_configurable() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert_eq!(c.store.cache_mb, crate::store::DEFAULT_CACHE_MB);
+        let c = Config::from_toml("[store]\ncache_mb = 512\n", &no_env).unwrap();
+        assert_eq!(c.store.cache_mb, 512);
+        for bad in ["0", "7", "65537"] {
+            let e = errors(&format!("[store]\ncache_mb = {bad}\n"));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(e[0].starts_with("store.cache_mb: "), "{e:?}");
+            assert!(e[0].contains("8 to 65536"), "{e:?}");
+        }
+        let e = errors("[store]\ncache_mb = -1\n");
+        assert!(e[0].starts_with("store.cache_mb"), "{e:?}");
     }
 
     #[test]

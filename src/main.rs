@@ -215,7 +215,8 @@ fn report(
         Ok((status, body)) => anyhow::bail!("{base} answered {status}: {body}"),
         Err(e) if e.is_connect() => {
             use incidentd::ports::Store;
-            let store = incidentd::store::SledStore::open(&cfg.store.path)?;
+            let store =
+                incidentd::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?;
             let inc = store.get_incident(id)?.ok_or_else(|| {
                 anyhow::anyhow!("{id} does not exist in {}", cfg.store.path.display())
             })?;
