@@ -67,7 +67,7 @@ pub enum ChatBody {
     UpdateCard { card: IncidentCard },
     /// How the outbox stores a card post (`post`) or edit: the card is built from the incident
     /// as it is when the message leaves, so it is never stale after an outage and is not stored
-    /// twice. The outbox turns it into `PostCard`/`UpdateCard`; ports never see it.
+    /// twice. The outbox turns it into a [`Delivery`] card; ports never see it.
     RenderCard { post: bool },
     /// A reply in the incident's thread. `mentions` are people or groups to notify, written
     /// like policy entries (`slack:U123`, `slack-group:S1`, `discord:42`, `discord-role:7`,
@@ -82,9 +82,47 @@ pub enum ChatBody {
     Report { report: Report },
 }
 
-/// What a port answers if it is handed a `RenderCard` (the outbox renders those first).
-pub fn unrendered_card() -> ChatError {
-    ChatError::Permanent("a card entry reached the port unrendered".into())
+/// What a chat port delivers: an outbox entry whose card, if any, is built. Unlike
+/// [`ChatBody`] it cannot hold a card still to be rendered, so no port has to refuse one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Start the incident's thread with its card.
+    PostCard { card: IncidentCard },
+    /// Edit the card in place.
+    UpdateCard { card: IncidentCard },
+    /// A reply in the incident's thread (see [`ChatBody::Note`] for `mentions`).
+    Note { text: String, mentions: Vec<String> },
+    /// The post-incident report, rendered natively by each platform.
+    Report { report: Report },
+}
+
+/// A stored body as the outbox sees it.
+// Lives for one delivery attempt; boxing the delivery would cost an allocation and buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// Deliverable as stored.
+    Ready(Delivery),
+    /// A card post (`post`) or edit, to be built from the incident as it is now.
+    Render { post: bool },
+}
+
+impl ChatBody {
+    /// What delivering this stored body takes.
+    pub fn pending(&self) -> Pending {
+        Pending::Ready(match self {
+            ChatBody::PostCard { card } => Delivery::PostCard { card: card.clone() },
+            ChatBody::UpdateCard { card } => Delivery::UpdateCard { card: card.clone() },
+            ChatBody::Note { text, mentions } => Delivery::Note {
+                text: text.clone(),
+                mentions: mentions.clone(),
+            },
+            ChatBody::Report { report } => Delivery::Report {
+                report: report.clone(),
+            },
+            ChatBody::RenderCard { post } => return Pending::Render { post: *post },
+        })
+    }
 }
 
 /// One durable outbox entry: delivered in `seq` order per incident, deleted only after success.
@@ -111,7 +149,7 @@ pub struct OutboundMessage<'a> {
     pub incident: IncidentId,
     /// The incident's thread on this sink, once its card has been posted.
     pub thread: Option<ThreadRef>,
-    pub body: &'a ChatBody,
+    pub body: &'a Delivery,
 }
 
 /// The result of a delivery.
@@ -351,4 +389,38 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Storage(format!("store task did not finish: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_card_to_render_needs_the_outbox() {
+        for post in [true, false] {
+            assert_eq!(
+                ChatBody::RenderCard { post }.pending(),
+                Pending::Render { post }
+            );
+        }
+        let note = ChatBody::Note {
+            text: "restart done".into(),
+            mentions: vec!["slack:U1".into()],
+        };
+        assert_eq!(
+            note.pending(),
+            Pending::Ready(Delivery::Note {
+                text: "restart done".into(),
+                mentions: vec!["slack:U1".into()],
+            })
+        );
+        // A stored note without mentions (the field is skipped when empty) is ready as is.
+        let stored: ChatBody = serde_json::from_value(serde_json::json!({
+            "type": "note", "text": "hi"
+        }))
+        .unwrap();
+        assert!(
+            matches!(stored.pending(), Pending::Ready(Delivery::Note { mentions, .. }) if mentions.is_empty())
+        );
+    }
 }

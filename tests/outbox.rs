@@ -10,7 +10,8 @@ use chrono::Utc;
 use incidentd::domain::incident::IncidentId;
 use incidentd::engine::outbox::{run_outbox, OutboxConfig};
 use incidentd::ports::{
-    ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, OutboxEntry, Store, WriteSet,
+    ChatBody, ChatError, ChatPort, Delivered, Delivery, OutboundMessage, OutboxEntry, Store,
+    WriteSet,
 };
 use incidentd::store::SledStore;
 use tokio::sync::{watch, Notify};
@@ -59,13 +60,12 @@ impl FlakyPort {
     }
 }
 
-fn text(body: &ChatBody) -> String {
+fn text(body: &Delivery) -> String {
     match body {
-        ChatBody::Note { text, .. } => text.clone(),
-        ChatBody::PostCard { card } => format!("card {}", card.alert_count),
-        ChatBody::UpdateCard { card } => format!("edit {}", card.alert_count),
-        ChatBody::RenderCard { .. } => "unrendered".into(),
-        ChatBody::Report { report } => format!("report {}", report.incident),
+        Delivery::Note { text, .. } => text.clone(),
+        Delivery::PostCard { card } => format!("card {}", card.alert_count),
+        Delivery::UpdateCard { card } => format!("edit {}", card.alert_count),
+        Delivery::Report { report } => format!("report {}", report.incident),
     }
 }
 

@@ -4,13 +4,13 @@
 mod support;
 
 use incidentd::chat::recording::Recorded;
-use incidentd::ports::{ChatBody, ChatError};
+use incidentd::ports::{ChatError, Delivery};
 use serde_json::Value;
 use support::{alertmanager, TestApp};
 
 fn cards(r: &[Recorded]) -> usize {
     r.iter()
-        .filter(|r| matches!(r.body, ChatBody::PostCard { .. }))
+        .filter(|r| matches!(r.body, Delivery::PostCard { .. }))
         .count()
 }
 
@@ -344,24 +344,24 @@ async fn repeats_within_the_window_become_one_card_edit() {
     }
     let updated = |r: &[Recorded]| {
         r.iter()
-            .filter(|r| matches!(&r.body, ChatBody::UpdateCard { card } if card.alert_count == 4))
+            .filter(|r| matches!(&r.body, Delivery::UpdateCard { card } if card.alert_count == 4))
             .count()
     };
     let rec = app.wait_chat(|r| updated(r) == 1).await;
     assert_eq!(cards(&rec), 1, "one thread");
     let edits = rec
         .iter()
-        .filter(|r| matches!(r.body, ChatBody::UpdateCard { .. }))
+        .filter(|r| matches!(r.body, Delivery::UpdateCard { .. }))
         .count();
     assert_eq!(edits, 1, "three repeats, one coalesced edit: {rec:#?}");
     // The edit goes to the card's thread.
     let posted = rec
         .iter()
-        .find(|r| matches!(r.body, ChatBody::PostCard { .. }))
+        .find(|r| matches!(r.body, Delivery::PostCard { .. }))
         .unwrap();
     let edit = rec
         .iter()
-        .find(|r| matches!(r.body, ChatBody::UpdateCard { .. }))
+        .find(|r| matches!(r.body, Delivery::UpdateCard { .. }))
         .unwrap();
     assert!(posted.thread.is_none());
     assert_eq!(edit.thread.as_ref().unwrap().channel, "C-INCIDENTS");
@@ -384,7 +384,7 @@ async fn a_held_back_card_edit_is_sent_after_a_restart() {
     let app = TestApp::start_with(dir.path(), &cfg, &|_| None).await;
     app.wait_chat(|r| {
         r.iter()
-            .any(|r| matches!(&r.body, ChatBody::UpdateCard { card } if card.alert_count == 2))
+            .any(|r| matches!(&r.body, Delivery::UpdateCard { card } if card.alert_count == 2))
     })
     .await;
     let (_, v) = app.get("/api/v1/incidents/INC-1").await;
@@ -409,14 +409,14 @@ async fn unanswered_approvals_escalate_when_their_timer_fires() {
     let rec = app
         .wait_chat(|r| {
             r.iter().any(|r| {
-                matches!(&r.body, ChatBody::Note { text, .. } if text.contains("escalated: approval of `restart` unanswered after 1 s"))
+                matches!(&r.body, Delivery::Note { text, .. } if text.contains("escalated: approval of `restart` unanswered after 1 s"))
             })
         })
         .await;
     let note = rec
         .iter()
         .find_map(|r| match &r.body {
-            ChatBody::Note { text, mentions } if text.contains("escalated") => {
+            Delivery::Note { text, mentions } if text.contains("escalated") => {
                 Some(mentions.clone())
             }
             _ => None,
@@ -444,13 +444,13 @@ async fn resolving_posts_the_report_and_the_api_exports_it_and_the_stats() {
     let rec = app
         .wait_chat(|r| {
             r.iter()
-                .any(|r| matches!(&r.body, ChatBody::Report { report } if report.incident.0 == 1))
+                .any(|r| matches!(&r.body, Delivery::Report { report } if report.incident.0 == 1))
         })
         .await;
     let reports: Vec<_> = rec
         .iter()
         .filter_map(|r| match &r.body {
-            ChatBody::Report { report } => Some((r.thread.clone(), report.clone())),
+            Delivery::Report { report } => Some((r.thread.clone(), report.clone())),
             _ => None,
         })
         .collect();

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::incident::IncidentId;
-use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
+use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, ThreadRef};
 
 /// One recorded delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,7 +15,7 @@ pub struct Recorded {
     pub key: String,
     pub incident: IncidentId,
     pub thread: Option<ThreadRef>,
-    pub body: ChatBody,
+    pub body: Delivery,
 }
 
 #[derive(Default)]
@@ -84,7 +84,7 @@ impl ChatPort for RecordingPort {
             return Err(e);
         }
         let thread = match msg.body {
-            ChatBody::PostCard { .. } => {
+            Delivery::PostCard { .. } => {
                 inner.posted += 1;
                 Some(ThreadRef {
                     channel: "C-INCIDENTS".into(),

@@ -21,8 +21,8 @@ use crate::config::Config;
 use crate::domain::incident::IncidentId;
 use crate::ports::blocking;
 use crate::ports::{
-    ChatBody, ChatError, ChatPort, Clock, OutboundMessage, OutboxEntry, Store, StoreError, Timer,
-    TimerKind,
+    ChatBody, ChatError, ChatPort, Clock, Delivery, OutboundMessage, OutboxEntry, Pending, Store,
+    StoreError, Timer, TimerKind,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -98,13 +98,10 @@ fn is_card_edit(body: &ChatBody) -> bool {
 }
 
 /// What the port is given: stored card entries are built from the incident as it is now.
-fn render(
-    store: &dyn Store,
-    config: &Config,
-    entry: &OutboxEntry,
-) -> Result<Option<ChatBody>, StoreError> {
-    let ChatBody::RenderCard { post } = entry.body else {
-        return Ok(None);
+fn render(store: &dyn Store, config: &Config, entry: &OutboxEntry) -> Result<Delivery, StoreError> {
+    let post = match entry.body.pending() {
+        Pending::Ready(d) => return Ok(d),
+        Pending::Render { post } => post,
     };
     let Some(inc) = store.get_incident(entry.incident)? else {
         return Err(StoreError::Storage(format!(
@@ -113,11 +110,11 @@ fn render(
         )));
     };
     let card = crate::engine::card(&inc, config);
-    Ok(Some(if post {
-        ChatBody::PostCard { card }
+    Ok(if post {
+        Delivery::PostCard { card }
     } else {
-        ChatBody::UpdateCard { card }
-    }))
+        Delivery::UpdateCard { card }
+    })
 }
 
 /// Runs until `shutdown` turns true. Survives store and platform errors by retrying.
@@ -205,7 +202,7 @@ pub async fn run_outbox(
                     key: entry.key(),
                     incident: entry.incident,
                     thread,
-                    body: rendered.as_ref().unwrap_or(&entry.body),
+                    body: &rendered,
                 };
                 // A stop does not wait for a slow platform: the entry stays queued for next time.
                 let call = tokio::time::timeout(cfg.call_timeout, port.deliver(msg));

@@ -33,7 +33,7 @@ use crate::domain::card::IncidentCard;
 use crate::domain::incident::IncidentId;
 use crate::domain::report::Report;
 use crate::engine::service::ChatService;
-use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
+use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, ThreadRef};
 
 use super::Surface;
 
@@ -218,20 +218,17 @@ impl ChatPort for ConsolePort {
             channel: ALERT_CHANNEL.into(),
             message_id: msg.incident.to_string(),
         };
-        if let ChatBody::RenderCard { .. } = msg.body {
-            return Err(crate::ports::unrendered_card());
-        }
         let event = {
             let mut feed = self.feed.lock().unwrap();
             // Idempotent: a redelivered entry (same key) is not shown twice.
             if !feed.remember(&msg.key) {
-                let posted = matches!(msg.body, ChatBody::PostCard { .. });
+                let posted = matches!(msg.body, Delivery::PostCard { .. });
                 return Ok(Delivered {
                     thread: posted.then_some(thread),
                 });
             }
             match msg.body {
-                ChatBody::PostCard { card } => {
+                Delivery::PostCard { card } => {
                     info!(
                         incident = %card.incident,
                         severity = %card.severity,
@@ -246,14 +243,14 @@ impl ChatPort for ConsolePort {
                         new: true,
                     }
                 }
-                ChatBody::UpdateCard { card } => {
+                Delivery::UpdateCard { card } => {
                     info!(incident = %card.incident, status = card.status.as_str(), count = card.alert_count, "Card updated.");
                     FeedEvent::Card {
                         card: Box::new(card.clone()),
                         new: false,
                     }
                 }
-                ChatBody::Note { text, .. } => {
+                Delivery::Note { text, .. } => {
                     info!(incident = %msg.incident, "{text}");
                     let item = ThreadItem {
                         at: Utc::now(),
@@ -267,8 +264,7 @@ impl ChatPort for ConsolePort {
                         item,
                     }
                 }
-                ChatBody::RenderCard { .. } => return Err(crate::ports::unrendered_card()),
-                ChatBody::Report { report } => {
+                Delivery::Report { report } => {
                     info!(incident = %msg.incident, "📋 {}", report.heading());
                     let item = ThreadItem {
                         at: Utc::now(),
@@ -431,35 +427,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unrendered_card_is_refused_and_does_not_count_as_delivered() {
-        let port = ConsolePort::new();
-        let mut rx = port.subscribe();
-        let stored = ChatBody::RenderCard { post: true };
-        let msg = |body| OutboundMessage {
-            key: "k1".into(),
-            incident: IncidentId(1),
-            thread: None,
-            body,
-        };
-        assert!(matches!(
-            port.deliver(msg(&stored)).await,
-            Err(ChatError::Permanent(_))
-        ));
-        // The same entry, rendered, is then shown (its key was not remembered).
-        let rendered = ChatBody::PostCard { card: card(1) };
-        let d = port.deliver(msg(&rendered)).await.unwrap();
-        assert!(d.thread.is_some());
-        assert!(matches!(
-            &*rx.try_recv().expect("the card reached the feed"),
-            FeedEvent::Card { new: true, .. }
-        ));
-    }
-
-    #[tokio::test]
     async fn port_keeps_threads_broadcasts_and_ignores_redeliveries() {
         let port = ConsolePort::new();
         let mut rx = port.subscribe();
-        let body = ChatBody::PostCard { card: card(1) };
+        let body = Delivery::PostCard { card: card(1) };
         let msg = OutboundMessage {
             key: "k1".into(),
             incident: IncidentId(1),
@@ -475,7 +446,7 @@ mod tests {
         ));
         // Redelivered: same thread answer, nothing shown twice.
         assert!(port.deliver(msg).await.unwrap().thread.is_some());
-        let note = ChatBody::Note {
+        let note = Delivery::Note {
             text: "hi".into(),
             mentions: vec![],
         };
@@ -497,7 +468,7 @@ mod tests {
         }
         port.user_reply(IncidentId(1), "alice", "looking");
         assert_eq!(port.thread(IncidentId(1)).len(), 2);
-        let report = ChatBody::Report {
+        let report = Delivery::Report {
             report: crate::domain::report::samples::small(),
         };
         let msg = OutboundMessage {

@@ -36,7 +36,7 @@ use crate::config::Secret;
 use crate::domain::alert::Platform;
 use crate::domain::card::{truncate_chars, IncidentCard};
 use crate::domain::report::Report;
-use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
+use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, ThreadRef};
 
 /// Discord's "A thread has already been created for this message".
 const THREAD_EXISTS: i64 = 160004;
@@ -328,13 +328,13 @@ impl ChatPort for DiscordPort {
 
     async fn deliver(&self, msg: OutboundMessage<'_>) -> Result<Delivered, ChatError> {
         match msg.body {
-            ChatBody::PostCard { card } => {
+            Delivery::PostCard { card } => {
                 let thread = self.post_card(card, &msg.key).await?;
                 Ok(Delivered {
                     thread: Some(thread),
                 })
             }
-            ChatBody::UpdateCard { card } => match &msg.thread {
+            Delivery::UpdateCard { card } => match &msg.thread {
                 Some(t) => {
                     self.update_card(card, t).await?;
                     Ok(Delivered::default())
@@ -345,7 +345,7 @@ impl ChatPort for DiscordPort {
                     msg.incident
                 ))),
             },
-            ChatBody::Report { report } => match &msg.thread {
+            Delivery::Report { report } => match &msg.thread {
                 Some(t) => {
                     self.post_report(snowflake(&t.channel)?, report, &msg.key)
                         .await?;
@@ -356,7 +356,7 @@ impl ChatPort for DiscordPort {
                     msg.incident
                 ))),
             },
-            ChatBody::Note { text, mentions } => match &msg.thread {
+            Delivery::Note { text, mentions } => match &msg.thread {
                 Some(t) => {
                     self.create_message(
                         snowflake(&t.channel)?,
@@ -371,7 +371,6 @@ impl ChatPort for DiscordPort {
                     msg.incident
                 ))),
             },
-            ChatBody::RenderCard { .. } => Err(crate::ports::unrendered_card()),
         }
     }
 }

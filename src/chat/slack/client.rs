@@ -23,7 +23,7 @@ use crate::config::{Secret, SlackConfig};
 use crate::domain::alert::Platform;
 use crate::domain::card::{truncate_chars, IncidentCard};
 use crate::domain::report::Report;
-use crate::ports::{ChatBody, ChatError, ChatPort, Delivered, OutboundMessage, ThreadRef};
+use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, ThreadRef};
 
 pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 
@@ -553,7 +553,7 @@ impl SlackPort {
 
     async fn send(&self, msg: &OutboundMessage<'_>) -> Result<Delivered, ChatError> {
         match msg.body {
-            ChatBody::PostCard { card } => {
+            Delivery::PostCard { card } => {
                 let (channel, mut root) = match &card.origin {
                     Some(o) if o.platform == Platform::Slack => {
                         (o.channel.clone(), Some(o.message_id.clone()))
@@ -609,7 +609,7 @@ impl SlackPort {
                     }),
                 })
             }
-            ChatBody::UpdateCard { card } => {
+            Delivery::UpdateCard { card } => {
                 let thread = msg.thread.as_ref().ok_or_else(|| {
                     ChatError::Permanent(format!("{} has no card on Slack to edit", card.incident))
                 })?;
@@ -627,7 +627,7 @@ impl SlackPort {
                     .map_err(map_error)?;
                 Ok(Delivered::default())
             }
-            ChatBody::Note { text, mentions } => {
+            Delivery::Note { text, mentions } => {
                 let text = format!("{}{}", slack_mentions(mentions), escape(text));
                 let content = SlackMessageContent::new()
                     .with_text(truncate_chars(&text, MAX_TEXT))
@@ -639,11 +639,10 @@ impl SlackPort {
                 };
                 Ok(Delivered::default())
             }
-            ChatBody::Report { report } => {
+            Delivery::Report { report } => {
                 self.post_report(msg, report).await?;
                 Ok(Delivered::default())
             }
-            ChatBody::RenderCard { .. } => Err(crate::ports::unrendered_card()),
         }
     }
 
