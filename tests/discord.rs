@@ -739,3 +739,152 @@ async fn the_fake_rejects_what_discord_rejects() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.json::<Value>().await.unwrap()["retry_after"], 0.5);
 }
+
+/// Every `/incident` subcommand of the text language exists on Discord too; a long report
+/// answers privately in several messages within Discord's limits; and the report posted into
+/// the thread on resolution has each part exactly once, in order, although Discord stored two
+/// created messages whose answers were lost (the retry reuses each part's nonce).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_reports_stay_within_discord_limits_and_lost_answers_do_not_double_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let a = alert(fake, "10.0.9.9:8080");
+    card_in_thread(fake, a).await;
+    // Forty long follow-ups (open to everyone), some owners given without the `@`.
+    for i in 0..40 {
+        let owner = format!("owner{i}");
+        let text = format!("item {i:02} {}", "w".repeat(900));
+        fake.command(
+            INCIDENTS,
+            BOB,
+            &[],
+            "followup",
+            &[("id", "INC-1"), ("text", &text), ("owner", &owner)],
+        );
+    }
+    let timeline = rig
+        .wait_timeline("INC-1", |t| {
+            t.iter().filter(|e| e["type"] == "follow_up_added").count() == 40
+        })
+        .await;
+    // Commands run concurrently, so in any order; each owner option became its item's owner.
+    let mut owners: Vec<&str> = timeline
+        .iter()
+        .filter(|e| e["type"] == "follow_up_added")
+        .map(|e| e["owner"].as_str().unwrap_or(""))
+        .collect();
+    owners.sort_unstable();
+    let mut want: Vec<String> = (0..40).map(|i| format!("@owner{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(owners, want);
+
+    // `/incident report` answers privately, in at most five messages of at most 2000 chars.
+    let token = fake.command(INCIDENTS, BOB, &[], "report", &[("id", "INC-1")]);
+    let answers = fake
+        .wait("the whole report answer", |f| {
+            let reqs: Vec<Req> = f
+                .interaction_requests(&token)
+                .into_iter()
+                .filter(|r| r.path.contains("/webhooks/"))
+                .collect();
+            reqs.iter()
+                .any(|r| {
+                    r.body["content"]
+                        .as_str()
+                        .is_some_and(|c| c.ends_with("longer than Discord shows in one answer)"))
+                })
+                .then_some(reqs)
+        })
+        .await;
+    assert_eq!(answers.len(), 5, "one edit and four follow-ups");
+    assert!(
+        answers.iter().all(|r| r.status == 200),
+        "within Discord's limits"
+    );
+    assert_eq!(answers[0].method, "PATCH");
+    assert!(answers[1..]
+        .iter()
+        .all(|r| r.method == "POST" && r.body["flags"] == 64));
+    let text: String = answers
+        .iter()
+        .map(|r| r.body["content"].as_str().unwrap().to_string())
+        .collect();
+    assert!(text.contains("INC-1") && text.contains("item 00"), "{text}");
+
+    // Resolution, once the forty notes are out: Discord stores the next two created messages
+    // (the resolution's first messages) but loses the answers.
+    fake.wait("the forty follow-up notes in the thread", |f| {
+        (f.messages_in(a)
+            .iter()
+            .filter(|m| m.content.contains("item "))
+            .count()
+            == 40)
+            .then_some(())
+    })
+    .await;
+    fake.lose_answers(2);
+    fake.command(
+        INCIDENTS,
+        ALICE,
+        &[APPROVERS],
+        "resolve",
+        &[("id", "INC-1"), ("note", "fixed upstream")],
+    );
+    let footer = |m: &Msg| {
+        m.embeds[0]["footer"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let part_of = |m: &Msg| -> Option<(usize, usize)> {
+        let f = footer(m);
+        // "incidentd · post-incident report · part 2 of 3 · Markdown: …"
+        let rest = f.split(" · part ").nth(1)?;
+        let (i, rest) = rest.split_once(" of ")?;
+        let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((i.parse().ok()?, n.parse().ok()?))
+    };
+    let parts = fake
+        .wait("the report's last part in the thread", |f| {
+            let parts: Vec<Msg> = bot_cards(&f.messages_in(a))
+                .into_iter()
+                .filter(|m| part_of(m).is_some())
+                .collect();
+            parts
+                .iter()
+                .any(|m| part_of(m).is_some_and(|(i, n)| i == n))
+                .then_some(parts)
+        })
+        .await;
+    let lost: Vec<Req> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/messages") && r.status == 500)
+        .collect();
+    assert_eq!(lost.len(), 2, "the answers really were lost");
+    assert!(
+        lost.iter().any(|r| r.body["embeds"][0]["footer"]["text"]
+            .as_str()
+            .is_some_and(|f| f.contains(" · part "))),
+        "a report part's answer was among them: {:?}",
+        lost.iter().map(|r| &r.body["content"]).collect::<Vec<_>>()
+    );
+    let n = parts.len();
+    assert!(n > 1, "a long report needs several messages");
+    for (i, m) in parts.iter().enumerate() {
+        assert_eq!(
+            part_of(m),
+            Some((i + 1, n)),
+            "every part in its place, once"
+        );
+    }
+    // Nothing else was doubled either: one resolution note.
+    let notes = fake
+        .messages_in(a)
+        .iter()
+        .filter(|m| m.content.contains("fixed upstream"))
+        .count();
+    assert!(notes <= 1, "{notes} resolution notes");
+    rig.stop().await;
+}

@@ -22,6 +22,15 @@ pub enum RootCause {
 }
 
 impl RootCause {
+    /// Every category, in the order they are offered.
+    pub const ALL: [RootCause; 5] = [
+        RootCause::Configuration,
+        RootCause::ResourceLimits,
+        RootCause::ExternalDependency,
+        RootCause::ModelDefect,
+        RootCause::Unknown,
+    ];
+
     pub fn parse(s: &str) -> Option<RootCause> {
         Some(
             match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
@@ -542,6 +551,13 @@ mod tests {
             "orchestration_failure"
         );
         assert_eq!(c.classify(&alert("CPU lost", &[])).rule, None);
+    }
+
+    #[test]
+    fn every_root_cause_reads_back_from_its_name() {
+        for c in RootCause::ALL {
+            assert_eq!(RootCause::parse(c.as_str()), Some(c));
+        }
     }
 
     #[test]

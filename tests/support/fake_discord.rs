@@ -74,6 +74,8 @@ struct Inner {
     rate_limit: Option<(u32, f64)>,
     /// The next this many bot REST calls get this 5xx.
     outage: Option<(u32, u16)>,
+    /// The next this many created messages are stored, but their answer is a 500.
+    lose_answers: u32,
     session_id: String,
     /// Every dispatch of the session: (seq, frame).
     log: Vec<(u64, Value)>,
@@ -538,6 +540,12 @@ impl FakeDiscord {
         self.lock().outage = Some((n, status));
     }
 
+    /// The next `n` messages the bot creates are stored (and dispatched) but answered with a
+    /// 500, as when Discord's answer is lost after the write.
+    pub fn lose_answers(&self, n: u32) {
+        self.lock().lose_answers = n;
+    }
+
     /// Waits (bounded) until `pred` holds over the fake's state, re-checking on every change.
     pub async fn wait<T>(&self, what: &str, pred: impl Fn(&FakeDiscord) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -726,6 +734,14 @@ fn route(
             inner.messages.insert(id, msg.clone());
             // Discord echoes the bot's own messages over the gateway: the bot must ignore them.
             dispatch_locked(inner, "MESSAGE_CREATE", msg.json(true));
+            if inner.lose_answers > 0 {
+                inner.lose_answers -= 1;
+                return discord_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    0,
+                    "500: Internal Server Error",
+                );
+            }
             ok(msg.json(false))
         }
         ("PATCH", ["channels", ch, "messages", id]) => {

@@ -16,6 +16,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::domain::alert::Platform;
 use crate::domain::card::truncate_chars;
+use crate::domain::classify::RootCause;
 use crate::domain::policy::Actor;
 use crate::engine::service::{ChatEvent, ChatReply, ChatService};
 use crate::ingest::{ChatEmbed, ChatField};
@@ -67,6 +68,41 @@ pub const SUBCOMMANDS: &[(&str, &str, &[CommandOpt])] = &[
     ),
     ("escalate", "Escalate to the on-call", &[ID]),
     ("reopen", "Reopen a resolved incident", &[ID]),
+    (
+        "assign",
+        "Assign an owner",
+        &[ID, ("owner", "Who owns it, e.g. @alice", true)],
+    ),
+    (
+        "severity",
+        "Re-triage to another severity (recorded)",
+        &[ID, ("severity", "p0, p1, p2 or p3", true)],
+    ),
+    (
+        "rootcause",
+        "Confirm the root cause",
+        &[
+            ID,
+            ("category", "The root-cause category", true),
+            ("text", "What it was", false),
+        ],
+    ),
+    (
+        "followup",
+        "Add a follow-up item to the report",
+        &[
+            ID,
+            ("text", "The item", true),
+            ("owner", "Who owns it, e.g. @bob", false),
+        ],
+    ),
+    ("timeline", "What happened, in order", &[ID]),
+    ("report", "The post-incident report", &[ID]),
+    (
+        "stats",
+        "MTTA, MTTR, manual intervention, RCA completion, recurrence",
+        &[("window", "Days, e.g. 7d or 30d (default 7d)", false)],
+    ),
 ];
 
 /// An option of a subcommand: name, description, required.
@@ -76,7 +112,10 @@ const ID: CommandOpt = ("id", "Incident id, e.g. INC-42", true);
 
 /// Subcommands that only read: answered ephemerally.
 fn read_only(sub: &str) -> bool {
-    matches!(sub, "help" | "list" | "status")
+    matches!(
+        sub,
+        "help" | "list" | "status" | "timeline" | "report" | "stats"
+    )
 }
 
 /// The `/incident` command as registered.
@@ -97,6 +136,11 @@ pub fn incident_command() -> CreateCommand {
                 "severity" => {
                     for s in ["p0", "p1", "p2", "p3"] {
                         opt = opt.add_string_choice(s, s);
+                    }
+                }
+                "category" => {
+                    for c in RootCause::ALL {
+                        opt = opt.add_string_choice(c.label(), c.as_str());
                     }
                 }
                 _ => {}
@@ -129,8 +173,15 @@ pub fn command_text(options: &[CommandDataOption]) -> String {
                 CommandDataOptionValue::Integer(i) => i.to_string(),
                 other => format!("{other:?}"),
             };
-            if !text.trim().is_empty() {
-                words.push(text.trim().to_string());
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            // The text language reads a follow-up's owner as a trailing `@name`.
+            if *name == "owner" && !text.starts_with('@') {
+                words.push(format!("@{text}"));
+            } else {
+                words.push(text.to_string());
             }
         }
     }
@@ -219,6 +270,46 @@ fn content(text: &str) -> String {
     truncate_chars(text, CONTENT_MAX)
 }
 
+/// At most this many messages answer one `/incident` (a report, a timeline).
+pub const ANSWER_PARTS_MAX: usize = 5;
+
+/// A long answer as Discord messages of at most 2000 characters, split between lines, at most
+/// [`ANSWER_PARTS_MAX`] of them; what does not fit is announced at the end, not dropped
+/// silently. (A single line over the limit is cut.)
+pub fn content_parts(text: &str) -> Vec<String> {
+    const CUT_NOTE: &str =
+        "\n… (cut here: the full text is longer than Discord shows in one answer)";
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.peek() {
+        let line = truncate_chars(line, CONTENT_MAX);
+        let len = current.chars().count();
+        let extra = usize::from(!current.is_empty()) + line.chars().count();
+        if len + extra <= CONTENT_MAX {
+            if !current.is_empty() {
+                current.push('\n');
+            }
+            current.push_str(&line);
+            lines.next();
+            continue;
+        }
+        if parts.len() + 1 == ANSWER_PARTS_MAX {
+            break;
+        }
+        parts.push(std::mem::take(&mut current));
+    }
+    if lines.peek().is_some() {
+        // Make room for the note in the last part.
+        let keep = CONTENT_MAX - CUT_NOTE.chars().count();
+        let mut last = truncate_chars(&current, keep);
+        last.push_str(CUT_NOTE);
+        current = last;
+    }
+    parts.push(current);
+    parts
+}
+
 /// After a click was acknowledged (deferred): runs it and tells the clicker what is for them.
 /// Public outcomes are already visible (card edit, thread note); refusals, previews and errors
 /// go to the clicker alone.
@@ -271,12 +362,23 @@ pub async fn finish_command(
             .ephemeral(true);
         c.create_followup(http, f).await.map(|_| ())
     } else {
-        c.edit_response(
-            http,
-            EditInteractionResponse::new().content(content(&reply.text)),
-        )
-        .await
-        .map(|_| ())
+        // Long answers (a report, a timeline) continue in follow-ups, seen by the same people.
+        let mut parts = content_parts(&reply.text).into_iter();
+        let first = parts.next().unwrap_or_default();
+        let mut result = c
+            .edit_response(http, EditInteractionResponse::new().content(first))
+            .await
+            .map(|_| ());
+        for part in parts {
+            if result.is_err() {
+                break;
+            }
+            let f = CreateInteractionResponseFollowup::new()
+                .content(part)
+                .ephemeral(reply.ephemeral);
+            result = c.create_followup(http, f).await.map(|_| ());
+        }
+        result
     };
     if let Err(e) = result {
         warn!(error = %e, "Could not answer /incident.");
@@ -409,7 +511,11 @@ mod tests {
                 json!([
                     named("id", "INC-1"),
                     named("action", "a"),
-                    named("text", "t")
+                    named("text", "t"),
+                    named("owner", "alice"),
+                    named("severity", "p1"),
+                    named("category", "external_dependency"),
+                    named("window", "30d")
                 ]),
             ));
             assert!(
@@ -417,6 +523,91 @@ mod tests {
                 "{sub}: {text:?} does not parse"
             );
         }
+        // Every text subcommand of the help is offered on Discord too.
+        for verb in [
+            "list",
+            "status",
+            "ack",
+            "approve",
+            "reject",
+            "escalate",
+            "note",
+            "assign",
+            "severity",
+            "rootcause",
+            "followup",
+            "resolve",
+            "reopen",
+            "timeline",
+            "report",
+            "stats",
+            "help",
+        ] {
+            assert!(
+                crate::domain::command::HELP.contains(&format!("`{verb}")),
+                "{verb} is not in the help"
+            );
+            assert!(
+                SUBCOMMANDS.iter().any(|(n, _, _)| *n == verb),
+                "{verb} is missing on Discord"
+            );
+        }
+        // A follow-up's owner is read as the trailing `@name`, with or without the `@`.
+        use crate::domain::command::{parse, Command};
+        for owner in ["bob", "@bob"] {
+            let text = command_text(&options(
+                "followup",
+                json!([
+                    named("owner", owner),
+                    named("text", "add a rate-limit alert"),
+                    named("id", "INC-2")
+                ]),
+            ));
+            assert_eq!(text, "followup INC-2 add a rate-limit alert @bob");
+            assert!(matches!(parse(&text), Ok(Command::FollowUp(..))), "{text}");
+        }
+        assert_eq!(
+            command_text(&options(
+                "rootcause",
+                json!([named("id", "INC-2"), named("category", "configuration")])
+            )),
+            "rootcause INC-2 configuration"
+        );
+    }
+
+    #[test]
+    fn long_answers_are_split_between_lines_within_discord_limits() {
+        assert_eq!(content_parts("short"), ["short"]);
+        assert_eq!(content_parts(""), [""]);
+        // 3 × 1000-character lines: two messages, no line split.
+        let line = |c: char| c.to_string().repeat(999);
+        let text = [line('a'), line('b'), line('c')].join("\n");
+        let parts = content_parts(&text);
+        assert_eq!(
+            parts.len(),
+            2,
+            "{:?}",
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(parts[0], [line('a'), line('b')].join("\n"));
+        assert_eq!(parts[1], line('c'));
+        assert_eq!(parts.join("\n"), text, "nothing lost, nothing added");
+        // Far too long: at most ANSWER_PARTS_MAX messages, the last says it was cut.
+        let huge: String = (0..400)
+            .map(|i| format!("line {i:03} {}\n", "x".repeat(80)))
+            .collect();
+        let parts = content_parts(&huge);
+        assert_eq!(parts.len(), ANSWER_PARTS_MAX);
+        assert!(parts.iter().all(|p| p.chars().count() <= CONTENT_MAX));
+        assert!(parts
+            .last()
+            .unwrap()
+            .ends_with("longer than Discord shows in one answer)"));
+        assert!(parts[0].starts_with("line 000 "));
+        // One line longer than a message is cut, not sent over the limit.
+        let parts = content_parts(&"y".repeat(5000));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].chars().count(), CONTENT_MAX);
     }
 
     #[test]
@@ -431,6 +622,8 @@ mod tests {
             assert!(s["description"].as_str().unwrap().chars().count() <= 100);
         }
         assert!(read_only("list") && read_only("status") && !read_only("ack"));
+        assert!(read_only("report") && read_only("timeline") && read_only("stats"));
+        assert!(!read_only("followup") && !read_only("rootcause") && !read_only("assign"));
     }
 
     #[test]
