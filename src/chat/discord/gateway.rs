@@ -307,6 +307,10 @@ pub fn content_parts(text: &str) -> Vec<String> {
         current = last;
     }
     parts.push(current);
+    // Discord refuses empty messages: a part of blank lines only (at a split) is not sent.
+    if parts.len() > 1 {
+        parts.retain(|p| !p.trim().is_empty());
+    }
     parts
 }
 
@@ -604,6 +608,10 @@ mod tests {
             .unwrap()
             .ends_with("longer than Discord shows in one answer)"));
         assert!(parts[0].starts_with("line 000 "));
+        // A split just before trailing blank lines sends no empty message.
+        let text = format!("{}\n{}\n\n\n", line('a'), line('b'));
+        let parts = content_parts(&text);
+        assert_eq!(parts, [format!("{}\n{}\n", line('a'), line('b'))]);
         // One line longer than a message is cut, not sent over the limit.
         let parts = content_parts(&"y".repeat(5000));
         assert_eq!(parts.len(), 1);
