@@ -748,6 +748,14 @@ incident_channel = "{}"
                 == 40
         })
         .await;
+    // `/incident report` answers privately with far more than Slack's recommended 4 000
+    // characters (the fake checks Slack's 40 000), follow-ups in the order they were added.
+    let answer = slack.command("UAPPROVER", "report INC-1").await;
+    assert_eq!(answer["response_type"], "ephemeral");
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.chars().count() > 30_000, "{} characters", text.len());
+    let at = |item: &str| text.find(item).unwrap_or_else(|| panic!("{item} missing"));
+    assert!(at("item 00") < at("item 20") && at("item 20") < at("item 30"));
     // Slack stores the next two posts (the report's first parts) but the answers are lost.
     slack.lose_answers(2);
     slack

@@ -908,7 +908,14 @@ impl FakeSlack {
         })
         .await;
         let e = self.envelopes().into_iter().find(|e| e.id == id).unwrap();
-        e.ack.unwrap()["payload"].clone()
+        let payload = e.ack.unwrap()["payload"].clone();
+        // Slack shows at most 40 000 characters of a message's text.
+        let chars = payload["text"].as_str().map_or(0, |t| t.chars().count());
+        assert!(
+            chars <= 40_000,
+            "the command's answer has {chars} characters"
+        );
+        payload
     }
 
     /// `/incident <text>` as a signed HTTP request to the app; returns (status, JSON body).

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use super::client::SlackApi;
-use super::render::{escape, MAX_TEXT};
+use super::render::{escape, MAX_ANSWER_TEXT, MAX_TEXT};
 use crate::domain::alert::Platform;
 use crate::domain::card::truncate_chars;
 use crate::domain::policy::Actor;
@@ -283,7 +283,10 @@ impl Inbound {
         match reply {
             Some(r) => json!({
                 "response_type": if r.ephemeral { "ephemeral" } else { "in_channel" },
-                "text": truncate_chars(&escape(&r.text), MAX_TEXT),
+                "text": truncate_chars(
+                    &escape(&r.text),
+                    if r.ephemeral { MAX_ANSWER_TEXT } else { MAX_TEXT }
+                ),
             }),
             None => json!({ "response_type": "ephemeral", "text": "Done." }),
         }

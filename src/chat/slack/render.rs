@@ -27,6 +27,10 @@ pub const MAX_ACTION_ID: usize = 255;
 pub const MAX_BLOCK_ID: usize = 255;
 /// Longest message `text` we send (Slack truncates at 40 000, but recommends 4 000).
 pub const MAX_TEXT: usize = 4000;
+/// Longest private answer to `/incident` (a report, a timeline): Slack's own limit, past its
+/// 4 000 recommendation, because a report cut at 4 000 would lose most of it; Slack folds long
+/// messages behind "Show more".
+pub const MAX_ANSWER_TEXT: usize = 40_000;
 
 /// The `block_id` of a card's header: how the bot finds its own card in a thread again.
 pub fn card_block_id(card: &IncidentCard) -> String {
