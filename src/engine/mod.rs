@@ -206,7 +206,7 @@ pub fn handle(
                 mentions: vec![],
                 text: format!("▶️ Running `{action}`: `{preview}`"),
             }));
-            push_card(&mut inc, cfg, ctx, &mut d);
+            push_card(&mut inc, ctx, &mut d);
             d.incident = Some(inc);
             Ok(d)
         }
@@ -261,7 +261,7 @@ pub fn handle(
                     "⚠️ `{action}` was running when incidentd stopped. Its outcome is unknown and it will not be re-run automatically: check the system, then resolve or escalate."
                 ),
             }));
-            push_card(&mut inc, cfg, ctx, &mut d);
+            push_card(&mut inc, ctx, &mut d);
             d.incident = Some(inc);
             Ok(d)
         }
@@ -397,7 +397,7 @@ fn on_execution_finished(
         d.effects
             .push(note(format!("✅ `{action}` succeeded: {summary}")));
     }
-    push_card(&mut inc, cfg, ctx, &mut d);
+    push_card(&mut inc, ctx, &mut d);
     d.incident = Some(inc);
     d
 }
@@ -438,7 +438,7 @@ fn verification_done(
         ) {
             d.events.push(ev);
         }
-        push_card(inc, cfg, ctx, d);
+        push_card(inc, ctx, d);
         return;
     }
     d.effects
@@ -473,7 +473,7 @@ fn verification_done(
             d.events.push(ev);
         }
         approve_fully(inc, &rb, &system, ctx, d);
-        push_card(inc, cfg, ctx, d);
+        push_card(inc, ctx, d);
     } else {
         let reason = format!("`{action}` did not verify; rollback `{rb}` needs approval");
         escalate(inc, &system, reason, cfg, ctx, d);
@@ -603,12 +603,8 @@ fn on_alert(
             });
             start_auto_actions(&mut inc, cfg, ctx, &mut d);
             arm_deadlines(&inc, cfg, ctx, &mut d);
-            d.effects.insert(
-                0,
-                Effect::Chat(ChatBody::PostCard {
-                    card: card(&inc, cfg),
-                }),
-            );
+            d.effects
+                .insert(0, Effect::Chat(ChatBody::RenderCard { post: true }));
             d.created = true;
             d.incident = Some(inc);
         }
@@ -622,7 +618,7 @@ fn on_alert(
                     actor: system,
                     kind: EventKind::AlertRefired,
                 });
-                push_card(&mut inc, cfg, ctx, &mut d);
+                push_card(&mut inc, ctx, &mut d);
             } else {
                 coalesce_card(&mut inc, cfg, ctx, &mut d);
             }
@@ -679,7 +675,7 @@ fn on_alert(
                         ),
                     }));
                 }
-                push_card(&mut inc, cfg, ctx, &mut d);
+                push_card(&mut inc, ctx, &mut d);
             }
             d.incident = Some(inc);
         }
@@ -786,15 +782,14 @@ fn approve_fully(inc: &mut Incident, action: &str, by: &Actor, ctx: Ctx<'_>, d: 
 }
 
 /// Sends the card edit now, clearing any held-back edit.
-fn push_card(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
+fn push_card(inc: &mut Incident, ctx: Ctx<'_>, d: &mut Decision) {
     inc.card_sent_at = Some(ctx.now);
     if inc.card_dirty {
         inc.card_dirty = false;
         d.effects.push(Effect::DisarmTimer(TimerKind::CardFlush));
     }
-    d.effects.push(Effect::Chat(ChatBody::UpdateCard {
-        card: card(inc, cfg),
-    }));
+    d.effects
+        .push(Effect::Chat(ChatBody::RenderCard { post: false }));
 }
 
 /// Repeats: at most one card edit per coalescing window; the rest wait for the flush timer.
@@ -802,7 +797,7 @@ fn coalesce_card(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decisio
     let window = Duration::seconds(cfg.engine.card_coalesce_seconds as i64);
     let due = inc.card_sent_at.map_or(ctx.now, |t| t + window);
     if due <= ctx.now {
-        push_card(inc, cfg, ctx, d);
+        push_card(inc, ctx, d);
     } else if !inc.card_dirty {
         inc.card_dirty = true;
         d.effects.push(Effect::ArmTimer(Timer {
@@ -825,9 +820,8 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx<'_>) ->
             if inc.card_dirty {
                 inc.card_dirty = false;
                 inc.card_sent_at = Some(ctx.now);
-                d.effects.push(Effect::Chat(ChatBody::UpdateCard {
-                    card: card(&inc, cfg),
-                }));
+                d.effects
+                    .push(Effect::Chat(ChatBody::RenderCard { post: false }));
             }
         }
         TimerKind::AckDeadline => {
@@ -925,7 +919,7 @@ fn escalate(
             key: format!("{}:{PAGER_ACTION}", inc.id),
         });
     }
-    push_card(inc, cfg, ctx, d);
+    push_card(inc, ctx, d);
 }
 
 /// The action id of the configured pager (`[escalation.pager]`).
@@ -1171,7 +1165,7 @@ fn on_command(
             }));
         }
     }
-    push_card(&mut inc, cfg, ctx, &mut d);
+    push_card(&mut inc, ctx, &mut d);
     d.incident = Some(inc);
     Ok(d)
 }

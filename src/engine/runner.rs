@@ -834,12 +834,8 @@ impl Batch<'_> {
         for effect in d.effects {
             match effect {
                 Effect::Chat(body) => {
-                    // Cards are stored as "render at delivery" (see `ChatBody::RenderCard`).
-                    let body = match body {
-                        ChatBody::PostCard { .. } => ChatBody::RenderCard { post: true },
-                        ChatBody::UpdateCard { .. } => ChatBody::RenderCard { post: false },
-                        other => other,
-                    };
+                    // Cards come as "render at delivery" (`ChatBody::RenderCard`): the outbox
+                    // builds them from the incident when they leave.
                     for sink in self.sinks {
                         self.w.outbox.push(OutboxEntry {
                             seq: self.store.next_seq()?,

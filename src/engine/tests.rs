@@ -114,6 +114,15 @@ fn open(title: &str, sev: &str) -> Incident {
     d.incident.unwrap()
 }
 
+/// The card a decision queues (post or edit), as the outbox will build it from the incident.
+fn queued_card(d: &Decision, cfg: &Config) -> Option<(bool, IncidentCard)> {
+    let post = chats(d).into_iter().find_map(|b| match b {
+        ChatBody::RenderCard { post } => Some(*post),
+        _ => None,
+    })?;
+    Some((post, card(d.incident.as_ref()?, cfg)))
+}
+
 fn chats(d: &Decision) -> Vec<&ChatBody> {
     d.effects
         .iter()
@@ -171,10 +180,8 @@ fn a_new_firing_alert_opens_a_triaged_incident_with_its_card() {
         }
     ));
     let bodies = chats(&d);
-    assert_eq!(bodies.len(), 1);
-    let ChatBody::PostCard { card } = bodies[0] else {
-        panic!("expected a card, got {bodies:?}")
-    };
+    assert_eq!(bodies, [&ChatBody::RenderCard { post: true }]);
+    let (_, card) = queued_card(&d, &cfg()).unwrap();
     assert_eq!(card.incident, IncidentId(1));
     assert_eq!(card.kind_name, "Tool/API failure");
     assert_eq!(card.targets.repair_seconds, 900);
@@ -258,8 +265,8 @@ fn repeats_coalesce_card_edits_within_the_window() {
         ctx(5),
     )
     .unwrap();
-    let bodies = chats(&d);
-    assert!(matches!(bodies[..], [ChatBody::UpdateCard { card }] if card.alert_count == 3));
+    assert_eq!(chats(&d), [&ChatBody::RenderCard { post: false }]);
+    assert!(matches!(queued_card(&d, &cfg), Some((false, card)) if card.alert_count == 3));
     let inc = d.incident.unwrap();
     assert!(!inc.card_dirty);
     // A stale timer does nothing.
@@ -277,7 +284,8 @@ fn repeats_coalesce_card_edits_within_the_window() {
     assert!(d.effects.is_empty());
     // Past the window: edited at once.
     let d = handle(Some(inc), firing(), &cfg, ctx(20)).unwrap();
-    assert!(matches!(chats(&d)[..], [ChatBody::UpdateCard { card }] if card.alert_count == 4));
+    assert_eq!(chats(&d), [&ChatBody::RenderCard { post: false }]);
+    assert!(matches!(queued_card(&d, &cfg), Some((false, card)) if card.alert_count == 4));
 }
 
 #[test]
@@ -343,7 +351,7 @@ fn resolved_alerts() {
             ..
         }]
     ));
-    assert!(matches!(chats(&d)[..], [ChatBody::UpdateCard { .. }]));
+    assert_eq!(chats(&d), [&ChatBody::RenderCard { post: false }]);
 }
 
 #[test]
@@ -370,9 +378,9 @@ fn acknowledge_once_and_only_by_a_responder() {
     assert!(chats(&d).iter().any(
         |b| matches!(b, ChatBody::Note { text, .. } if text.contains("Acknowledged by slack:U1"))
     ));
-    assert!(chats(&d)
-        .iter()
-        .any(|b| matches!(b, ChatBody::UpdateCard { card } if card.acknowledged_by.is_some())));
+    assert!(
+        matches!(queued_card(&d, &cfg()), Some((false, card)) if card.acknowledged_by.is_some())
+    );
     let e = cmd(&acked, "U1", Command::Ack(inc.id), 11).unwrap_err();
     assert_eq!(e.0, "INC-1 is already acknowledged by slack:U1");
 }
@@ -824,8 +832,8 @@ fn recurrence_counts_resolutions_within_the_window_only() {
     let r = d.incident.clone().unwrap().recurrence.unwrap();
     assert_eq!((r.previous, r.last, r.window_days), (2, IncidentId(3), 30));
     assert_eq!(r.last_fixed_by.as_deref(), Some("`fix3`"));
-    let ChatBody::PostCard { card } = chats(&d)[0] else {
-        panic!()
+    let (true, card) = queued_card(&d, &cfg()).unwrap() else {
+        panic!("a new incident posts its card")
     };
     assert_eq!(
         card.recurrence.as_deref(),
