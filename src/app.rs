@@ -224,8 +224,6 @@ pub async fn run(
     for x in &recovery.interrupted {
         warn!(incident = %x.incident, action = %x.action, "An execution was running when the process stopped; it is marked interrupted and will not be re-run automatically.");
     }
-    let s = store.clone();
-    let timers = tokio::task::spawn_blocking(move || s.timers()).await??;
     let queued: Vec<String> = recovery.queued.iter().map(|x| x.key.clone()).collect();
 
     let mut ports: Vec<Arc<dyn ChatPort>> = deps.surfaces.iter().map(|s| s.port()).collect();
@@ -254,7 +252,7 @@ pub async fn run(
     workers.push(tokio::spawn(run_timers(
         engine.clone(),
         deps.clock.clone(),
-        timers,
+        notes.armed,
         notes.timers,
         stop_rx.clone(),
     )));

@@ -61,13 +61,14 @@ pub struct ThreadRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatBody {
-    /// Start the incident's thread with its card.
+    /// A card post with the card itself, as versions before `RenderCard` stored it: still read
+    /// (and delivered as stored) from an older outbox; the engine no longer writes it.
     PostCard { card: IncidentCard },
-    /// Edit the card in place.
+    /// A card edit with the card itself; like `PostCard`, only read from an older outbox.
     UpdateCard { card: IncidentCard },
-    /// How the outbox stores a card post (`post`) or edit: the card is built from the incident
-    /// as it is when the message leaves, so it is never stale after an outage and is not stored
-    /// twice. The outbox turns it into a [`Delivery`] card; ports never see it.
+    /// A card post (`post`) or edit, as the engine queues it: the card is built from the
+    /// incident as it is when the message leaves, so it is never stale after an outage and is
+    /// not stored twice. The outbox turns it into a [`Delivery`] card; ports never see it.
     RenderCard { post: bool },
     /// A reply in the incident's thread. `mentions` are people or groups to notify, written
     /// like policy entries (`slack:U123`, `slack-group:S1`, `discord:42`, `discord-role:7`,
@@ -335,7 +336,6 @@ pub trait Executor: Send + Sync {
 /// Durable state. Synchronous: callers run it on a blocking thread.
 pub trait Store: Send + Sync {
     fn get_incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError>;
-    fn open_incident_for(&self, fingerprint: &str) -> Result<Option<IncidentId>, StoreError>;
     /// Newest first.
     fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError>;
     fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEvent>, StoreError>;

@@ -38,9 +38,6 @@ impl Store for GatedStore {
     fn get_incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
         self.inner.get_incident(id)
     }
-    fn open_incident_for(&self, fp: &str) -> Result<Option<IncidentId>, StoreError> {
-        self.inner.open_incident_for(fp)
-    }
     fn list_incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
         self.inner.list_incidents(f)
     }

@@ -18,17 +18,7 @@ use super::severity::Severity;
 /// Suggests a root cause from the alert's words and the incident kind: rate limits and
 /// unavailable dependencies → external dependency; OOM/CPU/disk → resource limits;
 /// config/env/permission → configuration; model/format/safety → model defect.
-pub fn suggest_root_cause(inc: &Incident, classifier: &Classifier) -> RootCause {
-    suggest_from(
-        &inc.title,
-        inc.labels.values().chain(inc.annotations.values()),
-        inc.description.as_deref(),
-        &inc.kind,
-        classifier,
-    )
-}
-
-/// The same suggestion for an incident not opened yet: its alert and the triaged kind.
+/// Computed for the alert that opens an incident, with the kind it was triaged as.
 pub fn suggest_root_cause_for_alert(
     alert: &crate::domain::alert::Alert,
     kind: &str,
@@ -604,6 +594,17 @@ mod tests {
     use crate::domain::incident::tests_support::incident;
     use crate::domain::incident::{ActionState, FollowUp, RootCauseInfo};
     use crate::domain::policy::Actor;
+
+    /// The suggestion for what an incident carries of its alert (the same words the alert had).
+    fn suggest_root_cause(inc: &Incident, classifier: &Classifier) -> RootCause {
+        suggest_from(
+            &inc.title,
+            inc.labels.values().chain(inc.annotations.values()),
+            inc.description.as_deref(),
+            &inc.kind,
+            classifier,
+        )
+    }
     use crate::domain::severity::Severity;
     use chrono::Utc;
 

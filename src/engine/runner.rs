@@ -71,6 +71,9 @@ pub struct Notifications {
     /// The durable watermark: every outbox entry with `seq` at or below it is durable and may
     /// be delivered; entries above it are committed but not yet synced.
     pub outbox: watch::Receiver<u64>,
+    /// The timers armed when the engine started (read from the store once, for the writer and
+    /// for whoever runs them).
+    pub armed: Vec<Timer>,
     /// Timers armed by committed decisions.
     pub timers: mpsc::UnboundedReceiver<Timer>,
     /// Keys of executions queued by committed decisions.
@@ -101,9 +104,10 @@ impl Engine {
             store.open_fingerprints()?.into_iter().collect(),
         ));
         let with_history = store.history_fingerprints()?.into_iter().collect();
+        let stored_timers = store.timers()?;
         let mut armed: HashMap<IncidentId, Vec<Timer>> = HashMap::new();
-        for t in store.timers()? {
-            armed.entry(t.incident).or_default().push(t);
+        for t in &stored_timers {
+            armed.entry(t.incident).or_default().push(*t);
         }
         // Everything stored so far is durable; new entries get higher sequence numbers.
         let durable = store.next_seq()?;
@@ -161,6 +165,7 @@ impl Engine {
             },
             Notifications {
                 outbox: outbox_rx,
+                armed: stored_timers,
                 timers: timer_rx,
                 executions: exec_rx,
             },

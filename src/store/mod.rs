@@ -345,15 +345,6 @@ impl Store for SledStore {
             .transpose()
     }
 
-    fn open_incident_for(&self, fingerprint: &str) -> Result<Option<IncidentId>, StoreError> {
-        Ok(self
-            .fingerprints
-            .get(fingerprint)
-            .map_err(storage)?
-            .and_then(|v| be_u64(&v))
-            .map(IncidentId))
-    }
-
     fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
         let limit = if filter.limit == 0 {
             usize::MAX
