@@ -810,7 +810,12 @@ async fn long_reports_stay_within_discord_limits_and_lost_answers_do_not_double_
         .iter()
         .map(|r| r.body["content"].as_str().unwrap().to_string())
         .collect();
-    assert!(text.contains("INC-1") && text.contains("item 00"), "{text}");
+    // The follow-ups were added concurrently, so which ones fit before the cut varies.
+    assert!(
+        text.contains("# Post-incident report: INC-1") && text.contains("## Follow-ups"),
+        "{text}"
+    );
+    assert!(text.contains("item ") && text.contains("@owner"), "{text}");
 
     // Resolution, once the forty notes are out: Discord stores the next two created messages
     // (the resolution's first messages) but loses the answers.
