@@ -4,7 +4,10 @@
 //! whose head entry is backing off holds back only its own later entries. A 429 pauses the whole
 //! sink for `Retry-After`; network errors and 5xx back off exponentially with jitter; an entry
 //! is deleted only after the platform accepted it. A card edit that a later edit of the same
-//! incident supersedes is dropped instead of sent (after an outage, one edit rather than fifty).
+//! incident supersedes is dropped instead of sent (after an outage, one edit rather than fifty),
+//! and so is an edit queued before its card was posted: the card is built when it is sent, so it
+//! already shows the change (in an alert storm under a platform's rate limit, every new incident
+//! with a repeat would otherwise cost two calls).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -157,6 +160,11 @@ pub async fn run_outbox(
         let mut held: HashSet<IncidentId> = HashSet::new();
         // The last card edit queued per incident: earlier ones are superseded.
         let mut last_update: HashMap<IncidentId, u64> = HashMap::new();
+        // Incidents whose card was posted in this round. The card was built at delivery from
+        // the incident as stored then, which includes every change of this round's entries
+        // (read before it, and committed with their incident): their later edits are
+        // superseded too. Cards stored in the entry (older outboxes) do not count.
+        let mut posted: HashSet<IncidentId> = HashSet::new();
         for e in &entries {
             if is_card_edit(&e.body) {
                 last_update.insert(e.incident, e.seq);
@@ -178,8 +186,9 @@ pub async fn run_outbox(
                     continue;
                 }
             }
-            let superseded =
-                is_card_edit(&entry.body) && last_update.get(&entry.incident) != Some(&entry.seq);
+            let superseded = is_card_edit(&entry.body)
+                && (last_update.get(&entry.incident) != Some(&entry.seq)
+                    || posted.contains(&entry.incident));
             let result = if superseded {
                 Ok(Default::default())
             } else {
@@ -248,6 +257,9 @@ pub async fn run_outbox(
                         held.insert(entry.incident);
                         wake_at = Some(Instant::now() + Duration::from_secs(1));
                         continue;
+                    }
+                    if matches!(entry.body, ChatBody::RenderCard { post: true }) {
+                        posted.insert(entry.incident);
                     }
                     unsynced.note();
                     unsynced.sync(&store, &sink, false).await;
