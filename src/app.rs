@@ -214,16 +214,6 @@ pub async fn run(
     let recovery = tokio::task::spawn_blocking(move || s.recover(now))
         .await?
         .context("recovering the store")?;
-    info!(
-        incidents = recovery.incidents,
-        outbox = recovery.outbox_pending,
-        timers = recovery.timers,
-        interrupted = recovery.interrupted.len(),
-        "Store opened."
-    );
-    for x in &recovery.interrupted {
-        warn!(incident = %x.incident, action = %x.action, "An execution was running when the process stopped; it is marked interrupted and will not be re-run automatically.");
-    }
     let queued: Vec<String> = recovery.queued.iter().map(|x| x.key.clone()).collect();
 
     let mut ports: Vec<Arc<dyn ChatPort>> = deps.surfaces.iter().map(|s| s.port()).collect();
@@ -237,6 +227,17 @@ pub async fn run(
         sink_names,
         metrics,
     )?;
+    // The timers are the ones the engine read (once) to re-arm them.
+    info!(
+        incidents = recovery.incidents,
+        outbox = recovery.outbox_pending,
+        timers = notes.armed.len(),
+        interrupted = recovery.interrupted.len(),
+        "Store opened."
+    );
+    for x in &recovery.interrupted {
+        warn!(incident = %x.incident, action = %x.action, "An execution was running when the process stopped; it is marked interrupted and will not be re-run automatically.");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     for port in ports {

@@ -302,7 +302,6 @@ pub enum StoreError {
 pub struct Recovery {
     pub incidents: usize,
     pub outbox_pending: usize,
-    pub timers: usize,
     pub interrupted: Vec<Execution>,
     /// Approved but never launched: safe to dispatch again.
     pub queued: Vec<Execution>,

@@ -620,7 +620,6 @@ impl Store for SledStore {
             // Ids are given out in order and incidents are never deleted: no scan needed.
             incidents: self.next_incident_id()?.saturating_sub(1) as usize,
             outbox_pending: self.outbox_len(),
-            timers: self.timers()?.len(),
             interrupted,
             queued,
         })
