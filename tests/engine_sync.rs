@@ -112,6 +112,12 @@ impl Store for GatedStore {
     fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError> {
         self.inner.recover(now)
     }
+    fn fold(&self, max: usize) -> Result<usize, StoreError> {
+        self.inner.fold(max)
+    }
+    fn unfolded(&self) -> usize {
+        self.inner.unfolded()
+    }
 }
 
 fn alert(name: &str) -> Alert {
@@ -296,4 +302,40 @@ async fn armed_timers_are_stored_per_incident_and_a_fired_one_is_gone_after_a_re
     assert!(!after.contains(&(1, TimerKind::AckDeadline)), "{after:?}");
     assert!(after.contains(&(2, TimerKind::AckDeadline)), "{after:?}");
     assert!(after.contains(&(1, TimerKind::RepairDeadline)), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_folds_fingerprint_and_timer_deltas_when_idle_and_a_restart_sees_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_before;
+    {
+        let store = setup(dir.path());
+        store.set_open(true);
+        let (engine, _notes, writer) = Engine::start(
+            store.clone(),
+            Arc::new(Config::builtin()),
+            Arc::new(SystemClock),
+            vec!["console".into()],
+        )
+        .unwrap();
+        let alerts = ["One", "Two", "Three"].map(|n| Input::Alert(alert(n)));
+        engine.submit(alerts.to_vec()).await.unwrap();
+        // Each new incident changed a fingerprint and its timers; with nothing more to do, the
+        // writer moves them out of the commit's delta into their per-key form.
+        until("the writer to fold", || store.unfolded() == 0).await;
+        open_before = store.open_fingerprints().unwrap();
+        assert_eq!(open_before.len(), 3);
+        drop(engine);
+        tokio::task::spawn_blocking(move || writer.join().unwrap())
+            .await
+            .unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.unfolded(), 0);
+    assert_eq!(store.open_fingerprints().unwrap(), open_before);
+    assert_eq!(
+        store.timers().unwrap().len(),
+        6,
+        "two deadlines per incident"
+    );
 }

@@ -32,6 +32,14 @@ use crate::telemetry::metrics::Metrics;
 
 /// The most inputs one group commit takes (bounds latency and transaction size).
 const MAX_BATCH_INPUTS: usize = 8192;
+/// Fingerprint and timer changes folded per step when the writer is idle (a step of 512 is a
+/// few milliseconds: the longest a new submission waits for one).
+const FOLD_STEP: usize = 512;
+/// How long without work before the writer starts folding.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(20);
+/// Beyond this many unfolded changes the writer also folds after each commit (bounds what
+/// start-up replays: about a second's work at this size).
+const MAX_UNFOLDED: usize = 1_000_000;
 /// Queue depth before submitters wait (backpressure instead of unbounded memory).
 const QUEUE_DEPTH: usize = 1024;
 
@@ -270,7 +278,43 @@ struct Committed {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
+        // The store's fingerprint and timer deltas are folded once no work came for `QUIET`
+        // (not in the short gaps of a storm, where it would only delay the next batch), a small
+        // step at a time, for as long as no work comes: new work waits at most one step.
+        let timed = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("the writer's timer");
+        let mut quiet = false;
+        // Cleared when a fold step fails (the deltas are then kept and read as they are).
+        let mut folding = true;
+        loop {
+            let first = match rx.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) if !folding || self.store.unfolded() == 0 => {
+                    match rx.blocking_recv() {
+                        Some(job) => job,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) if quiet => {
+                    quiet = self.fold(FOLD_STEP) > 0;
+                    folding = quiet || self.store.unfolded() == 0;
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match timed.block_on(async { tokio::time::timeout(QUIET, rx.recv()).await }) {
+                        Ok(Some(job)) => job,
+                        Ok(None) => break,
+                        Err(_) => {
+                            quiet = true;
+                            continue;
+                        }
+                    }
+                }
+            };
+            quiet = false;
             let mut jobs = vec![first];
             let mut n = jobs[0].inputs.len();
             while n < MAX_BATCH_INPUTS {
@@ -283,8 +327,29 @@ impl Writer {
                 }
             }
             self.commit_batch(jobs);
+            // A storm that never pauses folds what goes beyond the bound after each commit (it
+            // then costs what per-key writes cost), so what start-up replays stays bounded.
+            let unfolded = self.store.unfolded();
+            if folding && unfolded > MAX_UNFOLDED {
+                folding = self.fold((unfolded - MAX_UNFOLDED).max(FOLD_STEP)) > 0;
+            }
         }
         debug!("Writer stopped: all submitters gone.");
+    }
+
+    /// One fold step; returns the changes moved (a failure is logged and counts as none: the
+    /// deltas stay and are read as they are).
+    fn fold(&self, max: usize) -> usize {
+        if self.failed.load(Ordering::SeqCst) {
+            return 0;
+        }
+        match self.store.fold(max) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "Cannot fold the store's deltas; they are kept and read as they are.");
+                0
+            }
+        }
     }
 
     fn commit_batch(&mut self, jobs: Vec<Job>) {

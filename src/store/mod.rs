@@ -8,13 +8,23 @@
 //! Keys are big-endian integers so sled's byte order is numeric order: incidents iterate by id,
 //! timeline events by (incident, seq), outbox entries by (sink, seq).
 //!
-//! Schema 1 (one tree per kind of record) is migrated to schema 2 on open.
+//! Open fingerprints and armed timers are read only when the store is opened: the writer keeps
+//! both in memory. So a group commit does not write them one key each (two of the five keys a
+//! new incident would cost, each a sled insert with its share of leaf splits), but all of its
+//! changes as one *delta* record, in the order made. The writer folds deltas into the per-key
+//! spaces when it has nothing else to do ([`Store::fold`]); reading them replays the deltas
+//! left over the per-key state. An alert storm thus pays for three keys per new incident and the
+//! quiet after it for the other two.
+//!
+//! Schema 1 (one tree per kind of record) is migrated on open; schema 2 (no deltas) needs no
+//! change, only the version (which keeps an older build from reading a store with deltas).
 
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sled::{Batch, IVec, Tree};
@@ -26,7 +36,31 @@ use crate::ports::{
 };
 
 /// Bumped when the on-disk layout changes incompatibly.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
+
+/// One group commit's changes of open fingerprints and armed timers, in the order made.
+#[derive(Default, Serialize, Deserialize)]
+struct Delta {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    f: Vec<(String, Option<IncidentId>)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    t: Vec<(IncidentId, Vec<Timer>)>,
+}
+
+/// What a commit writes as its delta (borrowed from the write set).
+#[derive(Serialize)]
+struct DeltaRef<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    f: &'a [(String, Option<IncidentId>)],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    t: &'a [(IncidentId, Vec<Timer>)],
+}
+
+impl Delta {
+    fn len(&self) -> usize {
+        self.f.len() + self.t.len()
+    }
+}
 
 /// One kind of record inside the `state` tree: its keys start with `tag`. Keys given to and
 /// returned by these methods are without the tag.
@@ -105,6 +139,12 @@ pub struct SledStore {
     history: Space,
     /// Counters (`next_id`).
     counters: Space,
+    /// Fingerprint and timer changes not folded yet, one record per group commit.
+    deltas: Space,
+    /// The next delta's key.
+    next_delta: std::sync::atomic::AtomicU64,
+    /// Changes in the delta records.
+    unfolded: AtomicUsize,
     state: Tree,
     dead: Tree,
     threads: Tree,
@@ -245,6 +285,9 @@ impl SledStore {
             timers: space(b't'),
             history: space(b'h'),
             counters: space(b'm'),
+            deltas: space(b'd'),
+            next_delta: std::sync::atomic::AtomicU64::new(0),
+            unfolded: AtomicUsize::new(0),
             state,
             dead: tree("outbox_dead")?,
             threads: tree("threads")?,
@@ -261,6 +304,8 @@ impl SledStore {
             }
             Some(v) if be_u64(&v) == Some(SCHEMA_VERSION) => {}
             Some(v) if be_u64(&v) == Some(1) => s.migrate_from_1()?,
+            // Schema 2 is schema 3 without deltas.
+            Some(v) if be_u64(&v) == Some(2) => s.set_schema_version()?,
             Some(v) => {
                 return Err(StoreError::Storage(format!(
                     "{} has schema version {:?}; this build reads version {SCHEMA_VERSION}",
@@ -276,7 +321,27 @@ impl SledStore {
             }
         }
         s.outbox_len.store(s.outbox.count(), Ordering::SeqCst);
+        let mut unfolded = 0;
+        for kv in s.deltas.iter() {
+            let (k, v) = kv.map_err(storage)?;
+            unfolded += dec::<Delta>("deltas", &v)?.len();
+            if let Some(seq) = be_u64(&k) {
+                s.next_delta.store(seq + 1, Ordering::SeqCst);
+            }
+        }
+        s.unfolded.store(unfolded, Ordering::SeqCst);
         Ok(s)
+    }
+
+    /// The delta records in commit order.
+    fn deltas(&self) -> Result<Vec<Delta>, StoreError> {
+        self.deltas
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv.map_err(storage)?;
+                dec("deltas", &v)
+            })
+            .collect()
     }
 
     fn set_schema_version(&self) -> Result<(), StoreError> {
@@ -399,24 +464,20 @@ impl Store for SledStore {
             self.events
                 .batch_insert(&mut b, event_key(*id, *seq), enc(ev));
         }
-        for (fp, id) in &w.fingerprints {
-            match id {
-                Some(id) => self.fingerprints.batch_insert(&mut b, fp, &id_key(*id)),
-                None => self.fingerprints.batch_remove(&mut b, fp),
-            }
-        }
         for e in &w.outbox {
             self.outbox
                 .batch_insert(&mut b, outbox_key(&e.sink, e.seq), enc(e));
         }
-        // One record per incident with all its armed timers (one write for a new incident's
-        // deadlines, not one per deadline).
-        for (id, timers) in &w.timers {
-            if timers.is_empty() {
-                self.timers.batch_remove(&mut b, id_key(*id));
-            } else {
-                self.timers.batch_insert(&mut b, id_key(*id), enc(timers));
-            }
+        // Fingerprints and timers: one delta record for the whole commit (see the module doc).
+        // The timers are each incident's whole set: an empty one means none are armed.
+        if !w.fingerprints.is_empty() || !w.timers.is_empty() {
+            let seq = self.next_delta.fetch_add(1, Ordering::SeqCst);
+            let delta = DeltaRef {
+                f: &w.fingerprints,
+                t: &w.timers,
+            };
+            self.deltas
+                .batch_insert(&mut b, seq.to_be_bytes(), enc(&delta));
         }
         for x in &w.executions {
             self.executions
@@ -434,6 +495,8 @@ impl Store for SledStore {
         self.state.apply_batch(b).map_err(storage)?;
         // Outbox keys are fresh sequence numbers: each entry is a new key.
         self.outbox_len.fetch_add(w.outbox.len(), Ordering::SeqCst);
+        self.unfolded
+            .fetch_add(w.fingerprints.len() + w.timers.len(), Ordering::SeqCst);
         Ok(())
     }
 
@@ -523,30 +586,103 @@ impl Store for SledStore {
     }
 
     fn timers(&self) -> Result<Vec<Timer>, StoreError> {
-        let mut out = Vec::new();
+        let mut armed: BTreeMap<IncidentId, Vec<Timer>> = BTreeMap::new();
         for kv in self.timers.iter() {
-            let (_, v) = kv.map_err(storage)?;
-            out.extend(dec::<Vec<Timer>>("timers", &v)?);
+            let (k, v) = kv.map_err(storage)?;
+            let id = be_u64(&k)
+                .map(IncidentId)
+                .ok_or_else(|| StoreError::Codec {
+                    tree: "timers",
+                    message: "bad key".into(),
+                })?;
+            armed.insert(id, dec("timers", &v)?);
         }
-        Ok(out)
+        for d in self.deltas()? {
+            for (id, timers) in d.t {
+                if timers.is_empty() {
+                    armed.remove(&id);
+                } else {
+                    armed.insert(id, timers);
+                }
+            }
+        }
+        Ok(armed.into_values().flatten().collect())
     }
 
     fn open_fingerprints(&self) -> Result<Vec<(String, IncidentId)>, StoreError> {
-        self.fingerprints
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv.map_err(storage)?;
-                let fp = String::from_utf8(k.to_vec()).map_err(|e| StoreError::Codec {
-                    tree: "fingerprints",
-                    message: e.to_string(),
-                })?;
-                let id = be_u64(&v).ok_or_else(|| StoreError::Codec {
-                    tree: "fingerprints",
-                    message: format!("bad incident id for {fp}"),
-                })?;
-                Ok((fp, IncidentId(id)))
-            })
-            .collect()
+        let mut open: BTreeMap<String, IncidentId> = BTreeMap::new();
+        for kv in self.fingerprints.iter() {
+            let (k, v) = kv.map_err(storage)?;
+            let fp = String::from_utf8(k.to_vec()).map_err(|e| StoreError::Codec {
+                tree: "fingerprints",
+                message: e.to_string(),
+            })?;
+            let id = be_u64(&v).ok_or_else(|| StoreError::Codec {
+                tree: "fingerprints",
+                message: format!("bad incident id for {fp}"),
+            })?;
+            open.insert(fp, IncidentId(id));
+        }
+        for d in self.deltas()? {
+            for (fp, id) in d.f {
+                match id {
+                    Some(id) => open.insert(fp, id),
+                    None => open.remove(&fp),
+                };
+            }
+        }
+        Ok(open.into_iter().collect())
+    }
+
+    fn fold(&self, max: usize) -> Result<usize, StoreError> {
+        if self.unfolded.load(Ordering::SeqCst) == 0 {
+            return Ok(0);
+        }
+        // Oldest deltas first, each change in order, in one atomic batch with the deltas'
+        // removal (or, for one folded in part, its rewrite with what is left): after a crash
+        // either all of this step or none of it happened, and replaying the deltas left over
+        // the per-key state gives the same answer either way.
+        let budget = max.max(1);
+        let mut moved = 0;
+        let mut b = Batch::default();
+        for kv in self.deltas.iter() {
+            if moved >= budget {
+                break;
+            }
+            let (k, v) = kv.map_err(storage)?;
+            let mut d: Delta = dec("deltas", &v)?;
+            let take_f = d.f.len().min(budget - moved);
+            for (fp, id) in d.f.drain(..take_f) {
+                match id {
+                    Some(id) => self.fingerprints.batch_insert(&mut b, fp, &id_key(id)),
+                    None => self.fingerprints.batch_remove(&mut b, fp),
+                }
+            }
+            moved += take_f;
+            let take_t = d.t.len().min(budget - moved);
+            for (id, timers) in d.t.drain(..take_t) {
+                if timers.is_empty() {
+                    self.timers.batch_remove(&mut b, id_key(id));
+                } else {
+                    self.timers.batch_insert(&mut b, id_key(id), enc(&timers));
+                }
+            }
+            moved += take_t;
+            if d.len() == 0 {
+                self.deltas.batch_remove(&mut b, &k);
+            } else {
+                self.deltas.batch_insert(&mut b, &k, enc(&d));
+            }
+        }
+        if moved > 0 {
+            self.state.apply_batch(b).map_err(storage)?;
+            self.unfolded.fetch_sub(moved, Ordering::SeqCst);
+        }
+        Ok(moved)
+    }
+
+    fn unfolded(&self) -> usize {
+        self.unfolded.load(Ordering::SeqCst)
     }
 
     fn history_fingerprints(&self) -> Result<Vec<String>, StoreError> {

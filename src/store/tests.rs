@@ -382,3 +382,149 @@ fn a_held_lock_is_recognized_as_one_to_wait_for() {
     assert!(lock_held(&e), "{e:?}");
     assert!(!lock_held(&sled::Error::Unsupported("x".into())));
 }
+
+fn timer(id: u64, kind: TimerKind, secs: i64) -> Timer {
+    Timer {
+        incident: IncidentId(id),
+        kind,
+        at: chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
+    }
+}
+
+/// What start-up reads: the open fingerprints and the armed timers.
+fn startup_view(s: &SledStore) -> (Vec<(String, IncidentId)>, Vec<Timer>) {
+    (s.open_fingerprints().unwrap(), s.timers().unwrap())
+}
+
+#[test]
+fn fingerprint_and_timer_deltas_read_the_same_folded_or_not_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let ack = |id| timer(id, TimerKind::AckDeadline, id as i64);
+    let repair = |id| timer(id, TimerKind::RepairDeadline, 100 + id as i64);
+    let expected = (
+        vec![
+            ("fp1".to_string(), IncidentId(1)),
+            ("fp3".to_string(), IncidentId(3)),
+            ("fp4".to_string(), IncidentId(40)),
+        ],
+        vec![repair(1), ack(3), repair(3)],
+    );
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        // Three group commits; later changes of a key override earlier ones, also within one.
+        let commits = [
+            WriteSet {
+                fingerprints: vec![
+                    ("fp1".into(), Some(IncidentId(1))),
+                    ("fp2".into(), Some(IncidentId(2))),
+                ],
+                timers: vec![
+                    (IncidentId(1), vec![ack(1), repair(1)]),
+                    (IncidentId(2), vec![ack(2)]),
+                ],
+                ..Default::default()
+            },
+            WriteSet {
+                fingerprints: vec![
+                    ("fp3".into(), Some(IncidentId(3))),
+                    ("fp2".into(), None),
+                    ("fp4".into(), Some(IncidentId(4))),
+                    ("fp4".into(), Some(IncidentId(40))),
+                ],
+                timers: vec![
+                    (IncidentId(1), vec![repair(1)]),
+                    (IncidentId(2), vec![]),
+                    (IncidentId(3), vec![ack(3), repair(3)]),
+                ],
+                ..Default::default()
+            },
+            // A commit without fingerprint or timer changes writes no delta.
+            WriteSet {
+                incidents: vec![incident(1, "fp1")],
+                ..Default::default()
+            },
+        ];
+        for w in &commits {
+            s.commit(w).unwrap();
+        }
+        assert_eq!(s.unfolded(), 11);
+        assert_eq!(s.deltas.count(), 2);
+        assert_eq!(
+            s.fingerprints.count() + s.timers.count(),
+            0,
+            "nothing per key yet"
+        );
+        assert_eq!(startup_view(&s), expected);
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.unfolded(), 11, "counted again on open");
+    assert_eq!(startup_view(&s), expected);
+    // Folded in steps smaller than a delta: the answer holds after every step.
+    let mut steps = 0;
+    loop {
+        let moved = s.fold(2).unwrap();
+        if moved == 0 {
+            break;
+        }
+        assert!(moved <= 2);
+        steps += 1;
+        assert_eq!(startup_view(&s), expected, "after step {steps}");
+    }
+    assert_eq!(steps, 6, "4 changes then 7, two at a time");
+    assert_eq!(s.unfolded(), 0);
+    assert_eq!(s.deltas.count(), 0, "every delta folded and removed");
+    assert_eq!(s.fingerprints.count(), 3);
+    assert_eq!(s.timers.count(), 2, "incident 2's timers are gone");
+    s.flush().unwrap();
+    drop(s);
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.unfolded(), 0);
+    assert_eq!(startup_view(&s), expected);
+    // New deltas go after the folded state, with keys after the old ones.
+    s.commit(&WriteSet {
+        fingerprints: vec![("fp1".into(), None)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(open_for(&s, "fp1"), None);
+    assert_eq!(s.fold(1000).unwrap(), 1);
+    assert_eq!(open_for(&s, "fp1"), None);
+    assert_eq!(s.fold(1000).unwrap(), 0);
+}
+
+#[test]
+fn a_schema_2_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Schema 2 wrote fingerprints and timers one key each.
+        let s = SledStore::open(dir.path()).unwrap();
+        s.fingerprints
+            .insert("fpA", &id_key(IncidentId(7)))
+            .unwrap();
+        let t = vec![timer(7, TimerKind::AckDeadline, 0)];
+        s.timers.insert(id_key(IncidentId(7)), enc(&t)).unwrap();
+        s.meta
+            .insert("schema_version", &2u64.to_be_bytes())
+            .unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s.meta.get("schema_version").unwrap().as_deref(),
+        Some(SCHEMA_VERSION.to_be_bytes().as_slice())
+    );
+    assert_eq!(open_for(&s, "fpA"), Some(IncidentId(7)));
+    assert_eq!(s.timers().unwrap(), [timer(7, TimerKind::AckDeadline, 0)]);
+    // Its per-key state is the base the deltas replay over.
+    s.commit(&WriteSet {
+        fingerprints: vec![("fpA".into(), None)],
+        timers: vec![(IncidentId(7), vec![])],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(startup_view(&s), (vec![], vec![]));
+    s.fold(10).unwrap();
+    assert_eq!(startup_view(&s), (vec![], vec![]));
+    assert_eq!(s.fingerprints.count() + s.timers.count(), 0);
+}
