@@ -121,6 +121,10 @@ struct Args {
     /// The in-process app's chat sink (ignored with `--url`).
     #[arg(long, value_enum, default_value = "recording")]
     chat: Chat,
+    /// Leave transparent huge pages as the system has them, instead of turning them off as the
+    /// `incidentd` binary does (to measure what that costs).
+    #[arg(long)]
+    keep_huge_pages: bool,
     /// Hard cap per scenario: no new request starts after this many seconds.
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
@@ -890,6 +894,10 @@ fn check_url(url: &str) -> anyhow::Result<String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // As the binary does: the in-process app is what is measured.
+    if !args.keep_huge_pages {
+        incidentd::process::disable_transparent_huge_pages();
+    }
     let url = match args.url.as_deref().map(check_url).transpose() {
         Ok(u) => u,
         Err(e) => {

@@ -17,6 +17,7 @@
 //! - `simulate`  — dry-run triage of an alert file
 //! - `demo`      — `incidentd demo`: the app with a temporary store, the console and sample alerts
 //! - `telemetry` — logging setup
+//! - `process`   — process-wide settings made at start (transparent huge pages off)
 
 pub mod app;
 pub mod chat;
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod ports;
+pub mod process;
 pub mod remediate;
 pub mod simulate;
 pub mod store;

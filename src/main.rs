@@ -76,6 +76,7 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    incidentd::process::disable_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig => match load(cli.config.as_deref()) {
