@@ -29,21 +29,18 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn huge_pages_are_off_for_the_process_afterwards() {
-        // Run in a child so the test process itself keeps its settings.
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("grep THP_enabled /proc/self/status")
-            .output()
-            .unwrap();
-        let before = String::from_utf8_lossy(&out.stdout).to_string();
+        // Read in a child (which inherits the flag), so the check sees what the kernel applies.
+        let thp = || {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg("grep THP_enabled /proc/self/status")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let before = thp();
         assert!(super::disable_transparent_huge_pages());
-        // The flag is inherited by children (fork): a child's status shows it.
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("grep THP_enabled /proc/self/status")
-            .output()
-            .unwrap();
-        let after = String::from_utf8_lossy(&out.stdout).to_string();
+        let after = thp();
         if before.contains("THP_enabled") {
             assert!(after.contains("THP_enabled:\t0"), "{before:?} → {after:?}");
         }

@@ -154,6 +154,31 @@ fn setup(dir: &std::path::Path) -> Arc<GatedStore> {
     })
 }
 
+/// The engine over `store`, with the built-in config and one chat sink.
+fn start(
+    store: &Arc<GatedStore>,
+) -> (
+    Engine,
+    incidentd::engine::runner::Notifications,
+    std::thread::JoinHandle<()>,
+) {
+    Engine::start(
+        store.clone(),
+        Arc::new(Config::builtin()),
+        Arc::new(SystemClock),
+        vec!["console".into()],
+    )
+    .unwrap()
+}
+
+/// Drops the engine and waits for its writer to finish (everything answered and synced).
+async fn stop(engine: Engine, writer: std::thread::JoinHandle<()>) {
+    drop(engine);
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     tokio::time::timeout(Duration::from_secs(20), async {
         while !f() {
@@ -168,13 +193,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 async fn callers_and_chat_wait_for_the_sync_and_the_writer_goes_on_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let store = setup(dir.path());
-    let (engine, notes, _writer) = Engine::start(
-        store.clone(),
-        Arc::new(Config::builtin()),
-        Arc::new(SystemClock),
-        vec!["console".into()],
-    )
-    .unwrap();
+    let (engine, notes, _writer) = start(&store);
     let watermark = *notes.outbox.borrow();
 
     let e = engine.clone();
@@ -227,13 +246,7 @@ async fn a_failed_sync_is_not_acknowledged_and_stops_the_engine() {
     let store = setup(dir.path());
     store.fail.store(true, Ordering::SeqCst);
     store.set_open(true);
-    let (engine, notes, _writer) = Engine::start(
-        store.clone(),
-        Arc::new(Config::builtin()),
-        Arc::new(SystemClock),
-        vec!["console".into()],
-    )
-    .unwrap();
+    let (engine, notes, _writer) = start(&store);
     let watermark = *notes.outbox.borrow();
     assert!(engine.is_alive());
     let err = engine
@@ -272,13 +285,7 @@ async fn armed_timers_are_stored_per_incident_and_a_fired_one_is_gone_after_a_re
     {
         let store = setup(dir.path());
         store.set_open(true);
-        let (engine, _notes, writer) = Engine::start(
-            store.clone(),
-            Arc::new(Config::builtin()),
-            Arc::new(SystemClock),
-            vec!["console".into()],
-        )
-        .unwrap();
+        let (engine, _notes, writer) = start(&store);
         engine.submit_one(Input::Alert(alert("One"))).await.unwrap();
         engine.submit_one(Input::Alert(alert("Two"))).await.unwrap();
         let armed = kinds(&*store);
@@ -292,10 +299,7 @@ async fn armed_timers_are_stored_per_incident_and_a_fired_one_is_gone_after_a_re
             .unwrap();
         // The acknowledgement deadline of INC-1 fires (escalates) and is disarmed.
         engine.submit_one(Input::Timer(t)).await.unwrap();
-        drop(engine);
-        tokio::task::spawn_blocking(move || writer.join().unwrap())
-            .await
-            .unwrap();
+        stop(engine, writer).await;
     }
     let store = SledStore::open(dir.path()).unwrap();
     let after = kinds(&store);
@@ -311,13 +315,7 @@ async fn the_writer_folds_fingerprint_and_timer_deltas_when_idle_and_a_restart_s
     {
         let store = setup(dir.path());
         store.set_open(true);
-        let (engine, _notes, writer) = Engine::start(
-            store.clone(),
-            Arc::new(Config::builtin()),
-            Arc::new(SystemClock),
-            vec!["console".into()],
-        )
-        .unwrap();
+        let (engine, _notes, writer) = start(&store);
         let alerts = ["One", "Two", "Three"].map(|n| Input::Alert(alert(n)));
         engine.submit(alerts.to_vec()).await.unwrap();
         // Each new incident changed a fingerprint and its timers; with nothing more to do, the
@@ -325,10 +323,7 @@ async fn the_writer_folds_fingerprint_and_timer_deltas_when_idle_and_a_restart_s
         until("the writer to fold", || store.unfolded() == 0).await;
         open_before = store.open_fingerprints().unwrap();
         assert_eq!(open_before.len(), 3);
-        drop(engine);
-        tokio::task::spawn_blocking(move || writer.join().unwrap())
-            .await
-            .unwrap();
+        stop(engine, writer).await;
     }
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.unfolded(), 0);
