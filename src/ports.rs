@@ -348,8 +348,9 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
 
     fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Deletes a delivered entry and, for a posted card, records where its thread is, atomically.
-    /// Durable after the next `flush` (until then a crash can only make it be sent again).
+    /// Deletes a delivered entry, after recording, for a posted card, where its thread is.
+    /// Durable after the next `flush` (until then, or after a crash between the two, the entry
+    /// can only be sent again, under the same idempotency key).
     fn outbox_complete(
         &self,
         entry: &OutboxEntry,

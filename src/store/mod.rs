@@ -530,21 +530,26 @@ impl Store for SledStore {
                 self.remove_outbox(&key)?;
             }
             Some(t) => {
-                // The thread first, then the entry's deletion, each atomic on its own tree (no
-                // cross-tree transaction: this runs once per posted card). A crash in between
-                // leaves the entry queued with its thread known: it is sent again, under the
-                // same idempotency key, which is what a crash before the deletion does anyway.
-                let mut b = Batch::default();
-                b.insert(thread_key(&entry.sink, entry.incident), enc(t));
+                // The thread's records first, then the entry's deletion: each write atomic on its
+                // own, and no batch, because a batch takes sled's process-wide write lock. That
+                // lock waits for every reader and for the writer's group commit, so during an
+                // alert storm each posted card waited for a commit. A crash in between leaves the
+                // entry queued: it is sent again under the same idempotency key, as after a crash
+                // before the deletion. The index entries go first, so the thread record never
+                // names a message the index does not know; a stale index entry still names the
+                // right incident.
+                let id = id_key(entry.incident);
                 let idx = thread_index_key(&entry.sink, &t.channel, &t.message_id);
                 // Where a thread is a channel of its own (Discord), replies name only that
                 // channel: index it as (channel, channel) too, whatever message holds the card.
                 let own = thread_index_key(&entry.sink, &t.channel, &t.channel);
                 if own != idx {
-                    b.insert(own, &id_key(entry.incident));
+                    self.threads.insert(own, &id).map_err(storage)?;
                 }
-                b.insert(idx, &id_key(entry.incident));
-                self.threads.apply_batch(b).map_err(storage)?;
+                self.threads.insert(idx, &id).map_err(storage)?;
+                self.threads
+                    .insert(thread_key(&entry.sink, entry.incident), enc(t))
+                    .map_err(storage)?;
                 self.remove_outbox(&key)?;
             }
         }
