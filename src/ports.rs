@@ -379,16 +379,16 @@ pub trait Store: Send + Sync {
     fn execution(&self, key: &str) -> Result<Option<Execution>, StoreError>;
     /// Start-up: counts what is pending and marks `Started` executions `Interrupted`.
     fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError>;
-    /// A store may record a commit's fingerprint and timer changes in a compact form first
-    /// (they are read only at start-up): this moves up to about `max` of them into their
-    /// lasting form, atomically, and returns how many it moved (0: none left). The writer calls
-    /// it when it has nothing else to do. What `open_fingerprints` and `timers` return does not
-    /// depend on it.
+    /// A store may record some of a commit's changes in a compact form first (fingerprint and
+    /// timer changes, which only start-up reads, and new outbox entries): this moves up to
+    /// about `max` of them into their lasting form, atomically, and returns how many it moved
+    /// (0: none left). The writer calls it when it has nothing else to do. No read depends on
+    /// it.
     fn fold(&self, max: usize) -> Result<usize, StoreError> {
         let _ = max;
         Ok(0)
     }
-    /// Fingerprint and timer changes not folded yet.
+    /// Changes not folded yet.
     fn unfolded(&self) -> usize {
         0
     }

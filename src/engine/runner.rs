@@ -32,7 +32,7 @@ use crate::telemetry::metrics::Metrics;
 
 /// The most inputs one group commit takes (bounds latency and transaction size).
 const MAX_BATCH_INPUTS: usize = 8192;
-/// Fingerprint and timer changes folded per step when the writer is idle (a step of 512 is a
+/// Changes (fingerprints, timers, outbox entries) folded per step when the writer is idle (a step of 512 is a
 /// few milliseconds: the longest a new submission waits for one).
 const FOLD_STEP: usize = 512;
 /// How long without work before the writer starts folding.
@@ -278,7 +278,8 @@ struct Committed {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        // The store's fingerprint and timer deltas are folded once no work came for `QUIET`
+        // The store's per-commit records (fingerprint and timer deltas, outbox chunks) are
+        // folded once no work came for `QUIET`
         // (not in the short gaps of a storm, where it would only delay the next batch), a small
         // step at a time, for as long as no work comes: new work waits at most one step.
         let timed = tokio::runtime::Builder::new_current_thread()
@@ -286,7 +287,7 @@ impl Writer {
             .build()
             .expect("the writer's timer");
         let mut quiet = false;
-        // Cleared when a fold step fails (the deltas are then kept and read as they are).
+        // Cleared when a fold step fails (the records are then kept and read as they are).
         let mut folding = true;
         loop {
             let first = match rx.try_recv() {
@@ -338,7 +339,7 @@ impl Writer {
     }
 
     /// One fold step; returns the changes moved (a failure is logged and counts as none: the
-    /// deltas stay and are read as they are).
+    /// records stay and are read as they are).
     fn fold(&self, max: usize) -> usize {
         if self.failed.load(Ordering::SeqCst) {
             return 0;
@@ -346,7 +347,7 @@ impl Writer {
         match self.store.fold(max) {
             Ok(n) => n,
             Err(e) => {
-                warn!(error = %e, "Cannot fold the store's deltas; they are kept and read as they are.");
+                warn!(error = %e, "Cannot fold the store's per-commit records; they are kept and read as they are.");
                 0
             }
         }

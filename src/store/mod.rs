@@ -8,16 +8,26 @@
 //! Keys are big-endian integers so sled's byte order is numeric order: incidents iterate by id,
 //! timeline events by (incident, seq), outbox entries by (sink, seq).
 //!
-//! Open fingerprints and armed timers are read only when the store is opened: the writer keeps
-//! both in memory. So a group commit does not write them one key each (two of the five keys a
-//! new incident would cost, each a sled insert with its share of leaf splits), but all of its
-//! changes as one *delta* record, in the order made. The writer folds deltas into the per-key
-//! spaces when it has nothing else to do ([`Store::fold`]); reading them replays the deltas
-//! left over the per-key state. An alert storm thus pays for three keys per new incident and the
-//! quiet after it for the other two.
+//! A sled insert costs about the same whatever its size (a leaf is copied, and split every few
+//! inserts), so a group commit writes per-key records only for what is read by key: incidents,
+//! timeline events, executions, history. The rest is written as a few *per-commit records* of
+//! at most [`RECORD_BYTES`] each, in the order made, and folded into per-key records when the
+//! writer has nothing else to do ([`Store::fold`]):
+//! - *deltas* (`d`): changes of open fingerprints and armed timers. Both are read only when the
+//!   store is opened (the writer keeps them in memory); reading replays the deltas left over the
+//!   per-key state.
+//! - *outbox chunks* (`q`): new outbox entries, all sinks together. The outbox reads the per-key
+//!   entries (`o`), then the chunks; an entry delivered while still in a chunk gets a *done
+//!   marker* (`k`), which the fold consumes instead of moving the entry.
 //!
-//! Schema 1 (one tree per kind of record) is migrated on open; schema 2 (no deltas) needs no
-//! change, only the version (which keeps an older build from reading a store with deltas).
+//! An alert storm thus pays for two keys per new incident (the incident and its opening event)
+//! and the quiet after it for the rest. Records stay small because sled writes a leaf (up to 16
+//! records) over 128 KiB as a separate blob file, which costs a file per write and which sled
+//! never fsyncs.
+//!
+//! Schema 1 (one tree per kind of record) is migrated on open; schemas 2 (no deltas) and 3 (no
+//! outbox chunks) need no change, only the version, which keeps an older build from reading a
+//! store with records it would ignore.
 
 use std::path::Path;
 
@@ -25,7 +35,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sled::{Batch, IVec, Tree};
 
@@ -36,9 +46,13 @@ use crate::ports::{
 };
 
 /// Bumped when the on-disk layout changes incompatibly.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
-/// One group commit's changes of open fingerprints and armed timers, in the order made.
+/// The size a per-commit record is cut at (it may exceed it by one item). Sixteen of them (a
+/// full sled leaf) stay under the 128 KiB beyond which sled writes the leaf as a blob file.
+pub const RECORD_BYTES: usize = 6 * 1024;
+
+/// Changes of open fingerprints and armed timers, in the order made (part of a group commit).
 #[derive(Default, Serialize, Deserialize)]
 struct Delta {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -47,13 +61,55 @@ struct Delta {
     t: Vec<(IncidentId, Vec<Timer>)>,
 }
 
-/// What a commit writes as its delta (borrowed from the write set).
-#[derive(Serialize)]
-struct DeltaRef<'a> {
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    f: &'a [(String, Option<IncidentId>)],
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    t: &'a [(IncidentId, Vec<Timer>)],
+/// New outbox entries in sequence order (part of a group commit), all sinks together.
+#[derive(Default, Serialize, Deserialize)]
+struct Chunk {
+    o: Vec<OutboxEntry>,
+}
+
+/// Writes items as JSON records `{"<field>":[item,…],…}` (the shape of [`Delta`] and [`Chunk`]),
+/// starting a new record once one reaches [`RECORD_BYTES`]. Items are serialized once, straight
+/// from where they are.
+#[derive(Default)]
+struct Records {
+    done: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+    field: Option<&'static str>,
+}
+
+impl Records {
+    fn push<T: Serialize>(&mut self, field: &'static str, item: &T) {
+        if self.cur.len() >= RECORD_BYTES {
+            self.close();
+        }
+        if self.field == Some(field) {
+            self.cur.push(b',');
+        } else {
+            if self.cur.is_empty() {
+                self.cur.reserve(RECORD_BYTES + 512);
+                self.cur.extend_from_slice(b"{\"");
+            } else {
+                self.cur.extend_from_slice(b"],\"");
+            }
+            self.cur.extend_from_slice(field.as_bytes());
+            self.cur.extend_from_slice(b"\":[");
+            self.field = Some(field);
+        }
+        serde_json::to_writer(&mut self.cur, item).expect("records serialize");
+    }
+
+    fn close(&mut self) {
+        if !self.cur.is_empty() {
+            self.cur.extend_from_slice(b"]}");
+            self.done.push(std::mem::take(&mut self.cur));
+            self.field = None;
+        }
+    }
+
+    fn finish(mut self) -> Vec<Vec<u8>> {
+        self.close();
+        self.done
+    }
 }
 
 impl Delta {
@@ -111,6 +167,14 @@ impl Space {
         self.scan_prefix(&[])
     }
 
+    /// Entries from key `from` on (keys without the tag), in key order.
+    fn iter_from(&self, from: &[u8]) -> impl DoubleEndedIterator<Item = Entry> + use<> {
+        let end = [self.tag + 1];
+        self.tree
+            .range(self.key(from)..end.to_vec())
+            .map(|kv| kv.map(|(k, v)| (IVec::from(&k[1..]), v)))
+    }
+
     fn count(&self) -> usize {
         self.tree.scan_prefix([self.tag]).keys().count()
     }
@@ -139,11 +203,24 @@ pub struct SledStore {
     history: Space,
     /// Counters (`next_id`).
     counters: Space,
-    /// Fingerprint and timer changes not folded yet, one record per group commit.
+    /// Fingerprint and timer changes not folded yet, a few records per group commit.
     deltas: Space,
     /// The next delta's key.
-    next_delta: std::sync::atomic::AtomicU64,
-    /// Changes in the delta records.
+    next_delta: AtomicU64,
+    /// New outbox entries not folded yet, a few records per group commit.
+    chunks: Space,
+    /// The next chunk's key.
+    next_chunk: AtomicU64,
+    /// Done markers of entries delivered (or dead-lettered) while still in a chunk.
+    done: Space,
+    /// The lowest sequence number still in a chunk (`u64::MAX`: none). Sequence numbers grow
+    /// from commit to commit, so a lower one is folded (or was never stored).
+    first_chunk_seq: AtomicU64,
+    /// Held by whatever reads or changes chunks and done markers (the outbox workers, the
+    /// fold), so that no entry is moved out of its chunk between being looked for and marked.
+    /// Holds, per sink, the first chunk that may still have entries of that sink to deliver.
+    outbox_lock: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Changes in the delta records plus entries in the chunks.
     unfolded: AtomicUsize,
     state: Tree,
     dead: Tree,
@@ -288,7 +365,12 @@ impl SledStore {
             history: space(b'h'),
             counters: space(b'm'),
             deltas: space(b'd'),
-            next_delta: std::sync::atomic::AtomicU64::new(0),
+            next_delta: AtomicU64::new(0),
+            chunks: space(b'q'),
+            next_chunk: AtomicU64::new(0),
+            done: space(b'k'),
+            first_chunk_seq: AtomicU64::new(u64::MAX),
+            outbox_lock: Default::default(),
             unfolded: AtomicUsize::new(0),
             state,
             dead: tree("outbox_dead")?,
@@ -306,8 +388,8 @@ impl SledStore {
             }
             Some(v) if be_u64(&v) == Some(SCHEMA_VERSION) => {}
             Some(v) if be_u64(&v) == Some(1) => s.migrate_from_1()?,
-            // Schema 2 is schema 3 without deltas.
-            Some(v) if be_u64(&v) == Some(2) => s.set_schema_version()?,
+            // Schema 2 is schema 4 without deltas or chunks, schema 3 without chunks.
+            Some(v) if matches!(be_u64(&v), Some(2 | 3)) => s.set_schema_version()?,
             Some(v) => {
                 return Err(StoreError::Storage(format!(
                     "{} has schema version {:?}; this build reads version {SCHEMA_VERSION}",
@@ -322,7 +404,6 @@ impl SledStore {
                 s.db.drop_tree(name).map_err(storage)?;
             }
         }
-        s.outbox_len.store(s.outbox.count(), Ordering::SeqCst);
         let mut unfolded = 0;
         for kv in s.deltas.iter() {
             let (k, v) = kv.map_err(storage)?;
@@ -331,6 +412,26 @@ impl SledStore {
                 s.next_delta.store(seq + 1, Ordering::SeqCst);
             }
         }
+        let mut queued = s.outbox.count();
+        for kv in s.chunks.iter() {
+            let (k, v) = kv.map_err(storage)?;
+            let chunk: Chunk = dec("outbox", &v)?;
+            unfolded += chunk.o.len();
+            for e in &chunk.o {
+                s.first_chunk_seq.fetch_min(e.seq, Ordering::SeqCst);
+                if s.done
+                    .get(outbox_key(&e.sink, e.seq))
+                    .map_err(storage)?
+                    .is_none()
+                {
+                    queued += 1;
+                }
+            }
+            if let Some(seq) = be_u64(&k) {
+                s.next_chunk.store(seq + 1, Ordering::SeqCst);
+            }
+        }
+        s.outbox_len.store(queued, Ordering::SeqCst);
         s.unfolded.store(unfolded, Ordering::SeqCst);
         Ok(s)
     }
@@ -390,11 +491,70 @@ impl SledStore {
         self.set_schema_version()
     }
 
-    fn remove_outbox(&self, key: &[u8]) -> Result<(), StoreError> {
-        if self.outbox.remove(key).map_err(storage)?.is_some() {
-            self.outbox_len.fetch_sub(1, Ordering::SeqCst);
+    /// Takes a delivered (or dead-lettered) entry off the queue: deletes its record, or marks
+    /// it done while it is in a chunk. Doing it twice (a redelivery) counts once.
+    fn remove_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let key = outbox_key(&entry.sink, entry.seq);
+        let _chunks = self.outbox_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = if self.outbox.remove(&key).map_err(storage)?.is_some() {
+            true
+        } else if entry.seq >= self.first_chunk_seq.load(Ordering::SeqCst) {
+            self.done.insert(&key, &[]).map_err(storage)?.is_none()
+        } else {
+            false
+        };
+        if removed {
+            let _ = self
+                .outbox_len
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         }
         Ok(())
+    }
+
+    /// Folds up to `budget` outbox entries out of the oldest chunks: each becomes a per-key
+    /// entry, or, if marked done, is dropped with its marker. One atomic batch, like a delta
+    /// fold step; a chunk folded in part is rewritten with what is left.
+    fn fold_chunks(&self, budget: usize) -> Result<usize, StoreError> {
+        let _chunks = self.outbox_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut moved = 0;
+        let mut first_left = u64::MAX;
+        let mut b = Batch::default();
+        for kv in self.chunks.iter() {
+            let (k, v) = kv.map_err(storage)?;
+            let mut c: Chunk = dec("outbox", &v)?;
+            if moved >= budget {
+                first_left = c.o.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
+                break;
+            }
+            let take = c.o.len().min(budget - moved);
+            for e in c.o.drain(..take) {
+                let key = outbox_key(&e.sink, e.seq);
+                if self.done.get(&key).map_err(storage)?.is_some() {
+                    self.done.batch_remove(&mut b, &key);
+                } else {
+                    self.outbox.batch_insert(&mut b, &key, enc(&e));
+                }
+            }
+            moved += take;
+            if c.o.is_empty() {
+                self.chunks.batch_remove(&mut b, &k);
+            } else {
+                first_left = c.o.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
+                self.chunks.batch_insert(&mut b, &k, enc(&c));
+                break;
+            }
+        }
+        if first_left == u64::MAX {
+            // No chunk left: markers of entries that were never in one go too.
+            for kv in self.done.iter() {
+                let (k, _) = kv.map_err(storage)?;
+                self.done.batch_remove(&mut b, &k);
+            }
+        }
+        self.state.apply_batch(b).map_err(storage)?;
+        self.first_chunk_seq.store(first_left, Ordering::SeqCst);
+        self.unfolded.fetch_sub(moved, Ordering::SeqCst);
+        Ok(moved)
     }
 
     /// The raw sled handle (benchmarks compare against it).
@@ -466,20 +626,28 @@ impl Store for SledStore {
             self.events
                 .batch_insert(&mut b, event_key(*id, *seq), enc(ev));
         }
-        for e in &w.outbox {
-            self.outbox
-                .batch_insert(&mut b, outbox_key(&e.sink, e.seq), enc(e));
-        }
-        // Fingerprints and timers: one delta record for the whole commit (see the module doc).
+        // Outbox entries, fingerprints and timers: per-commit records (see the module doc).
         // The timers are each incident's whole set: an empty one means none are armed.
-        if !w.fingerprints.is_empty() || !w.timers.is_empty() {
-            let seq = self.next_delta.fetch_add(1, Ordering::SeqCst);
-            let delta = DeltaRef {
-                f: &w.fingerprints,
-                t: &w.timers,
-            };
-            self.deltas
-                .batch_insert(&mut b, seq.to_be_bytes(), enc(&delta));
+        let mut outbox: Vec<&OutboxEntry> = w.outbox.iter().collect();
+        outbox.sort_by_key(|e| e.seq);
+        let mut chunks = Records::default();
+        for e in &outbox {
+            chunks.push("o", e);
+        }
+        for record in chunks.finish() {
+            let key = self.next_chunk.fetch_add(1, Ordering::SeqCst);
+            self.chunks.batch_insert(&mut b, key.to_be_bytes(), record);
+        }
+        let mut deltas = Records::default();
+        for f in &w.fingerprints {
+            deltas.push("f", f);
+        }
+        for t in &w.timers {
+            deltas.push("t", t);
+        }
+        for record in deltas.finish() {
+            let key = self.next_delta.fetch_add(1, Ordering::SeqCst);
+            self.deltas.batch_insert(&mut b, key.to_be_bytes(), record);
         }
         for x in &w.executions {
             self.executions
@@ -495,10 +663,15 @@ impl Store for SledStore {
                 .batch_insert(&mut b, "next_id", &n.to_be_bytes());
         }
         self.state.apply_batch(b).map_err(storage)?;
-        // Outbox keys are fresh sequence numbers: each entry is a new key.
+        // Outbox entries have fresh sequence numbers: each is a new one.
+        if let Some(first) = outbox.first() {
+            self.first_chunk_seq.fetch_min(first.seq, Ordering::SeqCst);
+        }
         self.outbox_len.fetch_add(w.outbox.len(), Ordering::SeqCst);
-        self.unfolded
-            .fetch_add(w.fingerprints.len() + w.timers.len(), Ordering::SeqCst);
+        self.unfolded.fetch_add(
+            w.fingerprints.len() + w.timers.len() + w.outbox.len(),
+            Ordering::SeqCst,
+        );
         Ok(())
     }
 
@@ -509,14 +682,52 @@ impl Store for SledStore {
     }
 
     fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.outbox
+        let mut cursors = self.outbox_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Per-key entries first: they were folded from older chunks.
+        let mut out = self
+            .outbox
             .scan_prefix(&sink_prefix(sink))
             .take(limit)
             .map(|kv| {
                 let (_, v) = kv.map_err(storage)?;
                 dec("outbox", &v)
             })
-            .collect()
+            .collect::<Result<Vec<OutboxEntry>, StoreError>>()?;
+        let from = cursors.get(sink).copied().unwrap_or(0);
+        // Chunks before the first with something of this sink left are skipped next time (a
+        // chunk never gains entries).
+        let mut skip_to = None;
+        let mut clean = true;
+        for kv in self.chunks.iter_from(&from.to_be_bytes()) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(storage)?;
+            let chunk: Chunk = dec("outbox", &v)?;
+            for e in chunk.o {
+                if out.len() >= limit {
+                    break;
+                }
+                if e.sink != sink
+                    || self
+                        .done
+                        .get(outbox_key(sink, e.seq))
+                        .map_err(storage)?
+                        .is_some()
+                {
+                    continue;
+                }
+                clean = false;
+                out.push(e);
+            }
+            if clean {
+                skip_to = be_u64(&k).map(|n| n + 1);
+            }
+        }
+        if let Some(n) = skip_to {
+            cursors.insert(sink.to_owned(), n);
+        }
+        Ok(out)
     }
 
     fn outbox_complete(
@@ -524,10 +735,9 @@ impl Store for SledStore {
         entry: &OutboxEntry,
         thread: Option<&ThreadRef>,
     ) -> Result<(), StoreError> {
-        let key = outbox_key(&entry.sink, entry.seq);
         match thread {
             None => {
-                self.remove_outbox(&key)?;
+                self.remove_outbox(entry)?;
             }
             Some(t) => {
                 // The thread's records first, then the entry's deletion: each write atomic on its
@@ -550,7 +760,7 @@ impl Store for SledStore {
                 self.threads
                     .insert(thread_key(&entry.sink, entry.incident), enc(t))
                     .map_err(storage)?;
-                self.remove_outbox(&key)?;
+                self.remove_outbox(entry)?;
             }
         }
         Ok(())
@@ -563,7 +773,7 @@ impl Store for SledStore {
         self.dead
             .insert(key.as_slice(), enc(&record))
             .map_err(storage)?;
-        self.remove_outbox(&key)
+        self.remove_outbox(entry)
     }
 
     fn outbox_len(&self) -> usize {
@@ -645,8 +855,8 @@ impl Store for SledStore {
         if self.unfolded.load(Ordering::SeqCst) == 0 {
             return Ok(0);
         }
-        // Oldest deltas first, each change in order, in one atomic batch with the deltas'
-        // removal (or, for one folded in part, its rewrite with what is left): after a crash
+        // Oldest deltas first (then outbox chunks), each change in order, in one atomic batch
+        // with the deltas' removal (or, for one folded in part, its rewrite with what is left): after a crash
         // either all of this step or none of it happened, and replaying the deltas left over
         // the per-key state gives the same answer either way.
         let budget = max.max(1);
@@ -684,6 +894,9 @@ impl Store for SledStore {
         if moved > 0 {
             self.state.apply_batch(b).map_err(storage)?;
             self.unfolded.fetch_sub(moved, Ordering::SeqCst);
+        }
+        if moved < budget && self.first_chunk_seq.load(Ordering::SeqCst) != u64::MAX {
+            moved += self.fold_chunks(budget - moved)?;
         }
         Ok(moved)
     }

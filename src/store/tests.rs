@@ -494,18 +494,27 @@ fn fingerprint_and_timer_deltas_read_the_same_folded_or_not_and_after_a_reopen()
 }
 
 #[test]
-fn a_schema_2_store_is_upgraded_in_place() {
+fn schema_2_and_3_stores_are_upgraded_in_place() {
+    for version in [2u64, 3] {
+        schema_upgrade_from(version);
+    }
+}
+
+fn schema_upgrade_from(version: u64) {
     let dir = tempfile::tempdir().unwrap();
     {
-        // Schema 2 wrote fingerprints and timers one key each.
+        // Schema 2 wrote fingerprints and timers one key each, schema 3 outbox entries.
         let s = SledStore::open(dir.path()).unwrap();
+        s.outbox
+            .insert(outbox_key("slack", 9), enc(&entry(9, "slack", 7)))
+            .unwrap();
         s.fingerprints
             .insert("fpA", &id_key(IncidentId(7)))
             .unwrap();
         let t = vec![timer(7, TimerKind::AckDeadline, 0)];
         s.timers.insert(id_key(IncidentId(7)), enc(&t)).unwrap();
         s.meta
-            .insert("schema_version", &2u64.to_be_bytes())
+            .insert("schema_version", &version.to_be_bytes())
             .unwrap();
         s.flush().unwrap();
     }
@@ -516,6 +525,8 @@ fn a_schema_2_store_is_upgraded_in_place() {
     );
     assert_eq!(open_for(&s, "fpA"), Some(IncidentId(7)));
     assert_eq!(s.timers().unwrap(), [timer(7, TimerKind::AckDeadline, 0)]);
+    assert_eq!(s.outbox_len(), 1);
+    assert_eq!(pending_seqs(&s, "slack", 10), [9]);
     // Its per-key state is the base the deltas replay over.
     s.commit(&WriteSet {
         fingerprints: vec![("fpA".into(), None)],
@@ -527,4 +538,208 @@ fn a_schema_2_store_is_upgraded_in_place() {
     s.fold(10).unwrap();
     assert_eq!(startup_view(&s), (vec![], vec![]));
     assert_eq!(s.fingerprints.count() + s.timers.count(), 0);
+}
+
+#[test]
+fn per_commit_records_are_cut_at_the_record_size_and_read_back_in_order() {
+    let f: Vec<(String, Option<IncidentId>)> = (0..2000)
+        .map(|i| {
+            (
+                format!("fingerprint-{i}"),
+                (i % 3 != 0).then_some(IncidentId(i)),
+            )
+        })
+        .collect();
+    let t: Vec<(IncidentId, Vec<Timer>)> = (0..300)
+        .map(|i| {
+            (
+                IncidentId(i),
+                vec![timer(i, TimerKind::AckDeadline, i as i64)],
+            )
+        })
+        .collect();
+    let mut r = Records::default();
+    for x in &f {
+        r.push("f", x);
+    }
+    for x in &t {
+        r.push("t", x);
+    }
+    let records = r.finish();
+    assert!(records.len() > 5, "{} records", records.len());
+    let (mut all_f, mut all_t) = (Vec::new(), Vec::new());
+    for rec in &records {
+        assert!(
+            rec.len() < RECORD_BYTES + 256,
+            "a record of {} bytes",
+            rec.len()
+        );
+        let d: Delta = serde_json::from_slice(rec).unwrap();
+        all_f.extend(d.f);
+        all_t.extend(d.t);
+    }
+    assert_eq!(all_f, f);
+    assert_eq!(all_t, t);
+    assert!(Records::default().finish().is_empty(), "nothing, no record");
+}
+
+/// Notes of `n` entries per commit, for sinks `slack` and `discord` in turn.
+fn outbox_commit(s: &SledStore, first_seq: u64, n: u64) -> Vec<OutboxEntry> {
+    let entries: Vec<OutboxEntry> = (first_seq..first_seq + n)
+        .map(|seq| {
+            entry(
+                seq,
+                if seq % 2 == 0 { "slack" } else { "discord" },
+                seq / 10,
+            )
+        })
+        .collect();
+    s.commit(&WriteSet {
+        outbox: entries.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    entries
+}
+
+fn pending_seqs(s: &SledStore, sink: &str, limit: usize) -> Vec<u64> {
+    s.outbox_pending(sink, limit)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+#[test]
+fn outbox_entries_read_the_same_from_chunks_folded_or_not_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let delivered: Vec<u64> = (0..400).filter(|s| s % 3 == 0).collect();
+    let expected = |sink: &str| -> Vec<u64> {
+        let parity = u64::from(sink == "discord");
+        (0..400)
+            .filter(|s| s % 2 == parity && !delivered.contains(s))
+            .collect()
+    };
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut all = outbox_commit(&s, 0, 200);
+        all.extend(outbox_commit(&s, 200, 200));
+        assert!(s.chunks.count() > 2, "several chunk records");
+        assert_eq!(s.outbox.count(), 0, "nothing per key yet");
+        assert_eq!(s.unfolded(), 400);
+        assert_eq!(s.outbox_len(), 400);
+        for e in all.iter().filter(|e| delivered.contains(&e.seq)) {
+            if e.seq % 2 == 0 {
+                s.outbox_complete(e, None).unwrap();
+            } else {
+                s.outbox_dead_letter(e, "gone").unwrap();
+            }
+        }
+        // A redelivery counts once.
+        s.outbox_complete(&all[0], None).unwrap();
+        assert_eq!(s.outbox_len(), 400 - delivered.len());
+        assert_eq!(pending_seqs(&s, "slack", 1000), expected("slack"));
+        assert_eq!(pending_seqs(&s, "discord", 1000), expected("discord"));
+        assert_eq!(
+            pending_seqs(&s, "slack", 7),
+            expected("slack")[..7],
+            "the limit holds across chunks"
+        );
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s.outbox_len(),
+        400 - delivered.len(),
+        "counted again on open"
+    );
+    assert_eq!(s.unfolded(), 400);
+    assert_eq!(pending_seqs(&s, "slack", 1000), expected("slack"));
+    // Folded in steps that cut chunks: the answer holds after every step.
+    let mut steps = 0;
+    while s.fold(37).unwrap() > 0 {
+        steps += 1;
+        assert_eq!(
+            pending_seqs(&s, "slack", 1000),
+            expected("slack"),
+            "step {steps}"
+        );
+        assert_eq!(pending_seqs(&s, "discord", 1000), expected("discord"));
+        assert_eq!(s.outbox_len(), 400 - delivered.len());
+    }
+    assert_eq!(steps, 11);
+    assert_eq!(s.unfolded(), 0);
+    assert_eq!(s.chunks.count(), 0);
+    assert_eq!(s.done.count(), 0, "every marker consumed");
+    assert_eq!(s.outbox.count(), 400 - delivered.len());
+    // Per-key entries now: completing one deletes it; one folded away done counts nothing.
+    s.outbox_complete(&entry(2, "slack", 0), None).unwrap();
+    s.outbox_complete(&entry(0, "slack", 0), None).unwrap();
+    assert_eq!(s.outbox_len(), 400 - delivered.len() - 1);
+    assert_eq!(s.done.count(), 0, "no marker for a folded entry");
+    assert_eq!(pending_seqs(&s, "slack", 1000), expected("slack")[1..]);
+    // New chunks go after the per-key entries.
+    outbox_commit(&s, 400, 4);
+    assert_eq!(pending_seqs(&s, "slack", 1000).last(), Some(&402));
+    assert_eq!(pending_seqs(&s, "slack", 1000)[0], 4);
+}
+
+#[test]
+fn the_outbox_skips_chunks_it_has_delivered_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    let first = outbox_commit(&s, 0, 100);
+    let second = outbox_commit(&s, 100, 100);
+    for e in first.iter().filter(|e| e.sink == "slack") {
+        s.outbox_complete(e, None).unwrap();
+    }
+    assert_eq!(pending_seqs(&s, "slack", 1)[0], 100);
+    let cursor = |sink: &str| s.outbox_lock.lock().unwrap().get(sink).copied();
+    let skipped = cursor("slack").expect("slack's cursor moved");
+    assert!(skipped > 0);
+    assert_eq!(cursor("discord"), None, "discord delivered nothing");
+    assert_eq!(pending_seqs(&s, "discord", 1)[0], 1);
+    // Nothing of slack is lost behind the cursor, folded or not.
+    let slack: Vec<u64> = second
+        .iter()
+        .filter(|e| e.sink == "slack")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(pending_seqs(&s, "slack", 1000), slack);
+    while s.fold(64).unwrap() > 0 {}
+    assert_eq!(pending_seqs(&s, "slack", 1000), slack);
+    assert_eq!(s.outbox_len(), 150);
+}
+
+#[test]
+fn a_storm_sized_commit_writes_no_blob_files() {
+    // sled writes a leaf over 128 KiB as a file of its own, and never fsyncs it: per-commit
+    // records must stay small enough that sixteen of them do not make such a leaf.
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    for c in 0..40u64 {
+        let ids = c * 500..(c + 1) * 500;
+        s.commit(&WriteSet {
+            fingerprints: ids
+                .clone()
+                .map(|i| (format!("fp-{i:016x}"), Some(IncidentId(i))))
+                .collect(),
+            timers: ids
+                .clone()
+                .map(|i| {
+                    let t = [TimerKind::AckDeadline, TimerKind::RepairDeadline];
+                    (IncidentId(i), t.map(|k| timer(i, k, i as i64)).to_vec())
+                })
+                .collect(),
+            outbox: ids.map(|i| entry(i, "slack", i)).collect(),
+            ..Default::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+    }
+    let blobs = std::fs::read_dir(dir.path().join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "blob files written");
+    assert_eq!(s.unfolded(), 40 * 1500);
 }
