@@ -9,25 +9,28 @@
 //! timeline events by (incident, seq), outbox entries by (sink, seq).
 //!
 //! A sled insert costs about the same whatever its size (a leaf is copied, and split every few
-//! inserts), so a group commit writes per-key records only for what is read by key: incidents,
-//! timeline events, executions, history. The rest is written as a few *per-commit records* of
-//! at most [`RECORD_BYTES`] each, in the order made, and folded into per-key records when the
-//! writer has nothing else to do ([`Store::fold`]):
+//! inserts), so a group commit writes per-key records only for incidents, executions, history
+//! and counters. The rest is written as a few *per-commit records* of at most [`RECORD_BYTES`]
+//! each, in the order made, and folded into per-key records when the writer has nothing else
+//! to do ([`Store::fold`]):
 //! - *deltas* (`d`): changes of open fingerprints and armed timers. Both are read only when the
 //!   store is opened (the writer keeps them in memory); reading replays the deltas left over the
 //!   per-key state.
 //! - *outbox chunks* (`q`): new outbox entries, all sinks together. The outbox reads the per-key
 //!   entries (`o`), then the chunks; an entry delivered while still in a chunk gets a *done
 //!   marker* (`k`), which the fold consumes instead of moving the entry.
+//! - *event chunks* (`v`): new timeline events. An index in memory (rebuilt on open) lists the
+//!   chunks that hold events of each incident; a timeline is its per-key events (`e`), then
+//!   those.
 //!
-//! An alert storm thus pays for two keys per new incident (the incident and its opening event)
-//! and the quiet after it for the rest. Records stay small because sled writes a leaf (up to 16
+//! An alert storm thus pays for one key per new incident (the incident) and the quiet after it
+//! for the rest. Records stay small because sled writes a leaf (up to 16
 //! records) over 128 KiB as a separate blob file, which costs a file per write and which sled
 //! never fsyncs.
 //!
-//! Schema 1 (one tree per kind of record) is migrated on open; schemas 2 (no deltas) and 3 (no
-//! outbox chunks) need no change, only the version, which keeps an older build from reading a
-//! store with records it would ignore.
+//! Schema 1 (one tree per kind of record) is migrated on open; schemas 2 (no deltas), 3 (no
+//! outbox chunks) and 4 (no event chunks) need no change, only the version, which keeps an
+//! older build from reading a store with records it would ignore.
 
 use std::path::Path;
 
@@ -46,7 +49,7 @@ use crate::ports::{
 };
 
 /// Bumped when the on-disk layout changes incompatibly.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// The size a per-commit record is cut at (it may exceed it by one item). Sixteen of them (a
 /// full sled leaf) stay under the 128 KiB beyond which sled writes the leaf as a blob file.
@@ -67,6 +70,15 @@ struct Chunk {
     o: Vec<OutboxEntry>,
 }
 
+/// New timeline events (part of a group commit): (incident, sequence number, event).
+#[derive(Default, Serialize, Deserialize)]
+struct EventChunk {
+    e: Vec<(IncidentId, u32, TimelineEvent)>,
+}
+
+/// Which event chunks hold events of each incident (chunk keys, ascending).
+type EventIndex = std::collections::HashMap<IncidentId, Vec<u64>>;
+
 /// Writes items as JSON records `{"<field>":[item,…],…}` (the shape of [`Delta`] and [`Chunk`]),
 /// starting a new record once one reaches [`RECORD_BYTES`]. Items are serialized once, straight
 /// from where they are.
@@ -78,7 +90,8 @@ struct Records {
 }
 
 impl Records {
-    fn push<T: Serialize>(&mut self, field: &'static str, item: &T) {
+    /// Adds an item; returns the position of the record it went into.
+    fn push<T: Serialize>(&mut self, field: &'static str, item: &T) -> usize {
         if self.cur.len() >= RECORD_BYTES {
             self.close();
         }
@@ -96,6 +109,7 @@ impl Records {
             self.field = Some(field);
         }
         serde_json::to_writer(&mut self.cur, item).expect("records serialize");
+        self.done.len()
     }
 
     fn close(&mut self) {
@@ -220,7 +234,14 @@ pub struct SledStore {
     /// fold), so that no entry is moved out of its chunk between being looked for and marked.
     /// Holds, per sink, the first chunk that may still have entries of that sink to deliver.
     outbox_lock: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-    /// Changes in the delta records plus entries in the chunks.
+    /// New timeline events not folded yet, a few records per group commit.
+    event_chunks: Space,
+    /// The next event chunk's key.
+    next_event_chunk: AtomicU64,
+    /// Held by whatever reads or changes event chunks, so that a timeline never sees an event
+    /// twice or not at all while it is folded.
+    event_index: std::sync::Mutex<EventIndex>,
+    /// Changes in the delta records plus entries and events in the chunks.
     unfolded: AtomicUsize,
     state: Tree,
     dead: Tree,
@@ -371,6 +392,9 @@ impl SledStore {
             done: space(b'k'),
             first_chunk_seq: AtomicU64::new(u64::MAX),
             outbox_lock: Default::default(),
+            event_chunks: space(b'v'),
+            next_event_chunk: AtomicU64::new(0),
+            event_index: Default::default(),
             unfolded: AtomicUsize::new(0),
             state,
             dead: tree("outbox_dead")?,
@@ -388,8 +412,9 @@ impl SledStore {
             }
             Some(v) if be_u64(&v) == Some(SCHEMA_VERSION) => {}
             Some(v) if be_u64(&v) == Some(1) => s.migrate_from_1()?,
-            // Schema 2 is schema 4 without deltas or chunks, schema 3 without chunks.
-            Some(v) if matches!(be_u64(&v), Some(2 | 3)) => s.set_schema_version()?,
+            // Schema 2 is schema 5 without per-commit records, schema 3 with deltas only,
+            // schema 4 without event chunks.
+            Some(v) if matches!(be_u64(&v), Some(2..=4)) => s.set_schema_version()?,
             Some(v) => {
                 return Err(StoreError::Storage(format!(
                     "{} has schema version {:?}; this build reads version {SCHEMA_VERSION}",
@@ -432,6 +457,25 @@ impl SledStore {
             }
         }
         s.outbox_len.store(queued, Ordering::SeqCst);
+        {
+            let mut index = s.event_index.lock().unwrap_or_else(|e| e.into_inner());
+            for kv in s.event_chunks.iter() {
+                let (k, v) = kv.map_err(storage)?;
+                let chunk: EventChunk = dec("events", &v)?;
+                let key = be_u64(&k).ok_or_else(|| StoreError::Codec {
+                    tree: "events",
+                    message: "bad chunk key".into(),
+                })?;
+                unfolded += chunk.e.len();
+                for (id, _, _) in &chunk.e {
+                    let keys = index.entry(*id).or_default();
+                    if keys.last() != Some(&key) {
+                        keys.push(key);
+                    }
+                }
+                s.next_event_chunk.store(key + 1, Ordering::SeqCst);
+            }
+        }
         s.unfolded.store(unfolded, Ordering::SeqCst);
         Ok(s)
     }
@@ -557,6 +601,58 @@ impl SledStore {
         Ok(moved)
     }
 
+    /// Folds up to `budget` events out of the oldest event chunks into per-key events, in one
+    /// atomic batch (a chunk folded in part is rewritten with what is left), and drops the
+    /// folded chunks from the index.
+    fn fold_events(&self, budget: usize) -> Result<usize, StoreError> {
+        let mut index = self.event_index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut moved = 0;
+        let mut b = Batch::default();
+        // (chunk key, incidents whose events all left it)
+        let mut emptied: Vec<(u64, Vec<IncidentId>)> = Vec::new();
+        for kv in self.event_chunks.iter() {
+            if moved >= budget {
+                break;
+            }
+            let (k, v) = kv.map_err(storage)?;
+            let key = be_u64(&k).unwrap_or(u64::MAX);
+            let mut c: EventChunk = dec("events", &v)?;
+            let take = c.e.len().min(budget - moved);
+            let mut gone: Vec<IncidentId> = Vec::new();
+            for (id, seq, ev) in c.e.drain(..take) {
+                self.events
+                    .batch_insert(&mut b, event_key(id, seq), enc(&ev));
+                gone.push(id);
+            }
+            moved += take;
+            gone.sort_unstable();
+            gone.dedup();
+            gone.retain(|id| !c.e.iter().any(|(left, _, _)| left == id));
+            emptied.push((key, gone));
+            if c.e.is_empty() {
+                self.event_chunks.batch_remove(&mut b, &k);
+            } else {
+                self.event_chunks.batch_insert(&mut b, &k, enc(&c));
+            }
+        }
+        if moved == 0 {
+            return Ok(0);
+        }
+        self.state.apply_batch(b).map_err(storage)?;
+        for (key, ids) in emptied {
+            for id in ids {
+                if let Some(keys) = index.get_mut(&id) {
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        index.remove(&id);
+                    }
+                }
+            }
+        }
+        self.unfolded.fetch_sub(moved, Ordering::SeqCst);
+        Ok(moved)
+    }
+
     /// The raw sled handle (benchmarks compare against it).
     pub fn db(&self) -> &sled::Db {
         &self.db
@@ -593,13 +689,34 @@ impl Store for SledStore {
     }
 
     fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEvent>, StoreError> {
-        self.events
+        let index = self.event_index.lock().unwrap_or_else(|e| e.into_inner());
+        // Per-key events first: they were folded from older chunks.
+        let mut events = self
+            .events
             .scan_prefix(&id_key(id))
             .map(|kv| {
                 let (_, v) = kv.map_err(storage)?;
                 dec("events", &v)
             })
-            .collect()
+            .collect::<Result<Vec<TimelineEvent>, StoreError>>()?;
+        let mut unfolded: Vec<(u32, TimelineEvent)> = Vec::new();
+        for key in index.get(&id).into_iter().flatten() {
+            // A chunk the index names before its commit is applied is not there yet.
+            let Some(v) = self.event_chunks.get(key.to_be_bytes()).map_err(storage)? else {
+                continue;
+            };
+            let chunk: EventChunk = dec("events", &v)?;
+            unfolded.extend(
+                chunk
+                    .e
+                    .into_iter()
+                    .filter(|(of, _, _)| *of == id)
+                    .map(|(_, seq, ev)| (seq, ev)),
+            );
+        }
+        unfolded.sort_by_key(|(seq, _)| *seq);
+        events.extend(unfolded.into_iter().map(|(_, ev)| ev));
+        Ok(events)
     }
 
     fn next_incident_id(&self) -> Result<u64, StoreError> {
@@ -622,9 +739,32 @@ impl Store for SledStore {
             self.incidents
                 .batch_insert(&mut b, id_key(inc.id), enc(inc));
         }
-        for (id, seq, ev) in &w.events {
-            self.events
-                .batch_insert(&mut b, event_key(*id, *seq), enc(ev));
+        // Timeline events: per-commit records, named in the index before they are written (a
+        // reader finds a missing chunk empty; a failed commit leaves only such names).
+        let mut chunks = Records::default();
+        let placed: Vec<(IncidentId, usize)> = w
+            .events
+            .iter()
+            .map(|e| (e.0, chunks.push("e", e)))
+            .collect();
+        let records = chunks.finish();
+        if !records.is_empty() {
+            let first = self
+                .next_event_chunk
+                .fetch_add(records.len() as u64, Ordering::SeqCst);
+            let mut index = self.event_index.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, at) in placed {
+                let key = first + at as u64;
+                let keys = index.entry(id).or_default();
+                if keys.last() != Some(&key) {
+                    keys.push(key);
+                }
+            }
+            drop(index);
+            for (at, record) in records.into_iter().enumerate() {
+                self.event_chunks
+                    .batch_insert(&mut b, (first + at as u64).to_be_bytes(), record);
+            }
         }
         // Outbox entries, fingerprints and timers: per-commit records (see the module doc).
         // The timers are each incident's whole set: an empty one means none are armed.
@@ -669,7 +809,7 @@ impl Store for SledStore {
         }
         self.outbox_len.fetch_add(w.outbox.len(), Ordering::SeqCst);
         self.unfolded.fetch_add(
-            w.fingerprints.len() + w.timers.len() + w.outbox.len(),
+            w.fingerprints.len() + w.timers.len() + w.outbox.len() + w.events.len(),
             Ordering::SeqCst,
         );
         Ok(())
@@ -855,7 +995,7 @@ impl Store for SledStore {
         if self.unfolded.load(Ordering::SeqCst) == 0 {
             return Ok(0);
         }
-        // Oldest deltas first (then outbox chunks), each change in order, in one atomic batch
+        // Oldest deltas first (then outbox and event chunks), each change in order, in one atomic batch
         // with the deltas' removal (or, for one folded in part, its rewrite with what is left): after a crash
         // either all of this step or none of it happened, and replaying the deltas left over
         // the per-key state gives the same answer either way.
@@ -897,6 +1037,9 @@ impl Store for SledStore {
         }
         if moved < budget && self.first_chunk_seq.load(Ordering::SeqCst) != u64::MAX {
             moved += self.fold_chunks(budget - moved)?;
+        }
+        if moved < budget {
+            moved += self.fold_events(budget - moved)?;
         }
         Ok(moved)
     }

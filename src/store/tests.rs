@@ -494,8 +494,8 @@ fn fingerprint_and_timer_deltas_read_the_same_folded_or_not_and_after_a_reopen()
 }
 
 #[test]
-fn schema_2_and_3_stores_are_upgraded_in_place() {
-    for version in [2u64, 3] {
+fn schema_2_to_4_stores_are_upgraded_in_place() {
+    for version in [2u64, 3, 4] {
         schema_upgrade_from(version);
     }
 }
@@ -507,6 +507,9 @@ fn schema_upgrade_from(version: u64) {
         let s = SledStore::open(dir.path()).unwrap();
         s.outbox
             .insert(outbox_key("slack", 9), enc(&entry(9, "slack", 7)))
+            .unwrap();
+        s.events
+            .insert(event_key(IncidentId(7), 0), enc(&note("opened")))
             .unwrap();
         s.fingerprints
             .insert("fpA", &id_key(IncidentId(7)))
@@ -527,6 +530,7 @@ fn schema_upgrade_from(version: u64) {
     assert_eq!(s.timers().unwrap(), [timer(7, TimerKind::AckDeadline, 0)]);
     assert_eq!(s.outbox_len(), 1);
     assert_eq!(pending_seqs(&s, "slack", 10), [9]);
+    assert_eq!(texts(&s.timeline(IncidentId(7)).unwrap()), ["opened"]);
     // Its per-key state is the base the deltas replay over.
     s.commit(&WriteSet {
         fingerprints: vec![("fpA".into(), None)],
@@ -731,6 +735,10 @@ fn a_storm_sized_commit_writes_no_blob_files() {
                     (IncidentId(i), t.map(|k| timer(i, k, i as i64)).to_vec())
                 })
                 .collect(),
+            events: ids
+                .clone()
+                .map(|i| (IncidentId(i), 0, note("opened")))
+                .collect(),
             outbox: ids.map(|i| entry(i, "slack", i)).collect(),
             ..Default::default()
         })
@@ -741,5 +749,99 @@ fn a_storm_sized_commit_writes_no_blob_files() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(blobs, 0, "blob files written");
-    assert_eq!(s.unfolded(), 40 * 1500);
+    assert_eq!(s.unfolded(), 40 * 2000);
+}
+
+fn note(text: &str) -> TimelineEvent {
+    TimelineEvent {
+        at: Utc::now(),
+        actor: Actor::system(),
+        kind: EventKind::Note { text: text.into() },
+    }
+}
+
+fn texts(events: &[TimelineEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Note { text } => text.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn timelines_read_the_same_from_event_chunks_folded_or_not_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // Incident i gets events "i/0", "i/1", … over three commits; incident 1 gets many, so
+    // that its events span several chunk records, and the others some in each commit.
+    let mut expected: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut commit = |s: &SledStore, plan: &[(u64, usize)]| {
+        let mut events = Vec::new();
+        for &(id, n) in plan {
+            let seen = expected.entry(id).or_default();
+            for _ in 0..n {
+                let seq = seen.len() as u32;
+                let text = format!("{id}/{seq} {}", "x".repeat(40));
+                events.push((IncidentId(id), seq, note(&text)));
+                seen.push(text);
+            }
+        }
+        s.commit(&WriteSet {
+            events,
+            ..Default::default()
+        })
+        .unwrap();
+    };
+    let check = |s: &SledStore, when: &str, expected: &BTreeMap<u64, Vec<String>>| {
+        for (id, want) in expected {
+            assert_eq!(
+                &texts(&s.timeline(IncidentId(*id)).unwrap()),
+                want,
+                "{when}: incident {id}"
+            );
+        }
+        assert!(s.timeline(IncidentId(99)).unwrap().is_empty());
+    };
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        commit(&s, &[(1, 150), (2, 1), (3, 2)]);
+        commit(&s, &[(2, 3), (1, 1)]);
+        commit(&s, &[(3, 1), (4, 1)]);
+        assert!(s.event_chunks.count() > 3, "several chunk records");
+        assert_eq!(s.events.count(), 0, "nothing per key yet");
+        assert_eq!(s.unfolded(), 159);
+        check(&s, "unfolded", &expected);
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.unfolded(), 159, "counted again on open");
+    check(&s, "reopened", &expected);
+    // Folded in steps that cut chunks: every timeline is whole after every step.
+    let mut steps = 0;
+    while s.fold(23).unwrap() > 0 {
+        steps += 1;
+        check(&s, &format!("step {steps}"), &expected);
+    }
+    assert_eq!(steps, 7);
+    assert_eq!(s.unfolded(), 0);
+    assert_eq!(s.event_chunks.count(), 0);
+    assert_eq!(s.events.count(), 159);
+    assert!(
+        s.event_index.lock().unwrap().is_empty(),
+        "the index is empty"
+    );
+    // New events go after the folded ones.
+    let mut more = expected.clone();
+    more.get_mut(&2).unwrap().push("2/4 late".into());
+    s.commit(&WriteSet {
+        events: vec![(IncidentId(2), 4, note("2/4 late"))],
+        ..Default::default()
+    })
+    .unwrap();
+    check(&s, "after a late event", &more);
+    s.flush().unwrap();
+    drop(s);
+    let s = SledStore::open(dir.path()).unwrap();
+    check(&s, "reopened at the end", &more);
 }
