@@ -133,6 +133,7 @@ pub struct OutboxEntry {
     pub sink: String,
     pub incident: IncidentId,
     pub body: ChatBody,
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -213,6 +214,7 @@ impl TimerKind {
 pub struct Timer {
     pub incident: IncidentId,
     pub kind: TimerKind,
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     pub at: DateTime<Utc>,
 }
 

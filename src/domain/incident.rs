@@ -274,6 +274,7 @@ pub enum EventKind {
 /// One timeline entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEvent {
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     pub at: DateTime<Utc>,
     pub actor: Actor,
     #[serde(flatten)]
@@ -378,17 +379,31 @@ pub struct Incident {
     pub links: Vec<Link>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<ChatOrigin>,
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     pub opened_at: DateTime<Utc>,
     /// When the monitoring system says it started (detection time = opened_at − started_at).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::domain::rfc3339::option::serialize"
+    )]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     pub last_seen_at: DateTime<Utc>,
     pub alert_count: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::domain::rfc3339::option::serialize"
+    )]
     pub acknowledged_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_by: Option<Actor>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::domain::rfc3339::option::serialize"
+    )]
     pub resolved_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<Actor>,
@@ -397,7 +412,11 @@ pub struct Incident {
     /// Number of timeline events written so far (the next event's sequence number).
     pub timeline_len: u32,
     /// When the card was last sent to chat; repeats within the coalescing window only mark it dirty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::domain::rfc3339::option::serialize"
+    )]
     pub card_sent_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub card_dirty: bool,
@@ -416,7 +435,11 @@ pub struct Incident {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub followups: Vec<FollowUp>,
     /// When the first action succeeded (time to mitigate).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::domain::rfc3339::option::serialize"
+    )]
     pub mitigated_at: Option<DateTime<Utc>>,
     /// Earlier incidents of the same fingerprint within the recurrence window.
     #[serde(default, skip_serializing_if = "Option::is_none")]

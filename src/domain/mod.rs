@@ -8,5 +8,6 @@ pub mod incident;
 pub mod playbook;
 pub mod policy;
 pub mod report;
+pub mod rfc3339;
 pub mod severity;
 pub mod stats;
