@@ -845,3 +845,54 @@ fn timelines_read_the_same_from_event_chunks_folded_or_not_and_after_a_reopen() 
     let s = SledStore::open(dir.path()).unwrap();
     check(&s, "reopened at the end", &more);
 }
+
+#[test]
+fn folding_while_the_outbox_delivers_and_timelines_are_read_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    let mut all = Vec::new();
+    for c in 0..6 {
+        all.extend(outbox_commit(&s, c * 100, 100));
+    }
+    // Incident 1 gets a long timeline over several commits.
+    let mut want = Vec::new();
+    for c in 0..4u32 {
+        let events: Vec<_> = (0..60)
+            .map(|i| {
+                let text = format!("{} {}", c * 60 + i, "y".repeat(30));
+                want.push(text.clone());
+                (IncidentId(1), c * 60 + i, note(&text))
+            })
+            .collect();
+        s.commit(&WriteSet {
+            events,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let (slack, discord): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.sink == "slack");
+    let delivered: Vec<OutboxEntry> = slack.iter().step_by(2).cloned().collect();
+    std::thread::scope(|t| {
+        t.spawn(|| while s.fold(7).unwrap() > 0 {});
+        t.spawn(|| {
+            for e in &delivered {
+                s.outbox_complete(e, None).unwrap();
+            }
+        });
+        t.spawn(|| {
+            for _ in 0..200 {
+                assert_eq!(texts(&s.timeline(IncidentId(1)).unwrap()), want);
+                // Pending entries come in order, without repeats, whatever was folded.
+                let seqs = pending_seqs(&s, "discord", 1000);
+                assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+            }
+        });
+    });
+    while s.fold(1000).unwrap() > 0 {}
+    let left: Vec<u64> = slack.iter().skip(1).step_by(2).map(|e| e.seq).collect();
+    assert_eq!(pending_seqs(&s, "slack", 1000), left);
+    assert_eq!(pending_seqs(&s, "discord", 1000).len(), discord.len());
+    assert_eq!(s.outbox_len(), left.len() + discord.len());
+    assert_eq!(s.done.count(), 0);
+    assert_eq!(texts(&s.timeline(IncidentId(1)).unwrap()), want);
+}
