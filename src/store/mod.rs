@@ -241,6 +241,9 @@ pub struct SledStore {
     /// Held by whatever reads or changes event chunks, so that a timeline never sees an event
     /// twice or not at all while it is folded.
     event_index: std::sync::Mutex<EventIndex>,
+    /// The deltas as decoded when the store was opened, for the start-up reads
+    /// (`open_fingerprints`, `timers`) that follow; dropped by the first commit or fold.
+    opened_deltas: std::sync::Mutex<Option<std::sync::Arc<Vec<Delta>>>>,
     /// Changes in the delta records plus entries and events in the chunks.
     unfolded: AtomicUsize,
     state: Tree,
@@ -395,6 +398,7 @@ impl SledStore {
             event_chunks: space(b'v'),
             next_event_chunk: AtomicU64::new(0),
             event_index: Default::default(),
+            opened_deltas: Default::default(),
             unfolded: AtomicUsize::new(0),
             state,
             dead: tree("outbox_dead")?,
@@ -430,13 +434,18 @@ impl SledStore {
             }
         }
         let mut unfolded = 0;
+        let mut deltas = Vec::new();
         for kv in s.deltas.iter() {
             let (k, v) = kv.map_err(storage)?;
-            unfolded += dec::<Delta>("deltas", &v)?.len();
+            let d: Delta = dec("deltas", &v)?;
+            unfolded += d.len();
+            deltas.push(d);
             if let Some(seq) = be_u64(&k) {
                 s.next_delta.store(seq + 1, Ordering::SeqCst);
             }
         }
+        *s.opened_deltas.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::sync::Arc::new(deltas));
         let mut queued = s.outbox.count();
         for kv in s.chunks.iter() {
             let (k, v) = kv.map_err(storage)?;
@@ -480,15 +489,27 @@ impl SledStore {
         Ok(s)
     }
 
-    /// The delta records in commit order.
-    fn deltas(&self) -> Result<Vec<Delta>, StoreError> {
+    /// The delta records in commit order (decoded once for all start-up reads).
+    fn deltas(&self) -> Result<std::sync::Arc<Vec<Delta>>, StoreError> {
+        if let Some(d) = &*self.opened_deltas.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(d.clone());
+        }
         self.deltas
             .iter()
             .map(|kv| {
                 let (_, v) = kv.map_err(storage)?;
                 dec("deltas", &v)
             })
-            .collect()
+            .collect::<Result<Vec<Delta>, StoreError>>()
+            .map(std::sync::Arc::new)
+    }
+
+    /// The deltas change: the copy decoded at open is stale.
+    fn forget_opened_deltas(&self) {
+        self.opened_deltas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     fn set_schema_version(&self) -> Result<(), StoreError> {
@@ -779,6 +800,9 @@ impl Store for SledStore {
             self.chunks.batch_insert(&mut b, key.to_be_bytes(), record);
         }
         let mut deltas = Records::default();
+        if !w.fingerprints.is_empty() || !w.timers.is_empty() {
+            self.forget_opened_deltas();
+        }
         for f in &w.fingerprints {
             deltas.push("f", f);
         }
@@ -954,12 +978,12 @@ impl Store for SledStore {
                 })?;
             armed.insert(id, dec("timers", &v)?);
         }
-        for d in self.deltas()? {
-            for (id, timers) in d.t {
+        for d in self.deltas()?.iter() {
+            for (id, timers) in &d.t {
                 if timers.is_empty() {
-                    armed.remove(&id);
+                    armed.remove(id);
                 } else {
-                    armed.insert(id, timers);
+                    armed.insert(*id, timers.clone());
                 }
             }
         }
@@ -980,11 +1004,11 @@ impl Store for SledStore {
             })?;
             open.insert(fp, IncidentId(id));
         }
-        for d in self.deltas()? {
-            for (fp, id) in d.f {
+        for d in self.deltas()?.iter() {
+            for (fp, id) in &d.f {
                 match id {
-                    Some(id) => open.insert(fp, id),
-                    None => open.remove(&fp),
+                    Some(id) => open.insert(fp.clone(), *id),
+                    None => open.remove(fp),
                 };
             }
         }
@@ -995,6 +1019,7 @@ impl Store for SledStore {
         if self.unfolded.load(Ordering::SeqCst) == 0 {
             return Ok(0);
         }
+        self.forget_opened_deltas();
         // Oldest deltas first (then outbox and event chunks), each change in order, in one atomic batch
         // with the deltas' removal (or, for one folded in part, its rewrite with what is left): after a crash
         // either all of this step or none of it happened, and replaying the deltas left over

@@ -896,3 +896,33 @@ fn folding_while_the_outbox_delivers_and_timelines_are_read_loses_and_repeats_no
     assert_eq!(s.done.count(), 0);
     assert_eq!(texts(&s.timeline(IncidentId(1)).unwrap()), want);
 }
+
+#[test]
+fn the_deltas_decoded_at_open_serve_start_up_and_give_way_to_the_first_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.commit(&WriteSet {
+            fingerprints: vec![("fpA".into(), Some(IncidentId(1)))],
+            timers: vec![(IncidentId(1), vec![timer(1, TimerKind::AckDeadline, 0)])],
+            ..Default::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert!(s.opened_deltas.lock().unwrap().is_some());
+    assert_eq!(open_for(&s, "fpA"), Some(IncidentId(1)));
+    assert_eq!(s.timers().unwrap().len(), 1);
+    // A commit after start-up is seen: the copy from open is not used any more.
+    s.commit(&WriteSet {
+        fingerprints: vec![("fpA".into(), None), ("fpB".into(), Some(IncidentId(2)))],
+        timers: vec![(IncidentId(1), vec![])],
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(s.opened_deltas.lock().unwrap().is_none());
+    assert_eq!(open_for(&s, "fpA"), None);
+    assert_eq!(open_for(&s, "fpB"), Some(IncidentId(2)));
+    assert!(s.timers().unwrap().is_empty());
+}
