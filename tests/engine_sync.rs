@@ -334,3 +334,39 @@ async fn the_writer_folds_fingerprint_and_timer_deltas_when_idle_and_a_restart_s
         "two deadlines per incident"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_without_pauses_is_folded_down_to_the_bound_after_each_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = setup(dir.path());
+    store.set_open(true);
+    // Never idle long enough for the idle fold: only the bound can make the writer fold.
+    let folding = incidentd::engine::runner::Folding {
+        quiet: Duration::from_secs(3600),
+        max_unfolded: 10,
+    };
+    let (engine, _notes, writer) = Engine::start_tuned(
+        store.clone(),
+        Arc::new(Config::builtin()),
+        Arc::new(SystemClock),
+        vec!["console".into()],
+        Arc::new(incidentd::telemetry::metrics::Metrics::new()),
+        folding,
+    )
+    .unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("Storm{i}")).collect();
+    let alerts: Vec<Input> = names.iter().map(|n| Input::Alert(alert(n))).collect();
+    engine.submit(alerts).await.unwrap();
+    // 20 new incidents: a fingerprint, timers, an outbox entry and an event each.
+    until("the writer to fold down to the bound", || {
+        store.unfolded() <= 10
+    })
+    .await;
+    assert_eq!(store.open_fingerprints().unwrap().len(), 20);
+    stop(engine, writer).await;
+    let unfolded = store.unfolded();
+    drop(store);
+    let reopened = SledStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.unfolded(), unfolded, "what start-up replays");
+    assert_eq!(reopened.open_fingerprints().unwrap().len(), 20);
+}

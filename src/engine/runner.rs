@@ -107,6 +107,18 @@ impl Engine {
         sinks: Vec<String>,
         metrics: Arc<Metrics>,
     ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
+        Self::start_tuned(store, cfg, clock, sinks, metrics, Folding::default())
+    }
+
+    /// As `start_with_metrics`, with the store's folding tuned (tests).
+    pub fn start_tuned(
+        store: Arc<dyn Store>,
+        cfg: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        sinks: Vec<String>,
+        metrics: Arc<Metrics>,
+        folding: Folding,
+    ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
         let next_id = store.next_incident_id()?;
         let open: OpenMap = Arc::new(RwLock::new(
             store.open_fingerprints()?.into_iter().collect(),
@@ -146,6 +158,7 @@ impl Engine {
             armed,
             failed: failed.clone(),
             sync_tx,
+            folding,
         };
         let flag = alive.clone();
         let handle = std::thread::Builder::new()
@@ -260,6 +273,25 @@ struct Writer {
     /// Set by the syncer when a flush failed: nothing is committed after that.
     failed: Arc<AtomicBool>,
     sync_tx: std::sync::mpsc::SyncSender<Committed>,
+    folding: Folding,
+}
+
+/// When the writer folds the store's per-commit records ([`Store::fold`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Folding {
+    /// How long without work before the writer folds.
+    pub quiet: std::time::Duration,
+    /// Beyond this many unfolded changes the writer also folds after each commit.
+    pub max_unfolded: usize,
+}
+
+impl Default for Folding {
+    fn default() -> Self {
+        Folding {
+            quiet: QUIET,
+            max_unfolded: MAX_UNFOLDED,
+        }
+    }
 }
 
 /// A batch that is committed (visible in the store) but not yet durable, with everything that
@@ -305,7 +337,9 @@ impl Writer {
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    match timed.block_on(async { tokio::time::timeout(QUIET, rx.recv()).await }) {
+                    match timed.block_on(async {
+                        tokio::time::timeout(self.folding.quiet, rx.recv()).await
+                    }) {
                         Ok(Some(job)) => job,
                         Ok(None) => break,
                         Err(_) => {
@@ -331,8 +365,9 @@ impl Writer {
             // A storm that never pauses folds what goes beyond the bound after each commit (it
             // then costs what per-key writes cost), so what start-up replays stays bounded.
             let unfolded = self.store.unfolded();
-            if folding && unfolded > MAX_UNFOLDED {
-                folding = self.fold((unfolded - MAX_UNFOLDED).max(FOLD_STEP)) > 0;
+            let max = self.folding.max_unfolded;
+            if folding && unfolded > max {
+                folding = self.fold((unfolded - max).max(FOLD_STEP)) > 0;
             }
         }
         debug!("Writer stopped: all submitters gone.");
