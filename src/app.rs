@@ -19,7 +19,7 @@ use crate::domain::incident::Incident;
 use crate::domain::playbook::{ActionSpec, ExecutorSpec, VerifySpec};
 use crate::engine::dispatch::run_dispatcher;
 use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
-use crate::engine::runner::Engine;
+use crate::engine::runner::{Engine, Folding};
 use crate::engine::service::ChatService;
 use crate::engine::Input;
 use crate::http::{router, AppState};
@@ -220,12 +220,13 @@ pub async fn run(
     ports.extend(deps.sinks.iter().cloned());
     let sink_names = ports.iter().map(|p| p.name().to_string()).collect();
     let metrics = deps.outbox.metrics.clone();
-    let (engine, notes, writer) = Engine::start_with_metrics(
+    let (engine, notes, writer) = Engine::start_with(
         store.clone(),
         cfg.clone(),
         deps.clock.clone(),
         sink_names,
         metrics,
+        Folding::default(),
     )?;
     // The timers are the ones the engine read (once) to re-arm them.
     info!(

@@ -345,7 +345,7 @@ async fn a_storm_without_pauses_is_folded_down_to_the_bound_after_each_commit() 
         quiet: Duration::from_secs(3600),
         max_unfolded: 10,
     };
-    let (engine, _notes, writer) = Engine::start_tuned(
+    let (engine, _notes, writer) = Engine::start_with(
         store.clone(),
         Arc::new(Config::builtin()),
         Arc::new(SystemClock),

@@ -96,22 +96,12 @@ impl Engine {
         clock: Arc<dyn Clock>,
         sinks: Vec<String>,
     ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
-        Self::start_with_metrics(store, cfg, clock, sinks, Arc::new(Metrics::new()))
+        let metrics = Arc::new(Metrics::new());
+        Self::start_with(store, cfg, clock, sinks, metrics, Folding::default())
     }
 
-    /// As `start`, recording into the given metrics.
-    pub fn start_with_metrics(
-        store: Arc<dyn Store>,
-        cfg: Arc<Config>,
-        clock: Arc<dyn Clock>,
-        sinks: Vec<String>,
-        metrics: Arc<Metrics>,
-    ) -> Result<(Engine, Notifications, std::thread::JoinHandle<()>), StoreError> {
-        Self::start_tuned(store, cfg, clock, sinks, metrics, Folding::default())
-    }
-
-    /// As `start_with_metrics`, with the store's folding tuned (tests).
-    pub fn start_tuned(
+    /// As `start`, recording into the given metrics, with the store's folding as given.
+    pub fn start_with(
         store: Arc<dyn Store>,
         cfg: Arc<Config>,
         clock: Arc<dyn Clock>,
