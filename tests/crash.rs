@@ -156,6 +156,20 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
     let mut bot = start(&store);
     let incidents = all_incidents(&bot.base).await;
     assert_all_present(&acked, &incidents);
+    // Each with its timeline (written with the incident, in the same commit).
+    for (title, id) in &acked {
+        let v: Value = reqwest::get(format!("{}/api/v1/incidents/{id}", bot.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let timeline = v["timeline"].as_array().unwrap();
+        assert_eq!(
+            timeline[0]["type"], "opened",
+            "{title} ({id}): {timeline:?}"
+        );
+    }
     // The id counter survived too: a new alert gets a fresh id.
     let v: Value = reqwest::Client::new()
         .post(format!("{}/api/v1/alerts", bot.base))
