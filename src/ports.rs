@@ -382,10 +382,10 @@ pub trait Store: Send + Sync {
     /// Start-up: counts what is pending and marks `Started` executions `Interrupted`.
     fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError>;
     /// A store may record some of a commit's changes in a compact form first (fingerprint and
-    /// timer changes, which only start-up reads, and new outbox entries): this moves up to
-    /// about `max` of them into their lasting form, atomically, and returns how many it moved
-    /// (0: none left). The writer calls it when it has nothing else to do. No read depends on
-    /// it.
+    /// timer changes, which only start-up reads, new outbox entries and timeline events): this
+    /// moves up to about `max` of them into their lasting form, atomically, and returns how many
+    /// it moved (0: none left). The writer calls it when it has nothing else to do. No read
+    /// depends on it.
     fn fold(&self, max: usize) -> Result<usize, StoreError> {
         let _ = max;
         Ok(0)

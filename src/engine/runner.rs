@@ -32,8 +32,8 @@ use crate::telemetry::metrics::Metrics;
 
 /// The most inputs one group commit takes (bounds latency and transaction size).
 const MAX_BATCH_INPUTS: usize = 8192;
-/// Changes (fingerprints, timers, outbox entries) folded per step when the writer is idle (a step of 512 is a
-/// few milliseconds: the longest a new submission waits for one).
+/// Changes (fingerprints, timers, outbox entries, timeline events) folded per step when the
+/// writer is idle (a step of 512 is a few milliseconds: the longest a new submission waits).
 const FOLD_STEP: usize = 512;
 /// How long without work before the writer starts folding.
 const QUIET: std::time::Duration = std::time::Duration::from_millis(20);
@@ -300,10 +300,10 @@ struct Committed {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        // The store's per-commit records (fingerprint and timer deltas, outbox chunks) are
-        // folded once no work came for `QUIET`
-        // (not in the short gaps of a storm, where it would only delay the next batch), a small
-        // step at a time, for as long as no work comes: new work waits at most one step.
+        // The store's per-commit records (fingerprint and timer deltas, outbox and event chunks)
+        // are folded once no work came for `folding.quiet` (not in the short gaps of a storm,
+        // where it would only delay the next batch), a small step at a time, for as long as no
+        // work comes: new work waits at most one step.
         let timed = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

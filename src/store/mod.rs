@@ -24,9 +24,8 @@
 //!   those.
 //!
 //! An alert storm thus pays for one key per new incident (the incident) and the quiet after it
-//! for the rest. Records stay small because sled writes a leaf (up to 16
-//! records) over 128 KiB as a separate blob file, which costs a file per write and which sled
-//! never fsyncs.
+//! for the rest. Records stay small because sled writes a leaf (up to 16 records) over 128 KiB
+//! as a separate blob file, which costs a file per write and which sled never fsyncs.
 //!
 //! Schema 1 (one tree per kind of record) is migrated on open; schemas 2 (no deltas), 3 (no
 //! outbox chunks) and 4 (no event chunks) need no change, only the version, which keeps an
@@ -194,6 +193,66 @@ impl Space {
     }
 }
 
+/// A space of per-commit records (see the module doc), keyed by a sequence number in the
+/// order written.
+struct Journal {
+    space: Space,
+    /// The next record's key.
+    next: AtomicU64,
+}
+
+impl std::ops::Deref for Journal {
+    type Target = Space;
+    fn deref(&self) -> &Space {
+        &self.space
+    }
+}
+
+impl Journal {
+    fn new(space: Space) -> Journal {
+        Journal {
+            space,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds `records` to `b` under fresh keys, in order; returns the first key.
+    fn append(&self, b: &mut Batch, records: Vec<Vec<u8>>) -> u64 {
+        let first = self.next.fetch_add(records.len() as u64, Ordering::SeqCst);
+        for (at, record) in records.into_iter().enumerate() {
+            self.space
+                .batch_insert(b, (first + at as u64).to_be_bytes(), record);
+        }
+        first
+    }
+
+    /// Decodes every record in key order (the store opening); the next key follows the last.
+    fn replay<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        mut f: impl FnMut(u64, T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for kv in self.space.iter() {
+            let (k, v) = kv.map_err(storage)?;
+            let key = be_u64(&k).ok_or_else(|| StoreError::Codec {
+                tree: what,
+                message: "bad record key".into(),
+            })?;
+            self.next.store(key + 1, Ordering::SeqCst);
+            f(key, dec(what, &v)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Notes that chunk `key` holds events of incident `id` (keys come in ascending order).
+fn index_event(index: &mut EventIndex, id: IncidentId, key: u64) {
+    let keys = index.entry(id).or_default();
+    if keys.last() != Some(&key) {
+        keys.push(key);
+    }
+}
+
 /// The key spaces of the `state` tree, and the trees of schema 1 they replace.
 const SPACES: [(u8, &str); 8] = [
     (b'i', "incidents"),
@@ -218,13 +277,9 @@ pub struct SledStore {
     /// Counters (`next_id`).
     counters: Space,
     /// Fingerprint and timer changes not folded yet, a few records per group commit.
-    deltas: Space,
-    /// The next delta's key.
-    next_delta: AtomicU64,
+    deltas: Journal,
     /// New outbox entries not folded yet, a few records per group commit.
-    chunks: Space,
-    /// The next chunk's key.
-    next_chunk: AtomicU64,
+    chunks: Journal,
     /// Done markers of entries delivered (or dead-lettered) while still in a chunk.
     done: Space,
     /// The lowest sequence number still in a chunk (`u64::MAX`: none). Sequence numbers grow
@@ -235,9 +290,7 @@ pub struct SledStore {
     /// Holds, per sink, the first chunk that may still have entries of that sink to deliver.
     outbox_lock: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// New timeline events not folded yet, a few records per group commit.
-    event_chunks: Space,
-    /// The next event chunk's key.
-    next_event_chunk: AtomicU64,
+    event_chunks: Journal,
     /// Held by whatever reads or changes event chunks, so that a timeline never sees an event
     /// twice or not at all while it is folded.
     event_index: std::sync::Mutex<EventIndex>,
@@ -388,15 +441,12 @@ impl SledStore {
             timers: space(b't'),
             history: space(b'h'),
             counters: space(b'm'),
-            deltas: space(b'd'),
-            next_delta: AtomicU64::new(0),
-            chunks: space(b'q'),
-            next_chunk: AtomicU64::new(0),
+            deltas: Journal::new(space(b'd')),
+            chunks: Journal::new(space(b'q')),
             done: space(b'k'),
             first_chunk_seq: AtomicU64::new(u64::MAX),
             outbox_lock: Default::default(),
-            event_chunks: space(b'v'),
-            next_event_chunk: AtomicU64::new(0),
+            event_chunks: Journal::new(space(b'v')),
             event_index: Default::default(),
             opened_deltas: Default::default(),
             unfolded: AtomicUsize::new(0),
@@ -435,56 +485,35 @@ impl SledStore {
         }
         let mut unfolded = 0;
         let mut deltas = Vec::new();
-        for kv in s.deltas.iter() {
-            let (k, v) = kv.map_err(storage)?;
-            let d: Delta = dec("deltas", &v)?;
+        s.deltas.replay("deltas", |_, d: Delta| {
             unfolded += d.len();
             deltas.push(d);
-            if let Some(seq) = be_u64(&k) {
-                s.next_delta.store(seq + 1, Ordering::SeqCst);
-            }
-        }
+            Ok(())
+        })?;
         *s.opened_deltas.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(std::sync::Arc::new(deltas));
         let mut queued = s.outbox.count();
-        for kv in s.chunks.iter() {
-            let (k, v) = kv.map_err(storage)?;
-            let chunk: Chunk = dec("outbox", &v)?;
+        s.chunks.replay("outbox", |_, chunk: Chunk| {
             unfolded += chunk.o.len();
             for e in &chunk.o {
                 s.first_chunk_seq.fetch_min(e.seq, Ordering::SeqCst);
-                if s.done
-                    .get(outbox_key(&e.sink, e.seq))
-                    .map_err(storage)?
-                    .is_none()
-                {
+                let key = outbox_key(&e.sink, e.seq);
+                if s.done.get(key).map_err(storage)?.is_none() {
                     queued += 1;
                 }
             }
-            if let Some(seq) = be_u64(&k) {
-                s.next_chunk.store(seq + 1, Ordering::SeqCst);
-            }
-        }
+            Ok(())
+        })?;
         s.outbox_len.store(queued, Ordering::SeqCst);
-        {
-            let mut index = s.event_index.lock().unwrap_or_else(|e| e.into_inner());
-            for kv in s.event_chunks.iter() {
-                let (k, v) = kv.map_err(storage)?;
-                let chunk: EventChunk = dec("events", &v)?;
-                let key = be_u64(&k).ok_or_else(|| StoreError::Codec {
-                    tree: "events",
-                    message: "bad chunk key".into(),
-                })?;
-                unfolded += chunk.e.len();
-                for (id, _, _) in &chunk.e {
-                    let keys = index.entry(*id).or_default();
-                    if keys.last() != Some(&key) {
-                        keys.push(key);
-                    }
-                }
-                s.next_event_chunk.store(key + 1, Ordering::SeqCst);
+        let mut index = EventIndex::new();
+        s.event_chunks.replay("events", |key, chunk: EventChunk| {
+            unfolded += chunk.e.len();
+            for (id, _, _) in &chunk.e {
+                index_event(&mut index, *id, key);
             }
-        }
+            Ok(())
+        })?;
+        *s.event_index.lock().unwrap_or_else(|e| e.into_inner()) = index;
         s.unfolded.store(unfolded, Ordering::SeqCst);
         Ok(s)
     }
@@ -588,7 +617,7 @@ impl SledStore {
             let (k, v) = kv.map_err(storage)?;
             let mut c: Chunk = dec("outbox", &v)?;
             if moved >= budget {
-                first_left = c.o.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
+                first_left = c.o.first().map_or(u64::MAX, |e| e.seq);
                 break;
             }
             let take = c.o.len().min(budget - moved);
@@ -604,7 +633,7 @@ impl SledStore {
             if c.o.is_empty() {
                 self.chunks.batch_remove(&mut b, &k);
             } else {
-                first_left = c.o.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
+                first_left = c.o.first().map_or(u64::MAX, |e| e.seq);
                 self.chunks.batch_insert(&mut b, &k, enc(&c));
                 break;
             }
@@ -770,21 +799,10 @@ impl Store for SledStore {
             .collect();
         let records = chunks.finish();
         if !records.is_empty() {
-            let first = self
-                .next_event_chunk
-                .fetch_add(records.len() as u64, Ordering::SeqCst);
+            let first = self.event_chunks.append(&mut b, records);
             let mut index = self.event_index.lock().unwrap_or_else(|e| e.into_inner());
             for (id, at) in placed {
-                let key = first + at as u64;
-                let keys = index.entry(id).or_default();
-                if keys.last() != Some(&key) {
-                    keys.push(key);
-                }
-            }
-            drop(index);
-            for (at, record) in records.into_iter().enumerate() {
-                self.event_chunks
-                    .batch_insert(&mut b, (first + at as u64).to_be_bytes(), record);
+                index_event(&mut index, id, first + at as u64);
             }
         }
         // Outbox entries, fingerprints and timers: per-commit records (see the module doc).
@@ -795,10 +813,7 @@ impl Store for SledStore {
         for e in &outbox {
             chunks.push("o", e);
         }
-        for record in chunks.finish() {
-            let key = self.next_chunk.fetch_add(1, Ordering::SeqCst);
-            self.chunks.batch_insert(&mut b, key.to_be_bytes(), record);
-        }
+        self.chunks.append(&mut b, chunks.finish());
         let mut deltas = Records::default();
         if !w.fingerprints.is_empty() || !w.timers.is_empty() {
             self.forget_opened_deltas();
@@ -809,10 +824,7 @@ impl Store for SledStore {
         for t in &w.timers {
             deltas.push("t", t);
         }
-        for record in deltas.finish() {
-            let key = self.next_delta.fetch_add(1, Ordering::SeqCst);
-            self.deltas.batch_insert(&mut b, key.to_be_bytes(), record);
-        }
+        self.deltas.append(&mut b, deltas.finish());
         for x in &w.executions {
             self.executions
                 .batch_insert(&mut b, x.key.as_bytes(), enc(x));
@@ -1020,10 +1032,10 @@ impl Store for SledStore {
             return Ok(0);
         }
         self.forget_opened_deltas();
-        // Oldest deltas first (then outbox and event chunks), each change in order, in one atomic batch
-        // with the deltas' removal (or, for one folded in part, its rewrite with what is left): after a crash
-        // either all of this step or none of it happened, and replaying the deltas left over
-        // the per-key state gives the same answer either way.
+        // Oldest deltas first (then outbox and event chunks), each change in order, in one
+        // atomic batch with the deltas' removal (or, for one folded in part, its rewrite with
+        // what is left): after a crash either all of this step or none of it happened, and
+        // replaying the deltas left over the per-key state gives the same answer either way.
         let budget = max.max(1);
         let mut moved = 0;
         let mut b = Batch::default();
