@@ -153,6 +153,25 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 300);
 
+    // The store as the kill left it, read before any writer can fold what the last commits
+    // wrote as per-commit records: every acknowledged incident has its opening event.
+    {
+        use incidentd::ports::Store;
+        let opened = incidentd::store::SledStore::open(&store).unwrap();
+        for (title, id) in &acked {
+            let n: u64 = id.trim_start_matches("INC-").parse().unwrap();
+            let timeline = opened
+                .timeline(incidentd::domain::incident::IncidentId(n))
+                .unwrap();
+            let first = timeline.first().map(|e| serde_json::to_value(e).unwrap());
+            assert_eq!(
+                first.as_ref().map(|e| &e["type"]),
+                Some(&Value::from("opened")),
+                "{title} ({id}) in the killed store"
+            );
+        }
+    }
+
     let mut bot = start(&store);
     let incidents = all_incidents(&bot.base).await;
     assert_all_present(&acked, &incidents);
