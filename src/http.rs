@@ -323,35 +323,34 @@ async fn get_stats(
                 )
             })?,
     };
-    let store = s.store.clone();
-    let all = blocking(move || store.list_incidents(&IncidentFilter::default()))
-        .await?
-        .map_err(internal)?;
-    let stats = crate::domain::stats::compute(&all, chrono::Utc::now(), days);
+    let stats = s.engine.stats(days).await.map_err(internal)?;
     Ok(Json(serde_json::to_value(stats).map_err(internal)?))
 }
 
 /// Prometheus exposition: counters and histograms recorded as things happen, gauges computed
 /// now (outbox depth, active incidents, the 30-day stats).
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let store = s.store.clone();
-    let (depth, all) = blocking(move || {
-        Ok::<_, crate::ports::StoreError>((
-            store.outbox_len(),
-            store.list_incidents(&IncidentFilter::default())?,
-        ))
-    })
-    .await?
-    .map_err(internal)?;
-    let st = crate::domain::stats::compute(&all, chrono::Utc::now(), 30);
-    let active = all.iter().filter(|i| i.status.is_active()).count();
+    let depth = s.store.outbox_len();
+    let st = s.engine.stats(30).await.map_err(internal)?;
+    let active = s.engine.active_incidents().await.map_err(internal)?;
     let mut gauges = vec![
         ("incidentd_outbox_depth", depth as f64),
         ("incidentd_incidents_active", active as f64),
     ];
     let opt = [
-        ("incidentd_mttr_seconds", st.mttr.median_seconds),
-        ("incidentd_mtta_seconds", st.mtta.median_seconds),
+        ("incidentd_mttr_seconds", st.mttr.mean_seconds),
+        ("incidentd_mttr_median_seconds", st.mttr.median_seconds),
+        ("incidentd_mttr_p90_seconds", st.mttr.p90_seconds),
+        (
+            "incidentd_mttr_from_alert_start_seconds",
+            st.mttr_from_start.mean_seconds,
+        ),
+        (
+            "incidentd_mttr_automated_seconds",
+            st.mttr_automated.mean_seconds,
+        ),
+        ("incidentd_mtta_seconds", st.mtta.mean_seconds),
+        ("incidentd_mtta_median_seconds", st.mtta.median_seconds),
         (
             "incidentd_manual_intervention_ratio",
             st.manual_intervention_rate,

@@ -340,6 +340,16 @@ pub trait Store: Send + Sync {
     /// Newest first.
     fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError>;
     fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEvent>, StoreError>;
+    /// Calls `f` with every incident, one at a time, in no particular order, until it returns
+    /// false (start-up reads, without holding every incident in memory at once).
+    fn for_each_incident(&self, f: &mut dyn FnMut(Incident) -> bool) -> Result<(), StoreError> {
+        for inc in self.list_incidents(&IncidentFilter::default())? {
+            if !f(inc) {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// The id the next new incident gets.
     fn next_incident_id(&self) -> Result<u64, StoreError>;
     /// A fresh, monotonically increasing sequence number (outbox order).

@@ -89,32 +89,57 @@ pub mod metrics {
         (
             "incidentd_mttr_seconds",
             "gauge",
-            "Median time to resolve over the last 30 days.",
+            "Mean time to resolve (from opening) of incidents opened in the last 30 days.",
+        ),
+        (
+            "incidentd_mttr_median_seconds",
+            "gauge",
+            "Median time to resolve (from opening), last 30 days.",
+        ),
+        (
+            "incidentd_mttr_p90_seconds",
+            "gauge",
+            "90th percentile time to resolve (from opening), last 30 days.",
+        ),
+        (
+            "incidentd_mttr_from_alert_start_seconds",
+            "gauge",
+            "Mean time from the alert's start to resolution, last 30 days.",
+        ),
+        (
+            "incidentd_mttr_automated_seconds",
+            "gauge",
+            "Mean time to resolve incidents no human intervened in, last 30 days.",
         ),
         (
             "incidentd_mtta_seconds",
             "gauge",
-            "Median time to acknowledge over the last 30 days.",
+            "Mean time to acknowledge, last 30 days.",
+        ),
+        (
+            "incidentd_mtta_median_seconds",
+            "gauge",
+            "Median time to acknowledge, last 30 days.",
         ),
         (
             "incidentd_manual_intervention_ratio",
             "gauge",
-            "Share of incidents that needed a human decision, last 30 days.",
+            "Share of incidents a person intervened in during the response, last 30 days.",
         ),
         (
             "incidentd_auto_remediation_success_ratio",
             "gauge",
-            "Share of automatic actions that succeeded, last 30 days.",
+            "Share of finished automatic actions that succeeded and verified without a rollback, last 30 days.",
         ),
         (
             "incidentd_rca_completion_ratio",
             "gauge",
-            "Share of resolved incidents with a confirmed root cause, last 30 days.",
+            "Share of resolved incidents with a root cause confirmed by a person (not unknown), last 30 days.",
         ),
         (
             "incidentd_recurrence_ratio",
             "gauge",
-            "Share of incidents that recurred, last 30 days.",
+            "Share of incidents whose fingerprint had an incident resolved within the recurrence window before it opened, last 30 days.",
         ),
     ];
 

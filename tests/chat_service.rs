@@ -261,7 +261,7 @@ async fn thread_replies_buttons_and_commands() {
     assert!(r.text.contains("No open incidents"));
     let r = svc.handle(cmd("timeline INC-1")).await.unwrap();
     assert!(
-        r.text.contains("slack:UAPPROVER: acknowledged"),
+        r.text.contains("Acknowledged by slack:UAPPROVER"),
         "{}",
         r.text
     );

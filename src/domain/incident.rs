@@ -218,6 +218,9 @@ pub enum EventKind {
     ExecutionQueued {
         action: String,
         execution: String,
+        /// Queued to undo this action after it did not verify.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_of: Option<String>,
     },
     ExecutionStarted {
         action: String,
@@ -269,6 +272,9 @@ pub enum EventKind {
         from: Severity,
         to: Severity,
     },
+    /// Someone took the incident while an action was already running or verifying (the
+    /// status stays as it is).
+    Acknowledged,
 }
 
 /// One timeline entry.
@@ -312,7 +318,9 @@ impl TimelineEvent {
                     reason.message()
                 )
             }
-            EventKind::ExecutionQueued { action, execution } => {
+            EventKind::ExecutionQueued {
+                action, execution, ..
+            } => {
                 format!("`{action}` queued for execution ({execution})")
             }
             EventKind::ExecutionStarted {
@@ -350,6 +358,7 @@ impl TimelineEvent {
                 "`{action}` {}: {summary}",
                 if *ok { "verified" } else { "did not verify" }
             ),
+            EventKind::Acknowledged => format!("Acknowledged by {who}"),
             EventKind::SeverityChanged { from, to } => {
                 format!("Severity changed from {from} to {to} by {who}")
             }
@@ -444,6 +453,10 @@ pub struct Incident {
     /// Earlier incidents of the same fingerprint within the recurrence window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurrence: Option<Recurrence>,
+    /// The timeline's fold for the outcome numbers; `None` in incidents stored before it
+    /// existed (the writer folds their timeline when it next loads them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<super::tally::Tally>,
 }
 
 /// The root cause: a category and an explanation; `confirmed_by` is None while it is only a suggestion.
@@ -603,6 +616,7 @@ pub(crate) mod tests_support {
             followups: vec![],
             mitigated_at: None,
             recurrence: None,
+            tally: Some(Default::default()),
         }
     }
 }

@@ -11,3 +11,4 @@ pub mod report;
 pub mod rfc3339;
 pub mod severity;
 pub mod stats;
+pub mod tally;

@@ -1,24 +1,36 @@
-//! How the team is doing against the targets that matter: MTTA, MTTR (median and p90, by
-//! severity and kind), manual intervention rate, auto-remediation success, RCA completion and
-//! recurrence, over a window. Pure: computed from incidents, tested on hand-computed fixtures.
+//! How the team is doing against the targets that matter: MTTR, MTTA, manual intervention,
+//! auto-remediation success, RCA completion and recurrence over a window. docs/metrics.md
+//! defines each number; this is the one implementation every surface uses (the API, `/metrics`,
+//! `/incident stats`, the console).
+//!
+//! Each incident contributes one small row of [`Facts`], derived from the incident and its
+//! timeline's [`Tally`](super::tally::Tally). A [`Book`] keeps one row per incident, so the
+//! numbers are read without loading any incident: the engine updates it as decisions are
+//! committed and builds it once at start-up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::incident::{ActionStatus, Incident, Status};
+use super::classify::RootCause;
+use super::incident::{ActionStatus, Incident, IncidentId, Status};
+use super::severity::Severity;
 
 /// The field's targets.
 pub const TARGET_MTTR_SECONDS: f64 = 8.0 * 60.0;
+/// MTTR target for incidents handled without a human.
+pub const TARGET_MTTR_AUTOMATED_SECONDS: f64 = 3.0 * 60.0;
 pub const TARGET_MANUAL_RATE: f64 = 0.20;
 pub const TARGET_RCA_RATE: f64 = 0.95;
 pub const TARGET_RECURRENCE_RATE: f64 = 0.05;
 
+/// A distribution of durations: mean, and nearest-rank median and p90.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Percentiles {
     pub count: usize,
+    pub mean_seconds: Option<f64>,
     pub median_seconds: Option<f64>,
     pub p90_seconds: Option<f64>,
 }
@@ -34,10 +46,31 @@ impl Percentiles {
             let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
             Some(v[rank - 1])
         };
+        let mean = (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         Percentiles {
             count: v.len(),
+            mean_seconds: mean,
             median_seconds: at(0.5),
             p90_seconds: at(0.9),
+        }
+    }
+}
+
+/// A ratio with its parts, so that every rate can be checked by hand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Ratio {
+    pub numerator: usize,
+    pub denominator: usize,
+    /// `None` when the denominator is 0.
+    pub rate: Option<f64>,
+}
+
+impl Ratio {
+    fn of(n: usize, d: usize) -> Ratio {
+        Ratio {
+            numerator: n,
+            denominator: d,
+            rate: (d > 0).then(|| n as f64 / d as f64),
         }
     }
 }
@@ -50,17 +83,25 @@ pub struct Stats {
     pub resolved: usize,
     pub by_severity: BTreeMap<String, usize>,
     pub by_kind: BTreeMap<String, usize>,
+    /// From opening to the first acknowledgement.
     pub mtta: Percentiles,
+    pub mtta_by_severity: BTreeMap<String, Percentiles>,
+    /// From opening to resolution.
     pub mttr: Percentiles,
+    /// From the alert's start (the source's `startsAt`) to resolution.
+    pub mttr_from_start: Percentiles,
     pub mttr_by_severity: BTreeMap<String, Percentiles>,
     pub mttr_by_kind: BTreeMap<String, Percentiles>,
-    /// Incidents that needed a human decision / all incidents.
+    /// Resolved incidents that no human intervened in, from opening to resolution.
+    pub mttr_automated: Percentiles,
+    pub manual_intervention: Ratio,
+    pub auto_remediation: Ratio,
+    pub rca_completion: Ratio,
+    pub recurrence: Ratio,
+    /// The four rates alone (as before; the same values as the ratios above).
     pub manual_intervention_rate: Option<f64>,
-    /// Automatic actions that succeeded / automatic actions that finished.
     pub auto_remediation_success_rate: Option<f64>,
-    /// Resolved incidents with a confirmed root cause / resolved incidents.
     pub rca_completion_rate: Option<f64>,
-    /// Incidents that recurred (same fingerprint resolved within the recurrence window) / all.
     pub recurrence_rate: Option<f64>,
     pub targets: Targets,
 }
@@ -68,6 +109,7 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Targets {
     pub mttr_seconds: f64,
+    pub mttr_automated_seconds: f64,
     pub manual_intervention_rate: f64,
     pub rca_completion_rate: f64,
     pub recurrence_rate: f64,
@@ -77,6 +119,7 @@ impl Default for Targets {
     fn default() -> Self {
         Targets {
             mttr_seconds: TARGET_MTTR_SECONDS,
+            mttr_automated_seconds: TARGET_MTTR_AUTOMATED_SECONDS,
             manual_intervention_rate: TARGET_MANUAL_RATE,
             rca_completion_rate: TARGET_RCA_RATE,
             recurrence_rate: TARGET_RECURRENCE_RATE,
@@ -84,12 +127,57 @@ impl Default for Targets {
     }
 }
 
-fn ratio(n: usize, d: usize) -> Option<f64> {
-    (d > 0).then(|| n as f64 / d as f64)
+/// What one incident contributes to the numbers (docs/metrics.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub opened_at: DateTime<Utc>,
+    /// The alert's start, never after the opening.
+    pub started_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Set while the incident is resolved or closed.
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub active: bool,
+    pub severity: Severity,
+    pub kind: String,
+    pub manual: bool,
+    pub rca: bool,
+    pub recurred: bool,
+    /// Automatic actions with an outcome, and those that succeeded.
+    pub auto_done: u32,
+    pub auto_ok: u32,
 }
 
-/// A human took a decision: acknowledged, approved or rejected, resolved, or re-triaged.
-pub fn needed_a_human(inc: &Incident) -> bool {
+impl Facts {
+    pub fn of(inc: &Incident) -> Facts {
+        let (manual, (auto_done, auto_ok)) = match &inc.tally {
+            Some(t) => (t.human, t.auto_counts()),
+            // Stored before tallies and not folded yet: what the incident's fields say.
+            None => (legacy_needed_a_human(inc), legacy_auto_counts(inc)),
+        };
+        let ended = matches!(inc.status, Status::Resolved | Status::Closed);
+        Facts {
+            opened_at: inc.opened_at,
+            started_at: inc
+                .started_at
+                .map_or(inc.opened_at, |s| s.min(inc.opened_at)),
+            acknowledged_at: inc.acknowledged_at,
+            resolved_at: inc.resolved_at.filter(|_| ended),
+            active: inc.status.is_active(),
+            severity: inc.severity,
+            kind: inc.kind.clone(),
+            manual,
+            rca: inc
+                .root_cause
+                .as_ref()
+                .is_some_and(|r| r.confirmed_by.is_some() && r.category != RootCause::Unknown),
+            recurred: inc.recurrence.is_some(),
+            auto_done,
+            auto_ok,
+        }
+    }
+}
+
+fn legacy_needed_a_human(inc: &Incident) -> bool {
     let human = |a: &super::policy::Actor| !a.is_system();
     inc.acknowledged_by.as_ref().is_some_and(human)
         || inc.resolved_by.as_ref().is_some_and(human)
@@ -97,82 +185,233 @@ pub fn needed_a_human(inc: &Incident) -> bool {
             .actions
             .iter()
             .any(|a| a.approvals.iter().any(human) || a.decided_by.as_ref().is_some_and(human))
-        || inc
-            .root_cause
-            .as_ref()
-            .is_some_and(|r| r.confirmed_by.is_some() && inc.status.is_active())
 }
 
-/// Stats over incidents opened in the `days` before `now`.
-pub fn compute(incidents: &[Incident], now: DateTime<Utc>, days: u32) -> Stats {
-    let since = now - Duration::days(days as i64);
-    let list: Vec<&Incident> = incidents.iter().filter(|i| i.opened_at >= since).collect();
-    let mut s = Stats {
-        window_days: days,
-        total: list.len(),
-        ..Default::default()
-    };
-    let secs = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_milliseconds() as f64 / 1000.0;
-    let mut tta = Vec::new();
-    let mut ttr = Vec::new();
-    let mut ttr_sev: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut ttr_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let (mut manual, mut auto_ok, mut auto_done, mut rca, mut recurred) = (0, 0, 0, 0, 0);
-    for i in &list {
-        *s.by_severity.entry(i.severity.to_string()).or_default() += 1;
-        *s.by_kind.entry(i.kind.clone()).or_default() += 1;
-        if i.status.is_active() {
-            s.open += 1;
+fn legacy_auto_counts(inc: &Incident) -> (u32, u32) {
+    let auto = inc
+        .actions
+        .iter()
+        .filter(|a| a.decided_by.as_ref().is_some_and(|x| x.is_system()));
+    let done = auto
+        .clone()
+        .filter(|a| matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed))
+        .count();
+    let ok = auto.filter(|a| a.status == ActionStatus::Succeeded).count();
+    (done as u32, ok as u32)
+}
+
+const NONE: i64 = i64::MIN;
+const ACTIVE: u8 = 1;
+const MANUAL: u8 = 2;
+const RCA: u8 = 4;
+const RECURRED: u8 = 8;
+
+/// One incident's facts in 48 bytes (milliseconds since the epoch; `NONE` for absent).
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    opened: i64,
+    started: i64,
+    acked: i64,
+    resolved: i64,
+    auto_done: u32,
+    auto_ok: u32,
+    kind: u32,
+    severity: u8,
+    flags: u8,
+    present: bool,
+}
+
+const EMPTY: Row = Row {
+    opened: 0,
+    started: 0,
+    acked: NONE,
+    resolved: NONE,
+    auto_done: 0,
+    auto_ok: 0,
+    kind: 0,
+    severity: 0,
+    flags: 0,
+    present: false,
+};
+
+/// One row of facts per incident, indexed by incident number (ids are dense), with the kind
+/// names interned: 48 bytes an incident.
+#[derive(Debug, Default)]
+pub struct Book {
+    rows: Vec<Row>,
+    kinds: Vec<String>,
+    kind_ids: HashMap<String, u32>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn opt_ms(t: Option<DateTime<Utc>>) -> i64 {
+    t.map_or(NONE, ms)
+}
+
+impl Book {
+    pub fn new() -> Book {
+        Book::default()
+    }
+
+    /// Incidents recorded.
+    pub fn len(&self) -> usize {
+        self.rows.iter().filter(|r| r.present).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Incidents not resolved yet, whenever they opened.
+    pub fn active(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.present && r.flags & ACTIVE != 0)
+            .count()
+    }
+
+    fn slot(&mut self, id: IncidentId) -> &mut Row {
+        let i = id.0 as usize;
+        if self.rows.len() <= i {
+            self.rows.resize(i + 1, EMPTY);
         }
-        if let Some(a) = i.acknowledged_at {
-            tta.push(secs(i.opened_at, a));
-        }
-        if matches!(i.status, Status::Resolved | Status::Closed) {
-            s.resolved += 1;
-            if let Some(r) = i.resolved_at {
-                let t = secs(i.opened_at, r);
-                ttr.push(t);
-                ttr_sev.entry(i.severity.to_string()).or_default().push(t);
-                ttr_kind.entry(i.kind.clone()).or_default().push(t);
+        &mut self.rows[i]
+    }
+
+    /// Records (or replaces) an incident's facts.
+    pub fn put(&mut self, id: IncidentId, f: &Facts) {
+        let kind = match self.kind_ids.get(&f.kind) {
+            Some(k) => *k,
+            None => {
+                let k = self.kinds.len() as u32;
+                self.kinds.push(f.kind.clone());
+                self.kind_ids.insert(f.kind.clone(), k);
+                k
             }
-            if i.root_cause
-                .as_ref()
-                .is_some_and(|r| r.confirmed_by.is_some())
-            {
-                rca += 1;
-            }
-        }
-        if needed_a_human(i) {
-            manual += 1;
-        }
-        for a in &i.actions {
-            let by_system = a.decided_by.as_ref().is_some_and(|x| x.is_system());
-            if by_system && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed) {
-                auto_done += 1;
-                if a.status == ActionStatus::Succeeded {
-                    auto_ok += 1;
-                }
-            }
-        }
-        if i.recurrence.is_some() {
-            recurred += 1;
+        };
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        *self.slot(id) = Row {
+            opened: ms(f.opened_at),
+            started: ms(f.started_at),
+            acked: opt_ms(f.acknowledged_at),
+            resolved: opt_ms(f.resolved_at),
+            auto_done: f.auto_done,
+            auto_ok: f.auto_ok,
+            kind,
+            severity: f.severity as u8,
+            flags: flag(f.active, ACTIVE)
+                | flag(f.manual, MANUAL)
+                | flag(f.rca, RCA)
+                | flag(f.recurred, RECURRED),
+            present: true,
+        };
+    }
+
+    /// Records an incident's facts unless a newer version is recorded already (start-up: the
+    /// engine may have recorded a commit while the book was being built).
+    pub fn put_if_absent(&mut self, id: IncidentId, f: &Facts) {
+        if !self.slot(id).present {
+            self.put(id, f);
         }
     }
-    s.mtta = Percentiles::of(tta);
-    s.mttr = Percentiles::of(ttr);
-    s.mttr_by_severity = ttr_sev
-        .into_iter()
-        .map(|(k, v)| (k, Percentiles::of(v)))
-        .collect();
-    s.mttr_by_kind = ttr_kind
-        .into_iter()
-        .map(|(k, v)| (k, Percentiles::of(v)))
-        .collect();
-    s.manual_intervention_rate = ratio(manual, s.total);
-    s.auto_remediation_success_rate = ratio(auto_ok, auto_done);
-    s.rca_completion_rate = ratio(rca, s.resolved);
-    s.recurrence_rate = ratio(recurred, s.total);
-    s
+
+    /// The numbers over incidents opened in the `days` before `now`.
+    pub fn stats(&self, now: DateTime<Utc>, days: u32) -> Stats {
+        let since = ms(now - Duration::days(days as i64));
+        let mut s = Stats {
+            window_days: days,
+            ..Default::default()
+        };
+        let secs = |a: i64, b: i64| (b - a) as f64 / 1000.0;
+        let (mut tta, mut ttr, mut ttr_start, mut ttr_auto) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut tta_sev: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut ttr_sev: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut ttr_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let (mut manual, mut auto_ok, mut auto_done, mut rca, mut recurred) = (0, 0, 0, 0, 0);
+        let mut by_sev = [0usize; 4];
+        let mut by_kind = vec![0usize; self.kinds.len()];
+        for r in self.rows.iter().filter(|r| r.present && r.opened >= since) {
+            s.total += 1;
+            let sev = super::severity::ALL[r.severity as usize].to_string();
+            by_sev[r.severity as usize] += 1;
+            by_kind[r.kind as usize] += 1;
+            if r.flags & ACTIVE != 0 {
+                s.open += 1;
+            }
+            if r.acked != NONE {
+                let t = secs(r.opened, r.acked);
+                tta.push(t);
+                tta_sev.entry(sev.clone()).or_default().push(t);
+            }
+            if r.resolved != NONE {
+                s.resolved += 1;
+                let t = secs(r.opened, r.resolved);
+                ttr.push(t);
+                ttr_start.push(secs(r.started, r.resolved));
+                ttr_sev.entry(sev).or_default().push(t);
+                ttr_kind
+                    .entry(self.kinds[r.kind as usize].clone())
+                    .or_default()
+                    .push(t);
+                if r.flags & MANUAL == 0 {
+                    ttr_auto.push(t);
+                }
+                if r.flags & RCA != 0 {
+                    rca += 1;
+                }
+            }
+            if r.flags & MANUAL != 0 {
+                manual += 1;
+            }
+            if r.flags & RECURRED != 0 {
+                recurred += 1;
+            }
+            auto_done += r.auto_done as usize;
+            auto_ok += r.auto_ok as usize;
+        }
+        for (i, n) in by_sev.iter().enumerate().filter(|(_, n)| **n > 0) {
+            s.by_severity
+                .insert(super::severity::ALL[i].to_string(), *n);
+        }
+        for (i, n) in by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
+            s.by_kind.insert(self.kinds[i].clone(), *n);
+        }
+        let dist = |m: BTreeMap<String, Vec<f64>>| {
+            m.into_iter()
+                .map(|(k, v)| (k, Percentiles::of(v)))
+                .collect()
+        };
+        s.mtta = Percentiles::of(tta);
+        s.mtta_by_severity = dist(tta_sev);
+        s.mttr = Percentiles::of(ttr);
+        s.mttr_from_start = Percentiles::of(ttr_start);
+        s.mttr_automated = Percentiles::of(ttr_auto);
+        s.mttr_by_severity = dist(ttr_sev);
+        s.mttr_by_kind = dist(ttr_kind);
+        s.manual_intervention = Ratio::of(manual, s.total);
+        s.auto_remediation = Ratio::of(auto_ok, auto_done);
+        s.rca_completion = Ratio::of(rca, s.resolved);
+        s.recurrence = Ratio::of(recurred, s.total);
+        s.manual_intervention_rate = s.manual_intervention.rate;
+        s.auto_remediation_success_rate = s.auto_remediation.rate;
+        s.rca_completion_rate = s.rca_completion.rate;
+        s.recurrence_rate = s.recurrence.rate;
+        s
+    }
+}
+
+/// The numbers over incidents opened in the `days` before `now`, from the incidents
+/// themselves (tests, and tools without an engine).
+pub fn compute(incidents: &[Incident], now: DateTime<Utc>, days: u32) -> Stats {
+    let mut book = Book::new();
+    for i in incidents {
+        book.put(i.id, &Facts::of(i));
+    }
+    book.stats(now, days)
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -198,6 +437,11 @@ fn mark(ok: Option<bool>) -> &'static str {
 }
 
 /// A few lines for chat.
+fn parts(r: &Ratio) -> String {
+    format!("{} ({}/{})", pct(r.rate), r.numerator, r.denominator)
+}
+
+/// A few lines for chat.
 pub fn render_text(s: &Stats) -> String {
     let t = &s.targets;
     let mut out = String::new();
@@ -208,15 +452,30 @@ pub fn render_text(s: &Stats) -> String {
     );
     let _ = writeln!(
         out,
-        "{} MTTR median {} (p90 {}) — target < {}",
-        mark(s.mttr.median_seconds.map(|m| m < t.mttr_seconds)),
+        "{} MTTR {} (median {}, p90 {}; from the alert's start {}) — target < {}",
+        mark(s.mttr.mean_seconds.map(|m| m < t.mttr_seconds)),
+        mins(s.mttr.mean_seconds),
         mins(s.mttr.median_seconds),
         mins(s.mttr.p90_seconds),
+        mins(s.mttr_from_start.mean_seconds),
         mins(Some(t.mttr_seconds))
     );
     let _ = writeln!(
         out,
-        "· MTTA median {} (p90 {})",
+        "{} MTTR without a human {} ({} incidents) — target < {}",
+        mark(
+            s.mttr_automated
+                .mean_seconds
+                .map(|m| m < t.mttr_automated_seconds)
+        ),
+        mins(s.mttr_automated.mean_seconds),
+        s.mttr_automated.count,
+        mins(Some(t.mttr_automated_seconds))
+    );
+    let _ = writeln!(
+        out,
+        "· MTTA {} (median {}, p90 {})",
+        mins(s.mtta.mean_seconds),
         mins(s.mtta.median_seconds),
         mins(s.mtta.p90_seconds)
     );
@@ -224,29 +483,30 @@ pub fn render_text(s: &Stats) -> String {
         out,
         "{} Manual intervention {} — target < {}",
         mark(
-            s.manual_intervention_rate
+            s.manual_intervention
+                .rate
                 .map(|r| r < t.manual_intervention_rate)
         ),
-        pct(s.manual_intervention_rate),
+        parts(&s.manual_intervention),
         pct(Some(t.manual_intervention_rate))
     );
     let _ = writeln!(
         out,
         "· Auto-remediation success {}",
-        pct(s.auto_remediation_success_rate)
+        parts(&s.auto_remediation)
     );
     let _ = writeln!(
         out,
         "{} RCA completion {} — target ≥ {}",
-        mark(s.rca_completion_rate.map(|r| r >= t.rca_completion_rate)),
-        pct(s.rca_completion_rate),
+        mark(s.rca_completion.rate.map(|r| r >= t.rca_completion_rate)),
+        parts(&s.rca_completion),
         pct(Some(t.rca_completion_rate))
     );
     let _ = writeln!(
         out,
         "{} Recurrence {} — target < {}",
-        mark(s.recurrence_rate.map(|r| r < t.recurrence_rate)),
-        pct(s.recurrence_rate),
+        mark(s.recurrence.rate.map(|r| r < t.recurrence_rate)),
+        parts(&s.recurrence),
         pct(Some(t.recurrence_rate))
     );
     if !s.by_severity.is_empty() {
@@ -266,9 +526,12 @@ mod tests {
     use crate::domain::alert::Platform;
     use crate::domain::classify::RootCause;
     use crate::domain::incident::tests_support::incident;
-    use crate::domain::incident::{ActionState, IncidentId, Recurrence, RootCauseInfo};
+    use crate::domain::incident::{
+        ActionState, EventKind, IncidentId, Recurrence, RootCauseInfo, TimelineEvent,
+    };
     use crate::domain::policy::Actor;
     use crate::domain::severity::Severity;
+    use crate::domain::tally::Tally;
 
     fn at(now: DateTime<Utc>, mins_ago: i64) -> DateTime<Utc> {
         now - Duration::minutes(mins_ago)
@@ -297,6 +560,7 @@ mod tests {
         };
         // 1: P1, acked after 2 min by a human, resolved after 10 min, RCA confirmed.
         let mut a = mk(1, Severity::P1, "tool_api_failure", 60);
+        a.started_at = Some(at(now, 65));
         a.acknowledged_at = Some(at(now, 58));
         a.acknowledged_by = Some(human.clone());
         a.status = Status::Resolved;
@@ -307,6 +571,41 @@ mod tests {
             text: None,
             confirmed_by: Some(human.clone()),
         });
+        let ev = |actor: &Actor, kind: EventKind| TimelineEvent {
+            at: now,
+            actor: actor.clone(),
+            kind,
+        };
+        let sys = Actor::system();
+        a.tally = Some(Tally::of(&[ev(
+            &human,
+            EventKind::StatusChanged {
+                from: Status::Open,
+                to: Status::Acknowledged,
+                note: None,
+            },
+        )]));
+        let auto_run = |ok: bool| {
+            Tally::of(&[
+                ev(
+                    &sys,
+                    EventKind::ExecutionQueued {
+                        action: "x".into(),
+                        execution: "k".into(),
+                        rollback_of: None,
+                    },
+                ),
+                ev(
+                    &sys,
+                    EventKind::ExecutionFinished {
+                        action: "x".into(),
+                        execution: "k".into(),
+                        success: ok,
+                        summary: String::new(),
+                    },
+                ),
+            ])
+        };
         // 2: P3, fully automatic: auto action succeeded, resolved by the system after 3 min, recurred.
         let mut b = mk(2, Severity::P3, "tool_api_failure", 30);
         b.status = Status::Resolved;
@@ -322,6 +621,7 @@ mod tests {
             decided_by: Some(Actor::system()),
             decided_at: None,
         });
+        b.tally = Some(auto_run(true));
         b.recurrence = Some(Recurrence {
             previous: 1,
             window_days: 30,
@@ -335,6 +635,7 @@ mod tests {
             status: ActionStatus::Failed,
             ..b.actions[0].clone()
         });
+        c.tally = Some(auto_run(false));
         // 4: outside the window.
         let mut d = mk(4, Severity::P0, "x", 60 * 24 * 8);
         d.status = Status::Resolved;
@@ -354,18 +655,51 @@ mod tests {
         assert_eq!(s.auto_remediation_success_rate, Some(0.5));
         assert_eq!(s.rca_completion_rate, Some(0.5));
         assert_eq!(s.recurrence_rate, Some(1.0 / 3.0));
+        // The playbook's MTTR is a mean: (600 + 180) / 2; from the alert's start a began
+        // 5 min before it opened: (900 + 180) / 2.
+        assert_eq!(s.mttr.mean_seconds, Some(390.0));
+        assert_eq!(s.mttr_from_start.mean_seconds, Some(540.0));
+        // Only b had no human: 180 s.
+        assert_eq!(s.mttr_automated.mean_seconds, Some(180.0));
+        assert_eq!(s.mtta_by_severity["P1"].mean_seconds, Some(120.0));
+        assert_eq!(
+            (s.auto_remediation.numerator, s.auto_remediation.denominator),
+            (1, 2)
+        );
         let text = render_text(&s);
         assert!(
-            text.contains("✅ MTTR median 3.0 min (p90 10.0 min) — target < 8.0 min"),
+            text.contains("✅ MTTR 6.5 min (median 3.0 min, p90 10.0 min; from the alert's start 9.0 min) — target < 8.0 min"),
             "{text}"
         );
         assert!(
-            text.contains("⚠️ Manual intervention 33% — target < 20%"),
+            text.contains("⚠️ Manual intervention 33% (1/3) — target < 20%"),
             "{text}"
         );
         assert!(
-            text.contains("⚠️ RCA completion 50% — target ≥ 95%"),
+            text.contains("⚠️ RCA completion 50% (1/2) — target ≥ 95%"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_unknown_root_cause_is_not_a_completed_rca() {
+        let now = Utc::now();
+        let mut i = incident();
+        i.opened_at = now - Duration::minutes(10);
+        i.status = Status::Resolved;
+        i.resolved_at = Some(now);
+        i.root_cause = Some(RootCauseInfo {
+            category: RootCause::Unknown,
+            text: Some("no idea".into()),
+            confirmed_by: Some(Actor::new(Platform::Slack, "U1")),
+        });
+        let s = compute(std::slice::from_ref(&i), now, 7);
+        assert_eq!(
+            (s.rca_completion.numerator, s.rca_completion.denominator),
+            (0, 1)
+        );
+        i.root_cause.as_mut().unwrap().category = RootCause::ModelDefect;
+        let s = compute(&[i], now, 7);
+        assert_eq!(s.rca_completion.rate, Some(1.0));
     }
 }

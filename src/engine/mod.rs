@@ -1,6 +1,7 @@
 //! The functional core: `handle(incident, input, config, ctx) -> Decision`. No I/O, no tokio;
 //! the runner persists each decision with its effects in one transaction and dispatches them.
 
+pub mod book;
 pub mod dispatch;
 pub mod outbox;
 pub mod runner;
@@ -147,8 +148,26 @@ pub struct Outcome {
     pub refused: bool,
 }
 
-/// The core.
+/// The core. Every decision's timeline events are also folded into the incident's tally, the
+/// one place the outcome numbers (docs/metrics.md) are derived from.
 pub fn handle(
+    incident: Option<Incident>,
+    input: Input,
+    cfg: &Config,
+    ctx: Ctx<'_>,
+) -> Result<Decision, UserError> {
+    let mut d = decide(incident, input, cfg, ctx)?;
+    if let Some(inc) = d.incident.as_mut() {
+        let tally = inc.tally.get_or_insert_with(Default::default);
+        for ev in &d.events {
+            tally.record(ev);
+        }
+        tally.settle(Some(inc.verifying.as_deref()));
+    }
+    Ok(d)
+}
+
+fn decide(
     incident: Option<Incident>,
     input: Input,
     cfg: &Config,
@@ -472,7 +491,7 @@ fn verification_done(
         if let Ok(ev) = inc.transition(Status::Remediating, &system, ctx.now, None) {
             d.events.push(ev);
         }
-        approve_fully(inc, &rb, &system, ctx, d);
+        approve_fully(inc, &rb, Some(action), &system, ctx, d);
         push_card(inc, ctx, d);
     } else {
         let reason = format!("`{action}` did not verify; rollback `{rb}` needs approval");
@@ -585,6 +604,7 @@ fn on_alert(
                 followups: vec![],
                 mitigated_at: None,
                 recurrence: None,
+                tally: Some(Default::default()),
             };
             d.events.push(TimelineEvent {
                 at: ctx.now,
@@ -750,12 +770,20 @@ fn start_auto_actions(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut De
         .map(|a| a.id.clone())
         .collect();
     for id in auto {
-        approve_fully(inc, &id, &system, ctx, d);
+        approve_fully(inc, &id, None, &system, ctx, d);
     }
 }
 
 /// Marks an action approved, queues its execution and moves the incident to remediating.
-fn approve_fully(inc: &mut Incident, action: &str, by: &Actor, ctx: Ctx<'_>, d: &mut Decision) {
+/// `rollback_of`: the action it undoes, when it is a rollback.
+fn approve_fully(
+    inc: &mut Incident,
+    action: &str,
+    rollback_of: Option<&str>,
+    by: &Actor,
+    ctx: Ctx<'_>,
+    d: &mut Decision,
+) {
     let key = format!("{}:{}", inc.id, action);
     if let Some(a) = inc.action_mut(action) {
         a.status = ActionStatus::Approved;
@@ -768,6 +796,7 @@ fn approve_fully(inc: &mut Incident, action: &str, by: &Actor, ctx: Ctx<'_>, d: 
         kind: EventKind::ExecutionQueued {
             action: action.to_string(),
             execution: key.clone(),
+            rollback_of: rollback_of.map(String::from),
         },
     });
     d.effects.push(Effect::Execute {
@@ -999,7 +1028,7 @@ fn on_command(
             )));
         }
         Command::RootCause(_, category, text) => {
-            inc.recurrence = recurrence(ctx, cfg);
+            // The recurrence was decided when the incident opened; a root cause does not change it.
             inc.root_cause = Some(RootCauseInfo {
                 category,
                 text: text.clone(),
@@ -1061,9 +1090,7 @@ fn on_command(
                 d.events.push(TimelineEvent {
                     at: ctx.now,
                     actor: actor.clone(),
-                    kind: EventKind::Note {
-                        text: "acknowledged".into(),
-                    },
+                    kind: EventKind::Acknowledged,
                 });
             } else {
                 return Err(UserError(format!(
@@ -1247,7 +1274,10 @@ fn approve(
             mentions: vec![],
             text: format!("✔️ {who} approved `{action}` ({have}/{needed}): queued for execution."),
         }));
-        approve_fully(inc, action, actor, ctx, d);
+        let undoes = inc.rolling_back.clone().filter(|orig| {
+            action_spec(inc, orig, cfg).and_then(|s| s.rollback.as_deref()) == Some(action)
+        });
+        approve_fully(inc, action, undoes.as_deref(), actor, ctx, d);
     } else {
         d.effects.push(Effect::Chat(ChatBody::Note {
             mentions: vec![],

@@ -19,11 +19,13 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
+use super::book::StatsBook;
 use super::{command_target, handle, Ctx, Effect, Input, Outcome, PreTriage, UserError};
 use crate::config::Config;
 use crate::domain::command::Command;
 use crate::domain::incident::{Incident, IncidentId, PastIncident, Status};
 use crate::domain::report::build_report;
+use crate::domain::stats::Stats;
 use crate::ports::{
     ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, TimerKind,
     WriteSet,
@@ -72,6 +74,8 @@ pub struct Engine {
     /// The writer's open fingerprints: alerts that will only update an incident skip triage.
     open: OpenMap,
     metrics: Arc<Metrics>,
+    /// The outcome numbers, updated as decisions become durable.
+    book: Arc<StatsBook>,
 }
 
 /// What the writer tells the rest of the shell after each durable commit.
@@ -129,7 +133,10 @@ impl Engine {
         let alive = Arc::new(AtomicBool::new(true));
         let failed = Arc::new(AtomicBool::new(false));
         let engine_cfg = cfg.clone();
+        let book = StatsBook::new();
+        book.build_in_background(store.clone());
         let syncer = Syncer {
+            book: book.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             failed: failed.clone(),
@@ -173,6 +180,7 @@ impl Engine {
                 cfg: engine_cfg,
                 open,
                 metrics,
+                book,
             },
             Notifications {
                 outbox: outbox_rx,
@@ -221,6 +229,16 @@ impl Engine {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The outcome numbers (docs/metrics.md) over incidents opened in the last `days`.
+    pub async fn stats(&self, days: u32) -> Result<Stats, StoreError> {
+        self.book.stats(chrono::Utc::now(), days).await
+    }
+
+    /// Incidents not yet resolved.
+    pub async fn active_incidents(&self) -> Result<usize, StoreError> {
+        self.book.active().await
     }
 
     /// The writer thread is running and the store has not failed to sync.
@@ -509,6 +527,7 @@ impl Writer {
 
 /// Makes committed batches durable, then answers and publishes them, in commit order.
 struct Syncer {
+    book: Arc<StatsBook>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     failed: Arc<AtomicBool>,
@@ -552,6 +571,7 @@ impl Syncer {
     }
 
     fn publish(&self, c: Committed) {
+        self.book.record(&c.writes.incidents);
         if !c.writes.is_empty() {
             let secs = c.started.elapsed().as_secs_f64();
             self.metrics.observe("incidentd_commit_seconds", &[], secs);
@@ -644,7 +664,13 @@ impl Batch<'_> {
         if let Some(i) = self.incidents.get(&id) {
             return Ok(Some(i.clone()));
         }
-        self.store.get_incident(id)
+        let mut inc = self.store.get_incident(id)?;
+        if let Some(inc) = inc.as_mut().filter(|i| i.tally.is_none()) {
+            // Stored before tallies: fold its timeline once, so that the core goes on from it.
+            // (Not touched by this batch yet, so the store has all its events.)
+            inc.tally = Some(crate::domain::tally::Tally::of(&self.store.timeline(id)?));
+        }
+        Ok(inc)
     }
 
     fn observe_event(&mut self, inc: &Incident, ev: &crate::domain::incident::TimelineEvent) {

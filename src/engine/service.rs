@@ -275,17 +275,10 @@ impl ChatService {
                     Err(e) => internal(e),
                 }
             }
-            Command::Stats(days) => {
-                let s = self.store.clone();
-                let all = IncidentFilter::default();
-                match blocking(move || s.list_incidents(&all)).await {
-                    Ok(list) => {
-                        let st = stats::compute(&list, chrono::Utc::now(), days.unwrap_or(7));
-                        ChatReply::private(stats::render_text(&st))
-                    }
-                    Err(e) => internal(e),
-                }
-            }
+            Command::Stats(days) => match self.engine.stats(days.unwrap_or(7)).await {
+                Ok(st) => ChatReply::private(stats::render_text(&st)),
+                Err(e) => internal(e),
+            },
             other => self.mutate(actor, other).await,
         }
     }

@@ -738,6 +738,16 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn for_each_incident(&self, f: &mut dyn FnMut(Incident) -> bool) -> Result<(), StoreError> {
+        for kv in self.incidents.iter() {
+            let (_, v) = kv.map_err(storage)?;
+            if !f(dec("incidents", &v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEvent>, StoreError> {
         let index = self.event_index.lock().unwrap_or_else(|e| e.into_inner());
         // Per-key events first: they were folded from older chunks.

@@ -60,7 +60,7 @@ pub fn compute(incidents: &[Incident], cfg: &Config) -> Stats {
         if i.recurrence.is_some() {
             s.recurrences += 1;
         }
-        if crate::domain::stats::needed_a_human(i) {
+        if crate::domain::stats::Facts::of(i).manual {
             s.human_intervention += 1;
         }
         if i.status.is_active() {
@@ -172,6 +172,17 @@ mod tests {
             "alice",
         ));
         b.fingerprint = "other".into();
+        b.tally = Some(crate::domain::tally::Tally::of(&[
+            crate::domain::incident::TimelineEvent {
+                at: b.opened_at,
+                actor: b.acknowledged_by.clone().unwrap(),
+                kind: crate::domain::incident::EventKind::StatusChanged {
+                    from: Status::Open,
+                    to: Status::Acknowledged,
+                    note: None,
+                },
+            },
+        ]));
         // c came back after a was resolved: a recurrence, as the engine records it.
         let mut c = base.clone();
         c.recurrence = Some(crate::domain::incident::Recurrence {
