@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use tracing::{error, info_span, Instrument};
+use tracing::{debug, error, info_span, Instrument};
 
 use super::runner::{Engine, EngineSubmitError};
 use super::Input;
@@ -20,7 +20,7 @@ use crate::domain::policy::Actor;
 use crate::domain::report::render_markdown;
 use crate::domain::severity::human_seconds;
 use crate::domain::stats;
-use crate::ingest::{parse_chat_message, ChatAttachment, ChatEmbed, ChatMessage};
+use crate::ingest::{alert_channel_message, ChatAttachment, ChatEmbed, ChatMessage};
 use crate::ports::blocking;
 use crate::ports::{Executor, IncidentFilter, Store, StoreError};
 
@@ -34,7 +34,11 @@ pub enum ChatEvent {
         /// The thread it was posted in, if any (Slack `thread_ts`, Discord thread channel id).
         thread_id: Option<String>,
         author: Actor,
+        /// Posted by a bot, an app or a webhook (Slack `bot_id`/`app_id`, Discord `author.bot`
+        /// or `webhook_id`), not a person.
         from_bot: bool,
+        /// The bot's own user id on the platform, so a mention of it is recognized.
+        bot_user: Option<String>,
         text: String,
         attachments: Vec<ChatAttachment>,
         embeds: Vec<ChatEmbed>,
@@ -132,6 +136,7 @@ impl ChatService {
                     thread_id,
                     author,
                     from_bot,
+                    bot_user,
                     text,
                     attachments,
                     embeds,
@@ -142,6 +147,7 @@ impl ChatService {
                         thread_id,
                         author,
                         from_bot,
+                        bot_user,
                         text,
                         attachments,
                         embeds,
@@ -166,6 +172,7 @@ impl ChatService {
         thread_id: Option<String>,
         author: Actor,
         from_bot: bool,
+        bot_user: Option<String>,
         text: String,
         attachments: Vec<ChatAttachment>,
         embeds: Vec<ChatEmbed>,
@@ -205,8 +212,23 @@ impl ChatService {
             text,
             attachments,
             embeds,
+            from_bot,
+            bot_user,
+            author: Some(author),
         };
-        let alert = parse_chat_message(&msg)?;
+        let Some(alert) = alert_channel_message(&msg, self.cfg.chat.human_messages) else {
+            if !from_bot {
+                debug!(
+                    human_messages = ?self.cfg.chat.human_messages,
+                    "A person's alert-channel message is no alert and does not ask for one; ignored."
+                );
+                self.engine.metrics().inc(
+                    "incidentd_chat_messages_ignored_total",
+                    &[("platform", self.platform.as_str())],
+                );
+            }
+            return None;
+        };
         match self.engine.submit_one(Input::Alert(alert)).await {
             Ok(_) => None,
             Err(EngineSubmitError::User(_)) => None,
