@@ -759,7 +759,7 @@ async fn logout_ends_the_live_stream() {
 }
 
 #[tokio::test]
-async fn chatter_opens_nothing_but_a_mention_does() {
+async fn chatter_opens_nothing_but_a_mention_or_incident_new_does() {
     let dir = tempfile::tempdir().unwrap();
     let app = Console::start(dir.path()).await;
     let (c, csrf) = app.login(ALICE).await;
@@ -787,5 +787,13 @@ async fn chatter_opens_nothing_but_a_mention_does() {
         "console:alice"
     );
 
+    let (s, v) = say("/incident new Checkout slow").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["text"], "INC-2 opened by console:alice: Checkout slow",
+        "{v}"
+    );
+    let all = app.api("/api/v1/incidents?status=all").await;
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 2, "{all}");
     app.stop().await;
 }

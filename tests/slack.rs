@@ -1001,3 +1001,29 @@ async fn people_chatter_opens_nothing_but_a_mention_or_a_pasted_alert_does() {
         .all(|m| m.thread_ts.as_deref() != Some(chatter.as_str())));
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_new_opens_one_incident_with_the_person_as_reporter() {
+    let rig = Rig::start("socket").await;
+    let r = rig.fake.command("UBOB", "new Checkout slow").await;
+    assert_eq!(r["response_type"], "in_channel", "{r}");
+    assert!(r["text"].as_str().unwrap().contains("INC-1"), "{r}");
+    // No message to thread under: the card starts a thread in the incident channel.
+    rig.fake
+        .wait("the card in the incident channel", |f| {
+            f.cards().iter().any(|c| c.channel == INCIDENTS)
+        })
+        .await;
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0]["title"], "Checkout slow");
+    assert_eq!(incidents[0]["annotations"]["reported_by"], "slack:UBOB");
+    // Asking again for the same thing counts on the open incident.
+    let r = rig.fake.command("UALICE", "new checkout  slow").await;
+    assert!(r["text"].as_str().unwrap().contains("INC-1"), "{r}");
+    assert_eq!(rig.incidents().await.len(), 1);
+    let r = rig.fake.command("UBOB", "new").await;
+    assert_eq!(r["response_type"], "ephemeral");
+    assert!(r["text"].as_str().unwrap().contains("needs a title"), "{r}");
+    rig.stop().await;
+}

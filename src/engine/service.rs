@@ -20,7 +20,9 @@ use crate::domain::policy::Actor;
 use crate::domain::report::render_markdown;
 use crate::domain::severity::human_seconds;
 use crate::domain::stats;
-use crate::ingest::{alert_channel_message, ChatAttachment, ChatEmbed, ChatMessage};
+use crate::ingest::{
+    alert_channel_message, requested_alert, ChatAttachment, ChatEmbed, ChatMessage,
+};
 use crate::ports::blocking;
 use crate::ports::{Executor, IncidentFilter, Store, StoreError};
 
@@ -308,7 +310,30 @@ impl ChatService {
                     Err(e) => internal(e),
                 }
             }
+            Command::New(title) => self.open(actor, &title).await,
             other => self.mutate(actor, other).await,
+        }
+    }
+
+    /// `/incident new <title>`: the same intake as an alert-channel message, the person as its
+    /// reporter; asking again for an open incident's title counts on that incident.
+    async fn open(&self, actor: Actor, title: &str) -> ChatReply {
+        let Some(alert) = requested_alert(self.platform, title, &actor) else {
+            return ChatReply::private(command::NEW_NEEDS_TITLE);
+        };
+        let title = alert.title.clone();
+        match self.engine.submit_one(Input::Alert(alert)).await {
+            Ok(o) => match o.incident {
+                Some(id) if o.created => {
+                    ChatReply::public(format!("{id} opened by {}: {title}", actor.display()))
+                }
+                Some(id) => ChatReply::private(format!(
+                    "{id} is already open for this; your report is counted there."
+                )),
+                None => ChatReply::private(o.reply.unwrap_or_else(|| "Nothing opened.".into())),
+            },
+            Err(EngineSubmitError::User(e)) => ChatReply::private(e.0),
+            Err(e) => internal(e),
         }
     }
 
@@ -397,6 +422,7 @@ fn describe(c: &Command) -> String {
         Command::RootCause(i, c, _) => format!("Root cause of {i} set: {}.", c.label()),
         Command::FollowUp(i, _, _) => format!("Follow-up added to {i}."),
         Command::Help
+        | Command::New(_)
         | Command::List { .. }
         | Command::Status(_)
         | Command::Timeline(_)

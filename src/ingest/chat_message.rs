@@ -330,6 +330,19 @@ pub fn alert_channel_message(msg: &ChatMessage, humans: HumanMessages) -> Option
     Some(reported_by(alert, msg.author.as_ref()))
 }
 
+/// The alert a person asks for with `/incident new <title>`: read like a message with that
+/// text, with no message to thread under (its card starts a thread of its own).
+pub fn requested_alert(platform: Platform, title: &str, reporter: &Actor) -> Option<Alert> {
+    let msg = ChatMessage {
+        platform,
+        text: title.to_string(),
+        ..Default::default()
+    };
+    let mut alert = parse_chat_message(&msg)?;
+    alert.origin = None;
+    Some(reported_by(alert, Some(reporter)))
+}
+
 /// Records who asked: `reported_by` as a policy-style entry (`slack:U1`, `discord:42`), and, for
 /// an alert with nothing else to say, a description naming them on the card.
 fn reported_by(mut alert: Alert, by: Option<&Actor>) -> Alert {
@@ -1585,5 +1598,19 @@ mod tests {
             assert_eq!(alert, parse(&msg));
             assert!(!alert.annotations.contains_key("reported_by"));
         }
+    }
+
+    #[test]
+    fn requested_alerts_have_no_message_to_thread_under() {
+        let mut bob = Actor::new(Platform::Discord, "42");
+        bob.name = Some("bob".into());
+        let alert = requested_alert(Platform::Discord, "Checkout slow", &bob).unwrap();
+        assert_eq!(alert.title, "Checkout slow");
+        assert_eq!(alert.source, AlertSource::Discord);
+        assert_eq!(alert.origin, None);
+        assert_eq!(alert.annotations["reported_by"], "discord:42");
+        assert_eq!(alert.description.as_deref(), Some("Reported by bob."));
+        assert_eq!(alert.fingerprint, fingerprint_text("checkout  SLOW"));
+        assert_eq!(requested_alert(Platform::Slack, "  ", &bob), None);
     }
 }

@@ -33,6 +33,11 @@ pub fn intents() -> GatewayIntents {
 pub const SUBCOMMANDS: &[(&str, &str, &[CommandOpt])] = &[
     ("help", "What /incident can do", &[]),
     (
+        "new",
+        "Open an incident, you as its reporter",
+        &[("title", "What is wrong, e.g. checkout is slow", true)],
+    ),
+    (
         "list",
         "Incidents, newest first",
         &[
@@ -512,6 +517,10 @@ mod tests {
             )),
             "note INC-4 db failover done"
         );
+        assert_eq!(
+            command_text(&options("new", json!([named("title", "Checkout slow")]))),
+            "new Checkout slow"
+        );
         for (sub, _, _) in SUBCOMMANDS {
             let text = command_text(&options(
                 sub,
@@ -522,7 +531,8 @@ mod tests {
                     named("owner", "alice"),
                     named("severity", "p1"),
                     named("category", "external_dependency"),
-                    named("window", "30d")
+                    named("window", "30d"),
+                    named("title", "Checkout slow")
                 ]),
             ));
             assert!(
@@ -532,6 +542,7 @@ mod tests {
         }
         // Every text subcommand of the help is offered on Discord too.
         for verb in [
+            "new",
             "list",
             "status",
             "ack",
