@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::domain::alert::HumanMessages;
 use crate::domain::classify::{default_kinds, Classifier, IncidentKind, Matcher, Rule};
 use crate::domain::playbook::{
     ActionSpec, ExecutorSpec, KubectlVerb, Playbook, VerifySpec, DEFAULT_ALLOWED_PATTERN,
@@ -154,6 +155,17 @@ pub struct Config {
     pub discord: Option<DiscordConfig>,
     pub console: ConsoleConfig,
     pub escalation: EscalationConfig,
+    pub chat: ChatConfig,
+}
+
+/// `[chat]`: how the alert channels of every surface (Slack, Discord, console) read messages.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// What a person's message may do (bots, apps and webhooks are always read as alerts):
+    /// `alerts_and_mentions` (default), `all` or `ignore`.
+    #[serde(default)]
+    pub human_messages: HumanMessages,
 }
 
 /// `[escalation]`: what happens when targets are missed or approvals go unanswered.
@@ -340,6 +352,8 @@ struct RawConfig {
     console: RawConsole,
     #[serde(default)]
     escalation: EscalationConfig,
+    #[serde(default)]
+    chat: ChatConfig,
 }
 
 /// A policy section: what it leaves out keeps the severity's default.
@@ -997,6 +1011,7 @@ impl RawConfig {
             discord,
             console,
             escalation: self.escalation,
+            chat: self.chat,
         })
     }
 }
@@ -1067,6 +1082,21 @@ mod tests {
         assert!(e[0].starts_with("playbooks[0].actions[0].run"), "{e:?}");
         let e = errors("[engine]\ncard_coalesce_seconds = \"five\"\n");
         assert!(e[0].starts_with("engine.card_coalesce_seconds:"), "{e:?}");
+    }
+
+    #[test]
+    fn human_messages_default_to_alerts_and_mentions() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert_eq!(c.chat.human_messages, HumanMessages::AlertsAndMentions);
+        let c = Config::from_toml("[chat]\nhuman_messages = \"all\"\n", &no_env).unwrap();
+        assert_eq!(c.chat.human_messages, HumanMessages::All);
+        let c = Config::from_toml("[chat]\nhuman_messages = \"ignore\"\n", &no_env).unwrap();
+        assert_eq!(c.chat.human_messages, HumanMessages::Ignore);
+        let e = errors("[chat]\nhuman_messages = \"some\"\n");
+        assert!(e[0].starts_with("chat.human_messages: "), "{e:?}");
+        assert!(e[0].contains("alerts_and_mentions"), "{e:?}");
+        let e = errors("[chat]\nhumans = \"all\"\n");
+        assert!(e[0].starts_with("chat.humans: unknown field"), "{e:?}");
     }
 
     #[test]

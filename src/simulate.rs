@@ -40,8 +40,7 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<Vec<Alert>, String> {
                 channel: "simulate".into(),
                 message_id: "1".into(),
                 text,
-                attachments: vec![],
-                embeds: vec![],
+                ..Default::default()
             };
             return ingest::parse_chat_message(&msg)
                 .map(|a| vec![a])

@@ -62,6 +62,11 @@ pub mod metrics {
         ),
         ("incidentd_escalations_total", "counter", "Escalations."),
         (
+            "incidentd_chat_messages_ignored_total",
+            "counter",
+            "People's alert-channel messages not read as alerts (chat.human_messages), by platform.",
+        ),
+        (
             "incidentd_chat_deliveries_total",
             "counter",
             "Chat delivery attempts, by sink and result (ok, rate_limited, transient, permanent).",

@@ -60,6 +60,7 @@ fn am_message(channel: &str, ts: &str, title: &str) -> ChatEvent {
         thread_id: None,
         author: user("BALERTMANAGER"),
         from_bot: true,
+        bot_user: Some("UINCIDENTD".into()),
         text: String::new(),
         attachments: vec![ChatAttachment {
             title: Some(title.into()),
@@ -150,6 +151,7 @@ async fn thread_replies_buttons_and_commands() {
         thread_id: Some("1.1".into()),
         author: user(author),
         from_bot,
+        bot_user: Some("UINCIDENTD".into()),
         text: text.into(),
         attachments: vec![],
         embeds: vec![],

@@ -757,3 +757,43 @@ async fn logout_ends_the_live_stream() {
     assert!(!rest.contains("event: card"), "{rest}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn chatter_opens_nothing_but_a_mention_or_incident_new_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Console::start(dir.path()).await;
+    let (c, csrf) = app.login(ALICE).await;
+    let say = |text: &'static str| {
+        let (c, url, csrf) = (c.clone(), app.url("/console/post"), csrf.clone());
+        async move { post(&c, url, &[("text", text), ("csrf", &csrf)], None).await }
+    };
+
+    // The post is handled before it is answered: chatter is posted, and nothing opens.
+    let (s, v) = say("anyone around? checkout looks slow to me").await;
+    assert_eq!(
+        (s, v["text"].as_str()),
+        (200, Some("Posted to #console-alerts."))
+    );
+    let all = app.api("/api/v1/incidents?status=all").await;
+    assert_eq!(all["incidents"], serde_json::json!([]), "{all}");
+
+    let (s, _) = say("@incidentd checkout is down").await;
+    assert_eq!(s, 200);
+    let all = app.api("/api/v1/incidents?status=all").await;
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all["incidents"][0]["title"], "checkout is down");
+    assert_eq!(
+        all["incidents"][0]["annotations"]["reported_by"],
+        "console:alice"
+    );
+
+    let (s, v) = say("/incident new Checkout slow").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["text"], "INC-2 opened by console:alice: Checkout slow",
+        "{v}"
+    );
+    let all = app.api("/api/v1/incidents?status=all").await;
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 2, "{all}");
+    app.stop().await;
+}

@@ -893,3 +893,116 @@ async fn long_reports_stay_within_discord_limits_and_lost_answers_do_not_double_
     assert!(notes <= 1, "{notes} resolution notes");
     rig.stop().await;
 }
+
+/// The answer (the edit of the deferred response) to the `/incident` with this token.
+async fn command_answer(fake: &FakeDiscord, token: String) -> Req {
+    fake.wait("the /incident answer", |f| {
+        let r = f.interaction_requests(&token);
+        r.iter()
+            .find(|r| r.method == "PATCH" || (r.method == "POST" && r.path.contains("/webhooks/")))
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_chatter_opens_nothing_but_a_mention_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let chatter = fake.post_as_user(
+        ALERTS,
+        ALICE,
+        "alice",
+        "anyone around? checkout looks slow to me",
+    );
+    // Handled (events are handled concurrently, so wait for it) and ignored: nothing opened.
+    eventually("the chatter counted as ignored", || async {
+        let m = rig
+            .http
+            .get(format!("{}/metrics", rig.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains("incidentd_chat_messages_ignored_total{platform=\"discord\"} 1")
+            .then_some(())
+    })
+    .await;
+    let list = rig.get("/api/v1/incidents?status=all").await;
+    assert_eq!(list["incidents"], serde_json::json!([]), "{list}");
+    // Asked by name: exactly one incident.
+    let asked = fake.post_as_user(ALERTS, BOB, "bob", &format!("<@{BOT_ID}> checkout is down"));
+    let card = card_in_thread(fake, asked).await;
+    assert!(
+        card.embeds[0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("INC-1 · P"),
+        "{}",
+        card.embeds[0]
+    );
+    let list = rig.get("/api/v1/incidents?status=all").await;
+    let incidents = list["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{list}");
+    assert_eq!(incidents[0]["title"], "checkout is down");
+    assert_eq!(incidents[0]["origin"]["message_id"], asked.to_string());
+    assert_eq!(
+        incidents[0]["annotations"]["reported_by"],
+        format!("discord:{BOB}")
+    );
+    // The chatter got no thread, and the bot wrote nothing in the alert channel itself.
+    assert!(!fake.threads().contains_key(&chatter));
+    assert!(fake.requests().iter().all(
+        |r| !(r.method == "POST" && r.path.ends_with(&format!("/channels/{ALERTS}/messages")))
+    ));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_new_opens_one_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let cmds = fake.commands(GUILD).unwrap();
+    let new = cmds[0]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "new")
+        .expect("/incident new is registered")
+        .clone();
+    assert_eq!(new["options"][0]["name"], "title");
+    assert_eq!(new["options"][0]["required"], true);
+
+    let token = fake.command(INCIDENTS, BOB, &[], "new", &[("title", "Checkout slow")]);
+    let answer = command_answer(fake, token).await;
+    assert!(
+        answer.body["content"].as_str().unwrap().contains("INC-1"),
+        "{}",
+        answer.body
+    );
+    let card = fake
+        .wait("a card in the incident channel", |f| {
+            bot_cards(&f.messages_in(INCIDENTS)).into_iter().next()
+        })
+        .await;
+    assert!(
+        card.embeds[0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("Checkout slow"),
+        "{}",
+        card.embeds[0]
+    );
+    let list = rig.get("/api/v1/incidents?status=all").await;
+    let incidents = list["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{list}");
+    assert_eq!(
+        incidents[0]["annotations"]["reported_by"],
+        format!("discord:{BOB}")
+    );
+    rig.stop().await;
+}

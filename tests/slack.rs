@@ -938,3 +938,92 @@ async fn a_lost_answer_does_not_double_the_card() {
     assert_eq!(rig.fake.cards().len(), 2);
     rig.stop().await;
 }
+
+/// Waits until the envelope carrying the message `ts` was acknowledged, that is handled.
+async fn wait_handled(rig: &Rig, ts: &str) {
+    rig.fake
+        .wait("the message's envelope acked", |f| {
+            f.envelopes()
+                .iter()
+                .any(|e| e.payload["event"]["ts"] == ts && e.ack.is_some())
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_chatter_opens_nothing_but_a_mention_or_a_pasted_alert_does() {
+    let rig = Rig::start("socket").await;
+    let chatter = rig.fake.post_user_message(
+        ALERTS,
+        "UBOB",
+        "anyone around? checkout looks slow to me",
+        None,
+    );
+    wait_handled(&rig, &chatter).await;
+    assert!(
+        rig.incidents().await.is_empty(),
+        "chatter opened an incident"
+    );
+    assert!(
+        rig.fake.calls_of("chat.postMessage").is_empty(),
+        "the bot answered chatter"
+    );
+
+    // Asked by name: one incident titled with the rest of the text, threaded under the message.
+    let asked = rig.fake.post_user_message(
+        ALERTS,
+        "UBOB",
+        &format!("<@{BOT_USER}> checkout is down"),
+        None,
+    );
+    let card = rig.card_under(&asked).await;
+    assert!(card_text(&card).contains("INC-1"), "{}", card_text(&card));
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0]["title"], "checkout is down");
+    assert_eq!(incidents[0]["annotations"]["reported_by"], "slack:UBOB");
+
+    // A person pasting what Alertmanager posts is an alert too.
+    let pasted = rig.fake.post_user_message(
+        ALERTS,
+        "UALICE",
+        "[FIRING:1] AgentDeadlock (planner critical)",
+        None,
+    );
+    rig.card_under(&pasted).await;
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 2, "{incidents:?}");
+    assert_eq!(rig.fake.cards().len(), 2);
+    assert!(rig
+        .fake
+        .messages()
+        .iter()
+        .all(|m| m.thread_ts.as_deref() != Some(chatter.as_str())));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_new_opens_one_incident_with_the_person_as_reporter() {
+    let rig = Rig::start("socket").await;
+    let r = rig.fake.command("UBOB", "new Checkout slow").await;
+    assert_eq!(r["response_type"], "in_channel", "{r}");
+    assert!(r["text"].as_str().unwrap().contains("INC-1"), "{r}");
+    // No message to thread under: the card starts a thread in the incident channel.
+    rig.fake
+        .wait("the card in the incident channel", |f| {
+            f.cards().iter().any(|c| c.channel == INCIDENTS)
+        })
+        .await;
+    let incidents = rig.incidents().await;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0]["title"], "Checkout slow");
+    assert_eq!(incidents[0]["annotations"]["reported_by"], "slack:UBOB");
+    // Asking again for the same thing counts on the open incident.
+    let r = rig.fake.command("UALICE", "new checkout  slow").await;
+    assert!(r["text"].as_str().unwrap().contains("INC-1"), "{r}");
+    assert_eq!(rig.incidents().await.len(), 1);
+    let r = rig.fake.command("UBOB", "new").await;
+    assert_eq!(r["response_type"], "ephemeral");
+    assert!(r["text"].as_str().unwrap().contains("needs a title"), "{r}");
+    rig.stop().await;
+}

@@ -45,6 +45,8 @@ fn discord_message(prefix: &str, id: &str) -> ChatMessage {
             color: Some(0xe01e5a),
             fields: vec![],
         }],
+        from_bot: true,
+        ..Default::default()
     }
 }
 

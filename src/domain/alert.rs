@@ -66,6 +66,22 @@ impl Platform {
     }
 }
 
+/// What a person's message in an alert channel may do (bots, apps and webhooks are always read
+/// as alerts). Teams talk in their alert channels, so by default only a message that reads as
+/// an alert, or that asks the bot by mentioning it, opens an incident.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HumanMessages {
+    /// A message in an alert's shape (`[FIRING:1] …` title, Alertmanager/Grafana labels and
+    /// annotations, Slack's `*Alert:*` line) or one mentioning the bot; other chatter is ignored.
+    #[default]
+    AlertsAndMentions,
+    /// Every message is read as an alert, its first line the title.
+    All,
+    /// People's messages never open incidents; `/incident new` still does.
+    Ignore,
+}
+
 /// The chat message an alert was read from, so the incident thread can be started under it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatOrigin {

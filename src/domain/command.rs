@@ -15,6 +15,8 @@ pub enum ListScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
+    /// Open an incident with this title (the same intake as an alert-channel message).
+    New(String),
     List {
         scope: ListScope,
         severity: Option<Severity>,
@@ -57,6 +59,7 @@ impl Command {
 
 pub const HELP: &str = "\
 */incident* commands:
+• `new TITLE` — open an incident, you as its reporter
 • `list [open|resolved|all] [p0|p1|p2|p3]` — incidents, newest first (default: open)
 • `status INC-n` — one incident with its actions
 • `ack INC-n` — acknowledge
@@ -73,6 +76,9 @@ pub const HELP: &str = "\
 • `report INC-n` — the post-incident report
 • `stats [7d|30d]` — MTTA, MTTR, manual intervention, RCA completion, recurrence vs targets
 • `help` — this text";
+
+/// The answer to `/incident new` without a title.
+pub const NEW_NEEDS_TITLE: &str = "`new` needs a title, e.g. `/incident new Checkout is slow`";
 
 /// Parses the text after `/incident`.
 pub fn parse(text: &str) -> Result<Command, String> {
@@ -91,6 +97,13 @@ pub fn parse(text: &str) -> Result<Command, String> {
     let opt = |s: String| (!s.is_empty()).then_some(s);
     Ok(match verb.as_str() {
         "" | "help" | "?" => Command::Help,
+        "new" => {
+            let title = rest.trim();
+            if title.is_empty() {
+                return Err(NEW_NEEDS_TITLE.into());
+            }
+            Command::New(title.to_string())
+        }
         "list" | "ls" => {
             let mut scope = ListScope::Open;
             let mut severity = None;
@@ -308,6 +321,21 @@ mod tests {
         );
         assert!(!parse("report INC-3").unwrap().is_mutation());
         assert!(parse("severity INC-3 P0").unwrap().is_mutation());
+    }
+
+    #[test]
+    fn new_takes_the_rest_as_its_title() {
+        assert_eq!(
+            parse("new  Checkout slow "),
+            Ok(Command::New("Checkout slow".into()))
+        );
+        assert_eq!(
+            parse("NEW [FIRING:1] Disk full"),
+            Ok(Command::New("[FIRING:1] Disk full".into()))
+        );
+        assert!(parse("new").unwrap_err().contains("needs a title"));
+        assert!(parse("new   ").unwrap_err().contains("needs a title"));
+        assert!(parse("new x").unwrap().is_mutation());
     }
 
     #[test]

@@ -520,7 +520,7 @@ fn command_name(c: &Command) -> &'static str {
 /// The incident a command is about.
 pub fn command_target(c: &Command) -> Option<IncidentId> {
     match c {
-        Command::Help | Command::List { .. } | Command::Stats(_) => None,
+        Command::Help | Command::New(_) | Command::List { .. } | Command::Stats(_) => None,
         Command::Timeline(i)
         | Command::Report(i)
         | Command::Assign(i, _)
@@ -1000,6 +1000,11 @@ fn on_command(
         | Command::Report(_)
         | Command::Stats(_) => {
             return Err(UserError("read-only commands are not engine inputs".into()));
+        }
+        Command::New(_) => {
+            return Err(UserError(
+                "`new` opens an incident as an alert, not a command".into(),
+            ));
         }
         Command::Assign(_, to) => {
             inc.assignee = Some(to.clone());

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use tracing::{error, info_span, Instrument};
+use tracing::{debug, error, info_span, Instrument};
 
 use super::runner::{Engine, EngineSubmitError};
 use super::Input;
@@ -20,7 +20,9 @@ use crate::domain::policy::Actor;
 use crate::domain::report::render_markdown;
 use crate::domain::severity::human_seconds;
 use crate::domain::stats;
-use crate::ingest::{parse_chat_message, ChatAttachment, ChatEmbed, ChatMessage};
+use crate::ingest::{
+    alert_channel_message, requested_alert, ChatAttachment, ChatEmbed, ChatMessage,
+};
 use crate::ports::blocking;
 use crate::ports::{Executor, IncidentFilter, Store, StoreError};
 
@@ -34,7 +36,11 @@ pub enum ChatEvent {
         /// The thread it was posted in, if any (Slack `thread_ts`, Discord thread channel id).
         thread_id: Option<String>,
         author: Actor,
+        /// Posted by a bot, an app or a webhook (Slack `bot_id`/`app_id`, Discord `author.bot`
+        /// or `webhook_id`), not a person.
         from_bot: bool,
+        /// The bot's own user id on the platform, so a mention of it is recognized.
+        bot_user: Option<String>,
         text: String,
         attachments: Vec<ChatAttachment>,
         embeds: Vec<ChatEmbed>,
@@ -132,6 +138,7 @@ impl ChatService {
                     thread_id,
                     author,
                     from_bot,
+                    bot_user,
                     text,
                     attachments,
                     embeds,
@@ -142,6 +149,7 @@ impl ChatService {
                         thread_id,
                         author,
                         from_bot,
+                        bot_user,
                         text,
                         attachments,
                         embeds,
@@ -166,6 +174,7 @@ impl ChatService {
         thread_id: Option<String>,
         author: Actor,
         from_bot: bool,
+        bot_user: Option<String>,
         text: String,
         attachments: Vec<ChatAttachment>,
         embeds: Vec<ChatEmbed>,
@@ -205,8 +214,23 @@ impl ChatService {
             text,
             attachments,
             embeds,
+            from_bot,
+            bot_user,
+            author: Some(author),
         };
-        let alert = parse_chat_message(&msg)?;
+        let Some(alert) = alert_channel_message(&msg, self.cfg.chat.human_messages) else {
+            if !from_bot {
+                debug!(
+                    human_messages = ?self.cfg.chat.human_messages,
+                    "A person's alert-channel message is no alert and does not ask for one; ignored."
+                );
+                self.engine.metrics().inc(
+                    "incidentd_chat_messages_ignored_total",
+                    &[("platform", self.platform.as_str())],
+                );
+            }
+            return None;
+        };
         match self.engine.submit_one(Input::Alert(alert)).await {
             Ok(_) => None,
             Err(EngineSubmitError::User(_)) => None,
@@ -279,7 +303,30 @@ impl ChatService {
                 Ok(st) => ChatReply::private(stats::render_text(&st)),
                 Err(e) => internal(e),
             },
+            Command::New(title) => self.open(actor, &title).await,
             other => self.mutate(actor, other).await,
+        }
+    }
+
+    /// `/incident new <title>`: the same intake as an alert-channel message, the person as its
+    /// reporter; asking again for an open incident's title counts on that incident.
+    async fn open(&self, actor: Actor, title: &str) -> ChatReply {
+        let Some(alert) = requested_alert(self.platform, title, &actor) else {
+            return ChatReply::private(command::NEW_NEEDS_TITLE);
+        };
+        let title = alert.title.clone();
+        match self.engine.submit_one(Input::Alert(alert)).await {
+            Ok(o) => match o.incident {
+                Some(id) if o.created => {
+                    ChatReply::public(format!("{id} opened by {}: {title}", actor.display()))
+                }
+                Some(id) => ChatReply::private(format!(
+                    "{id} is already open for this; your report is counted there."
+                )),
+                None => ChatReply::private(o.reply.unwrap_or_else(|| "Nothing opened.".into())),
+            },
+            Err(EngineSubmitError::User(e)) => ChatReply::private(e.0),
+            Err(e) => internal(e),
         }
     }
 
@@ -368,6 +415,7 @@ fn describe(c: &Command) -> String {
         Command::RootCause(i, c, _) => format!("Root cause of {i} set: {}.", c.label()),
         Command::FollowUp(i, _, _) => format!("Follow-up added to {i}."),
         Command::Help
+        | Command::New(_)
         | Command::List { .. }
         | Command::Status(_)
         | Command::Timeline(_)

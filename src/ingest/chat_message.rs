@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{annotation_links, describe, one_line, push_link, title_from_labels};
 use crate::domain::alert::{
-    fingerprint_labels, fingerprint_text, Alert, AlertSource, AlertStatus, ChatOrigin, Link,
-    Platform,
+    fingerprint_labels, fingerprint_text, Alert, AlertSource, AlertStatus, ChatOrigin,
+    HumanMessages, Link, Platform,
 };
+use crate::domain::policy::Actor;
 
 /// A chat message as the platform adapters hand it over.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +43,16 @@ pub struct ChatMessage {
     pub attachments: Vec<ChatAttachment>,
     #[serde(default)]
     pub embeds: Vec<ChatEmbed>,
+    /// Posted by a bot, an app or a webhook; false for a person.
+    #[serde(default)]
+    pub from_bot: bool,
+    /// The bot's own user id on the platform, to recognize a mention of it: `<@U…>` in Slack,
+    /// `<@…>` / `<@!…>` in Discord, `@incidentd` in the console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_user: Option<String>,
+    /// Who wrote it, when the adapter knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Actor>,
 }
 
 /// An empty console message, for callers that fill in only some fields
@@ -55,6 +66,9 @@ impl Default for ChatMessage {
             text: String::new(),
             attachments: Vec::new(),
             embeds: Vec::new(),
+            from_bot: false,
+            bot_user: None,
+            author: None,
         }
     }
 }
@@ -293,14 +307,80 @@ pub fn parse_chat_message(msg: &ChatMessage) -> Option<Alert> {
     })
 }
 
-/// Picks the title among the message's candidates, in order: attachment/embed titles, the
-/// first plain line, Slack's `*Alert:*` headline, attachment fallbacks. The first candidate with
-/// any content gives the status (from its `[FIRING]`/`[RESOLVED]` prefix), the first with text
-/// after its prefix the title.
-fn pick_title(
-    msg: &ChatMessage,
-    scan: &Scan,
-) -> (Option<AlertStatus>, Option<(String, TitleFrom)>) {
+/// Reads a top-level alert-channel message as the alert it opens or updates, if any. Posts of
+/// bots, apps and webhooks are read as [`parse_chat_message`] reads them. A person's message is
+/// read as `humans` says; a mention of the bot is taken out of the text, so the rest is the
+/// title, and the person becomes the alert's `reported_by`.
+pub fn alert_channel_message(msg: &ChatMessage, humans: HumanMessages) -> Option<Alert> {
+    if msg.from_bot {
+        return parse_chat_message(msg);
+    }
+    let alert = match (humans, without_mention(msg)) {
+        (HumanMessages::Ignore, _) => return None,
+        (_, Some(text)) => parse_chat_message(&ChatMessage {
+            text,
+            ..msg.clone()
+        }),
+        (HumanMessages::All, None) => parse_chat_message(msg),
+        (HumanMessages::AlertsAndMentions, None) if looks_like_alert(msg) => {
+            parse_chat_message(msg)
+        }
+        (HumanMessages::AlertsAndMentions, None) => None,
+    }?;
+    Some(reported_by(alert, msg.author.as_ref()))
+}
+
+/// The alert a person asks for with `/incident new <title>`: read like a message with that
+/// text, with no message to thread under (its card starts a thread of its own).
+pub fn requested_alert(platform: Platform, title: &str, reporter: &Actor) -> Option<Alert> {
+    let msg = ChatMessage {
+        platform,
+        text: title.to_string(),
+        ..Default::default()
+    };
+    let mut alert = parse_chat_message(&msg)?;
+    alert.origin = None;
+    Some(reported_by(alert, Some(reporter)))
+}
+
+/// Records who asked: `reported_by` as a policy-style entry (`slack:U1`, `discord:42`), and, for
+/// an alert with nothing else to say, a description naming them on the card.
+fn reported_by(mut alert: Alert, by: Option<&Actor>) -> Alert {
+    if let Some(a) = by {
+        alert
+            .annotations
+            .entry("reported_by".to_owned())
+            .or_insert_with(|| format!("{}:{}", a.platform.as_str(), a.id));
+        if alert.description.is_none() {
+            alert.description = Some(format!("Reported by {}.", a.display()));
+        }
+    }
+    alert
+}
+
+/// The text without its mentions of the bot (and the `:` or `,` after one); `None` when the
+/// message does not mention the bot.
+fn without_mention(msg: &ChatMessage) -> Option<String> {
+    let me = regex::escape(msg.bot_user.as_deref().filter(|id| !id.is_empty())?);
+    let pattern = match msg.platform {
+        Platform::Slack => format!(r"<@{me}(?:\|[^>]*)?>"),
+        Platform::Discord => format!(r"<@!?{me}>"),
+        Platform::Console => format!(r"(?i)(?:^|\s)@{me}\b"),
+    };
+    let re =
+        Regex::new(&format!(r"{pattern}[:,]?[ \t]*")).expect("an escaped id makes a valid regex");
+    if !re.is_match(&msg.text) {
+        return None;
+    }
+    Some(re.replace_all(&msg.text, " ").trim().to_owned())
+}
+
+/// The message's title candidates, in order: attachment/embed titles, the first plain line,
+/// Slack's `*Alert:*` headline, attachment fallbacks.
+fn title_candidates<'a>(
+    msg: &'a ChatMessage,
+    scan: &'a Scan,
+) -> impl Iterator<Item = (&'a str, TitleFrom)> + 'a {
     let explicit_titles = msg
         .attachments
         .iter()
@@ -312,7 +392,7 @@ fn pick_title(
         .filter_map(|a| a.fallback.as_deref())
         // Slack's default fallback is `title | title_link`.
         .map(|f| f.split(" | ").next().unwrap_or(f));
-    let candidates = explicit_titles
+    explicit_titles
         .map(|t| (t, TitleFrom::Explicit))
         .chain(
             scan.plain
@@ -324,10 +404,18 @@ fn pick_title(
                 .as_deref()
                 .map(|t| (t, TitleFrom::AlertLine)),
         )
-        .chain(fallbacks.map(|t| (t, TitleFrom::Fallback)));
+        .chain(fallbacks.map(|t| (t, TitleFrom::Fallback)))
+}
 
+/// Picks the title among the message's [`title_candidates`]. The first candidate with any
+/// content gives the status (from its `[FIRING]`/`[RESOLVED]` prefix), the first with text
+/// after its prefix the title.
+fn pick_title(
+    msg: &ChatMessage,
+    scan: &Scan,
+) -> (Option<AlertStatus>, Option<(String, TitleFrom)>) {
     let mut status = None;
-    for (candidate, from) in candidates {
+    for (candidate, from) in title_candidates(msg, scan) {
         let (prefix_status, text) = split_title(candidate);
         if status.is_none() && (prefix_status.is_some() || !text.is_empty()) {
             status = Some(prefix_status.unwrap_or(AlertStatus::Firing));
@@ -337,6 +425,17 @@ fn pick_title(
         }
     }
     (status, None)
+}
+
+/// Whether a message is in an alert's shape: a title with a status prefix (`[FIRING:1] …`,
+/// `[RESOLVED]`, Grafana's `[Alerting]`), labels listed the way Alertmanager and Grafana list
+/// them, or Slack's `*Alert:*` headline. A person's plain words are not.
+pub fn looks_like_alert(msg: &ChatMessage) -> bool {
+    let mut scan = Scan::default();
+    scan.message(msg);
+    scan.alert_line.is_some()
+        || scan.blocks.iter().any(|b| !b.labels.is_empty())
+        || title_candidates(msg, &scan).any(|(t, _)| split_title(t).0.is_some())
 }
 
 /// Where the title was read from.
@@ -724,6 +823,7 @@ mod tests {
             text: text.into(),
             attachments,
             embeds: vec![],
+            ..Default::default()
         }
     }
 
@@ -735,6 +835,7 @@ mod tests {
             text: String::new(),
             attachments: vec![],
             embeds,
+            ..Default::default()
         }
     }
 
@@ -1162,6 +1263,7 @@ mod tests {
                 .into(),
             attachments: vec![],
             embeds: vec![],
+            ..Default::default()
         };
         let alert = parse(&msg);
         assert_eq!(alert.source, AlertSource::Console);
@@ -1366,6 +1468,7 @@ mod tests {
                 ..Default::default()
             }],
             embeds: vec![],
+            ..Default::default()
         };
         let a = parse_chat_message(&msg("[FIRING:1] HighErrorRate (api critical)", "1")).unwrap();
         assert_eq!(a.label("severity"), Some("critical"));
@@ -1378,5 +1481,136 @@ mod tests {
         );
         let d = parse_chat_message(&msg("[FIRING:1] HighErrorRate (api prod)", "4")).unwrap();
         assert_eq!(d.label("severity"), None);
+    }
+
+    fn said(platform: Platform, text: &str) -> ChatMessage {
+        ChatMessage {
+            platform,
+            channel: "C1".into(),
+            message_id: "1.1".into(),
+            text: text.into(),
+            bot_user: Some(
+                match platform {
+                    Platform::Slack => "UBOT",
+                    Platform::Discord => "900",
+                    Platform::Console => "incidentd",
+                }
+                .into(),
+            ),
+            author: Some(Actor::new(platform, "U7")),
+            ..Default::default()
+        }
+    }
+
+    const DEFAULT: HumanMessages = HumanMessages::AlertsAndMentions;
+
+    #[test]
+    fn a_persons_chatter_is_not_an_alert() {
+        for text in [
+            "anyone around? checkout looks slow to me",
+            "Severity: looks high to me, description: checkout slow",
+            "see https://grafana.example.com/d/abc for the graph",
+            "is the [FIRING] thing from earlier still on?",
+        ] {
+            let msg = said(Platform::Slack, text);
+            assert_eq!(alert_channel_message(&msg, DEFAULT), None, "{text}");
+            assert!(alert_channel_message(&msg, HumanMessages::All).is_some());
+        }
+    }
+
+    #[test]
+    fn a_person_pasting_an_alert_opens_it() {
+        let msg = said(Platform::Slack, "[FIRING:1] HighErrorRate (api critical)");
+        let alert = alert_channel_message(&msg, DEFAULT).expect("an alert");
+        assert_eq!(alert, reported_by(parse(&msg), msg.author.as_ref()));
+        assert_eq!(alert.title, "HighErrorRate (api critical)");
+        assert_eq!(alert.annotations["reported_by"], "slack:U7");
+        // Alertmanager's Discord body with its labels, pasted by a person.
+        let mut pasted = said(Platform::Discord, &am_discord_description(&["a:1"], false));
+        pasted.text = format!("look:\n{}", pasted.text);
+        let alert = alert_channel_message(&pasted, DEFAULT).expect("an alert");
+        assert_eq!(alert.labels["alertname"], "HighErrorRate");
+        // Slack's `*Alert:*` text.
+        let msg = said(
+            Platform::Slack,
+            "*Alert:* Planner agent deadlock - `critical`\n*Description:* stuck",
+        );
+        assert!(alert_channel_message(&msg, DEFAULT).is_some());
+    }
+
+    #[test]
+    fn a_mention_of_the_bot_opens_an_incident_titled_with_the_rest() {
+        for (platform, text) in [
+            (Platform::Slack, "<@UBOT> checkout is down"),
+            (Platform::Slack, "<@UBOT|incidentd>: checkout is down"),
+            (Platform::Discord, "<@900> checkout is down"),
+            (Platform::Discord, "<@!900>, checkout is down"),
+            (Platform::Console, "@incidentd checkout is down"),
+        ] {
+            let msg = said(platform, text);
+            let alert = alert_channel_message(&msg, DEFAULT).expect(text);
+            assert_eq!(alert.title, "checkout is down", "{text}");
+            assert_eq!(alert.status, AlertStatus::Firing);
+            assert_eq!(alert.fingerprint, fingerprint_text("checkout is down"));
+            let by = format!("Reported by {}:U7.", platform.as_str());
+            assert_eq!(alert.description, Some(by), "{text}");
+            // Threaded under the person's message.
+            assert_eq!(alert.origin.unwrap().message_id, "1.1");
+        }
+        // Someone else mentioned, or the bot's id inside a word: no.
+        for (platform, text) in [
+            (Platform::Slack, "<@UOTHER> checkout is down"),
+            (Platform::Slack, "<@UBOTX> checkout is down"),
+            (Platform::Discord, "<@9000> checkout is down"),
+            (
+                Platform::Console,
+                "mail incidentd@example.com checkout is down",
+            ),
+        ] {
+            assert_eq!(
+                alert_channel_message(&said(platform, text), DEFAULT),
+                None,
+                "{text}"
+            );
+        }
+        // A mention alone says nothing to open.
+        assert_eq!(
+            alert_channel_message(&said(Platform::Slack, "<@UBOT>"), DEFAULT),
+            None
+        );
+        // With `ignore`, not even a mention or a pasted alert opens anything.
+        for text in ["<@UBOT> checkout is down", "[FIRING:1] HighErrorRate (api)"] {
+            let msg = said(Platform::Slack, text);
+            assert_eq!(alert_channel_message(&msg, HumanMessages::Ignore), None);
+        }
+        // With `all`, the mention is still taken out of the title.
+        let msg = said(Platform::Slack, "<@UBOT> checkout is down");
+        let alert = alert_channel_message(&msg, HumanMessages::All).unwrap();
+        assert_eq!(alert.title, "checkout is down");
+    }
+
+    #[test]
+    fn bot_and_webhook_posts_are_read_as_today() {
+        for humans in [DEFAULT, HumanMessages::All, HumanMessages::Ignore] {
+            let mut msg = said(Platform::Slack, "Disk almost full on db-1");
+            msg.from_bot = true;
+            let alert = alert_channel_message(&msg, humans).expect("an alert");
+            assert_eq!(alert, parse(&msg));
+            assert!(!alert.annotations.contains_key("reported_by"));
+        }
+    }
+
+    #[test]
+    fn requested_alerts_have_no_message_to_thread_under() {
+        let mut bob = Actor::new(Platform::Discord, "42");
+        bob.name = Some("bob".into());
+        let alert = requested_alert(Platform::Discord, "Checkout slow", &bob).unwrap();
+        assert_eq!(alert.title, "Checkout slow");
+        assert_eq!(alert.source, AlertSource::Discord);
+        assert_eq!(alert.origin, None);
+        assert_eq!(alert.annotations["reported_by"], "discord:42");
+        assert_eq!(alert.description.as_deref(), Some("Reported by bob."));
+        assert_eq!(alert.fingerprint, fingerprint_text("checkout  SLOW"));
+        assert_eq!(requested_alert(Platform::Slack, "  ", &bob), None);
     }
 }

@@ -13,7 +13,10 @@ pub mod chat_message;
 pub mod generic;
 pub mod grafana;
 
-pub use chat_message::{parse_chat_message, ChatAttachment, ChatEmbed, ChatField, ChatMessage};
+pub use chat_message::{
+    alert_channel_message, looks_like_alert, parse_chat_message, requested_alert, ChatAttachment,
+    ChatEmbed, ChatField, ChatMessage,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;

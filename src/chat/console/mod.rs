@@ -37,8 +37,11 @@ use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, Th
 
 use super::Surface;
 
-/// The console's alert channel: messages posted there are read as alerts.
+/// The console's alert channel: messages posted there are read as alerts (a person's when they
+/// read as one or mention [`CONSOLE_BOT`]).
 pub const ALERT_CHANNEL: &str = "console-alerts";
+/// The bot's name in the console: `@incidentd checkout is down` asks it for an incident.
+pub const CONSOLE_BOT: &str = "incidentd";
 /// The sink name in outbox keys.
 pub const SINK: &str = "console";
 

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use super::auth::{self, Auth, Session};
 use super::pages::{self, ListFilter, Viewer};
-use super::{stats, ConsolePort, FeedEvent, ALERT_CHANNEL, SINK};
+use super::{stats, ConsolePort, FeedEvent, ALERT_CHANNEL, CONSOLE_BOT, SINK};
 use crate::domain::alert::Platform;
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::{IncidentId, Status};
@@ -523,6 +523,7 @@ async fn post_message(
                     thread_id: Some(id.to_string()),
                     author: actor(&s),
                     from_bot: false,
+                    bot_user: None,
                     text: text.clone(),
                     attachments: vec![],
                     embeds: vec![],
@@ -550,6 +551,7 @@ async fn post_message(
                     thread_id: None,
                     author: actor(&s),
                     from_bot: false,
+                    bot_user: Some(CONSOLE_BOT.into()),
                     text,
                     attachments: vec![],
                     embeds: vec![],

@@ -33,6 +33,11 @@ pub fn intents() -> GatewayIntents {
 pub const SUBCOMMANDS: &[(&str, &str, &[CommandOpt])] = &[
     ("help", "What /incident can do", &[]),
     (
+        "new",
+        "Open an incident, you as its reporter",
+        &[("title", "What is wrong, e.g. checkout is slow", true)],
+    ),
+    (
         "list",
         "Incidents, newest first",
         &[
@@ -208,8 +213,9 @@ fn actor(user: &User, member: Option<&Member>) -> Actor {
 
 /// A gateway message as the neutral event: alert channels as alerts, anything else as a
 /// possible incident-thread reply (a thread is a channel: its id is both `channel` and
-/// `thread_id`; the chat service ignores channels that are no incident's thread).
-pub fn message_event(msg: &Message, alert_channels: &HashSet<String>) -> ChatEvent {
+/// `thread_id`; the chat service ignores channels that are no incident's thread). `me` is the
+/// bot's user id (0 before READY), so a mention of it is recognized.
+pub fn message_event(msg: &Message, alert_channels: &HashSet<String>, me: u64) -> ChatEvent {
     let channel = msg.channel_id.to_string();
     let thread_id = (!alert_channels.contains(&channel)).then(|| channel.clone());
     let roles = msg
@@ -234,6 +240,7 @@ pub fn message_event(msg: &Message, alert_channels: &HashSet<String>) -> ChatEve
             roles,
         },
         from_bot: msg.author.bot || msg.webhook_id.is_some(),
+        bot_user: (me != 0).then(|| me.to_string()),
         text: msg.content.clone(),
         attachments: vec![],
         embeds: msg
@@ -434,11 +441,12 @@ impl EventHandler for Handler {
     }
 
     async fn message(&self, _ctx: Context, msg: Message) {
-        if msg.author.id.get() == self.me.load(Ordering::SeqCst) {
+        let me = self.me.load(Ordering::SeqCst);
+        if msg.author.id.get() == me {
             return;
         }
         let span = info_span!("discord_message", channel = %msg.channel_id);
-        let event = message_event(&msg, &self.alert_channels);
+        let event = message_event(&msg, &self.alert_channels, me);
         if let Some(reply) = self.service.handle(event).instrument(span).await {
             warn!(channel = %msg.channel_id, reply = %reply.text, "A Discord message could not be handled.");
         }
@@ -509,6 +517,10 @@ mod tests {
             )),
             "note INC-4 db failover done"
         );
+        assert_eq!(
+            command_text(&options("new", json!([named("title", "Checkout slow")]))),
+            "new Checkout slow"
+        );
         for (sub, _, _) in SUBCOMMANDS {
             let text = command_text(&options(
                 sub,
@@ -519,7 +531,8 @@ mod tests {
                     named("owner", "alice"),
                     named("severity", "p1"),
                     named("category", "external_dependency"),
-                    named("window", "30d")
+                    named("window", "30d"),
+                    named("title", "Checkout slow")
                 ]),
             ));
             assert!(
@@ -529,6 +542,7 @@ mod tests {
         }
         // Every text subcommand of the help is offered on Discord too.
         for verb in [
+            "new",
             "list",
             "status",
             "ack",
@@ -651,12 +665,13 @@ mod tests {
             .unwrap()
         };
         let alerts: HashSet<String> = ["10".to_string()].into();
-        match message_event(&msg("10", true), &alerts) {
+        match message_event(&msg("10", true), &alerts, 900) {
             ChatEvent::Message {
                 channel,
                 message_id,
                 thread_id,
                 from_bot,
+                bot_user,
                 embeds,
                 author,
                 ..
@@ -666,6 +681,7 @@ mod tests {
                     ("10", "55", None)
                 );
                 assert!(from_bot);
+                assert_eq!(bot_user.as_deref(), Some("900"));
                 assert_eq!(embeds[0].title.as_deref(), Some("[FIRING:1] X"));
                 assert_eq!(embeds[0].color, Some(255));
                 assert_eq!(embeds[0].fields[0].value, "b");
@@ -673,7 +689,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match message_event(&msg("20", false), &alerts) {
+        match message_event(&msg("20", false), &alerts, 900) {
             ChatEvent::Message {
                 channel,
                 thread_id,
@@ -684,6 +700,11 @@ mod tests {
                 assert_eq!(channel, "20");
                 assert!(!from_bot);
             }
+            other => panic!("{other:?}"),
+        }
+        // Before READY the bot does not know its id: no mention can be recognized.
+        match message_event(&msg("10", false), &alerts, 0) {
+            ChatEvent::Message { bot_user, .. } => assert_eq!(bot_user, None),
             other => panic!("{other:?}"),
         }
     }

@@ -36,12 +36,23 @@ pub(crate) struct MessageEvent {
     pub channel: String,
     pub user: Option<String>,
     pub bot_id: Option<String>,
+    /// Set on posts of apps (and their workflows and incoming webhooks).
+    pub app_id: Option<String>,
     pub username: Option<String>,
     pub text: String,
     pub ts: String,
     pub thread_ts: Option<String>,
     pub attachments: Vec<ChatAttachment>,
     pub blocks: Vec<Value>,
+}
+
+impl MessageEvent {
+    /// Posted by a bot, an app or an incoming webhook; a person's message carries only `user`.
+    fn is_from_bot(&self) -> bool {
+        self.subtype.as_deref() == Some("bot_message")
+            || self.bot_id.is_some()
+            || self.app_id.is_some()
+    }
 }
 
 /// Subtypes that are someone saying something; the rest (edits, deletions, joins…) are not.
@@ -185,7 +196,8 @@ impl Inbound {
         {
             return Ok(());
         }
-        let from_bot = m.subtype.as_deref() == Some("bot_message") || m.bot_id.is_some();
+        // Bots, apps and incoming webhooks; a person's message carries only `user`.
+        let from_bot = m.is_from_bot();
         let mut author = Actor::new(
             Platform::Slack,
             m.user.clone().or(m.bot_id.clone()).unwrap_or_default(),
@@ -203,6 +215,7 @@ impl Inbound {
             thread_id: m.thread_ts,
             author,
             from_bot,
+            bot_user: Some(me.user_id.clone()),
             text,
             attachments: m.attachments,
             embeds: vec![],
@@ -339,6 +352,25 @@ mod tests {
         assert_eq!(a.fields[0].name, "severity");
         assert!(is_speech(ev.subtype.as_deref()));
         assert!(!is_speech(Some("message_changed")));
+    }
+
+    #[test]
+    fn bots_apps_and_webhooks_are_told_from_people() {
+        let ev = |v: Value| serde_json::from_value::<MessageEvent>(v).unwrap();
+        let person = ev(
+            json!({"type": "message", "channel": "C1", "user": "U1", "text": "hi", "ts": "1.1"}),
+        );
+        assert!(!person.is_from_bot());
+        let webhook = ev(
+            json!({"type": "message", "subtype": "bot_message", "channel": "C1",
+            "bot_id": "B1", "text": "[FIRING:1] X", "ts": "1.2"}),
+        );
+        assert!(webhook.is_from_bot());
+        let app = ev(
+            json!({"type": "message", "channel": "C1", "user": "U2", "app_id": "A1",
+            "text": "deploy done", "ts": "1.3"}),
+        );
+        assert!(app.is_from_bot());
     }
 
     #[test]
