@@ -8,8 +8,8 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::{
-    annotation_links, describe, from_json, item_path, push_link, real_time, title_from_labels,
-    BoundedList, DecodeError, StringMap,
+    annotation_links, describe, from_json, item_path, real_time, title_from_labels, BoundedList,
+    DecodeError, Links, StringMap,
 };
 use crate::domain::alert::{fingerprint_labels, Alert, AlertSource, AlertStatus};
 
@@ -87,14 +87,15 @@ impl WebhookAlert {
         if let Some(f) = self.fingerprint.filter(|f| !f.trim().is_empty()) {
             annotations.insert("alertmanager_fingerprint".to_owned(), f);
         }
-        let mut links = Vec::new();
+        let mut links = Links::default();
         if let Some(url) = self.generator_url {
-            push_link(&mut links, "Source", url);
+            links.push("Source", url);
         }
         annotation_links(&annotations, &mut links);
         if let Some(url) = external_url {
-            push_link(&mut links, "Alertmanager", url);
+            links.push("Alertmanager", url);
         }
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Alertmanager,
             fingerprint,

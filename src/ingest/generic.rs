@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{
-    annotation_links, describe, from_json, item_path, one_line, push_link, BoundedList,
-    DecodeError, StringMap, MAX_VALUE_BYTES, ROOT_PATH,
+    annotation_links, describe, from_json, item_path, one_line, BoundedList, DecodeError, Links,
+    StringMap, MAX_VALUE_BYTES, ROOT_PATH,
 };
 use crate::domain::alert::{fingerprint_labels, Alert, AlertSource, AlertStatus};
 
@@ -81,7 +81,7 @@ impl GenericAlert {
         let title = check_value(&self.title)
             .map_err(|m| DecodeError::invalid(item_path("", index, "title"), m))?;
         let mut labels = self.labels.0;
-        let annotations = self.annotations.0;
+        let mut annotations = self.annotations.0;
 
         if let Some(severity) = self.severity.as_deref() {
             let severity = check_value(severity)
@@ -104,7 +104,7 @@ impl GenericAlert {
             labels.insert("alertname".to_owned(), title.to_owned());
         }
 
-        let mut links = Vec::with_capacity(self.links.len());
+        let mut links = Links::default();
         for (i, link) in self.links.into_iter().enumerate() {
             let url = check_value(&link.url).map_err(|m| {
                 DecodeError::invalid(item_path("", index, &format!("links[{i}].url")), m)
@@ -115,7 +115,7 @@ impl GenericAlert {
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .unwrap_or(url);
-            push_link(&mut links, title, url);
+            links.push(title, url);
         }
         annotation_links(&annotations, &mut links);
 
@@ -129,6 +129,7 @@ impl GenericAlert {
             _ => fingerprint_labels(&labels),
         };
 
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Generic,
             fingerprint,
@@ -163,6 +164,45 @@ mod tests {
         let mut alerts = decode(body.as_bytes()).unwrap();
         assert_eq!(alerts.len(), 1);
         alerts.remove(0)
+    }
+
+    /// 50 000 links (1.4 MB, every URL twice): decoded in linear time, kept to the first
+    /// `MAX_LINKS` distinct ones, the rest counted; the alert itself is kept whole.
+    #[test]
+    fn links_are_deduplicated_and_capped() {
+        use super::super::{LINKS_DROPPED_ANNOTATION, MAX_LINKS, MAX_LINK_URL_BYTES};
+        let links: Vec<String> = (0..50_000)
+            .map(|i| format!(r#"{{"url": "https://example.com/{}"}}"#, i % 25_000))
+            .collect();
+        let body = format!(
+            r#"{{"title": "Many links", "links": [{{"title": "Long", "url": "https://example.com/{}"}}, {}]}}"#,
+            "x".repeat(MAX_LINK_URL_BYTES),
+            links.join(",")
+        );
+        assert!(body.len() > 1_400_000);
+        let a = one(&body);
+        assert_eq!(a.title, "Many links");
+        assert_eq!(a.links.len(), MAX_LINKS);
+        let urls: Vec<String> = a.links.iter().map(|l| l.url.clone()).collect();
+        let expected: Vec<String> = (0..MAX_LINKS)
+            .map(|i| format!("https://example.com/{i}"))
+            .collect();
+        assert_eq!(urls, expected);
+        // 25 000 distinct URLs and the over-long one, of which MAX_LINKS were kept.
+        assert_eq!(
+            a.annotations
+                .get(LINKS_DROPPED_ANNOTATION)
+                .map(String::as_str),
+            Some((25_000 + 1 - MAX_LINKS).to_string().as_str())
+        );
+        // What gets stored with the incident stays small.
+        let stored = serde_json::to_vec(&a).unwrap().len();
+        assert!(stored < 4096, "{stored} bytes");
+
+        // A few links: nothing dropped, nothing noted.
+        let a = one(r#"{"title": "t", "links": [{"url": "https://a"}, {"url": " https://a "}]}"#);
+        assert_eq!(a.links.len(), 1);
+        assert!(!a.annotations.contains_key(LINKS_DROPPED_ANNOTATION));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{
-    annotation_links, describe, from_json, item_path, push_link, real_time, title_from_labels,
-    BoundedList, DecodeError, StringMap, MAX_VALUE_BYTES, ROOT_PATH,
+    annotation_links, describe, from_json, item_path, real_time, title_from_labels, BoundedList,
+    DecodeError, Links, StringMap, MAX_VALUE_BYTES, ROOT_PATH,
 };
 use crate::domain::alert::{fingerprint_labels, Alert, AlertSource, AlertStatus};
 
@@ -117,9 +117,9 @@ impl UnifiedAlert {
         if let Some(f) = self.fingerprint.filter(|f| !f.trim().is_empty()) {
             annotations.insert("grafana_fingerprint".to_owned(), f);
         }
-        let mut links = Vec::new();
+        let mut links = Links::default();
         if let Some(url) = self.generator_url {
-            push_link(&mut links, "Source", url);
+            links.push("Source", url);
         }
         annotation_links(&annotations, &mut links);
         for (title, url) in [
@@ -128,9 +128,10 @@ impl UnifiedAlert {
             ("Silence", self.silence_url),
         ] {
             if let Some(url) = url {
-                push_link(&mut links, title, url);
+                links.push(title, url);
             }
         }
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Grafana,
             fingerprint,
@@ -211,14 +212,15 @@ impl Body {
             }
         }
 
-        let mut links = Vec::new();
+        let mut links = Links::default();
         if let Some(url) = self.rule_url {
-            push_link(&mut links, "Source", url);
+            links.push("Source", url);
         }
         if let Some(url) = self.image_url {
-            push_link(&mut links, "Image", url);
+            links.push("Image", url);
         }
 
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Grafana,
             fingerprint: fingerprint_labels(&labels),

@@ -15,7 +15,7 @@ pub mod grafana;
 
 pub use chat_message::{parse_chat_message, ChatAttachment, ChatEmbed, ChatField, ChatMessage};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -33,6 +33,17 @@ pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 pub const MAX_LABELS: usize = 256;
 /// Longest alert title built here, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
+
+/// Most links kept on one alert. Further distinct links are dropped and counted in the
+/// [`LINKS_DROPPED_ANNOTATION`] annotation: a card shows a handful of buttons, and every kept
+/// link is stored with the incident and each of its events.
+pub const MAX_LINKS: usize = 20;
+/// Longest link URL kept, in bytes; a longer one is dropped and counted like a link over
+/// [`MAX_LINKS`] (chat platforms refuse such buttons anyway).
+pub const MAX_LINK_URL_BYTES: usize = 2048;
+/// The annotation that says how many distinct links of an alert were not kept (over
+/// [`MAX_LINKS`] or longer than [`MAX_LINK_URL_BYTES`]); absent when none were dropped.
+pub const LINKS_DROPPED_ANNOTATION: &str = "incidentd_links_dropped";
 
 /// The path shown for an error that concerns the whole body.
 pub(crate) const ROOT_PATH: &str = "(root)";
@@ -328,21 +339,51 @@ pub(crate) fn describe(annotations: &BTreeMap<String, String>) -> Option<String>
     }
 }
 
-/// Adds a link unless its URL is blank or already listed (an alert often carries the same URL
-/// under two names, e.g. `dashboard_url` and `grafana_url`).
-pub(crate) fn push_link(links: &mut Vec<Link>, title: &str, url: impl Into<String>) {
-    let mut url: String = url.into();
-    let trimmed = url.trim();
-    if trimmed.len() != url.len() {
-        url = trimmed.to_owned();
+/// The links of one alert as they are collected: blank and repeated URLs are skipped (an
+/// alert often carries the same URL under two names, e.g. `dashboard_url` and `grafana_url`),
+/// the first [`MAX_LINKS`] distinct ones are kept, titles are cut to one line of at most
+/// [`MAX_TITLE_CHARS`], and the distinct ones not kept are counted. A set of the URLs seen
+/// makes each link one lookup, whatever their number.
+#[derive(Debug, Default)]
+pub(crate) struct Links {
+    kept: Vec<Link>,
+    seen: HashSet<String>,
+    dropped: usize,
+}
+
+impl Links {
+    pub(crate) fn push(&mut self, title: &str, url: impl Into<String>) {
+        let mut url: String = url.into();
+        let trimmed = url.trim();
+        if trimmed.len() != url.len() {
+            url = trimmed.to_owned();
+        }
+        if url.is_empty() || self.seen.contains(&url) {
+            return;
+        }
+        if self.kept.len() == MAX_LINKS || url.len() > MAX_LINK_URL_BYTES {
+            self.dropped += 1;
+            self.seen.insert(url);
+            return;
+        }
+        self.seen.insert(url.clone());
+        self.kept.push(Link {
+            title: one_line(title),
+            url,
+        });
     }
-    if url.is_empty() || links.iter().any(|l| l.url == url) {
-        return;
+
+    /// The kept links; when some were dropped, their number goes into the
+    /// [`LINKS_DROPPED_ANNOTATION`] annotation.
+    pub(crate) fn finish(self, annotations: &mut BTreeMap<String, String>) -> Vec<Link> {
+        if self.dropped > 0 {
+            annotations.insert(
+                LINKS_DROPPED_ANNOTATION.to_owned(),
+                self.dropped.to_string(),
+            );
+        }
+        self.kept
     }
-    links.push(Link {
-        title: title.to_owned(),
-        url,
-    });
 }
 
 /// Annotations that conventionally hold URLs, with the link title each gets.
@@ -353,10 +394,10 @@ const LINK_ANNOTATIONS: [(&str, &str); 3] = [
 ];
 
 /// Adds the runbook/dashboard links found in annotations.
-pub(crate) fn annotation_links(annotations: &BTreeMap<String, String>, links: &mut Vec<Link>) {
+pub(crate) fn annotation_links(annotations: &BTreeMap<String, String>, links: &mut Links) {
     for (key, title) in LINK_ANNOTATIONS {
         if let Some(url) = annotations.get(key) {
-            push_link(links, title, url.as_str());
+            links.push(title, url.as_str());
         }
     }
 }
@@ -586,10 +627,10 @@ mod tests {
 
     #[test]
     fn links_skip_blanks_and_duplicates() {
-        let mut links = Vec::new();
-        push_link(&mut links, "Source", " http://a ");
-        push_link(&mut links, "Other", "http://a");
-        push_link(&mut links, "Empty", "  ");
+        let mut links = Links::default();
+        links.push("Source", " http://a ");
+        links.push("Other", "http://a");
+        links.push("Empty", "  ");
         annotation_links(
             &map(&[
                 ("runbook_url", "http://runbook"),
@@ -598,6 +639,8 @@ mod tests {
             ]),
             &mut links,
         );
+        let mut annotations = BTreeMap::new();
+        let links = links.finish(&mut annotations);
         let got: Vec<(&str, &str)> = links
             .iter()
             .map(|l| (l.title.as_str(), l.url.as_str()))
@@ -610,5 +653,35 @@ mod tests {
                 ("Dashboard", "http://dash")
             ]
         );
+        assert!(annotations.is_empty(), "nothing dropped: {annotations:?}");
+    }
+
+    #[test]
+    fn links_are_capped_and_the_dropped_ones_counted() {
+        let mut links = Links::default();
+        let long = format!("http://x/{}", "y".repeat(MAX_LINK_URL_BYTES));
+        links.push("Too long", long.as_str());
+        for i in 0..3 * MAX_LINKS {
+            links.push(&format!("Link {i}\nsecond line"), format!("http://l/{i}"));
+            links.push("Again", format!("http://l/{i}"));
+        }
+        links.push("Too long again", long);
+        links.push(&"t".repeat(5 * MAX_TITLE_CHARS), "http://l/0");
+        let mut annotations = BTreeMap::new();
+        let links = links.finish(&mut annotations);
+        assert_eq!(links.len(), MAX_LINKS);
+        assert_eq!(links[0].title, "Link 0");
+        assert_eq!(
+            links[MAX_LINKS - 1].url,
+            format!("http://l/{}", MAX_LINKS - 1)
+        );
+        assert_eq!(
+            annotations[LINKS_DROPPED_ANNOTATION],
+            (2 * MAX_LINKS + 1).to_string()
+        );
+        let mut links = Links::default();
+        links.push(&"t".repeat(5 * MAX_TITLE_CHARS), "http://l/0");
+        let title = &links.finish(&mut annotations)[0].title;
+        assert_eq!(title.chars().count(), MAX_TITLE_CHARS);
     }
 }
