@@ -10,13 +10,20 @@
 //!
 //! Unlike the other decoders, unknown fields are rejected: these bodies are written by hand,
 //! and a typo such as `serverity` must not be dropped silently.
+//!
+//! Bounds (besides the label and annotation limits of every decoder): the first
+//! [`MAX_LINKS`](super::MAX_LINKS) distinct links are kept and the others counted in the
+//! [`LINKS_DROPPED_ANNOTATION`](super::LINKS_DROPPED_ANNOTATION) annotation; a description
+//! over [`MAX_DESCRIPTION_BYTES`] is cut with the cut marked; a fingerprint over
+//! [`MAX_FINGERPRINT_BYTES`] is replaced by its hash.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::{
-    annotation_links, describe, from_json, item_path, one_line, BoundedList, DecodeError, Links,
-    StringMap, MAX_VALUE_BYTES, ROOT_PATH,
+    annotation_links, cut_text, describe, from_json, item_path, one_line, BoundedList, DecodeError,
+    Links, StringMap, MAX_DESCRIPTION_BYTES, MAX_FINGERPRINT_BYTES, MAX_VALUE_BYTES, ROOT_PATH,
 };
 use crate::domain::alert::{fingerprint_labels, Alert, AlertSource, AlertStatus};
 
@@ -76,6 +83,14 @@ fn check_value(value: &str) -> Result<&str, String> {
     Ok(value)
 }
 
+/// A fingerprint over [`MAX_FINGERPRINT_BYTES`] as `sha256:` and 32 hex digits of its hash:
+/// short enough to key the store, and the same for every repeat.
+fn hashed_fingerprint(f: &str) -> String {
+    let digest = Sha256::digest(f.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 impl GenericAlert {
     fn into_alert(self, index: Option<usize>) -> Result<Alert, DecodeError> {
         let title = check_value(&self.title)
@@ -123,8 +138,10 @@ impl GenericAlert {
             .description
             .map(|d| d.trim().to_owned())
             .filter(|d| !d.is_empty())
+            .map(|d| cut_text(d, MAX_DESCRIPTION_BYTES))
             .or_else(|| describe(&annotations));
         let fingerprint = match self.fingerprint {
+            Some(f) if f.len() > MAX_FINGERPRINT_BYTES => hashed_fingerprint(&f),
             Some(f) if !f.trim().is_empty() => f,
             _ => fingerprint_labels(&labels),
         };
@@ -203,6 +220,30 @@ mod tests {
         let a = one(r#"{"title": "t", "links": [{"url": "https://a"}, {"url": " https://a "}]}"#);
         assert_eq!(a.links.len(), 1);
         assert!(!a.annotations.contains_key(LINKS_DROPPED_ANNOTATION));
+    }
+
+    #[test]
+    fn long_descriptions_are_cut_and_long_fingerprints_hashed() {
+        use super::super::{MAX_DESCRIPTION_BYTES, MAX_FINGERPRINT_BYTES};
+        let long = "é".repeat(MAX_DESCRIPTION_BYTES);
+        let a = one(&format!(r#"{{"title": "t", "description": "{long}"}}"#));
+        let d = a.description.unwrap();
+        assert!(d.len() < MAX_DESCRIPTION_BYTES + 64, "{} bytes", d.len());
+        assert!(d.starts_with(&long[..1000]));
+        assert!(
+            d.ends_with(&format!("(cut: {} bytes)", long.len())),
+            "{}",
+            &d[d.len() - 40..]
+        );
+
+        let fp = |f: &str| one(&format!(r#"{{"title": "t", "fingerprint": "{f}"}}"#)).fingerprint;
+        let long = "f".repeat(10 * MAX_FINGERPRINT_BYTES);
+        let hashed = fp(&long);
+        assert!(hashed.starts_with("sha256:") && hashed.len() <= MAX_FINGERPRINT_BYTES);
+        assert_eq!(fp(&long), hashed, "repeats keep their identity");
+        assert_ne!(fp(&format!("{long}g")), hashed);
+        let at_limit = "f".repeat(MAX_FINGERPRINT_BYTES);
+        assert_eq!(fp(&at_limit), at_limit);
     }
 
     #[test]

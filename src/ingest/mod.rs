@@ -45,6 +45,14 @@ pub const MAX_LINK_URL_BYTES: usize = 2048;
 /// [`MAX_LINKS`] or longer than [`MAX_LINK_URL_BYTES`]); absent when none were dropped.
 pub const LINKS_DROPPED_ANNOTATION: &str = "incidentd_links_dropped";
 
+/// Longest description kept, in bytes (a generic alert's `description`, a legacy Grafana
+/// `message`); a longer one is cut and the cut marked (see [`cut_text`]). Descriptions built
+/// from annotations are already bounded by [`MAX_VALUE_BYTES`] per annotation.
+pub const MAX_DESCRIPTION_BYTES: usize = 32 * 1024;
+/// Longest fingerprint a generic alert may bring, in bytes; a longer one is replaced by
+/// `sha256:` and the first 32 hex digits of its hash, so repeats still match.
+pub const MAX_FINGERPRINT_BYTES: usize = 256;
+
 /// The path shown for an error that concerns the whole body.
 pub(crate) const ROOT_PATH: &str = "(root)";
 
@@ -301,6 +309,19 @@ pub(crate) fn title_from_labels(
         return one_line(&pairs.join(", "));
     }
     "Untitled alert".to_owned()
+}
+
+/// `text` cut to at most `max_bytes` (on a character boundary) with the cut marked
+/// (`… (cut: 70000 bytes)`, the original length); shorter text is returned as is.
+pub(crate) fn cut_text(text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut cut = max_bytes;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… (cut: {} bytes)", &text[..cut], text.len())
 }
 
 /// A map entry, trimmed, unless it is blank.
