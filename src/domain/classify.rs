@@ -192,8 +192,6 @@ pub fn default_kinds() -> Vec<IncidentKind> {
                 "overloaded",
                 "529",
                 "too many requests",
-                "latency high",
-                "high latency",
                 "tool call",
                 "probe fail",
                 "probe http fail",
@@ -908,7 +906,9 @@ mod tests {
         ("VectorDBRateLimited", "tool_api_failure"),
         ("LLMRequestTimeouts", "tool_api_failure"),
         ("LLMProviderUnavailable", "tool_api_failure"),
-        ("EmbeddingLatencyHigh", "tool_api_failure"),
+        // Latency alone does not say whether the provider or our own load is at fault, and
+        // the tool/API playbook switches providers automatically: left to a rule.
+        ("EmbeddingLatencyHigh", UNCLASSIFIED),
         ("AgentToolCallFailures", "tool_api_failure"),
         ("LLMTokenBudgetExceeded", "configuration_boundary"),
         ("GPUOutOfMemory", "orchestration_failure"),
