@@ -500,8 +500,11 @@ pub fn is_reference_token(token: &str) -> bool {
     if t.is_empty() {
         return false;
     }
-    let lower = t.to_ascii_lowercase();
-    if lower.contains("://") || lower.starts_with("www.") || lower.starts_with("mailto:") {
+    let starts_with = |prefix: &str| {
+        t.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    if t.contains("://") || starts_with("www.") || starts_with("mailto:") {
         return true;
     }
     let hex_id = |t: &str| {
@@ -1031,6 +1034,8 @@ mod tests {
         for token in [
             "https://example.com/502",
             "www.example.com",
+            "WWW.Example.com/x",
+            "mailto:oncall@example.com",
             "b9c3a5d0c1e2f3a4",
             "3f2a9c1e-0b6d-4c5e-9a7f-502b1c4d8e90",
             "sha256:4c502e9a1b7d3f08",
