@@ -149,66 +149,67 @@ mod tests {
                 body,
             });
         }
+        /// Any other path: 200, recorded with its query as it arrived (still percent-encoded).
+        async fn any_path(
+            State(s): State<Arc<Server>>,
+            uri: axum::http::Uri,
+            h: HeaderMap,
+            body: String,
+        ) -> (StatusCode, &'static str) {
+            let target = uri.path_and_query().map_or("", |p| p.as_str());
+            record(&s, target, h, body).await;
+            (StatusCode::OK, "ok")
+        }
         let state = Arc::new(Server::default());
-        let app =
-            Router::new()
-                .route(
-                    "/ok",
-                    post(
-                        |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
-                            let auth = h
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string();
-                            record(&s, "/ok", h, body).await;
-                            (StatusCode::OK, format!("switched; you sent {auth}"))
-                        },
-                    ),
-                )
-                .route(
-                    "/flaky",
-                    post(
-                        |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
-                            record(&s, "/flaky", h, body).await;
-                            if s.flaky_calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                                (StatusCode::INTERNAL_SERVER_ERROR, "try again")
-                            } else {
-                                (StatusCode::OK, "ok now")
-                            }
-                        },
-                    ),
-                )
-                .route(
-                    "/missing",
-                    post(
-                        |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
-                            record(&s, "/missing", h, body).await;
-                            (StatusCode::NOT_FOUND, "no such thing")
-                        },
-                    ),
-                )
-                .route(
-                    "/busy",
-                    post(
-                        |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
-                            record(&s, "/busy", h, body).await;
-                            (StatusCode::TOO_MANY_REQUESTS, "slow down")
-                        },
-                    ),
-                )
-                .route("/hang", post(std::future::pending::<&'static str>))
-                .fallback(
-                    |State(s): State<Arc<Server>>,
-                     uri: axum::http::Uri,
-                     h: HeaderMap,
-                     body: String| async move {
-                        let target = uri.path_and_query().map_or("", |p| p.as_str());
-                        record(&s, target, h, body).await;
-                        (StatusCode::OK, "ok")
+        let app = Router::new()
+            .route(
+                "/ok",
+                post(
+                    |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
+                        let auth = h
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        record(&s, "/ok", h, body).await;
+                        (StatusCode::OK, format!("switched; you sent {auth}"))
                     },
-                )
-                .with_state(state.clone());
+                ),
+            )
+            .route(
+                "/flaky",
+                post(
+                    |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
+                        record(&s, "/flaky", h, body).await;
+                        if s.flaky_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            (StatusCode::INTERNAL_SERVER_ERROR, "try again")
+                        } else {
+                            (StatusCode::OK, "ok now")
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/missing",
+                post(
+                    |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
+                        record(&s, "/missing", h, body).await;
+                        (StatusCode::NOT_FOUND, "no such thing")
+                    },
+                ),
+            )
+            .route(
+                "/busy",
+                post(
+                    |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
+                        record(&s, "/busy", h, body).await;
+                        (StatusCode::TOO_MANY_REQUESTS, "slow down")
+                    },
+                ),
+            )
+            .route("/hang", post(std::future::pending::<&'static str>))
+            .fallback(any_path)
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
