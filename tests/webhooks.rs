@@ -275,6 +275,36 @@ async fn generic_and_grafana_endpoints() {
     app.stop().await;
 }
 
+/// A 1.4 MB generic alert with 50 000 links, twice at once: both answered, the incident keeps
+/// 20 links and says how many it dropped, and what is stored and served stays small.
+#[tokio::test]
+async fn fifty_thousand_links_are_capped_and_the_stored_incident_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    let links: Vec<String> = (0..50_000)
+        .map(|i| format!(r#"{{"url": "https://example.com/{i}"}}"#))
+        .collect();
+    let body = format!(
+        r#"{{"title": "Link flood", "labels": {{"service": "api"}}, "links": [{}]}}"#,
+        links.join(",")
+    );
+    assert!(body.len() > 1_400_000);
+    let (a, b) = tokio::join!(
+        app.post_json("/api/v1/alerts", &body),
+        app.post_json("/api/v1/alerts", &body)
+    );
+    assert_eq!((a.0, b.0), (200, 200), "{} {}", a.1, b.1);
+    let (s, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(s, 200);
+    let inc = &v["incident"];
+    assert_eq!(inc["alert_count"], 2, "{inc}");
+    assert_eq!(inc["links"].as_array().unwrap().len(), 20);
+    assert_eq!(inc["annotations"]["incidentd_links_dropped"], "49980");
+    let served = v.to_string().len();
+    assert!(served < 64 * 1024, "{served} bytes for one incident");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn outbox_survives_rate_limits_and_errors_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();

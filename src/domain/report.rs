@@ -9,7 +9,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::classify::{Classifier, RootCause};
+use super::classify::{contains_word, match_text, Classifier, RootCause};
 use super::incident::{
     ActionStatus, EventKind, Incident, IncidentId, Recurrence, Status, TimelineEvent,
 };
@@ -19,6 +19,9 @@ use super::severity::Severity;
 /// unavailable dependencies → external dependency; OOM/CPU/disk → resource limits;
 /// config/env/permission → configuration; model/format/safety → model defect.
 /// Computed for the alert that opens an incident, with the kind it was triaged as.
+/// The words are read as keyword matching reads them ([`match_text`]): ids, hashes, URLs and
+/// numbers such as an Alertmanager `fingerprint` or a `generatorURL` take no part, and a word
+/// must start where a listed word starts (`oom` is not in `room`).
 pub fn suggest_root_cause_for_alert(
     alert: &crate::domain::alert::Alert,
     kind: &str,
@@ -26,7 +29,7 @@ pub fn suggest_root_cause_for_alert(
 ) -> RootCause {
     suggest_from(
         &alert.title,
-        alert.labels.values().chain(alert.annotations.values()),
+        alert.labels.iter().chain(alert.annotations.iter()),
         alert.description.as_deref(),
         kind,
         classifier,
@@ -35,21 +38,13 @@ pub fn suggest_root_cause_for_alert(
 
 fn suggest_from<'a>(
     title: &str,
-    values: impl Iterator<Item = &'a String>,
+    fields: impl Iterator<Item = (&'a String, &'a String)>,
     description: Option<&str>,
     kind: &str,
     classifier: &Classifier,
 ) -> RootCause {
-    let mut text = title.to_lowercase();
-    for v in values {
-        text.push(' ');
-        text.push_str(&v.to_lowercase());
-    }
-    if let Some(d) = description {
-        text.push(' ');
-        text.push_str(&d.to_lowercase());
-    }
-    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    let text = match_text(title, description, fields);
+    let has = |words: &[&str]| words.iter().any(|w| contains_word(&text, w));
     if has(&[
         "rate limit",
         "ratelimit",
@@ -61,6 +56,8 @@ fn suggest_from<'a>(
         "503",
         "502",
         "timeout",
+        "timed out",
+        "overload",
     ]) {
         RootCause::ExternalDependency
     } else if has(&[
@@ -75,6 +72,7 @@ fn suggest_from<'a>(
         RootCause::ResourceLimits
     } else if has(&[
         "config",
+        "misconfig",
         "env var",
         "environment variable",
         "permission",
@@ -599,7 +597,7 @@ mod tests {
     fn suggest_root_cause(inc: &Incident, classifier: &Classifier) -> RootCause {
         suggest_from(
             &inc.title,
-            inc.labels.values().chain(inc.annotations.values()),
+            inc.labels.iter().chain(inc.annotations.iter()),
             inc.description.as_deref(),
             &inc.kind,
             classifier,
@@ -645,6 +643,55 @@ mod tests {
             RootCause::ResourceLimits,
             "falls back to the kind"
         );
+    }
+
+    #[test]
+    fn references_do_not_change_the_suggested_root_cause() {
+        let c = classifier();
+        let mut inc = incident();
+        inc.title = "ModelOutputSchemaViolations".into();
+        inc.kind = "model_output_failure".into();
+        inc.labels = [
+            ("alertname", "ModelOutputSchemaViolations"),
+            ("instance", "10.0.0.7:502"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(suggest_root_cause(&inc, &c), RootCause::ModelDefect);
+        // Ids, hashes, URLs and numbers that happen to hold a status code or a resource word.
+        for (key, value) in [
+            ("alertmanager_fingerprint", "4c502e9a1b7d3f08"),
+            ("fingerprint", "a429f00dbeef1234"),
+            (
+                "generatorURL",
+                "http://prometheus:9090/graph?g0.expr=http_502_total",
+            ),
+            ("runbook_url", "https://runbooks.example.com/429-rate-limit"),
+            ("dashboardURL", "https://grafana.example.com/d/upstream-503"),
+            ("panelURL", "https://grafana.example.com/d/x?viewPanel=429"),
+            (
+                "silenceURL",
+                "https://grafana.example.com/alerting/silence/new?timeout=1",
+            ),
+            ("value_string", "[ var='A' labels={code=429} value=502 ]"),
+            ("trace_id", "upstream-timeout"),
+            (
+                "summary",
+                "Seen at 2024-05-02T10:04:29.502Z in request 9f3e4d2c-5020-4290-a502-429c0ffee502",
+            ),
+        ] {
+            inc.annotations.insert(key.into(), value.into());
+            assert_eq!(
+                suggest_root_cause(&inc, &c),
+                RootCause::ModelDefect,
+                "{key} = {value}"
+            );
+        }
+        // A real word still counts.
+        inc.annotations
+            .insert("summary".into(), "Upstream returned 502".into());
+        assert_eq!(suggest_root_cause(&inc, &c), RootCause::ExternalDependency);
     }
 
     /// A fixed incident with every section filled in.

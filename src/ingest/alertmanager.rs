@@ -8,8 +8,8 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::{
-    annotation_links, describe, from_json, item_path, push_link, real_time, title_from_labels,
-    BoundedList, DecodeError, StringMap,
+    annotation_links, cut_text, describe, from_json, item_path, real_time, title_from_labels,
+    BoundedList, DecodeError, Links, StringMap, MAX_VALUE_BYTES,
 };
 use crate::domain::alert::{fingerprint_labels, Alert, AlertSource, AlertStatus};
 
@@ -85,16 +85,20 @@ impl WebhookAlert {
         // sender's fingerprint is kept for cross-reference.
         let fingerprint = fingerprint_labels(&labels);
         if let Some(f) = self.fingerprint.filter(|f| !f.trim().is_empty()) {
-            annotations.insert("alertmanager_fingerprint".to_owned(), f);
+            annotations.insert(
+                "alertmanager_fingerprint".to_owned(),
+                cut_text(f, MAX_VALUE_BYTES),
+            );
         }
-        let mut links = Vec::new();
+        let mut links = Links::default();
         if let Some(url) = self.generator_url {
-            push_link(&mut links, "Source", url);
+            links.push("Source", url);
         }
         annotation_links(&annotations, &mut links);
         if let Some(url) = external_url {
-            push_link(&mut links, "Alertmanager", url);
+            links.push("Alertmanager", url);
         }
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Alertmanager,
             fingerprint,
@@ -377,6 +381,20 @@ mod tests {
         let body = r#"{"alerts": [{"status": "firing", "labels": {"alertname": "A"}}, {"status": "firing", "labels": {}}]}"#;
         let err = decode(body.as_bytes()).unwrap_err();
         assert_eq!(err.to_string(), "alerts[1].labels: must not be empty");
+    }
+
+    #[test]
+    fn a_long_sender_fingerprint_is_cut() {
+        let long = "b".repeat(4 * super::super::MAX_VALUE_BYTES);
+        let body = BODY.replacen("b9c3a5d0c1e2f3a4", &long, 1);
+        let a = decode(body.as_bytes()).unwrap().remove(0);
+        let v = &a.annotations["alertmanager_fingerprint"];
+        assert!(
+            v.len() < super::super::MAX_VALUE_BYTES + 64,
+            "{} bytes",
+            v.len()
+        );
+        assert!(v.starts_with("bbbb") && v.ends_with("bytes)"));
     }
 
     #[test]

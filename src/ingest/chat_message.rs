@@ -23,10 +23,10 @@ use std::sync::LazyLock;
 use regex::{Captures, Regex};
 use serde::{Deserialize, Serialize};
 
-use super::{annotation_links, describe, one_line, push_link, title_from_labels};
+use super::{annotation_links, describe, one_line, title_from_labels, Links};
 use crate::domain::alert::{
     fingerprint_labels, fingerprint_text, Alert, AlertSource, AlertStatus, ChatOrigin,
-    HumanMessages, Link, Platform,
+    HumanMessages, Platform,
 };
 use crate::domain::policy::Actor;
 
@@ -280,10 +280,11 @@ pub fn parse_chat_message(msg: &ChatMessage) -> Option<Alert> {
         .chain(msg.embeds.iter().filter_map(|e| e.url.as_deref()));
     for url in message_links {
         if let Some(url) = extract_url(url) {
-            push_link(&mut links, "Alert", url);
+            links.push("Alert", url);
         }
     }
 
+    let links = links.finish(&mut annotations);
     Some(Alert {
         source: match msg.platform {
             Platform::Slack => AlertSource::Slack,
@@ -477,7 +478,7 @@ struct Scan {
     last_annotation: Option<String>,
     /// Lines that are not part of any structure, cleaned of markup.
     plain: Vec<String>,
-    links: Vec<Link>,
+    links: Links,
     alert_line: Option<String>,
     description: Option<String>,
     severity: Option<String>,
@@ -664,7 +665,7 @@ impl Scan {
                     title = t;
                 }
             }
-            push_link(&mut self.links, title, url);
+            self.links.push(title, url);
             found = true;
             rest = &rest[end..];
         }
@@ -814,6 +815,7 @@ fn extract_url(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::alert::Link;
 
     fn slack(text: &str, attachments: Vec<ChatAttachment>) -> ChatMessage {
         ChatMessage {

@@ -10,13 +10,20 @@
 //!
 //! Unlike the other decoders, unknown fields are rejected: these bodies are written by hand,
 //! and a typo such as `serverity` must not be dropped silently.
+//!
+//! Bounds (besides the label and annotation limits of every decoder): the first
+//! [`MAX_LINKS`](super::MAX_LINKS) distinct links are kept and the others counted in the
+//! [`LINKS_DROPPED_ANNOTATION`](super::LINKS_DROPPED_ANNOTATION) annotation; a description
+//! over [`MAX_DESCRIPTION_BYTES`] is cut with the cut marked; a fingerprint over
+//! [`MAX_FINGERPRINT_BYTES`] is replaced by its hash.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::{
-    annotation_links, describe, from_json, item_path, one_line, push_link, BoundedList,
-    DecodeError, StringMap, MAX_VALUE_BYTES, ROOT_PATH,
+    annotation_links, cut_text, describe, from_json, item_path, one_line, BoundedList, DecodeError,
+    Links, StringMap, MAX_DESCRIPTION_BYTES, MAX_FINGERPRINT_BYTES, MAX_VALUE_BYTES, ROOT_PATH,
 };
 use crate::domain::alert::{fingerprint_labels, Alert, AlertSource, AlertStatus};
 
@@ -76,12 +83,20 @@ fn check_value(value: &str) -> Result<&str, String> {
     Ok(value)
 }
 
+/// A fingerprint over [`MAX_FINGERPRINT_BYTES`] as `sha256:` and 32 hex digits of its hash:
+/// short enough to key the store, and the same for every repeat.
+fn hashed_fingerprint(f: &str) -> String {
+    let digest = Sha256::digest(f.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 impl GenericAlert {
     fn into_alert(self, index: Option<usize>) -> Result<Alert, DecodeError> {
         let title = check_value(&self.title)
             .map_err(|m| DecodeError::invalid(item_path("", index, "title"), m))?;
         let mut labels = self.labels.0;
-        let annotations = self.annotations.0;
+        let mut annotations = self.annotations.0;
 
         if let Some(severity) = self.severity.as_deref() {
             let severity = check_value(severity)
@@ -104,7 +119,7 @@ impl GenericAlert {
             labels.insert("alertname".to_owned(), title.to_owned());
         }
 
-        let mut links = Vec::with_capacity(self.links.len());
+        let mut links = Links::default();
         for (i, link) in self.links.into_iter().enumerate() {
             let url = check_value(&link.url).map_err(|m| {
                 DecodeError::invalid(item_path("", index, &format!("links[{i}].url")), m)
@@ -115,7 +130,7 @@ impl GenericAlert {
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .unwrap_or(url);
-            push_link(&mut links, title, url);
+            links.push(title, url);
         }
         annotation_links(&annotations, &mut links);
 
@@ -123,12 +138,15 @@ impl GenericAlert {
             .description
             .map(|d| d.trim().to_owned())
             .filter(|d| !d.is_empty())
+            .map(|d| cut_text(d, MAX_DESCRIPTION_BYTES))
             .or_else(|| describe(&annotations));
         let fingerprint = match self.fingerprint {
+            Some(f) if f.len() > MAX_FINGERPRINT_BYTES => hashed_fingerprint(&f),
             Some(f) if !f.trim().is_empty() => f,
             _ => fingerprint_labels(&labels),
         };
 
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Generic,
             fingerprint,
@@ -163,6 +181,69 @@ mod tests {
         let mut alerts = decode(body.as_bytes()).unwrap();
         assert_eq!(alerts.len(), 1);
         alerts.remove(0)
+    }
+
+    /// 50 000 links (1.4 MB, every URL twice): decoded in linear time, kept to the first
+    /// `MAX_LINKS` distinct ones, the rest counted; the alert itself is kept whole.
+    #[test]
+    fn links_are_deduplicated_and_capped() {
+        use super::super::{LINKS_DROPPED_ANNOTATION, MAX_LINKS, MAX_LINK_URL_BYTES};
+        let links: Vec<String> = (0..50_000)
+            .map(|i| format!(r#"{{"url": "https://example.com/{}"}}"#, i % 25_000))
+            .collect();
+        let body = format!(
+            r#"{{"title": "Many links", "links": [{{"title": "Long", "url": "https://example.com/{}"}}, {}]}}"#,
+            "x".repeat(MAX_LINK_URL_BYTES),
+            links.join(",")
+        );
+        assert!(body.len() > 1_400_000);
+        let a = one(&body);
+        assert_eq!(a.title, "Many links");
+        assert_eq!(a.links.len(), MAX_LINKS);
+        let urls: Vec<String> = a.links.iter().map(|l| l.url.clone()).collect();
+        let expected: Vec<String> = (0..MAX_LINKS)
+            .map(|i| format!("https://example.com/{i}"))
+            .collect();
+        assert_eq!(urls, expected);
+        // 25 000 distinct URLs and the over-long one, of which MAX_LINKS were kept.
+        assert_eq!(
+            a.annotations
+                .get(LINKS_DROPPED_ANNOTATION)
+                .map(String::as_str),
+            Some((25_000 + 1 - MAX_LINKS).to_string().as_str())
+        );
+        // What gets stored with the incident stays small.
+        let stored = serde_json::to_vec(&a).unwrap().len();
+        assert!(stored < 4096, "{stored} bytes");
+
+        // A few links: nothing dropped, nothing noted.
+        let a = one(r#"{"title": "t", "links": [{"url": "https://a"}, {"url": " https://a "}]}"#);
+        assert_eq!(a.links.len(), 1);
+        assert!(!a.annotations.contains_key(LINKS_DROPPED_ANNOTATION));
+    }
+
+    #[test]
+    fn long_descriptions_are_cut_and_long_fingerprints_hashed() {
+        use super::super::{MAX_DESCRIPTION_BYTES, MAX_FINGERPRINT_BYTES};
+        let long = "é".repeat(MAX_DESCRIPTION_BYTES);
+        let a = one(&format!(r#"{{"title": "t", "description": "{long}"}}"#));
+        let d = a.description.unwrap();
+        assert!(d.len() < MAX_DESCRIPTION_BYTES + 64, "{} bytes", d.len());
+        assert!(d.starts_with(&long[..1000]));
+        assert!(
+            d.ends_with(&format!("(cut: {} bytes)", long.len())),
+            "{}",
+            &d[d.len() - 40..]
+        );
+
+        let fp = |f: &str| one(&format!(r#"{{"title": "t", "fingerprint": "{f}"}}"#)).fingerprint;
+        let long = "f".repeat(10 * MAX_FINGERPRINT_BYTES);
+        let hashed = fp(&long);
+        assert!(hashed.starts_with("sha256:") && hashed.len() <= MAX_FINGERPRINT_BYTES);
+        assert_eq!(fp(&long), hashed, "repeats keep their identity");
+        assert_ne!(fp(&format!("{long}g")), hashed);
+        let at_limit = "f".repeat(MAX_FINGERPRINT_BYTES);
+        assert_eq!(fp(&at_limit), at_limit);
     }
 
     #[test]

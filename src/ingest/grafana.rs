@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{
-    annotation_links, describe, from_json, item_path, push_link, real_time, title_from_labels,
-    BoundedList, DecodeError, StringMap, MAX_VALUE_BYTES, ROOT_PATH,
+    annotation_links, cut_text, describe, from_json, item_path, real_time, title_from_labels,
+    BoundedList, DecodeError, Links, StringMap, MAX_DESCRIPTION_BYTES, MAX_VALUE_BYTES, ROOT_PATH,
 };
 use crate::domain::alert::{fingerprint_labels, Alert, AlertSource, AlertStatus};
 
@@ -108,18 +108,24 @@ impl UnifiedAlert {
             ));
         }
         if let Some(values) = self.value_string.filter(|v| !v.trim().is_empty()) {
-            annotations.insert(VALUES_ANNOTATION.to_owned(), values);
+            annotations.insert(
+                VALUES_ANNOTATION.to_owned(),
+                cut_text(values, MAX_VALUE_BYTES),
+            );
         }
         // Always our own label hash, never the sender's: the same alert posted into a chat
         // channel (labels parsed from the message) must land on the same incident. The
         // sender's fingerprint is kept for cross-reference.
         let fingerprint = fingerprint_labels(&labels);
         if let Some(f) = self.fingerprint.filter(|f| !f.trim().is_empty()) {
-            annotations.insert("grafana_fingerprint".to_owned(), f);
+            annotations.insert(
+                "grafana_fingerprint".to_owned(),
+                cut_text(f, MAX_VALUE_BYTES),
+            );
         }
-        let mut links = Vec::new();
+        let mut links = Links::default();
         if let Some(url) = self.generator_url {
-            push_link(&mut links, "Source", url);
+            links.push("Source", url);
         }
         annotation_links(&annotations, &mut links);
         for (title, url) in [
@@ -128,9 +134,10 @@ impl UnifiedAlert {
             ("Silence", self.silence_url),
         ] {
             if let Some(url) = url {
-                push_link(&mut links, title, url);
+                links.push(title, url);
             }
         }
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Grafana,
             fingerprint,
@@ -175,7 +182,18 @@ impl Body {
             .filter(|n| !n.trim().is_empty())
             .or_else(|| self.title.as_deref().map(strip_state_prefix));
         if let Some(name) = name {
-            labels.insert("alertname".to_owned(), name.trim().to_owned());
+            let name = name.trim();
+            // A label like any other: held to the same limit as the tags.
+            if name.len() > MAX_VALUE_BYTES {
+                return Err(DecodeError::invalid(
+                    "ruleName",
+                    format!(
+                        "value is {} bytes long, over the {MAX_VALUE_BYTES}-byte limit",
+                        name.len()
+                    ),
+                ));
+            }
+            labels.insert("alertname".to_owned(), name.to_owned());
         }
         match self.rule_id {
             Some(serde_json::Value::Number(n)) => {
@@ -207,18 +225,22 @@ impl Body {
                 .filter_map(|m| Some(format!("{}={}", m.metric?, m.value?)))
                 .collect();
             if !values.is_empty() {
-                annotations.insert(VALUES_ANNOTATION.to_owned(), values.join(", "));
+                annotations.insert(
+                    VALUES_ANNOTATION.to_owned(),
+                    cut_text(values.join(", "), MAX_VALUE_BYTES),
+                );
             }
         }
 
-        let mut links = Vec::new();
+        let mut links = Links::default();
         if let Some(url) = self.rule_url {
-            push_link(&mut links, "Source", url);
+            links.push("Source", url);
         }
         if let Some(url) = self.image_url {
-            push_link(&mut links, "Image", url);
+            links.push("Image", url);
         }
 
+        let links = links.finish(&mut annotations);
         Ok(Alert {
             source: AlertSource::Grafana,
             fingerprint: fingerprint_labels(&labels),
@@ -227,7 +249,8 @@ impl Body {
             description: self
                 .message
                 .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty()),
+                .filter(|m| !m.is_empty())
+                .map(|m| cut_text(m, MAX_DESCRIPTION_BYTES)),
             labels,
             annotations,
             starts_at: None,
@@ -484,6 +507,44 @@ mod tests {
         let body = LEGACY.replace(r#""value": 97.5"#, r#""value": "high""#);
         let (path, _) = invalid(decode(body.as_bytes()).unwrap_err());
         assert_eq!(path, "evalMatches[0].value");
+    }
+
+    #[test]
+    fn long_values_and_fingerprints_are_cut_and_long_rule_names_refused() {
+        use super::super::{MAX_DESCRIPTION_BYTES, MAX_VALUE_BYTES};
+        let long = "v".repeat(4 * MAX_VALUE_BYTES);
+        let body = UNIFIED.replacen("6f8a1c2d3e4b5a69", &long, 1).replacen(
+            "[ var='A' labels={instance=host1:9100} value=97.2 ]",
+            &long,
+            1,
+        );
+        let a = decode(body.as_bytes()).unwrap().remove(0);
+        for key in ["grafana_fingerprint", VALUES_ANNOTATION] {
+            let v = &a.annotations[key];
+            assert!(v.len() < MAX_VALUE_BYTES + 64, "{key}: {} bytes", v.len());
+            assert!(v.starts_with("vvvv") && v.ends_with("bytes)"), "{key}");
+        }
+
+        let body = LEGACY.replacen(
+            r#""message""#,
+            &format!(
+                r#""message": "{}", "_""#,
+                "m".repeat(2 * MAX_DESCRIPTION_BYTES)
+            ),
+            1,
+        );
+        let a = decode(body.as_bytes()).unwrap().remove(0);
+        let d = a.description.unwrap();
+        assert!(d.len() < MAX_DESCRIPTION_BYTES + 64, "{} bytes", d.len());
+
+        let body = LEGACY.replacen(
+            r#""ruleName""#,
+            &format!(r#""ruleName": "{}", "_""#, "r".repeat(MAX_VALUE_BYTES + 1)),
+            1,
+        );
+        let (path, message) = invalid(decode(body.as_bytes()).unwrap_err());
+        assert_eq!(path, "ruleName");
+        assert!(message.contains("over the"), "{message}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use chat_message::{
     ChatEmbed, ChatField, ChatMessage,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -36,6 +36,25 @@ pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 pub const MAX_LABELS: usize = 256;
 /// Longest alert title built here, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
+
+/// Most links kept on one alert. Further distinct links are dropped and counted in the
+/// [`LINKS_DROPPED_ANNOTATION`] annotation: a card shows a handful of buttons, and every kept
+/// link is stored with the incident and each of its events.
+pub const MAX_LINKS: usize = 20;
+/// Longest link URL kept, in bytes; a longer one is dropped and counted like a link over
+/// [`MAX_LINKS`] (chat platforms refuse such buttons anyway).
+pub const MAX_LINK_URL_BYTES: usize = 2048;
+/// The annotation that says how many distinct links of an alert were not kept (over
+/// [`MAX_LINKS`] or longer than [`MAX_LINK_URL_BYTES`]); absent when none were dropped.
+pub const LINKS_DROPPED_ANNOTATION: &str = "incidentd_links_dropped";
+
+/// Longest description kept, in bytes (a generic alert's `description`, a legacy Grafana
+/// `message`); a longer one is cut and the cut marked (see [`cut_text`]). Descriptions built
+/// from annotations are already bounded by [`MAX_VALUE_BYTES`] per annotation.
+pub const MAX_DESCRIPTION_BYTES: usize = 32 * 1024;
+/// Longest fingerprint a generic alert may bring, in bytes; a longer one is replaced by
+/// `sha256:` and the first 32 hex digits of its hash, so repeats still match.
+pub const MAX_FINGERPRINT_BYTES: usize = 256;
 
 /// The path shown for an error that concerns the whole body.
 pub(crate) const ROOT_PATH: &str = "(root)";
@@ -295,6 +314,19 @@ pub(crate) fn title_from_labels(
     "Untitled alert".to_owned()
 }
 
+/// `text` cut to at most `max_bytes` (on a character boundary) with the cut marked
+/// (`… (cut: 70000 bytes)`, the original length); shorter text is returned as is.
+pub(crate) fn cut_text(text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut cut = max_bytes;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… (cut: {} bytes)", &text[..cut], text.len())
+}
+
 /// A map entry, trimmed, unless it is blank.
 pub(crate) fn non_empty<'a>(map: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
     map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
@@ -331,21 +363,51 @@ pub(crate) fn describe(annotations: &BTreeMap<String, String>) -> Option<String>
     }
 }
 
-/// Adds a link unless its URL is blank or already listed (an alert often carries the same URL
-/// under two names, e.g. `dashboard_url` and `grafana_url`).
-pub(crate) fn push_link(links: &mut Vec<Link>, title: &str, url: impl Into<String>) {
-    let mut url: String = url.into();
-    let trimmed = url.trim();
-    if trimmed.len() != url.len() {
-        url = trimmed.to_owned();
+/// The links of one alert as they are collected: blank and repeated URLs are skipped (an
+/// alert often carries the same URL under two names, e.g. `dashboard_url` and `grafana_url`),
+/// the first [`MAX_LINKS`] distinct ones are kept, titles are cut to one line of at most
+/// [`MAX_TITLE_CHARS`], and the distinct ones not kept are counted. A set of the URLs seen
+/// makes each link one lookup, whatever their number.
+#[derive(Debug, Default)]
+pub(crate) struct Links {
+    kept: Vec<Link>,
+    seen: HashSet<String>,
+    dropped: usize,
+}
+
+impl Links {
+    pub(crate) fn push(&mut self, title: &str, url: impl Into<String>) {
+        let mut url: String = url.into();
+        let trimmed = url.trim();
+        if trimmed.len() != url.len() {
+            url = trimmed.to_owned();
+        }
+        if url.is_empty() || self.seen.contains(&url) {
+            return;
+        }
+        if self.kept.len() == MAX_LINKS || url.len() > MAX_LINK_URL_BYTES {
+            self.dropped += 1;
+            self.seen.insert(url);
+            return;
+        }
+        self.seen.insert(url.clone());
+        self.kept.push(Link {
+            title: one_line(title),
+            url,
+        });
     }
-    if url.is_empty() || links.iter().any(|l| l.url == url) {
-        return;
+
+    /// The kept links; when some were dropped, their number goes into the
+    /// [`LINKS_DROPPED_ANNOTATION`] annotation.
+    pub(crate) fn finish(self, annotations: &mut BTreeMap<String, String>) -> Vec<Link> {
+        if self.dropped > 0 {
+            annotations.insert(
+                LINKS_DROPPED_ANNOTATION.to_owned(),
+                self.dropped.to_string(),
+            );
+        }
+        self.kept
     }
-    links.push(Link {
-        title: title.to_owned(),
-        url,
-    });
 }
 
 /// Annotations that conventionally hold URLs, with the link title each gets.
@@ -356,10 +418,10 @@ const LINK_ANNOTATIONS: [(&str, &str); 3] = [
 ];
 
 /// Adds the runbook/dashboard links found in annotations.
-pub(crate) fn annotation_links(annotations: &BTreeMap<String, String>, links: &mut Vec<Link>) {
+pub(crate) fn annotation_links(annotations: &BTreeMap<String, String>, links: &mut Links) {
     for (key, title) in LINK_ANNOTATIONS {
         if let Some(url) = annotations.get(key) {
-            push_link(links, title, url.as_str());
+            links.push(title, url.as_str());
         }
     }
 }
@@ -589,10 +651,10 @@ mod tests {
 
     #[test]
     fn links_skip_blanks_and_duplicates() {
-        let mut links = Vec::new();
-        push_link(&mut links, "Source", " http://a ");
-        push_link(&mut links, "Other", "http://a");
-        push_link(&mut links, "Empty", "  ");
+        let mut links = Links::default();
+        links.push("Source", " http://a ");
+        links.push("Other", "http://a");
+        links.push("Empty", "  ");
         annotation_links(
             &map(&[
                 ("runbook_url", "http://runbook"),
@@ -601,6 +663,8 @@ mod tests {
             ]),
             &mut links,
         );
+        let mut annotations = BTreeMap::new();
+        let links = links.finish(&mut annotations);
         let got: Vec<(&str, &str)> = links
             .iter()
             .map(|l| (l.title.as_str(), l.url.as_str()))
@@ -613,5 +677,35 @@ mod tests {
                 ("Dashboard", "http://dash")
             ]
         );
+        assert!(annotations.is_empty(), "nothing dropped: {annotations:?}");
+    }
+
+    #[test]
+    fn links_are_capped_and_the_dropped_ones_counted() {
+        let mut links = Links::default();
+        let long = format!("http://x/{}", "y".repeat(MAX_LINK_URL_BYTES));
+        links.push("Too long", long.as_str());
+        for i in 0..3 * MAX_LINKS {
+            links.push(&format!("Link {i}\nsecond line"), format!("http://l/{i}"));
+            links.push("Again", format!("http://l/{i}"));
+        }
+        links.push("Too long again", long);
+        links.push(&"t".repeat(5 * MAX_TITLE_CHARS), "http://l/0");
+        let mut annotations = BTreeMap::new();
+        let links = links.finish(&mut annotations);
+        assert_eq!(links.len(), MAX_LINKS);
+        assert_eq!(links[0].title, "Link 0");
+        assert_eq!(
+            links[MAX_LINKS - 1].url,
+            format!("http://l/{}", MAX_LINKS - 1)
+        );
+        assert_eq!(
+            annotations[LINKS_DROPPED_ANNOTATION],
+            (2 * MAX_LINKS + 1).to_string()
+        );
+        let mut links = Links::default();
+        links.push(&"t".repeat(5 * MAX_TITLE_CHARS), "http://l/0");
+        let title = &links.finish(&mut annotations)[0].title;
+        assert_eq!(title.chars().count(), MAX_TITLE_CHARS);
     }
 }

@@ -139,7 +139,8 @@ mod tests {
 
     /// Starts the fake endpoint on 127.0.0.1:0:
     /// `/ok` → 200 echoing the `Authorization` header, `/flaky` → 500 then 200,
-    /// `/missing` → 404, `/busy` → 429, `/hang` → never answers.
+    /// `/missing` → 404, `/busy` → 429, `/hang` → never answers; any other path → 200,
+    /// recorded with its query exactly as it arrived (still percent-encoded).
     async fn start() -> (String, Arc<Server>) {
         async fn record(s: &Server, path: &str, headers: HeaderMap, body: String) {
             s.seen.lock().unwrap().push(Seen {
@@ -147,6 +148,17 @@ mod tests {
                 headers,
                 body,
             });
+        }
+        /// Any other path: 200, recorded with its query as it arrived (still percent-encoded).
+        async fn any_path(
+            State(s): State<Arc<Server>>,
+            uri: axum::http::Uri,
+            h: HeaderMap,
+            body: String,
+        ) -> (StatusCode, &'static str) {
+            let target = uri.path_and_query().map_or("", |p| p.as_str());
+            record(&s, target, h, body).await;
+            (StatusCode::OK, "ok")
         }
         let state = Arc::new(Server::default());
         let app = Router::new()
@@ -196,6 +208,7 @@ mod tests {
                 ),
             )
             .route("/hang", post(std::future::pending::<&'static str>))
+            .fallback(any_path)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -285,6 +298,45 @@ mod tests {
         assert_eq!(req.headers["content-type"], "application/json");
         let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
         assert_eq!(body, json!({"service": "api", "weight": 0, "drain": true}));
+    }
+
+    /// `target = "../../etc"` matches the default allowed pattern; substituted into a URL path
+    /// it must stay one path segment under `/probe/`, and a query value one query value.
+    #[tokio::test]
+    async fn a_templated_url_value_stays_inside_its_segment() {
+        let (base, server) = start().await;
+        let mut inc = incident();
+        inc.labels.insert("target".into(), "../../etc".into());
+        inc.labels.insert("since".into(), "a=1/b".into());
+        let action = ActionSpec {
+            id: "probe".into(),
+            title: "Probe".into(),
+            description: None,
+            auto: true,
+            allowed_pattern: None,
+            timeout_seconds: 10,
+            verify: None,
+            rollback: None,
+            run: ExecutorSpec::Http {
+                method: "POST".into(),
+                url: format!("{base}/probe/{{labels.target}}?since={{labels.since}}&x=1"),
+                headers: BTreeMap::new(),
+                body: None,
+                expect_status: 200,
+            },
+        };
+        let plan = plan(&action, &inc, "kubectl").unwrap();
+        let out = execute(&plan, &quick_retry(1), &[], &client()).await;
+        assert!(out.success, "{out:?}");
+        let seen = server.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/probe/..%2F..%2Fetc?since=a%3D1%2Fb&x=1");
+
+        // `..` alone as the segment is refused before anything is sent.
+        inc.labels.insert("target".into(), "..".into());
+        let err = crate::remediate::plan(&action, &inc, "kubectl").unwrap_err();
+        assert!(err.to_string().contains("{labels.target}"), "{err}");
+        assert!(err.to_string().contains("refusing to run"), "{err}");
     }
 
     #[tokio::test]

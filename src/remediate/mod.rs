@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::incident::Incident;
 use crate::domain::playbook::{ActionSpec, ExecutorSpec, KubectlVerb};
 use template::{
-    compile_allowed, expand, expand_arg, expand_argv, expand_json, TemplateContext, TemplateError,
+    compile_allowed, expand, expand_arg, expand_argv, expand_json, expand_url, TemplateContext,
+    TemplateError,
 };
 
 /// What will run, after templating: shown in previews and in the timeline before anything runs.
@@ -165,7 +166,7 @@ pub fn plan(
             expect_status,
         } => Plan::Http {
             method: method.to_ascii_uppercase(),
-            url: expand(url, &ctx, &allowed)?,
+            url: expand_url(url, &ctx, &allowed)?,
             headers: headers
                 .iter()
                 .map(|(name, value)| Ok((name.clone(), expand(value, &ctx, &allowed)?)))

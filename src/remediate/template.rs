@@ -11,11 +11,17 @@
 //!   else the whole action is refused with a message that says which value and why.
 //! - **No option injection.** In an argv, a value that would put a `-` at the start of an
 //!   argument is refused, so a label cannot become `--kubeconfig=…` or `-rf`.
+//! - **URLs keep their shape.** In a URL ([`expand_url`]) a value in the path is
+//!   percent-encoded as one path segment (`../../etc` → `..%2F..%2Fetc`) and a value that is
+//!   `.` or `..` is refused; a value in the query or fragment is percent-encoded as one
+//!   component (`&`, `=`, `#` cannot add parameters); a value in the scheme or host may not
+//!   contain `/ ? # @ \ %`. So a label cannot change which endpoint is called.
 //!
 //! Everything here is pure; refusals are [`TemplateError`]s meant to be shown to the user as is.
 
 use std::borrow::Cow;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use regex::Regex;
 
 use crate::domain::incident::Incident;
@@ -48,6 +54,14 @@ pub enum TemplateError {
     /// A value would start an argv element with `-` and so could be read as an option.
     #[error("{placeholder} = {value:?} would start an argument with '-' and could be read as an option; refusing to run")]
     OptionLike { placeholder: String, value: String },
+    /// A URL path value that is `.` or `..`, which would climb the path instead of naming a
+    /// segment.
+    #[error("{placeholder} = {value:?} would be a `{value}` segment of the URL path and could change which endpoint is called; refusing to run")]
+    DotSegment { placeholder: String, value: String },
+    /// A value before the URL's path (scheme, host, port) with a character that would change
+    /// where the URL points.
+    #[error("{placeholder} = {value:?} would change the URL's host or scheme (it contains one of / ? # @ \\ %); refusing to run")]
+    UrlAuthority { placeholder: String, value: String },
     /// The action's `allowed_pattern` is not a valid regular expression.
     #[error("the allowed pattern {pattern:?} is not a valid regular expression: {reason}")]
     BadPattern { pattern: String, reason: String },
@@ -75,6 +89,69 @@ pub fn expand(
     allowed: &Regex,
 ) -> Result<String, TemplateError> {
     Ok(render(template, ctx, allowed)?.text)
+}
+
+/// Everything but the unreserved characters of RFC 3986 (`A-Z a-z 0-9 - . _ ~`) is
+/// percent-encoded in a URL value, so a value cannot end its path segment (`/`), start a
+/// query or fragment (`?`, `#`), add a parameter (`&`, `=`) or smuggle an escape (`%`).
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Which part of a URL a placeholder stands in, judged from the text before it (values are
+/// encoded, so only the template's own characters give the URL its shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UrlPart {
+    /// Scheme, host or port: before the first `/` that follows `://` (or before any `/`).
+    Authority,
+    Path,
+    /// Query or fragment.
+    Component,
+}
+
+fn url_part(before: &str) -> UrlPart {
+    if before.contains(['?', '#']) {
+        return UrlPart::Component;
+    }
+    let after_scheme = before.find("://").map_or(before, |i| &before[i + 3..]);
+    if after_scheme.contains('/') {
+        UrlPart::Path
+    } else {
+        UrlPart::Authority
+    }
+}
+
+/// [`expand`] for a URL: each value must match `allowed`, and is then written so that it
+/// cannot change the URL's shape: percent-encoded as one path segment in the path (a value
+/// `.` or `..` is refused), as one component in the query or fragment, and refused in the
+/// scheme or host when it holds `/ ? # @ \ %`.
+pub fn expand_url(
+    template: &str,
+    ctx: &TemplateContext,
+    allowed: &Regex,
+) -> Result<String, TemplateError> {
+    let encode = |name: &str, value: Cow<'_, str>, before: &str| {
+        let placeholder = || format!("{{{name}}}");
+        match url_part(before) {
+            UrlPart::Authority if value.contains(['/', '?', '#', '@', '\\', '%']) => {
+                Err(TemplateError::UrlAuthority {
+                    placeholder: placeholder(),
+                    value: quoted(&value),
+                })
+            }
+            UrlPart::Authority => Ok(value.into_owned()),
+            UrlPart::Path if value == "." || value == ".." => Err(TemplateError::DotSegment {
+                placeholder: placeholder(),
+                value: value.into_owned(),
+            }),
+            UrlPart::Path | UrlPart::Component => {
+                Ok(utf8_percent_encode(&value, URL_VALUE).to_string())
+            }
+        }
+    };
+    Ok(render_with(template, ctx, allowed, &encode)?.text)
 }
 
 /// Element-wise argv expansion: one template element → exactly one argv element (never split,
@@ -138,10 +215,27 @@ struct Rendered {
     leading: Option<(String, String)>,
 }
 
+/// How a checked value is written into the text: `(placeholder name, value, text so far)`.
+type Encode<'e> = dyn Fn(&str, Cow<'_, str>, &str) -> Result<String, TemplateError> + 'e;
+
 fn render(
     template: &str,
     ctx: &TemplateContext,
     allowed: &Regex,
+) -> Result<Rendered, TemplateError> {
+    render_with(
+        template,
+        ctx,
+        allowed,
+        &|_, value, _| Ok(value.into_owned()),
+    )
+}
+
+fn render_with(
+    template: &str,
+    ctx: &TemplateContext,
+    allowed: &Regex,
+    encode: &Encode,
 ) -> Result<Rendered, TemplateError> {
     let mut text = String::with_capacity(template.len());
     let mut leading = None;
@@ -172,7 +266,8 @@ fn render(
             if text.is_empty() && !value.is_empty() {
                 leading = Some((format!("{{{name}}}"), value.to_string()));
             }
-            text.push_str(&value);
+            let written = encode(name, value, &text)?;
+            text.push_str(&written);
             rest = &after[end + 1..];
         }
     }
@@ -470,6 +565,72 @@ mod tests {
         );
         // `expand` (URLs, headers, bodies) has no argv positions, so no such rule.
         assert_eq!(exp("{labels.n}", &inc).unwrap(), "-1");
+    }
+
+    #[test]
+    fn url_values_cannot_change_the_url_shape() {
+        let inc = inc_with(&[
+            ("target", "../../etc"),
+            ("dots", ".."),
+            ("dot", "."),
+            ("q", "a=1/b:c"),
+            ("host", "api.internal:8080"),
+            ("evil_host", "evil.example/x"),
+            ("service", "api"),
+        ]);
+        let ctx = TemplateContext { incident: &inc };
+        let url = |t: &str| expand_url(t, &ctx, &default_re());
+        // A path value is one segment: `/` is encoded, so `..` inside it climbs nothing.
+        assert_eq!(
+            url("http://127.0.0.1:18398/probe/{labels.target}").unwrap(),
+            "http://127.0.0.1:18398/probe/..%2F..%2Fetc"
+        );
+        // Query and fragment values are one component each.
+        assert_eq!(
+            url("http://h/p?x={labels.q}&svc={labels.service}#{labels.q}").unwrap(),
+            "http://h/p?x=a%3D1%2Fb%3Ac&svc=api#a%3D1%2Fb%3Ac"
+        );
+        // Ordinary values are unchanged.
+        assert_eq!(
+            url("http://{labels.host}/health/{labels.service}").unwrap(),
+            "http://api.internal:8080/health/api"
+        );
+        // `.` and `..` as a path value are refused, with the placeholder and the value named.
+        for (name, value) in [("dots", ".."), ("dot", ".")] {
+            let err = url(&format!("http://h/probe/{{labels.{name}}}")).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::DotSegment {
+                    placeholder: format!("{{labels.{name}}}"),
+                    value: value.into()
+                }
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("URL path") && msg.ends_with("refusing to run"),
+                "{msg}"
+            );
+        }
+        // `..` in a query is just text.
+        assert_eq!(
+            url("http://h/p?t={labels.dots}").unwrap(),
+            "http://h/p?t=.."
+        );
+        // Before the path, a value may not move the request elsewhere.
+        for t in ["http://{labels.evil_host}/p", "{labels.target}/p"] {
+            assert!(
+                matches!(url(t), Err(TemplateError::UrlAuthority { .. })),
+                "{t}: {:?}",
+                url(t)
+            );
+        }
+        // The allowed pattern still applies first.
+        let inc = inc_with(&[("service", "a b")]);
+        let ctx = TemplateContext { incident: &inc };
+        assert!(matches!(
+            expand_url("http://h/{labels.service}", &ctx, &default_re()),
+            Err(TemplateError::NotAllowed { .. })
+        ));
     }
 
     #[test]
