@@ -79,8 +79,13 @@ pub enum ChatBody {
         mentions: Vec<String>,
     },
     /// The post-incident report, in the incident's thread: each platform renders it natively
-    /// within its limits (in several messages, in order, when it does not fit one).
+    /// within its limits (in several messages, in order, when it does not fit one). Only read
+    /// from an older outbox: the engine queues `RenderReport`.
     Report { report: Report },
+    /// The post-incident report, built from the incident and its timeline as they are when the
+    /// message leaves (like `RenderCard`): queued after the note that resolves the incident, and
+    /// again when a root cause is confirmed after resolution.
+    RenderReport,
 }
 
 /// What a chat port delivers: an outbox entry whose card, if any, is built. Unlike
@@ -106,6 +111,8 @@ pub enum Pending {
     Ready(Delivery),
     /// A card post (`post`) or edit, to be built from the incident as it is now.
     Render { post: bool },
+    /// The report, to be built from the incident and its timeline as they are now.
+    RenderReport,
 }
 
 impl ChatBody {
@@ -122,6 +129,7 @@ impl ChatBody {
                 report: report.clone(),
             },
             ChatBody::RenderCard { post } => return Pending::Render { post: *post },
+            ChatBody::RenderReport => return Pending::RenderReport,
         })
     }
 }

@@ -756,8 +756,8 @@ incident_channel = "{}"
     assert!(text.chars().count() > 30_000, "{} characters", text.len());
     let at = |item: &str| text.find(item).unwrap_or_else(|| panic!("{item} missing"));
     assert!(at("item 00") < at("item 20") && at("item 20") < at("item 30"));
-    // Slack stores the next two posts (the report's first parts) but the answers are lost.
-    slack.lose_answers(2);
+    // Slack stores the report's first two parts but their answers are lost.
+    slack.lose_answers_of("report", 2);
     slack
         .command("UAPPROVER", "resolve INC-1 fixed upstream")
         .await;
@@ -786,6 +786,21 @@ incident_channel = "{}"
     assert!(lost
         .iter()
         .all(|c| c.body["metadata"]["event_payload"]["kind"] == "report"));
+    // The report follows the note that resolved the incident.
+    let thread: Vec<_> = slack
+        .messages()
+        .into_iter()
+        .filter(|m| m.thread_ts.as_deref() == Some(root.as_str()))
+        .collect();
+    let resolved_at = thread
+        .iter()
+        .position(|m| m.text.contains("Resolved by"))
+        .expect("the resolving note");
+    let first_part = thread
+        .iter()
+        .position(|m| m.metadata["event_payload"]["kind"] == "report")
+        .unwrap();
+    assert!(resolved_at < first_part, "the note, then the report");
     let n = parts.len();
     for (i, m) in parts.iter().enumerate() {
         assert_eq!(

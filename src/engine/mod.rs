@@ -156,8 +156,13 @@ pub fn handle(
     cfg: &Config,
     ctx: Ctx<'_>,
 ) -> Result<Decision, UserError> {
+    let was_active = incident.as_ref().is_some_and(|i| i.status.is_active());
     let mut d = decide(incident, input, cfg, ctx)?;
     if let Some(inc) = d.incident.as_mut() {
+        // The post-incident report goes into the thread after the note that resolves it.
+        if was_active && inc.status == Status::Resolved {
+            d.effects.push(Effect::Chat(ChatBody::RenderReport));
+        }
         let tally = inc.tally.get_or_insert_with(Default::default);
         for ev in &d.events {
             tally.record(ev);
@@ -1053,6 +1058,10 @@ fn on_command(
                 category.label(),
                 text.map(|t| format!(" — {t}")).unwrap_or_default()
             )));
+            if !inc.status.is_active() {
+                // The report already in the thread names the suggested cause: post it again.
+                d.effects.push(Effect::Chat(ChatBody::RenderReport));
+            }
         }
         Command::FollowUp(_, text, owner) => {
             inc.followups.push(FollowUp {

@@ -100,17 +100,27 @@ fn is_card_edit(body: &ChatBody) -> bool {
     )
 }
 
-/// What the port is given: stored card entries are built from the incident as it is now.
+/// What the port is given: stored card and report entries are built from the incident as it
+/// is now.
 fn render(store: &dyn Store, config: &Config, entry: &OutboxEntry) -> Result<Delivery, StoreError> {
-    let post = match entry.body.pending() {
-        Pending::Ready(d) => return Ok(d),
-        Pending::Render { post } => post,
-    };
+    let pending = entry.body.pending();
+    if let Pending::Ready(d) = pending {
+        return Ok(d);
+    }
     let Some(inc) = store.get_incident(entry.incident)? else {
         return Err(StoreError::Storage(format!(
-            "{} has a queued card but is not stored",
+            "{} has a queued card or report but is not stored",
             entry.incident
         )));
+    };
+    let post = match pending {
+        Pending::Ready(_) => unreachable!("returned above"),
+        Pending::Render { post } => post,
+        Pending::RenderReport => {
+            let timeline = store.timeline(entry.incident)?;
+            let report = crate::domain::report::build_report(&inc, &timeline, &config.classifier);
+            return Ok(Delivery::Report { report });
+        }
     };
     let card = crate::engine::card(&inc, config);
     Ok(if post {

@@ -24,11 +24,9 @@ use super::{command_target, handle, Ctx, Effect, Input, Outcome, PreTriage, User
 use crate::config::Config;
 use crate::domain::command::Command;
 use crate::domain::incident::{Incident, IncidentId, PastIncident, Status};
-use crate::domain::report::build_report;
 use crate::domain::stats::Stats;
 use crate::ports::{
-    ChatBody, Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, TimerKind,
-    WriteSet,
+    Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, TimerKind, WriteSet,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -920,30 +918,6 @@ impl Batch<'_> {
                     .or_default()
                     .push(past.clone());
                 self.w.history.push((inc.fingerprint.clone(), past));
-            }
-        }
-        if was_active == Some(true) && inc.status == Status::Resolved {
-            // The post-incident report goes into the thread as the incident resolves.
-            let mut timeline = self.store.timeline(id)?;
-            timeline.extend(
-                self.w
-                    .events
-                    .iter()
-                    .filter(|(i, _, _)| *i == id)
-                    .map(|(_, _, e)| e.clone()),
-            );
-            // One entry per sink: each platform splits it within its own limits.
-            let report = build_report(&inc, &timeline, &self.cfg.classifier);
-            for sink in self.sinks {
-                self.w.outbox.push(OutboxEntry {
-                    seq: self.store.next_seq()?,
-                    sink: sink.clone(),
-                    incident: id,
-                    body: ChatBody::Report {
-                        report: report.clone(),
-                    },
-                    created_at: self.now,
-                });
             }
         }
         match (was_active, active) {

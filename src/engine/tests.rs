@@ -873,3 +873,64 @@ fn triage_computed_before_the_writer_decides_exactly_what_the_writer_would() {
         assert_eq!(plain.events, triaged.events, "{title}");
     }
 }
+
+#[test]
+fn the_report_follows_the_resolving_note_and_a_later_root_cause() {
+    let inc = open("Tool API returning 503", "critical");
+    let d = cmd(
+        &inc,
+        "U1",
+        Command::Resolve(inc.id, Some("fixed".into())),
+        2,
+    )
+    .unwrap();
+    let bodies = chats(&d);
+    let note = bodies
+        .iter()
+        .position(|b| matches!(b, ChatBody::Note { text, .. } if text.starts_with("✅ Resolved")))
+        .expect("a resolving note");
+    let report = bodies
+        .iter()
+        .position(|b| matches!(b, ChatBody::RenderReport))
+        .expect("a report");
+    assert!(note < report, "{bodies:?}");
+    let resolved = d.incident.unwrap();
+    // A root cause confirmed after resolution posts the report again, after its note.
+    let d = cmd(
+        &resolved,
+        "U1",
+        Command::RootCause(
+            inc.id,
+            crate::domain::classify::RootCause::Configuration,
+            None,
+        ),
+        3,
+    )
+    .unwrap();
+    let bodies = chats(&d);
+    let reports = bodies
+        .iter()
+        .filter(|b| matches!(b, ChatBody::RenderReport))
+        .count();
+    assert_eq!(reports, 1, "{bodies:?}");
+    // While the incident is open a root cause is no reason for a report.
+    let d = cmd(
+        &inc,
+        "U1",
+        Command::RootCause(
+            inc.id,
+            crate::domain::classify::RootCause::Configuration,
+            None,
+        ),
+        3,
+    )
+    .unwrap();
+    assert!(!chats(&d)
+        .iter()
+        .any(|b| matches!(b, ChatBody::RenderReport)));
+    // Nothing else that touches a resolved incident posts a report.
+    let d = cmd(&resolved, "U1", Command::Note(inc.id, "done".into()), 4).unwrap();
+    assert!(!chats(&d)
+        .iter()
+        .any(|b| matches!(b, ChatBody::RenderReport)));
+}

@@ -82,6 +82,8 @@ struct Inner {
     storm: u32,
     /// The next chat.postMessage calls store the message, then answer 500 (the answer is lost).
     lose_answers: u32,
+    /// Only posts whose metadata has this `event_payload.kind` lose their answer.
+    lose_kind: Option<String>,
     socket: Option<Conn>,
     connections: u32,
     channels: HashSet<String>,
@@ -394,8 +396,13 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                         "type": "message", "channel": channel, "user": BOT_USER, "bot_id": BOT_ID,
                         "text": text, "ts": ts, "thread_ts": thread_ts, "blocks": blocks,
                     });
-                    let lose = i.lose_answers > 0;
-                    i.lose_answers = i.lose_answers.saturating_sub(1);
+                    let lose = i.lose_answers > 0
+                        && i.lose_kind.as_deref().is_none_or(|k| {
+                            a["metadata"]["event_payload"]["kind"].as_str() == Some(k)
+                        });
+                    if lose {
+                        i.lose_answers -= 1;
+                    }
                     drop(i);
                     // Slack tells the app about its own messages too: the bot must ignore them.
                     s.event(event);
@@ -652,7 +659,16 @@ impl FakeSlack {
     /// The next `n` chat.postMessage calls are stored but answered 500, as when Slack's answer
     /// is lost on the way back.
     pub fn lose_answers(&self, n: u32) {
-        self.shared.inner.lock().unwrap().lose_answers = n;
+        let mut i = self.shared.inner.lock().unwrap();
+        i.lose_answers = n;
+        i.lose_kind = None;
+    }
+
+    /// As `lose_answers`, for the next `n` posts of this kind (`card`, `note`, `report`) only.
+    pub fn lose_answers_of(&self, kind: &str, n: u32) {
+        let mut i = self.shared.inner.lock().unwrap();
+        i.lose_answers = n;
+        i.lose_kind = Some(kind.to_string());
     }
 
     /// The next `n` chat.postMessage calls get 429 + Retry-After.
