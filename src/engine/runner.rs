@@ -698,8 +698,9 @@ impl Batch<'_> {
         self.observed.push(o);
     }
 
-    /// Stored history plus what this batch added.
-    fn history(&mut self, fp: &str) -> Result<Vec<PastIncident>, StoreError> {
+    /// Stored history plus what this batch added, and the newest of its incidents as it is
+    /// now (the one a re-fire within the flap window reopens).
+    fn history(&mut self, fp: &str) -> Result<(Vec<PastIncident>, Option<Incident>), StoreError> {
         let mut h = if self.with_history.contains(fp) {
             self.store.history(fp)?
         } else {
@@ -708,7 +709,11 @@ impl Batch<'_> {
         if let Some(extra) = self.histories.get(fp) {
             h.extend(extra.iter().cloned());
         }
-        Ok(h)
+        let recent = match h.iter().max_by_key(|p| p.resolved_at) {
+            Some(p) => self.load(p.id)?,
+            None => None,
+        };
+        Ok((h, recent))
     }
 
     fn execution(&mut self, key: &str) -> Result<Option<Execution>, StoreError> {
@@ -816,10 +821,6 @@ impl Batch<'_> {
                 }
             }
         }
-        let was_active = existing.as_ref().map(|i| i.status.is_active());
-        let was_acked = existing
-            .as_ref()
-            .is_some_and(|i| i.acknowledged_at.is_some());
         if let Input::Alert(a) | Input::Triaged(a, _) = &input {
             let status = match a.status {
                 crate::domain::alert::AlertStatus::Firing => "firing",
@@ -833,13 +834,22 @@ impl Batch<'_> {
                 ],
             ));
         }
-        // Alerts that may open an incident see the fingerprint's history (recurrence).
-        let history = match (&input, &existing) {
+        // Alerts that may open an incident see the fingerprint's history (recurrence) and its
+        // most recently resolved incident (flap window).
+        let (history, recent) = match (&input, &existing) {
             (Input::Alert(a) | Input::Triaged(a, _), None) => self.history(&a.fingerprint)?,
-            _ => Vec::new(),
+            _ => (Vec::new(), None),
         };
+        // How the incident the decision is about was before it (if it existed): `existing`, or
+        // the recent one when a re-fire reopened it.
+        let before: Vec<(IncidentId, bool, bool)> = existing
+            .iter()
+            .chain(recent.iter())
+            .map(|i| (i.id, i.status.is_active(), i.acknowledged_at.is_some()))
+            .collect();
         let ctx = Ctx {
             history: &history,
+            recent: recent.as_ref(),
             now: self.now,
             next_id: IncidentId(self.next_id),
         };
@@ -857,6 +867,10 @@ impl Batch<'_> {
             return Ok(Ok(outcome));
         };
         let id = inc.id;
+        let (was_active, was_acked) = before
+            .iter()
+            .find(|b| b.0 == id)
+            .map_or((None, false), |b| (Some(b.1), b.2));
         if d.created {
             self.next_id += 1;
             self.w.next_id = Some(self.next_id);
