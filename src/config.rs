@@ -118,6 +118,17 @@ pub struct EngineConfig {
     /// by a verified action) reopens that incident instead of opening a new one. 0: never.
     #[serde(default = "default_flap_window")]
     pub flap_window_seconds: u64,
+    /// Alerts whose source does not group them (everything but Alertmanager's `groupLabels`)
+    /// are grouped by these labels: one incident per group. Only alerts with the first label
+    /// are grouped; the others are used where present.
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+}
+
+fn default_group_by() -> Vec<String> {
+    ["alertname", "service", "namespace", "cluster"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_resolve_after_clear() -> u64 {
@@ -151,6 +162,7 @@ impl Default for EngineConfig {
             recurrence_days: default_recurrence_days(),
             resolve_after_clear_seconds: default_resolve_after_clear(),
             flap_window_seconds: default_flap_window(),
+            group_by: default_group_by(),
         }
     }
 }

@@ -677,3 +677,89 @@ async fn a_cleared_alert_resolves_after_the_quiet_period_and_nobody_is_chased() 
     assert!(!notes.iter().any(|n| n.contains("escalated")), "{notes:?}");
     app.stop().await;
 }
+
+/// An Alertmanager notification for the group `{alertname="PodCrashLooping"}` (a route with
+/// `group_by: [alertname]`): every pod of the group, each with its status.
+fn pod_group(pods: &[(&str, &str)]) -> String {
+    let alerts: Vec<Value> = pods
+        .iter()
+        .map(|(pod, st)| {
+            serde_json::json!({
+                "status": st,
+                "labels": { "alertname": "PodCrashLooping", "namespace": "prod", "pod": pod, "severity": "warning" },
+                "annotations": { "summary": format!("{pod} is crash looping") },
+                "startsAt": "2026-11-29T12:00:00Z",
+                "endsAt": if *st == "resolved" { "2026-11-29T12:10:00Z" } else { "0001-01-01T00:00:00Z" },
+                "fingerprint": ""
+            })
+        })
+        .collect();
+    let status = if pods.iter().any(|(_, s)| *s == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"PodCrashLooping\"}",
+        "status": status,
+        "receiver": "incidentd",
+        "groupLabels": { "alertname": "PodCrashLooping" },
+        "commonLabels": { "alertname": "PodCrashLooping", "namespace": "prod" },
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_pods_of_one_alertmanager_group_are_one_incident_until_all_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    let post = |body: String| {
+        let app = &app;
+        async move {
+            let (s, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let v = post(pod_group(&[("api-1", "firing"), ("api-2", "firing")])).await;
+    assert_eq!(v["results"][0]["incident"], "INC-1");
+    assert_eq!(v["results"][1]["incident"], "INC-1");
+    assert_eq!(v["results"][1]["created"], false);
+    assert_eq!(open_incidents(&app).await.len(), 1);
+    let (_, inc) = app.get("/api/v1/incidents/INC-1").await;
+    // Seen at the same moment: most recent first, then by name.
+    assert_eq!(
+        inc["card"]["alerts"],
+        "2 firing, 0 resolved: pod=api-1 (firing), pod=api-2 (firing)"
+    );
+    // One thread for the group, its card edited in place.
+    let rec = app.wait_chat(|r| cards(r) == 1).await;
+    assert_eq!(cards(&rec), 1);
+
+    // One pod recovers: still open, still firing.
+    post(pod_group(&[("api-1", "resolved"), ("api-2", "firing")])).await;
+    let (_, inc) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc["incident"]["status"], "open");
+    assert_eq!(inc["incident"]["alert_status"], "firing");
+    assert!(
+        inc["card"]["alerts"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 firing, 1 resolved: "),
+        "{inc:#}"
+    );
+
+    // Both recover: the clear logic starts (the quiet period runs).
+    post(pod_group(&[("api-1", "resolved"), ("api-2", "resolved")])).await;
+    let (_, inc) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc["incident"]["status"], "open");
+    assert_eq!(inc["incident"]["alert_status"], "resolved");
+    let last = inc["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "alert_resolved");
+    assert_eq!(open_incidents(&app).await.len(), 1);
+    app.stop().await;
+}

@@ -14,8 +14,8 @@ use crate::domain::alert::{Alert, AlertStatus};
 use crate::domain::card::{build_card, IncidentCard};
 use crate::domain::command::Command;
 use crate::domain::incident::{
-    ActionState, ActionStatus, EventKind, FollowUp, Incident, IncidentId, PastIncident, Recurrence,
-    RootCauseInfo, Status, TimelineEvent,
+    ActionState, ActionStatus, AlertGroup, EventKind, FollowUp, Incident, IncidentId, MemberChange,
+    PastIncident, Recurrence, RootCauseInfo, Status, TimelineEvent,
 };
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::policy::{check_approval, Actor, Refusal};
@@ -546,6 +546,21 @@ fn on_alert(
 ) -> Decision {
     let mut d = Decision::default();
     let system = Actor::system();
+    let group_by = &cfg.engine.group_by;
+    let key = alert.group_key(group_by);
+    let mut existing = existing;
+    // The alert joins (or updates) its incident's group; the incident's alert status is the
+    // group's: firing while any of its alerts fires.
+    let change = existing.as_mut().and_then(|inc| {
+        let instance = alert.instance(group_by);
+        inc.group
+            .as_mut()
+            .map(|g| g.record(&alert.fingerprint, instance, alert.status, ctx.now))
+    });
+    let others_firing = existing
+        .as_ref()
+        .and_then(|i| i.group.as_ref())
+        .is_some_and(|g| !g.all_clear());
     match (existing, alert.status) {
         (None, AlertStatus::Resolved) => {
             d.reply = Some(format!(
@@ -553,14 +568,21 @@ fn on_alert(
                 alert.fingerprint
             ));
         }
-        (None, AlertStatus::Firing) if ctx.recent.is_some_and(|r| flapped(r, &alert, cfg, ctx)) => {
+        (None, AlertStatus::Firing) if ctx.recent.is_some_and(|r| flapped(r, &key, cfg, ctx)) => {
             let inc = ctx.recent.expect("checked").clone();
-            return reopen_on_refire(inc, cfg, ctx);
+            return reopen_on_refire(inc, &alert, cfg, ctx);
         }
         (None, AlertStatus::Firing) => {
             let PreTriage { triage, root_cause } =
                 pre.unwrap_or_else(|| PreTriage::of(&alert, cfg));
             let actions = proposed_actions(triage.playbook.as_deref(), cfg);
+            let mut group = AlertGroup::new(key);
+            group.record(
+                &alert.fingerprint,
+                alert.instance(group_by),
+                AlertStatus::Firing,
+                ctx.now,
+            );
             let mut inc = Incident {
                 id: ctx.next_id,
                 fingerprint: alert.fingerprint,
@@ -596,6 +618,7 @@ fn on_alert(
                 followups: vec![],
                 mitigated_at: None,
                 recurrence: None,
+                group: Some(group),
             };
             d.events.push(TimelineEvent {
                 at: ctx.now,
@@ -640,6 +663,14 @@ fn on_alert(
                 arm_deadlines(&inc, cfg, ctx, &mut d);
                 push_card(&mut inc, ctx, &mut d);
             } else {
+                coalesce_card(&mut inc, cfg, ctx, &mut d);
+            }
+            d.incident = Some(inc);
+        }
+        (Some(mut inc), AlertStatus::Resolved) if others_firing => {
+            // One alert of the group cleared, others still fire: the card shows it.
+            inc.last_seen_at = ctx.now;
+            if change != Some(MemberChange::Repeated) {
                 coalesce_card(&mut inc, cfg, ctx, &mut d);
             }
             d.incident = Some(inc);
@@ -731,10 +762,10 @@ const ESCALATION_TIMERS: [TimerKind; 3] = [
 /// This alert fires again soon enough after incidentd itself resolved `recent` (on its clear,
 /// or by a verified action) that it is the same trouble flapping, not a new incident. An
 /// incident a person resolved stays resolved: the re-fire opens a new one (a recurrence).
-fn flapped(recent: &Incident, alert: &Alert, cfg: &Config, ctx: Ctx<'_>) -> bool {
+fn flapped(recent: &Incident, key: &str, cfg: &Config, ctx: Ctx<'_>) -> bool {
     let window = cfg.engine.flap_window_seconds;
     recent.status == Status::Resolved
-        && recent.fingerprint == alert.fingerprint
+        && recent.key() == key
         && window > 0
         && recent.resolved_by.as_ref().is_some_and(Actor::is_system)
         && recent
@@ -744,8 +775,12 @@ fn flapped(recent: &Incident, alert: &Alert, cfg: &Config, ctx: Ctx<'_>) -> bool
 
 /// Reopens an incident incidentd resolved within the flap window: the same thread and
 /// history, escalation from now.
-fn reopen_on_refire(mut inc: Incident, cfg: &Config, ctx: Ctx<'_>) -> Decision {
+fn reopen_on_refire(mut inc: Incident, alert: &Alert, cfg: &Config, ctx: Ctx<'_>) -> Decision {
     let mut d = Decision::default();
+    if let Some(g) = inc.group.as_mut() {
+        let instance = alert.instance(&cfg.engine.group_by);
+        g.record(&alert.fingerprint, instance, AlertStatus::Firing, ctx.now);
+    }
     let system = Actor::system();
     let ago = inc
         .resolved_at

@@ -197,7 +197,10 @@ impl Engine {
             inputs
                 .into_iter()
                 .map(|i| match i {
-                    Input::Alert(a) if !open.contains_key(&a.fingerprint) => {
+                    Input::Alert(a)
+                        if !open.contains_key(&a.group_key(&self.cfg.engine.group_by))
+                            && !open.contains_key(&a.fingerprint) =>
+                    {
                         let pre = PreTriage::of(&a, &self.cfg);
                         Input::Triaged(a, Box::new(pre))
                     }
@@ -640,6 +643,18 @@ impl Batch<'_> {
         Ok(self.open.get(fp).copied())
     }
 
+    /// The open incident of an alert's group; an incident opened before incidents were groups
+    /// is still found by the alert's fingerprint.
+    fn open_for_alert(
+        &mut self,
+        a: &crate::domain::alert::Alert,
+    ) -> Result<Option<IncidentId>, StoreError> {
+        match self.open_for(&a.group_key(&self.cfg.engine.group_by))? {
+            Some(id) => Ok(Some(id)),
+            None => self.open_for(&a.fingerprint),
+        }
+    }
+
     fn load(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
         if let Some(i) = self.incidents.get(&id) {
             return Ok(Some(i.clone()));
@@ -756,7 +771,7 @@ impl Batch<'_> {
     /// Handles one input. `Err` only for storage failures (which fail the whole batch).
     fn apply(&mut self, input: Input) -> Result<Result<Outcome, UserError>, StoreError> {
         let target = match &input {
-            Input::Alert(a) | Input::Triaged(a, _) => self.open_for(&a.fingerprint)?,
+            Input::Alert(a) | Input::Triaged(a, _) => self.open_for_alert(a)?,
             Input::Command { command, .. } => command_target(command),
             Input::ThreadMessage { incident, .. } => Some(*incident),
             Input::Timer(t) => {
@@ -813,7 +828,7 @@ impl Batch<'_> {
             Some(inc),
         ) = (&input, &existing)
         {
-            if let Some(other) = self.open_for(&inc.fingerprint)? {
+            if let Some(other) = self.open_for(inc.key())? {
                 if other != *id {
                     return Ok(Err(UserError(format!(
                         "{other} is already open for this alert; {id} stays resolved"
@@ -837,7 +852,9 @@ impl Batch<'_> {
         // Alerts that may open an incident see the fingerprint's history (recurrence) and its
         // most recently resolved incident (flap window).
         let (history, recent) = match (&input, &existing) {
-            (Input::Alert(a) | Input::Triaged(a, _), None) => self.history(&a.fingerprint)?,
+            (Input::Alert(a) | Input::Triaged(a, _), None) => {
+                self.history(&a.group_key(&self.cfg.engine.group_by))?
+            }
             _ => (Vec::new(), None),
         };
         // How the incident the decision is about was before it (if it existed): `existing`, or
@@ -904,10 +921,10 @@ impl Batch<'_> {
         if was_active == Some(true) && !active {
             if let Some(past) = PastIncident::of(&inc) {
                 self.histories
-                    .entry(inc.fingerprint.clone())
+                    .entry(inc.key().to_string())
                     .or_default()
                     .push(past.clone());
-                self.w.history.push((inc.fingerprint.clone(), past));
+                self.w.history.push((inc.key().to_string(), past));
             }
         }
         if was_active == Some(true) && inc.status == Status::Resolved {
@@ -935,9 +952,9 @@ impl Batch<'_> {
             }
         }
         match (was_active, active) {
-            (None, true) | (Some(false), true) => self.set_fingerprint(&inc.fingerprint, Some(id)),
-            (Some(true), false) if self.open_for(&inc.fingerprint)? == Some(id) => {
-                self.set_fingerprint(&inc.fingerprint, None)
+            (None, true) | (Some(false), true) => self.set_fingerprint(inc.key(), Some(id)),
+            (Some(true), false) if self.open_for(inc.key())? == Some(id) => {
+                self.set_fingerprint(inc.key(), None)
             }
             _ => {}
         }

@@ -8,6 +8,7 @@ use crate::domain::incident::{ActionStatus, PastIncident};
 use crate::domain::policy::Refusal;
 
 mod clears;
+mod groups;
 
 const CFG: &str = r#"
 [engine]
@@ -86,6 +87,7 @@ fn alert(title: &str, sev: &str, status: AlertStatus) -> Alert {
         ends_at: None,
         links: vec![],
         origin: None,
+        group_labels: Default::default(),
     }
 }
 

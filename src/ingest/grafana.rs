@@ -143,6 +143,7 @@ impl UnifiedAlert {
             ends_at: real_time(self.ends_at),
             links,
             origin: None,
+            group_labels: Default::default(),
         })
     }
 }
@@ -234,6 +235,7 @@ impl Body {
             ends_at: None,
             links,
             origin: None,
+            group_labels: Default::default(),
         })
     }
 }
