@@ -111,6 +111,33 @@ pub struct EngineConfig {
     /// A new incident whose fingerprint was resolved within this many days is a recurrence.
     #[serde(default = "default_recurrence_days")]
     pub recurrence_days: u32,
+    /// Once the source reports the alert resolved, the incident resolves after it stayed clear
+    /// this long (unless someone acknowledged it). 0: never; a person resolves it.
+    #[serde(default = "default_resolve_after_clear")]
+    pub resolve_after_clear_seconds: u64,
+    /// A re-fire within this long after incidentd resolved an incident itself (on its clear or
+    /// by a verified action) reopens that incident instead of opening a new one. 0: never.
+    #[serde(default = "default_flap_window")]
+    pub flap_window_seconds: u64,
+    /// Alerts whose source does not group them (everything but Alertmanager's `groupLabels`)
+    /// are grouped by these labels: one incident per group. Only alerts with the first label
+    /// are grouped; the others are used where present.
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+}
+
+fn default_group_by() -> Vec<String> {
+    ["alertname", "service", "namespace", "cluster"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_resolve_after_clear() -> u64 {
+    300
+}
+
+fn default_flap_window() -> u64 {
+    600
 }
 
 fn default_recurrence_days() -> u32 {
@@ -134,6 +161,9 @@ impl Default for EngineConfig {
             max_description_chars: default_max_description(),
             default_severity: default_severity(),
             recurrence_days: default_recurrence_days(),
+            resolve_after_clear_seconds: default_resolve_after_clear(),
+            flap_window_seconds: default_flap_window(),
+            group_by: default_group_by(),
         }
     }
 }
@@ -274,6 +304,21 @@ impl Config {
     }
     pub fn playbook(&self, id: &str) -> Option<&Playbook> {
         self.playbooks.iter().find(|p| p.id == id)
+    }
+
+    /// How long an incident's alert must stay clear before it resolves: `Some(0)` at once
+    /// (playbook `auto_resolve`), `None` never. The playbook's setting wins over the severity's,
+    /// which wins over the engine's.
+    pub fn resolve_after_clear(&self, playbook: Option<&str>, s: Severity) -> Option<u64> {
+        let pb = playbook.and_then(|p| self.playbook(p));
+        if pb.is_some_and(|p| p.auto_resolve) {
+            return Some(0);
+        }
+        let secs = pb
+            .and_then(|p| p.resolve_after_clear_seconds)
+            .or(self.targets(s).resolve_after_clear_seconds)
+            .unwrap_or(self.engine.resolve_after_clear_seconds);
+        (secs > 0).then_some(secs)
     }
 
     /// The built-in default (the shipped example file), with no environment.
@@ -491,6 +536,7 @@ struct RawTargets {
     detect_seconds: Option<u64>,
     repair_seconds: Option<u64>,
     approval: Option<ApprovalNeed>,
+    resolve_after_clear_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -582,6 +628,9 @@ impl RawConfig {
                     if let Some(a) = t.approval {
                         cur.approval = a;
                     }
+                    if let Some(r) = t.resolve_after_clear_seconds {
+                        cur.resolve_after_clear_seconds = Some(r);
+                    }
                     if cur.detect_seconds == 0 || cur.repair_seconds == 0 {
                         err(
                             format!("severity.{key}"),
@@ -618,6 +667,12 @@ impl RawConfig {
             let at = format!("playbooks[{i}]");
             if !valid_id(&pb.id) {
                 err(format!("{at}.id"), id_rule(&pb.id));
+            }
+            if pb.auto_resolve && pb.resolve_after_clear_seconds.is_some() {
+                err(
+                    format!("{at}.resolve_after_clear_seconds"),
+                    "set either this or auto_resolve (which resolves at once on the clear)".into(),
+                );
             }
             if !seen.insert(pb.id.clone()) {
                 err(
@@ -1067,6 +1122,58 @@ mod tests {
         assert_eq!(c.policy(Severity::P0).min_approvals, 2);
         assert_eq!(c.classifier.kinds.len(), 4);
         assert!(c.webhooks.alertmanager.is_none());
+    }
+
+    #[test]
+    fn the_quiet_period_after_a_clear_comes_from_playbook_then_severity_then_engine() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert_eq!(c.engine.resolve_after_clear_seconds, 300);
+        assert_eq!(c.engine.flap_window_seconds, 600);
+        assert_eq!(c.resolve_after_clear(None, Severity::P1), Some(300));
+        let c = Config::from_toml(
+            r#"
+[engine]
+resolve_after_clear_seconds = 120
+[severity.P0]
+resolve_after_clear_seconds = 0
+[severity.P3]
+resolve_after_clear_seconds = 60
+[[playbooks]]
+id = "now"
+title = "Now"
+auto_resolve = true
+[[playbooks]]
+id = "slow"
+title = "Slow"
+resolve_after_clear_seconds = 900
+[[playbooks]]
+id = "never"
+title = "Never"
+resolve_after_clear_seconds = 0
+[[playbooks]]
+id = "plain"
+title = "Plain"
+"#,
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.resolve_after_clear(None, Severity::P1), Some(120));
+        assert_eq!(
+            c.resolve_after_clear(Some("plain"), Severity::P1),
+            Some(120)
+        );
+        assert_eq!(c.resolve_after_clear(None, Severity::P0), None);
+        assert_eq!(c.resolve_after_clear(None, Severity::P3), Some(60));
+        assert_eq!(c.resolve_after_clear(Some("now"), Severity::P0), Some(0));
+        assert_eq!(c.resolve_after_clear(Some("slow"), Severity::P0), Some(900));
+        assert_eq!(c.resolve_after_clear(Some("never"), Severity::P3), None);
+        let e = errors(
+            "[[playbooks]]\nid='a'\ntitle='A'\nauto_resolve=true\nresolve_after_clear_seconds=5\n",
+        );
+        assert!(
+            e[0].starts_with("playbooks[0].resolve_after_clear_seconds:"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `incidentd demo`: the whole product in a browser within a minute. It runs the real app with a
 //! temporary store and the web console, then plays a realistic sequence of sample alerts through
 //! the real webhook endpoints (several kinds and severities, repeats, an alert that clears and
-//! resolves its incident, and its recurrence), so the console fills up while you watch.
+//! resolves its incident, and its re-fire within the flap window, which reopens that incident),
+//! so the console fills up while you watch.
 //!
 //! Remediation is simulated: [`DemoExecutor`] shows exactly what an approved action would run
 //! (the real templating and its refusals) but never launches it, so clicking "Approve" in a demo
@@ -232,7 +233,7 @@ pub fn script() -> Vec<Step> {
             body: rate_limit("resolved"),
         },
         Step {
-            label: "LLM rate limit comes back (recurrence: a new incident)",
+            label: "LLM rate limit comes back within the flap window (its incident reopens)",
             endpoint: Endpoint::Alertmanager,
             body: rate_limit("firing"),
         },
@@ -369,7 +370,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn script_covers_kinds_severities_repeats_and_a_recurrence() {
+    fn script_covers_kinds_severities_repeats_and_a_refire_after_the_clear() {
         let s = script();
         assert!(s.len() >= 10);
         assert!(s.iter().any(|x| x.endpoint == Endpoint::Generic));

@@ -204,6 +204,9 @@ pub enum TimerKind {
     ApprovalExpiry,
     /// An "alert resolves within N seconds" verification ran out of time.
     VerifyDeadline,
+    /// The alert has stayed clear for the quiet period (`resolve_after_clear_seconds`):
+    /// resolve. Disarmed when the alert fires again.
+    ResolveAfterClear,
 }
 
 impl TimerKind {
@@ -214,6 +217,7 @@ impl TimerKind {
             TimerKind::RepairDeadline => "repair_deadline",
             TimerKind::ApprovalExpiry => "approval_expiry",
             TimerKind::VerifyDeadline => "verify_deadline",
+            TimerKind::ResolveAfterClear => "resolve_after_clear",
         }
     }
 }

@@ -70,6 +70,7 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
     for (i, alert) in alerts.iter().enumerate() {
         let ctx = Ctx {
             history: &[],
+            recent: None,
             now: Utc::now(),
             next_id: IncidentId(i as u64 + 1),
         };

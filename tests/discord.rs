@@ -127,9 +127,9 @@ impl Rig {
     }
 }
 
-fn am_description(instance: &str) -> String {
+fn am_description_on(instance: &str, service: &str) -> String {
     format!(
-        "\nAlerts Firing:\nLabels:\n - alertname = HighErrorRate\n - instance = {instance}\n - service = api\n - severity = critical\n\
+        "\nAlerts Firing:\nLabels:\n - alertname = HighErrorRate\n - instance = {instance}\n - service = {service}\n - severity = critical\n\
          Annotations:\n - runbook_url = https://runbooks.example.com/HighErrorRate\n - summary = Error rate above 5%\n\
          Source: http://prometheus:9090/graph?g0.expr=rate%28http_requests_total%5B5m%5D%29&g0.tab=1\n\n"
     )
@@ -137,10 +137,16 @@ fn am_description(instance: &str) -> String {
 
 /// Alertmanager's `discord_configs` post for one firing alert on `instance`.
 fn alert(fake: &FakeDiscord, instance: &str) -> u64 {
+    alert_on(fake, instance, "api")
+}
+
+/// The same for another service: another group, so another incident (alerts of one alertname
+/// and service are one incident whatever the instance).
+fn alert_on(fake: &FakeDiscord, instance: &str, service: &str) -> u64 {
     fake.post_webhook_alert(
         ALERTS,
-        &format!("[FIRING:1] HighErrorRate ({instance} api critical)"),
-        &am_description(instance),
+        &format!("[FIRING:1] HighErrorRate ({instance} {service} critical)"),
+        &am_description_on(instance, service),
     )
 }
 
@@ -498,7 +504,7 @@ async fn gateway_drop_resumes_without_losing_or_duplicating_events() {
 
     // The network drops; while the bot is away, a new alert, a repeat and a reply happen.
     fake.drop_gateway();
-    let b = alert(fake, "10.0.3.8:8080");
+    let b = alert_on(fake, "10.0.3.8:8080", "search");
     alert(fake, "10.0.3.7:8080");
     fake.post_as_user(a, ALICE, "alice", "paging the db team");
 

@@ -141,6 +141,7 @@ fn alert(name: &str) -> Alert {
         ends_at: None,
         links: vec![],
         origin: None,
+        group_labels: Default::default(),
     }
 }
 

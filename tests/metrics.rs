@@ -182,7 +182,9 @@ struct World {
     now: DateTime<Utc>,
     incidents: BTreeMap<u64, Incident>,
     timelines: HashMap<u64, Vec<TimelineEvent>>,
+    /// Group key → open incident.
     open: HashMap<String, u64>,
+    /// Group key → its resolved incidents.
     history: HashMap<String, Vec<PastIncident>>,
     timers: Vec<(u64, TimerKind, DateTime<Utc>)>,
     queue: Vec<(u64, String, String)>,
@@ -216,8 +218,8 @@ impl World {
 
     fn input(&mut self, target: Option<u64>, input: Input) {
         let existing = target.and_then(|id| self.incidents.get(&id).cloned());
-        let fp = match &input {
-            Input::Alert(a) => Some(a.fingerprint.clone()),
+        let key = match &input {
+            Input::Alert(a) => Some(a.group_key(&self.cfg.engine.group_by)),
             _ => None,
         };
         if let (
@@ -228,45 +230,55 @@ impl World {
             Some(inc),
         ) = (&input, &existing)
         {
-            if self
-                .open
-                .get(&inc.fingerprint)
-                .is_some_and(|o| *o != inc.id.0)
-            {
+            if self.open.get(inc.key()).is_some_and(|o| *o != inc.id.0) {
                 return;
             }
         }
-        let history = match (&fp, &existing) {
-            (Some(fp), None) => self.history.get(fp).cloned().unwrap_or_default(),
-            _ => Vec::new(),
+        // A new alert sees its group's history and most recently resolved incident.
+        let (history, recent) = match (&key, &existing) {
+            (Some(k), None) => {
+                let h = self.history.get(k).cloned().unwrap_or_default();
+                let recent = h
+                    .iter()
+                    .max_by_key(|p| p.resolved_at)
+                    .and_then(|p| self.incidents.get(&p.id.0).cloned());
+                (h, recent)
+            }
+            _ => (Vec::new(), None),
         };
-        let was_active = existing.as_ref().map(|i| i.status.is_active());
+        let before: Vec<(u64, bool)> = existing
+            .iter()
+            .chain(recent.iter())
+            .map(|i| (i.id.0, i.status.is_active()))
+            .collect();
         let next_id = self.incidents.len() as u64 + 1;
         let ctx = Ctx {
             now: self.now,
             next_id: IncidentId(next_id),
             history: &history,
+            recent: recent.as_ref(),
         };
         let Ok(d) = handle(existing, input, &self.cfg, ctx) else {
             return;
         };
         let Some(inc) = d.incident else { return };
         let id = inc.id.0;
+        let was_active = before.iter().find(|b| b.0 == id).map(|b| b.1);
         self.timelines.entry(id).or_default().extend(d.events);
         let active = inc.status.is_active();
         if was_active == Some(true) && !active {
             if let Some(p) = PastIncident::of(&inc) {
                 self.history
-                    .entry(inc.fingerprint.clone())
+                    .entry(inc.key().to_string())
                     .or_default()
                     .push(p);
             }
-            if self.open.get(&inc.fingerprint) == Some(&id) {
-                self.open.remove(&inc.fingerprint);
+            if self.open.get(inc.key()) == Some(&id) {
+                self.open.remove(inc.key());
             }
         }
         if active && was_active != Some(true) {
-            self.open.insert(inc.fingerprint.clone(), id);
+            self.open.insert(inc.key().to_string(), id);
         }
         for e in d.effects {
             match e {
@@ -316,8 +328,12 @@ impl World {
                     ends_at: None,
                     links: vec![],
                     origin: None,
+                    group_labels: Default::default(),
                 };
-                let target = self.open.get(&fingerprint).copied();
+                let target = self
+                    .open
+                    .get(&alert.group_key(&self.cfg.engine.group_by))
+                    .copied();
                 let before = self.incidents.len();
                 self.input(target, Input::Alert(alert));
                 if self.incidents.len() > before {
@@ -709,6 +725,7 @@ fn histories_cover_every_outcome() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let (mut auto_ok, mut auto_failed, mut manual, mut rca, mut recurred, mut rollbacks) =
         (0, 0, 0, 0, 0, 0);
+    let (mut auto_resolved, mut flap_reopened) = (0, 0);
     for _ in 0..64 {
         let ops = prop::collection::vec(op_strategy(), 100..160)
             .new_tree(&mut runner)
@@ -739,6 +756,18 @@ fn histories_cover_every_outcome() {
                 )
             })
             .count();
+        let by_incidentd = |to: Status| {
+            w.timelines
+                .values()
+                .flatten()
+                .filter(|e| {
+                    !human(e)
+                        && matches!(&e.kind, EventKind::StatusChanged { to: t, .. } if *t == to)
+                })
+                .count()
+        };
+        auto_resolved += by_incidentd(Status::Resolved);
+        flap_reopened += by_incidentd(Status::Open);
     }
     for (what, n) in [
         ("automatic successes", auto_ok),
@@ -747,6 +776,8 @@ fn histories_cover_every_outcome() {
         ("completed RCAs", rca),
         ("recurrences", recurred),
         ("rollbacks", rollbacks),
+        ("resolutions by incidentd", auto_resolved),
+        ("re-fires that reopened an incident", flap_reopened),
     ] {
         assert!(n > 0, "no {what} in 64 histories");
     }

@@ -94,3 +94,57 @@ async fn webhook_and_chat_message_of_the_same_alert_share_one_incident() {
         .unwrap();
     assert_eq!(all.len(), 1);
 }
+
+/// A store written before incidents were groups keeps its open incidents under the alert's
+/// fingerprint: a repeat of that alert still updates it, and its clear still clears it.
+#[tokio::test]
+async fn an_incident_opened_before_grouping_still_gets_its_repeats_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = decode_alertmanager(&webhook("firing")).unwrap().remove(0);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        // As the previous version stored it: no `group`, keyed by the alert's fingerprint.
+        let legacy: incidentd::domain::incident::Incident =
+            serde_json::from_value(serde_json::json!({
+                "id": 1, "fingerprint": hook.fingerprint, "title": "HighErrorRate (api)",
+                "source": "alertmanager", "severity": "P1", "kind": "unclassified",
+                "status": "open", "alert_status": "firing", "labels": hook.labels,
+                "annotations": {}, "links": [], "opened_at": "2026-11-29T12:00:00Z",
+                "last_seen_at": "2026-11-29T12:00:00Z", "alert_count": 1, "timeline_len": 0
+            }))
+            .unwrap();
+        assert!(legacy.group.is_none());
+        store
+            .commit(&incidentd::ports::WriteSet {
+                incidents: vec![legacy],
+                fingerprints: vec![(
+                    hook.fingerprint.clone(),
+                    Some(incidentd::domain::incident::IncidentId(1)),
+                )],
+                next_id: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let (engine, _notes, _writer) = Engine::start(
+        store.clone(),
+        Arc::new(Config::builtin()),
+        Arc::new(SystemClock),
+        vec!["console".into()],
+    )
+    .unwrap();
+    let r = engine.submit_one(Input::Alert(hook)).await.unwrap();
+    assert!(!r.created);
+    assert_eq!(r.incident.map(|i| i.0), Some(1));
+    let resolved = decode_alertmanager(&webhook("resolved")).unwrap().remove(0);
+    let r = engine.submit_one(Input::Alert(resolved)).await.unwrap();
+    assert_eq!(r.incident.map(|i| i.0), Some(1));
+    let inc = store
+        .get_incident(incidentd::domain::incident::IncidentId(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(inc.alert_count, 2);
+    assert_eq!(inc.alert_status, AlertStatus::Resolved);
+}

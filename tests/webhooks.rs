@@ -105,6 +105,57 @@ async fn alertmanager_alerts_open_one_incident_per_fingerprint_and_repeats_updat
     let (_, v) = app.get("/api/v1/incidents?status=resolved").await;
     assert_eq!(v["incidents"].as_array().unwrap().len(), 1);
 
+    // It fires again right after incidentd resolved it (within the flap window): the same
+    // incident reopens in its thread; INC-2, still open, counts the repeat.
+    let (_, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(v["results"][0]["incident"], "INC-1");
+    assert_eq!(v["results"][0]["created"], false);
+    assert_eq!(v["results"][1]["incident"], "INC-2");
+    let (_, inc1) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc1["incident"]["status"], "open");
+    assert_eq!(inc1["incident"]["alert_status"], "firing");
+    assert!(inc1["incident"].get("recurrence").is_none());
+    let last = inc1["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "alert_refired");
+    assert_eq!(open_incidents(&app).await.len(), 2);
+    // The repeat in the same request updates the reopened incident, not a third one.
+    assert_eq!(v["results"][2]["incident"], "INC-1");
+    let rec = app
+        .wait_chat(|r| {
+            r.iter().any(
+                |r| matches!(&r.body, Delivery::Note { text, .. } if text.starts_with("🔁 INC-1 reopened")),
+            )
+        })
+        .await;
+    assert_eq!(cards(&rec), 2, "no new thread");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refire_outside_the_flap_window_is_a_new_incident_that_recurs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::TEST_CONFIG.replace(
+        "card_coalesce_seconds = 5",
+        "card_coalesce_seconds = 5\nflap_window_seconds = 0",
+    );
+    let app = TestApp::start_with(dir.path(), &cfg, &|_| None).await;
+    let body = alertmanager(
+        "firing",
+        &[
+            ("HighErrorRate", "api", "critical", "firing"),
+            ("HighLatency", "api", "warning", "firing"),
+        ],
+    );
+    app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    let resolved = alertmanager(
+        "resolved",
+        &[("HighErrorRate", "api", "critical", "resolved")],
+    );
+    app.post_json("/api/v1/alerts/alertmanager", &resolved)
+        .await;
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(v["incident"]["status"], "resolved");
+
     // It fires again after being resolved: a new incident (the old one stays resolved).
     let (_, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
     assert_eq!(v["results"][0]["incident"], "INC-3");
@@ -116,6 +167,8 @@ async fn alertmanager_alerts_open_one_incident_per_fingerprint_and_repeats_updat
         inc3["card"]["recurrence"],
         "Recurred: 2nd time in 30 days, last INC-1, fixed by incidentd"
     );
+    let (_, inc1) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc1["incident"]["status"], "resolved");
     let (_, inc2) = app.get("/api/v1/incidents/INC-2").await;
     assert!(inc2["incident"].get("recurrence").is_none());
     assert_eq!(v["results"][1]["incident"], "INC-2");
@@ -570,5 +623,173 @@ async fn metrics_count_what_happened() {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    app.stop().await;
+}
+
+/// Polls the incident until it has this status (bounded), then returns its details.
+async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, v) = app.get(&format!("/api/v1/incidents/{id}")).await;
+        if v["incident"]["status"] == status {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} did not become {status}: {v:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cleared_alert_resolves_after_the_quiet_period_and_nobody_is_chased() {
+    let dir = tempfile::tempdir().unwrap();
+    // The detection target (1 s) runs out during the quiet period (2 s): before clears stopped
+    // escalation, the cleared incident escalated here and stayed open.
+    let cfg = support::TEST_CONFIG.replace(
+        "card_coalesce_seconds = 5",
+        "card_coalesce_seconds = 5\nresolve_after_clear_seconds = 2",
+    ) + "\n[severity.P1]\ndetect_seconds = 1\n";
+    let app = TestApp::start_with(dir.path(), &cfg, &|_| None).await;
+    let firing = alertmanager("firing", &[("DiskFull", "db", "critical", "firing")]);
+    let (s, v) = app.post_json("/api/v1/alerts/alertmanager", &firing).await;
+    assert_eq!(
+        (s, &v["results"][0]["incident"]),
+        (200, &Value::from("INC-1"))
+    );
+    let resolved = alertmanager("resolved", &[("DiskFull", "db", "critical", "resolved")]);
+    let (s, _) = app
+        .post_json("/api/v1/alerts/alertmanager", &resolved)
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(v["incident"]["status"], "open", "{v:#}");
+    assert_eq!(v["incident"]["alert_status"], "resolved");
+    assert_eq!(v["incident"]["severity"], "P1");
+
+    let v = wait_status(&app, "INC-1", "resolved").await;
+    let timeline = v["timeline"].as_array().unwrap();
+    assert!(
+        timeline.iter().all(|e| e["type"] != "escalated"),
+        "{timeline:#?}"
+    );
+    assert!(
+        timeline.iter().any(|e| e["type"] == "status_changed"
+            && e["to"] == "resolved"
+            && e["note"] == "the alert stayed clear for 2 s"),
+        "{timeline:#?}"
+    );
+    // The thread says what happened at each step, and nobody is mentioned.
+    let rec = app
+        .wait_chat(|r| {
+            r.iter().any(|r| {
+                matches!(&r.body, Delivery::Note { text, .. } if text.contains("INC-1 resolved: the alert stayed clear"))
+            })
+        })
+        .await;
+    let notes: Vec<&str> = rec
+        .iter()
+        .filter_map(|r| match &r.body {
+            Delivery::Note { text, mentions } => {
+                assert!(mentions.is_empty(), "{text}: {mentions:?}");
+                Some(text.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("cleared; escalation stopped")),
+        "{notes:?}"
+    );
+    assert!(!notes.iter().any(|n| n.contains("escalated")), "{notes:?}");
+    app.stop().await;
+}
+
+/// An Alertmanager notification for the group `{alertname="PodCrashLooping"}` (a route with
+/// `group_by: [alertname]`): every pod of the group, each with its status.
+fn pod_group(pods: &[(&str, &str)]) -> String {
+    let alerts: Vec<Value> = pods
+        .iter()
+        .map(|(pod, st)| {
+            serde_json::json!({
+                "status": st,
+                "labels": { "alertname": "PodCrashLooping", "namespace": "prod", "pod": pod, "severity": "warning" },
+                "annotations": { "summary": format!("{pod} is crash looping") },
+                "startsAt": "2026-11-29T12:00:00Z",
+                "endsAt": if *st == "resolved" { "2026-11-29T12:10:00Z" } else { "0001-01-01T00:00:00Z" },
+                "fingerprint": ""
+            })
+        })
+        .collect();
+    let status = if pods.iter().any(|(_, s)| *s == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"PodCrashLooping\"}",
+        "status": status,
+        "receiver": "incidentd",
+        "groupLabels": { "alertname": "PodCrashLooping" },
+        "commonLabels": { "alertname": "PodCrashLooping", "namespace": "prod" },
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_pods_of_one_alertmanager_group_are_one_incident_until_all_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    let post = |body: String| {
+        let app = &app;
+        async move {
+            let (s, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let v = post(pod_group(&[("api-1", "firing"), ("api-2", "firing")])).await;
+    assert_eq!(v["results"][0]["incident"], "INC-1");
+    assert_eq!(v["results"][1]["incident"], "INC-1");
+    assert_eq!(v["results"][1]["created"], false);
+    assert_eq!(open_incidents(&app).await.len(), 1);
+    let (_, inc) = app.get("/api/v1/incidents/INC-1").await;
+    // Seen at the same moment: most recent first, then by name.
+    assert_eq!(
+        inc["card"]["alerts"],
+        "2 firing, 0 resolved: pod=api-1 (firing), pod=api-2 (firing)"
+    );
+    // One thread for the group, its card edited in place.
+    let rec = app.wait_chat(|r| cards(r) == 1).await;
+    assert_eq!(cards(&rec), 1);
+
+    // One pod recovers: still open, still firing.
+    post(pod_group(&[("api-1", "resolved"), ("api-2", "firing")])).await;
+    let (_, inc) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc["incident"]["status"], "open");
+    assert_eq!(inc["incident"]["alert_status"], "firing");
+    assert!(
+        inc["card"]["alerts"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 firing, 1 resolved: "),
+        "{inc:#}"
+    );
+
+    // Both recover: the clear logic starts (the quiet period runs).
+    post(pod_group(&[("api-1", "resolved"), ("api-2", "resolved")])).await;
+    let (_, inc) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(inc["incident"]["status"], "open");
+    assert_eq!(inc["incident"]["alert_status"], "resolved");
+    let last = inc["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "alert_resolved");
+    assert_eq!(open_incidents(&app).await.len(), 1);
     app.stop().await;
 }

@@ -115,6 +115,9 @@ pub struct Alert {
     pub links: Vec<Link>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<ChatOrigin>,
+    /// The labels the source grouped this alert by (Alertmanager's `groupLabels`), if it did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_labels: BTreeMap<String, String>,
 }
 
 /// Labels that change between repeats of the same alert and so must not take part in its identity.
@@ -156,6 +159,48 @@ fn hex16(bytes: &[u8]) -> String {
 }
 
 impl Alert {
+    /// The key of the group of related alerts this one belongs to (one incident per group):
+    /// the source's own grouping (Alertmanager's `groupLabels`) when it sent one, else the
+    /// `group_by` labels the alert has, provided it has the first of them (`alertname` by
+    /// default); an alert without it is a group of its own (its fingerprint).
+    pub fn group_key(&self, group_by: &[String]) -> String {
+        if !self.group_labels.is_empty() {
+            return format!("g:{}", fingerprint_labels(&self.group_labels));
+        }
+        match group_by.first() {
+            Some(first) if self.labels.contains_key(first) => {
+                let picked: BTreeMap<String, String> = group_by
+                    .iter()
+                    .filter_map(|k| self.labels.get(k).map(|v| (k.clone(), v.clone())))
+                    .collect();
+                format!("g:{}", fingerprint_labels(&picked))
+            }
+            _ => self.fingerprint.clone(),
+        }
+    }
+
+    /// What tells this alert apart within its group, for the card: its labels outside the
+    /// group (`pod=api-7, instance=10.0.0.7:9100`), or its title when it has none.
+    pub fn instance(&self, group_by: &[String]) -> String {
+        let skip = |k: &str| {
+            group_by.iter().any(|g| g == k)
+                || self.group_labels.contains_key(k)
+                || k == "severity"
+                || VOLATILE_LABELS.contains(&k.to_ascii_lowercase().as_str())
+        };
+        let parts: Vec<String> = self
+            .labels
+            .iter()
+            .filter(|(k, _)| !skip(k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if parts.is_empty() {
+            self.title.clone()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// A label value, case-sensitive name.
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels.get(name).map(String::as_str)
@@ -227,6 +272,61 @@ mod tests {
             hex16(&h.finalize())
         };
         assert_eq!(fingerprint_labels(&a), expected);
+    }
+
+    fn alert(pairs: &[(&str, &str)]) -> Alert {
+        let labels = labels(pairs);
+        Alert {
+            source: AlertSource::Alertmanager,
+            fingerprint: fingerprint_labels(&labels),
+            status: AlertStatus::Firing,
+            title: "t".into(),
+            description: None,
+            labels,
+            annotations: BTreeMap::new(),
+            starts_at: None,
+            ends_at: None,
+            links: vec![],
+            origin: None,
+            group_labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn alerts_group_by_the_sources_group_labels_else_the_group_by_labels_they_have() {
+        let by: Vec<String> = ["alertname", "service", "namespace", "cluster"]
+            .map(String::from)
+            .to_vec();
+        let a = alert(&[
+            ("alertname", "PodCrash"),
+            ("namespace", "prod"),
+            ("pod", "a"),
+        ]);
+        let b = alert(&[
+            ("alertname", "PodCrash"),
+            ("namespace", "prod"),
+            ("pod", "b"),
+        ]);
+        let other_ns = alert(&[
+            ("alertname", "PodCrash"),
+            ("namespace", "dev"),
+            ("pod", "a"),
+        ]);
+        assert_ne!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.group_key(&by), b.group_key(&by));
+        assert_ne!(a.group_key(&by), other_ns.group_key(&by));
+        assert_eq!(a.instance(&by), "pod=a");
+        // Without the first group_by label, an alert is a group of its own.
+        let lone = alert(&[("service", "api"), ("pod", "a")]);
+        assert_eq!(lone.group_key(&by), lone.fingerprint);
+        // The source's grouping wins: Alertmanager grouped by alertname only.
+        let mut c = other_ns.clone();
+        let mut d = a.clone();
+        for x in [&mut c, &mut d] {
+            x.group_labels = labels(&[("alertname", "PodCrash")]);
+        }
+        assert_eq!(c.group_key(&by), d.group_key(&by));
+        assert_eq!(d.instance(&by), "pod=a");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{AlertStatus, ChatOrigin, Link};
-use super::incident::{ActionStatus, Incident, IncidentId, Status};
+use super::incident::{ActionStatus, AlertGroup, Incident, IncidentId, Status};
 use super::severity::{Severity, Targets};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,40 @@ pub struct IncidentCard {
     /// Where the alert was read from, so the card can be threaded under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<ChatOrigin>,
+    /// The incident's group when it holds more than one alert: "2 firing, 1 resolved: pod=b
+    /// (firing), pod=a (resolved)", most recent first, cut with "and N more".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<String>,
+}
+
+/// Alerts of a group named on the card; the rest are counted.
+pub const CARD_GROUP_INSTANCES: usize = 5;
+
+/// The card line for an incident's group, or `None` while it is a single alert.
+pub fn group_line(g: &AlertGroup) -> Option<String> {
+    if g.members.len() < 2 && g.untracked == 0 {
+        return None;
+    }
+    let firing = g.count(AlertStatus::Firing) as u64 + g.untracked;
+    let resolved = g.count(AlertStatus::Resolved);
+    let recent = g.recent();
+    let named: Vec<String> = recent
+        .iter()
+        .take(CARD_GROUP_INSTANCES)
+        .map(|m| {
+            let st = match m.status {
+                AlertStatus::Firing => "firing",
+                AlertStatus::Resolved => "resolved",
+            };
+            format!("{} ({st})", truncate_chars(&m.instance, 80))
+        })
+        .collect();
+    let more = (recent.len() - named.len()) as u64 + g.untracked;
+    let mut line = format!("{firing} firing, {resolved} resolved: {}", named.join(", "));
+    if more > 0 {
+        line.push_str(&format!(" and {more} more"));
+    }
+    Some(line)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +258,7 @@ pub fn build_card(
             )
         }),
         origin: inc.origin.clone(),
+        alerts: inc.group.as_ref().and_then(group_line),
     }
 }
 

@@ -642,6 +642,7 @@ mod tests {
             ends_at: None,
             links: vec![],
             origin: None,
+            group_labels: Default::default(),
         }
     }
 

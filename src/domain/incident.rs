@@ -457,6 +457,119 @@ pub struct Incident {
     /// existed (the writer folds their timeline when it next loads them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tally: Option<super::tally::Tally>,
+    /// The group of related alerts this incident stands for (`None`: opened before incidents
+    /// were groups; it stands for the one alert of `fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<AlertGroup>,
+}
+
+/// Most member alerts an incident tells apart; more only count (memory stays bounded however
+/// large a group grows).
+pub const MAX_GROUP_MEMBERS: usize = 500;
+
+/// The alerts of an incident's group, by fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertGroup {
+    /// The group key (`Alert::group_key`): the incident is the open one of this key.
+    pub key: String,
+    #[serde(default)]
+    pub members: BTreeMap<String, Member>,
+    /// Firing notifications of alerts beyond `MAX_GROUP_MEMBERS`: they cannot be told apart,
+    /// so once there are any the group never counts as clear by itself (a person resolves).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub untracked: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One alert of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// What tells it apart within the group (`pod=api-7`).
+    pub instance: String,
+    pub status: AlertStatus,
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
+    pub last_seen: DateTime<Utc>,
+}
+
+/// What an alert did to its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A new alert of the group.
+    Joined,
+    /// A known alert changed status (cleared or fired again).
+    Changed,
+    /// A known alert repeated its status.
+    Repeated,
+    /// Beyond the members told apart: counted only.
+    Untracked,
+}
+
+impl AlertGroup {
+    pub fn new(key: String) -> Self {
+        AlertGroup {
+            key,
+            members: BTreeMap::new(),
+            untracked: 0,
+        }
+    }
+
+    /// Records an alert of the group.
+    pub fn record(
+        &mut self,
+        fingerprint: &str,
+        instance: String,
+        status: AlertStatus,
+        now: DateTime<Utc>,
+    ) -> MemberChange {
+        if let Some(m) = self.members.get_mut(fingerprint) {
+            let change = if m.status == status {
+                MemberChange::Repeated
+            } else {
+                MemberChange::Changed
+            };
+            m.status = status;
+            m.last_seen = now;
+            return change;
+        }
+        if self.members.len() >= MAX_GROUP_MEMBERS {
+            if status == AlertStatus::Firing {
+                self.untracked += 1;
+            }
+            return MemberChange::Untracked;
+        }
+        self.members.insert(
+            fingerprint.to_string(),
+            Member {
+                instance,
+                status,
+                last_seen: now,
+            },
+        );
+        MemberChange::Joined
+    }
+
+    pub fn count(&self, status: AlertStatus) -> usize {
+        self.members.values().filter(|m| m.status == status).count()
+    }
+
+    /// Every alert of the group has cleared.
+    pub fn all_clear(&self) -> bool {
+        self.untracked == 0 && self.count(AlertStatus::Firing) == 0
+    }
+
+    /// The members, most recently seen first.
+    pub fn recent(&self) -> Vec<&Member> {
+        let mut v: Vec<&Member> = self.members.values().collect();
+        v.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.instance.cmp(&b.instance))
+        });
+        v
+    }
 }
 
 /// The root cause: a category and an explanation; `confirmed_by` is None while it is only a suggestion.
@@ -525,6 +638,11 @@ pub struct Recurrence {
 }
 
 impl Incident {
+    /// The key of its group: what the open-incident map and the history are keyed by.
+    pub fn key(&self) -> &str {
+        self.group.as_ref().map_or(&self.fingerprint, |g| &g.key)
+    }
+
     /// Moves to `to`, or says why not. Returns the timeline event to record.
     pub fn transition(
         &mut self,
@@ -617,6 +735,7 @@ pub(crate) mod tests_support {
             mitigated_at: None,
             recurrence: None,
             tally: Some(Default::default()),
+            group: None,
         }
     }
 }

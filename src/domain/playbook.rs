@@ -14,9 +14,13 @@ pub struct Playbook {
     /// Incident kinds this playbook is recommended for (rules may also name it directly).
     #[serde(default)]
     pub kinds: Vec<String>,
-    /// Resolve the incident when the monitoring system reports the alert resolved.
+    /// Resolve the incident at once when the monitoring system reports the alert resolved
+    /// (even when acknowledged): a quiet period of zero that nobody can hold open.
     #[serde(default)]
     pub auto_resolve: bool,
+    /// Overrides the severity's and the engine's `resolve_after_clear_seconds` (0: never).
+    #[serde(default)]
+    pub resolve_after_clear_seconds: Option<u64>,
     #[serde(default)]
     pub actions: Vec<ActionSpec>,
 }

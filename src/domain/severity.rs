@@ -48,6 +48,9 @@ pub struct Targets {
     pub detect_seconds: u64,
     pub repair_seconds: u64,
     pub approval: ApprovalNeed,
+    /// Overrides `engine.resolve_after_clear_seconds` for this severity (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_after_clear_seconds: Option<u64>,
 }
 
 pub const ALL: [Severity; 4] = [Severity::P0, Severity::P1, Severity::P2, Severity::P3];
@@ -79,6 +82,7 @@ impl Severity {
             detect_seconds: detect,
             repair_seconds: repair,
             approval,
+            resolve_after_clear_seconds: None,
         }
     }
 

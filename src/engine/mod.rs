@@ -15,8 +15,8 @@ use crate::domain::alert::{Alert, AlertStatus};
 use crate::domain::card::{build_card, IncidentCard};
 use crate::domain::command::Command;
 use crate::domain::incident::{
-    ActionState, ActionStatus, EventKind, FollowUp, Incident, IncidentId, PastIncident, Recurrence,
-    RootCauseInfo, Status, TimelineEvent,
+    ActionState, ActionStatus, AlertGroup, EventKind, FollowUp, Incident, IncidentId, MemberChange,
+    PastIncident, Recurrence, RootCauseInfo, Status, TimelineEvent,
 };
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::policy::{check_approval, Actor, Refusal};
@@ -134,6 +134,9 @@ pub struct Ctx<'a> {
     pub next_id: IncidentId,
     /// For alerts: earlier incidents of the same fingerprint that were resolved (recurrence).
     pub history: &'a [PastIncident],
+    /// For alerts with no open incident: the most recently resolved incident of the
+    /// fingerprint (the newest of `history`), which a re-fire within the flap window reopens.
+    pub recent: Option<&'a Incident>,
 }
 
 /// A short, serializable account of what happened to one input (HTTP and chat answers).
@@ -302,8 +305,12 @@ fn recurrence(ctx: Ctx<'_>, cfg: &Config) -> Option<Recurrence> {
         .filter(|p| p.resolved_at >= since)
         .collect();
     let last = recent.iter().max_by_key(|p| p.resolved_at)?;
+    // An incident reopened within the flap window and resolved again is remembered twice.
+    let mut ids: Vec<IncidentId> = recent.iter().map(|p| p.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
     Some(Recurrence {
-        previous: recent.len() as u32,
+        previous: ids.len() as u32,
         window_days: days,
         last: last.id,
         last_resolved_at: Some(last.resolved_at),
@@ -563,6 +570,21 @@ fn on_alert(
 ) -> Decision {
     let mut d = Decision::default();
     let system = Actor::system();
+    let group_by = &cfg.engine.group_by;
+    let key = alert.group_key(group_by);
+    let mut existing = existing;
+    // The alert joins (or updates) its incident's group; the incident's alert status is the
+    // group's: firing while any of its alerts fires.
+    let change = existing.as_mut().and_then(|inc| {
+        let instance = alert.instance(group_by);
+        inc.group
+            .as_mut()
+            .map(|g| g.record(&alert.fingerprint, instance, alert.status, ctx.now))
+    });
+    let others_firing = existing
+        .as_ref()
+        .and_then(|i| i.group.as_ref())
+        .is_some_and(|g| !g.all_clear());
     match (existing, alert.status) {
         (None, AlertStatus::Resolved) => {
             d.reply = Some(format!(
@@ -570,10 +592,21 @@ fn on_alert(
                 alert.fingerprint
             ));
         }
+        (None, AlertStatus::Firing) if ctx.recent.is_some_and(|r| flapped(r, &key, cfg, ctx)) => {
+            let inc = ctx.recent.expect("checked").clone();
+            return reopen_on_refire(inc, &alert, cfg, ctx);
+        }
         (None, AlertStatus::Firing) => {
             let PreTriage { triage, root_cause } =
                 pre.unwrap_or_else(|| PreTriage::of(&alert, cfg));
             let actions = proposed_actions(triage.playbook.as_deref(), cfg);
+            let mut group = AlertGroup::new(key);
+            group.record(
+                &alert.fingerprint,
+                alert.instance(group_by),
+                AlertStatus::Firing,
+                ctx.now,
+            );
             let mut inc = Incident {
                 id: ctx.next_id,
                 fingerprint: alert.fingerprint,
@@ -610,6 +643,7 @@ fn on_alert(
                 mitigated_at: None,
                 recurrence: None,
                 tally: Some(Default::default()),
+                group: Some(group),
             };
             d.events.push(TimelineEvent {
                 at: ctx.now,
@@ -637,14 +671,31 @@ fn on_alert(
             inc.alert_count += 1;
             inc.last_seen_at = ctx.now;
             if inc.alert_status == AlertStatus::Resolved {
+                // A re-fire within the quiet period: the same incident, not resolving any more,
+                // and escalation runs again from now.
                 inc.alert_status = AlertStatus::Firing;
                 d.events.push(TimelineEvent {
                     at: ctx.now,
                     actor: system,
                     kind: EventKind::AlertRefired,
                 });
+                d.effects
+                    .push(Effect::DisarmTimer(TimerKind::ResolveAfterClear));
+                d.effects.push(note(format!(
+                    "🔁 The alert for {} is firing again: it stays open and escalation starts over.",
+                    inc.id
+                )));
+                arm_deadlines(&inc, cfg, ctx, &mut d);
                 push_card(&mut inc, ctx, &mut d);
             } else {
+                coalesce_card(&mut inc, cfg, ctx, &mut d);
+            }
+            d.incident = Some(inc);
+        }
+        (Some(mut inc), AlertStatus::Resolved) if others_firing => {
+            // One alert of the group cleared, others still fire: the card shows it.
+            inc.last_seen_at = ctx.now;
+            if change != Some(MemberChange::Repeated) {
                 coalesce_card(&mut inc, cfg, ctx, &mut d);
             }
             d.incident = Some(inc);
@@ -658,6 +709,10 @@ fn on_alert(
                     actor: system.clone(),
                     kind: EventKind::AlertResolved,
                 });
+                // The source's word counts: nobody is chased about an alert that has cleared.
+                for kind in ESCALATION_TIMERS {
+                    d.effects.push(Effect::DisarmTimer(kind));
+                }
                 let waiting_for_clear = inc.status == Status::Verifying
                     && inc.verifying.as_deref().is_some_and(|a| {
                         matches!(
@@ -672,39 +727,112 @@ fn on_alert(
                     d.incident = Some(inc);
                     return d;
                 }
-                let auto_resolve = inc
-                    .playbook
-                    .as_deref()
-                    .and_then(|p| cfg.playbook(p))
-                    .is_some_and(|p| p.auto_resolve);
-                if auto_resolve && inc.status.can_become(Status::Resolved) {
-                    let ev = inc
-                        .transition(
-                            Status::Resolved,
-                            &system,
-                            ctx.now,
-                            Some("the alert resolved and the playbook resolves on clear".into()),
-                        )
-                        .expect("checked above");
-                    d.events.push(ev);
-                    d.effects.push(Effect::Chat(ChatBody::Note {
-                        mentions: vec![],
-                        text: format!("✅ {} resolved: the alert cleared.", inc.id),
-                    }));
-                } else {
-                    d.effects.push(Effect::Chat(ChatBody::Note {
-                mentions: vec![],
-                text: format!(
-                            "Monitoring reports the alert for {} resolved. Resolve the incident when you are satisfied.",
-                            inc.id
-                        ),
-                    }));
+                let quiet = cfg.resolve_after_clear(inc.playbook.as_deref(), inc.severity);
+                let id = inc.id;
+                match (quiet, &inc.acknowledged_by) {
+                    (Some(0), _) if inc.status.can_become(Status::Resolved) => {
+                        let ev = inc
+                            .transition(
+                                Status::Resolved,
+                                &system,
+                                ctx.now,
+                                Some(
+                                    "the alert resolved and the playbook resolves on clear".into(),
+                                ),
+                            )
+                            .expect("checked above");
+                        d.events.push(ev);
+                        d.effects
+                            .push(note(format!("✅ {id} resolved: the alert cleared.")));
+                    }
+                    (Some(_), Some(by)) => {
+                        d.effects.push(note(format!(
+                            "🟢 The alert for {id} cleared; escalation stopped. {id} was acknowledged by {}, so it stays open: resolve it when you are satisfied.",
+                            by.display()
+                        )));
+                    }
+                    (Some(secs), None) => {
+                        d.effects.push(Effect::ArmTimer(Timer {
+                            incident: id,
+                            kind: TimerKind::ResolveAfterClear,
+                            at: ctx.now + Duration::seconds(secs as i64),
+                        }));
+                        d.effects.push(note(format!(
+                            "🟢 The alert for {id} cleared; escalation stopped. {id} resolves in {} unless the alert fires again or someone acknowledges it.",
+                            human_seconds(secs)
+                        )));
+                    }
+                    (None, _) => {
+                        d.effects.push(note(format!(
+                            "🟢 Monitoring reports the alert for {id} resolved; escalation stopped. Resolve the incident when you are satisfied."
+                        )));
+                    }
                 }
                 push_card(&mut inc, ctx, &mut d);
             }
             d.incident = Some(inc);
         }
     }
+    d
+}
+
+/// The timers that chase people about a firing alert: disarmed when it clears, and doing
+/// nothing if they fire for an incident whose alert has cleared.
+const ESCALATION_TIMERS: [TimerKind; 3] = [
+    TimerKind::AckDeadline,
+    TimerKind::RepairDeadline,
+    TimerKind::ApprovalExpiry,
+];
+
+/// This alert fires again soon enough after incidentd itself resolved `recent` (on its clear,
+/// or by a verified action) that it is the same trouble flapping, not a new incident. An
+/// incident a person resolved stays resolved: the re-fire opens a new one (a recurrence).
+fn flapped(recent: &Incident, key: &str, cfg: &Config, ctx: Ctx<'_>) -> bool {
+    let window = cfg.engine.flap_window_seconds;
+    recent.status == Status::Resolved
+        && recent.key() == key
+        && window > 0
+        && recent.resolved_by.as_ref().is_some_and(Actor::is_system)
+        && recent
+            .resolved_at
+            .is_some_and(|at| ctx.now - at <= Duration::seconds(window as i64))
+}
+
+/// Reopens an incident incidentd resolved within the flap window: the same thread and
+/// history, escalation from now.
+fn reopen_on_refire(mut inc: Incident, alert: &Alert, cfg: &Config, ctx: Ctx<'_>) -> Decision {
+    let mut d = Decision::default();
+    if let Some(g) = inc.group.as_mut() {
+        let instance = alert.instance(&cfg.engine.group_by);
+        g.record(&alert.fingerprint, instance, AlertStatus::Firing, ctx.now);
+    }
+    let system = Actor::system();
+    let ago = inc
+        .resolved_at
+        .map_or(0, |at| (ctx.now - at).num_seconds().max(0));
+    let reason = format!(
+        "the alert fired again {} after {} resolved (flap window {})",
+        human_seconds(ago as u64),
+        inc.id,
+        human_seconds(cfg.engine.flap_window_seconds)
+    );
+    let ev = inc
+        .transition(Status::Open, &system, ctx.now, Some(reason.clone()))
+        .expect("a resolved incident can be reopened");
+    d.events.push(ev);
+    inc.alert_status = AlertStatus::Firing;
+    inc.alert_count += 1;
+    inc.last_seen_at = ctx.now;
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: system,
+        kind: EventKind::AlertRefired,
+    });
+    d.effects
+        .push(note(format!("🔁 {} reopened: {reason}.", inc.id)));
+    arm_deadlines(&inc, cfg, ctx, &mut d);
+    push_card(&mut inc, ctx, &mut d);
+    d.incident = Some(inc);
     d
 }
 
@@ -858,6 +986,8 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx<'_>) ->
                     .push(Effect::Chat(ChatBody::RenderCard { post: false }));
             }
         }
+        // Set before the alert cleared (or by an older version that did not disarm them).
+        kind if ESCALATION_TIMERS.contains(&kind) && inc.alert_status == AlertStatus::Resolved => {}
         TimerKind::AckDeadline => {
             if esc.on_missed_ack && inc.status.is_active() && inc.acknowledged_at.is_none() {
                 let reason = format!(
@@ -902,9 +1032,74 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx<'_>) ->
                 escalate(&mut inc, &Actor::system(), reason, cfg, ctx, &mut d);
             }
         }
+        TimerKind::ResolveAfterClear => resolve_after_clear(&mut inc, cfg, ctx, &mut d),
     }
     d.incident = Some(inc);
     d
+}
+
+/// The quiet period after the clear is over: resolve, unless the alert fired again, someone
+/// acknowledged the incident meanwhile (then it is theirs to resolve), or an action is still
+/// in flight (then wait another quiet period rather than resolve under it).
+fn resolve_after_clear(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
+    if !inc.status.is_active() || inc.alert_status != AlertStatus::Resolved {
+        return;
+    }
+    let Some(quiet) = cfg.resolve_after_clear(inc.playbook.as_deref(), inc.severity) else {
+        return;
+    };
+    let system = Actor::system();
+    let id = inc.id;
+    let say = |d: &mut Decision, text: String| {
+        d.events.push(TimelineEvent {
+            at: ctx.now,
+            actor: system.clone(),
+            kind: EventKind::Note { text: text.clone() },
+        });
+        d.effects.push(note(text));
+    };
+    if let Some(by) = &inc.acknowledged_by {
+        let text = format!(
+            "The alert stayed clear, but {id} is acknowledged by {}: it stays open until resolved by hand.",
+            by.display()
+        );
+        say(d, text);
+        return;
+    }
+    let busy: Vec<String> = inc
+        .actions
+        .iter()
+        .filter(|a| matches!(a.status, ActionStatus::Approved | ActionStatus::Running))
+        .map(|a| format!("`{}`", a.id))
+        .collect();
+    if !busy.is_empty()
+        || inc.status == Status::Verifying
+        || !inc.status.can_become(Status::Resolved)
+    {
+        let what = if busy.is_empty() {
+            "a verification".to_string()
+        } else {
+            busy.join(", ")
+        };
+        d.effects.push(Effect::ArmTimer(Timer {
+            incident: id,
+            kind: TimerKind::ResolveAfterClear,
+            at: ctx.now + Duration::seconds(quiet.max(1) as i64),
+        }));
+        let text = format!(
+            "The alert stayed clear, but {what} is still running: {id} resolves in {} if it stays clear.",
+            human_seconds(quiet)
+        );
+        say(d, text);
+        return;
+    }
+    let reason = format!("the alert stayed clear for {}", human_seconds(quiet));
+    let ev = inc
+        .transition(Status::Resolved, &system, ctx.now, Some(reason.clone()))
+        .expect("checked above");
+    d.events.push(ev);
+    d.effects.push(note(format!("✅ {id} resolved: {reason}.")));
+    push_card(inc, ctx, d);
 }
 
 /// Escalates: records why, mentions the on-call, raises severity and pages if configured.

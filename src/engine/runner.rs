@@ -203,7 +203,10 @@ impl Engine {
             inputs
                 .into_iter()
                 .map(|i| match i {
-                    Input::Alert(a) if !open.contains_key(&a.fingerprint) => {
+                    Input::Alert(a)
+                        if !open.contains_key(&a.group_key(&self.cfg.engine.group_by))
+                            && !open.contains_key(&a.fingerprint) =>
+                    {
                         let pre = PreTriage::of(&a, &self.cfg);
                         Input::Triaged(a, Box::new(pre))
                     }
@@ -658,6 +661,18 @@ impl Batch<'_> {
         Ok(self.open.get(fp).copied())
     }
 
+    /// The open incident of an alert's group; an incident opened before incidents were groups
+    /// is still found by the alert's fingerprint.
+    fn open_for_alert(
+        &mut self,
+        a: &crate::domain::alert::Alert,
+    ) -> Result<Option<IncidentId>, StoreError> {
+        match self.open_for(&a.group_key(&self.cfg.engine.group_by))? {
+            Some(id) => Ok(Some(id)),
+            None => self.open_for(&a.fingerprint),
+        }
+    }
+
     fn load(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
         if let Some(i) = self.incidents.get(&id) {
             return Ok(Some(i.clone()));
@@ -722,8 +737,9 @@ impl Batch<'_> {
         self.observed.push(o);
     }
 
-    /// Stored history plus what this batch added.
-    fn history(&mut self, fp: &str) -> Result<Vec<PastIncident>, StoreError> {
+    /// Stored history plus what this batch added, and the newest of its incidents as it is
+    /// now (the one a re-fire within the flap window reopens).
+    fn history(&mut self, fp: &str) -> Result<(Vec<PastIncident>, Option<Incident>), StoreError> {
         let mut h = if self.with_history.contains(fp) {
             self.store.history(fp)?
         } else {
@@ -732,7 +748,11 @@ impl Batch<'_> {
         if let Some(extra) = self.histories.get(fp) {
             h.extend(extra.iter().cloned());
         }
-        Ok(h)
+        let recent = match h.iter().max_by_key(|p| p.resolved_at) {
+            Some(p) => self.load(p.id)?,
+            None => None,
+        };
+        Ok((h, recent))
     }
 
     fn execution(&mut self, key: &str) -> Result<Option<Execution>, StoreError> {
@@ -775,7 +795,7 @@ impl Batch<'_> {
     /// Handles one input. `Err` only for storage failures (which fail the whole batch).
     fn apply(&mut self, input: Input) -> Result<Result<Outcome, UserError>, StoreError> {
         let target = match &input {
-            Input::Alert(a) | Input::Triaged(a, _) => self.open_for(&a.fingerprint)?,
+            Input::Alert(a) | Input::Triaged(a, _) => self.open_for_alert(a)?,
             Input::Command { command, .. } => command_target(command),
             Input::ThreadMessage { incident, .. } => Some(*incident),
             Input::Timer(t) => {
@@ -832,7 +852,7 @@ impl Batch<'_> {
             Some(inc),
         ) = (&input, &existing)
         {
-            if let Some(other) = self.open_for(&inc.fingerprint)? {
+            if let Some(other) = self.open_for(inc.key())? {
                 if other != *id {
                     return Ok(Err(UserError(format!(
                         "{other} is already open for this alert; {id} stays resolved"
@@ -840,10 +860,6 @@ impl Batch<'_> {
                 }
             }
         }
-        let was_active = existing.as_ref().map(|i| i.status.is_active());
-        let was_acked = existing
-            .as_ref()
-            .is_some_and(|i| i.acknowledged_at.is_some());
         if let Input::Alert(a) | Input::Triaged(a, _) = &input {
             let status = match a.status {
                 crate::domain::alert::AlertStatus::Firing => "firing",
@@ -857,13 +873,24 @@ impl Batch<'_> {
                 ],
             ));
         }
-        // Alerts that may open an incident see the fingerprint's history (recurrence).
-        let history = match (&input, &existing) {
-            (Input::Alert(a) | Input::Triaged(a, _), None) => self.history(&a.fingerprint)?,
-            _ => Vec::new(),
+        // Alerts that may open an incident see the fingerprint's history (recurrence) and its
+        // most recently resolved incident (flap window).
+        let (history, recent) = match (&input, &existing) {
+            (Input::Alert(a) | Input::Triaged(a, _), None) => {
+                self.history(&a.group_key(&self.cfg.engine.group_by))?
+            }
+            _ => (Vec::new(), None),
         };
+        // How the incident the decision is about was before it (if it existed): `existing`, or
+        // the recent one when a re-fire reopened it.
+        let before: Vec<(IncidentId, bool, bool)> = existing
+            .iter()
+            .chain(recent.iter())
+            .map(|i| (i.id, i.status.is_active(), i.acknowledged_at.is_some()))
+            .collect();
         let ctx = Ctx {
             history: &history,
+            recent: recent.as_ref(),
             now: self.now,
             next_id: IncidentId(self.next_id),
         };
@@ -881,6 +908,10 @@ impl Batch<'_> {
             return Ok(Ok(outcome));
         };
         let id = inc.id;
+        let (was_active, was_acked) = before
+            .iter()
+            .find(|b| b.0 == id)
+            .map_or((None, false), |b| (Some(b.1), b.2));
         if d.created {
             self.next_id += 1;
             self.w.next_id = Some(self.next_id);
@@ -914,16 +945,16 @@ impl Batch<'_> {
         if was_active == Some(true) && !active {
             if let Some(past) = PastIncident::of(&inc) {
                 self.histories
-                    .entry(inc.fingerprint.clone())
+                    .entry(inc.key().to_string())
                     .or_default()
                     .push(past.clone());
-                self.w.history.push((inc.fingerprint.clone(), past));
+                self.w.history.push((inc.key().to_string(), past));
             }
         }
         match (was_active, active) {
-            (None, true) | (Some(false), true) => self.set_fingerprint(&inc.fingerprint, Some(id)),
-            (Some(true), false) if self.open_for(&inc.fingerprint)? == Some(id) => {
-                self.set_fingerprint(&inc.fingerprint, None)
+            (None, true) | (Some(false), true) => self.set_fingerprint(inc.key(), Some(id)),
+            (Some(true), false) if self.open_for(inc.key())? == Some(id) => {
+                self.set_fingerprint(inc.key(), None)
             }
             _ => {}
         }

@@ -7,6 +7,9 @@ use crate::domain::alert::{AlertSource, Platform};
 use crate::domain::incident::{ActionStatus, PastIncident};
 use crate::domain::policy::Refusal;
 
+mod clears;
+mod groups;
+
 const CFG: &str = r#"
 [engine]
 card_coalesce_seconds = 5
@@ -63,6 +66,7 @@ fn t0() -> DateTime<Utc> {
 fn ctx(secs: i64) -> Ctx<'static> {
     Ctx {
         history: &[],
+        recent: None,
         now: t0() + Duration::seconds(secs),
         next_id: IncidentId(1),
     }
@@ -83,6 +87,7 @@ fn alert(title: &str, sev: &str, status: AlertStatus) -> Alert {
         ends_at: None,
         links: vec![],
         origin: None,
+        group_labels: Default::default(),
     }
 }
 
@@ -316,7 +321,7 @@ fn resolved_alerts() {
     assert_eq!(inc.status, Status::Resolved);
     assert!(inc.resolved_by.as_ref().unwrap().is_system());
 
-    // Without auto_resolve: the alert is marked cleared; a human resolves.
+    // Without auto_resolve: the alert is marked cleared; the quiet period starts (see `clears`).
     let inc = open("agent deadlock", "critical");
     assert_eq!(inc.playbook.as_deref(), Some("orch"));
     let d = handle(
@@ -351,7 +356,10 @@ fn resolved_alerts() {
             ..
         }]
     ));
-    assert_eq!(chats(&d), [&ChatBody::RenderCard { post: false }]);
+    assert!(matches!(
+        chats(&d)[..],
+        [ChatBody::Note { text, .. }, ChatBody::RenderCard { post: false }] if text.contains("firing again")
+    ));
 }
 
 #[test]

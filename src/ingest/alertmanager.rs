@@ -2,6 +2,10 @@
 //!
 //! Only the fields the bot uses are declared; the rest (`groupKey`, `commonLabels`, …) is
 //! skipped unparsed, which keeps decoding cheap and accepts fields newer Alertmanagers add.
+//! The notification's `groupLabels` (what the route's `group_by` grouped by) go on every alert:
+//! the alerts of one Alertmanager group become one incident. The label set is used rather than
+//! the `groupKey` string because the same group posted into a chat channel can be matched by
+//! its labels, never by Alertmanager's route path.
 
 use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer};
@@ -24,6 +28,8 @@ struct Webhook {
     _version: Version,
     #[serde(rename = "externalURL", default)]
     external_url: Option<String>,
+    #[serde(rename = "groupLabels", default)]
+    group_labels: StringMap,
     alerts: BoundedList<WebhookAlert>,
 }
 
@@ -62,15 +68,21 @@ pub(super) fn decode(body: &[u8]) -> Result<Vec<Alert>, DecodeError> {
         return Err(DecodeError::invalid("alerts", "must not be empty"));
     }
     let external_url = hook.external_url.as_deref();
+    let group = &hook.group_labels.0;
     alerts
         .into_iter()
         .enumerate()
-        .map(|(i, alert)| alert.into_alert(i, external_url))
+        .map(|(i, alert)| alert.into_alert(i, external_url, group))
         .collect()
 }
 
 impl WebhookAlert {
-    fn into_alert(self, index: usize, external_url: Option<&str>) -> Result<Alert, DecodeError> {
+    fn into_alert(
+        self,
+        index: usize,
+        external_url: Option<&str>,
+        group: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Alert, DecodeError> {
         let labels = self.labels.0;
         let mut annotations = self.annotations.0;
         if labels.is_empty() {
@@ -111,6 +123,7 @@ impl WebhookAlert {
             ends_at: real_time(self.ends_at),
             links,
             origin: None,
+            group_labels: group.clone(),
         })
     }
 }

@@ -305,6 +305,7 @@ pub fn parse_chat_message(msg: &ChatMessage) -> Option<Alert> {
             channel: msg.channel.clone(),
             message_id: msg.message_id.clone(),
         }),
+        group_labels: Default::default(),
     })
 }
 

@@ -159,6 +159,7 @@ impl GenericAlert {
             ends_at: None,
             links,
             origin: None,
+            group_labels: Default::default(),
         })
     }
 }

@@ -150,6 +150,7 @@ impl UnifiedAlert {
             ends_at: real_time(self.ends_at),
             links,
             origin: None,
+            group_labels: Default::default(),
         })
     }
 }
@@ -257,6 +258,7 @@ impl Body {
             ends_at: None,
             links,
             origin: None,
+            group_labels: Default::default(),
         })
     }
 }

@@ -926,3 +926,32 @@ fn the_deltas_decoded_at_open_serve_start_up_and_give_way_to_the_first_commit() 
     assert_eq!(open_for(&s, "fpB"), Some(IncidentId(2)));
     assert!(s.timers().unwrap().is_empty());
 }
+
+#[test]
+fn the_quiet_period_timer_is_stored_under_a_stable_name_and_survives_a_reopen() {
+    let clear = timer(5, TimerKind::ResolveAfterClear, 300);
+    // The stored name is part of the format: renaming the variant would strand stored timers.
+    assert_eq!(
+        serde_json::to_value(clear).unwrap()["kind"],
+        "resolve_after_clear"
+    );
+    assert_eq!(TimerKind::ResolveAfterClear.as_str(), "resolve_after_clear");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.commit(&WriteSet {
+            timers: vec![(
+                IncidentId(5),
+                vec![timer(5, TimerKind::AckDeadline, 1), clear],
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s.timers().unwrap(),
+        [timer(5, TimerKind::AckDeadline, 1), clear]
+    );
+}

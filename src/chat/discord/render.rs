@@ -138,6 +138,9 @@ pub fn embed(card: &IncidentCard) -> Value {
     if let Some(a) = &card.acknowledged_by {
         fields.push(field("Acknowledged by", a.clone(), true));
     }
+    if let Some(g) = &card.alerts {
+        fields.push(field("Group", truncate_chars(g, FIELD_VALUE_MAX), false));
+    }
     if let Some(r) = &card.recurrence {
         fields.push(field(
             "Recurrence",
@@ -520,6 +523,7 @@ mod tests {
                 },
             ],
             origin: None,
+            alerts: Some("2 firing, 1 resolved: pod=b (firing), pod=a (resolved)".into()),
         }
     }
 
@@ -543,11 +547,16 @@ mod tests {
                 "Kind",
                 "Alerts",
                 "Targets",
+                "Group",
                 "Links",
                 "Recommended actions"
             ]
         );
-        assert!(e["fields"][4]["value"]
+        assert_eq!(
+            e["fields"][4]["value"],
+            "2 firing, 1 resolved: pod=b (firing), pod=a (resolved)"
+        );
+        assert!(e["fields"][5]["value"]
             .as_str()
             .unwrap()
             .contains("(https://runbooks.example/api)"));

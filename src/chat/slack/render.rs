@@ -148,6 +148,9 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
     ];
     debug_assert!(fields.len() <= MAX_FIELDS);
     blocks.push(json!({ "type": "section", "fields": fields }));
+    if let Some(g) = &card.alerts {
+        blocks.push(json!({ "type": "section", "text": mrkdwn(format!("*Group*\n{}", escape(g)), MAX_SECTION_TEXT) }));
+    }
     let links: Vec<String> = card
         .links
         .iter()
