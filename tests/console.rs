@@ -726,6 +726,25 @@ async fn demo_script_fills_the_console() {
     assert_eq!(llm.len(), 2, "{list:?}");
     assert!(llm.iter().any(|i| i["status"] == "resolved"));
     assert!(llm.iter().any(|i| i["status"] != "resolved"));
+    // Demo alerts started shortly before they were sent: reports do not say "181 h" to detect.
+    let mut with_start = 0;
+    for i in list {
+        let at = |k: &str| {
+            i[k].as_str()
+                .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap())
+        };
+        let Some(started) = at("started_at") else {
+            continue; // generic JSON alerts carry no start
+        };
+        with_start += 1;
+        let detect = at("opened_at").unwrap() - started;
+        assert!(
+            detect >= chrono::Duration::zero() && detect <= chrono::Duration::minutes(10),
+            "{} detected after {detect}",
+            i["id"]
+        );
+    }
+    assert!(with_start >= 4, "{list:?}");
     app.stop().await;
 }
 
