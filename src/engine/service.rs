@@ -455,7 +455,7 @@ pub fn render_timeline(
     timeline: &[crate::domain::incident::TimelineEvent],
 ) -> String {
     let mut s = format!("Timeline of `{}` — {}\n", inc.id, inc.title);
-    for e in timeline {
+    for e in crate::domain::incident::shown_timeline(timeline) {
         let _ = writeln!(s, "• {} {}", e.at.format("%H:%M:%S"), e.describe());
     }
     s
