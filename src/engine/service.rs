@@ -123,6 +123,11 @@ impl ChatService {
         &self.cfg
     }
 
+    /// The engine (dashboards read its stats).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub fn is_alert_channel(&self, channel: &str) -> bool {
         self.alert_channels.contains(channel)
     }
