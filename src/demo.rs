@@ -8,6 +8,7 @@
 //! (the real templating and its refusals) but never launches it, so clicking "Approve" in a demo
 //! cannot touch your cluster.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tracing::warn;
 
@@ -240,6 +242,33 @@ pub fn script() -> Vec<Step> {
     ]
 }
 
+/// How long before it is sent a demo alert started firing.
+const STARTED_BEFORE: chrono::Duration = chrono::Duration::minutes(2);
+
+/// `body` as sent at `now`: each Alertmanager alert started [`STARTED_BEFORE`] it was first
+/// sent (repeats keep that start, as Alertmanager does) and a cleared one ends `now`. `starts`
+/// remembers the starts by alert name until the alert clears. Generic JSON is left as it is.
+pub fn stamp(
+    body: &Value,
+    starts: &mut HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Value {
+    let mut body = body.clone();
+    let time = |t: DateTime<Utc>| json!(t.to_rfc3339_opts(SecondsFormat::Secs, true));
+    if let Some(alerts) = body.get_mut("alerts").and_then(Value::as_array_mut) {
+        for a in alerts {
+            let name = a["labels"]["alertname"].as_str().unwrap_or("").to_string();
+            let start = *starts.entry(name.clone()).or_insert(now - STARTED_BEFORE);
+            a["startsAt"] = time(start);
+            if a["status"] == "resolved" {
+                a["endsAt"] = time(now);
+                starts.remove(&name);
+            }
+        }
+    }
+    body
+}
+
 /// Bearer tokens the webhooks need, from the config.
 #[derive(Clone, Default)]
 pub struct WebhookTokens {
@@ -268,6 +297,7 @@ pub async fn feed(
         .timeout(Duration::from_secs(10))
         .build()?;
     let steps = script();
+    let mut starts = HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         if i > 0 && !pace.is_zero() {
             tokio::time::sleep(pace).await;
@@ -278,7 +308,7 @@ pub async fn feed(
         };
         let mut req = http
             .post(format!("{base}{}", step.endpoint.path()))
-            .json(&step.body);
+            .json(&stamp(&step.body, &mut starts, Utc::now()));
         if let Some(t) = token {
             req = req.bearer_auth(t.expose());
         }
@@ -368,6 +398,39 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alerts_start_shortly_before_they_are_sent() {
+        let t0 = "2026-12-07T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let mut starts = HashMap::new();
+        let steps = script();
+        let starts_at = |v: &Value| v["alerts"][0]["startsAt"].as_str().unwrap().to_string();
+        let first = stamp(&steps[0].body, &mut starts, t0);
+        assert_eq!(starts_at(&first), "2026-12-07T09:58:00Z");
+        // A repeat of the same alert keeps its start; generic JSON has none and is untouched.
+        let later = t0 + chrono::Duration::minutes(5);
+        let again = stamp(&steps[0].body, &mut starts, later);
+        assert_eq!(starts_at(&again), "2026-12-07T09:58:00Z");
+        assert_eq!(stamp(&steps[1].body, &mut starts, later), steps[1].body);
+        // A cleared alert ends now; when it fires again, it starts again.
+        let rl = |status: &str| {
+            steps
+                .iter()
+                .find(|s| {
+                    s.body["status"] == status
+                        && s.body["alerts"][0]["labels"]["alertname"] == "LLMProviderRateLimit"
+                })
+                .unwrap()
+                .body
+                .clone()
+        };
+        stamp(&rl("firing"), &mut starts, t0);
+        let cleared = stamp(&rl("resolved"), &mut starts, later);
+        assert_eq!(starts_at(&cleared), "2026-12-07T09:58:00Z");
+        assert_eq!(cleared["alerts"][0]["endsAt"], "2026-12-07T10:05:00Z");
+        let back = stamp(&rl("firing"), &mut starts, later);
+        assert_eq!(starts_at(&back), "2026-12-07T10:03:00Z");
+    }
 
     #[test]
     fn script_covers_kinds_severities_repeats_and_a_refire_after_the_clear() {

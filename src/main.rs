@@ -35,8 +35,6 @@ enum Cmd {
     Run,
     /// Check the config and print every problem with its key path; exits 1 if there is any.
     CheckConfig,
-    /// Dry run: show the incident, severity, kind, actions and approvers an alert would get.
-    /// Touches neither the store nor any chat.
     /// Print the post-incident report of an incident as Markdown: from the running bot's API,
     /// or straight from the store when the bot is not running.
     Report {
@@ -46,6 +44,8 @@ enum Cmd {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Dry run: show the incident, severity, kind, actions and approvers an alert would get.
+    /// Touches neither the store nor any chat.
     Simulate {
         /// The alert: an Alertmanager/Grafana/generic JSON payload, or the text of a chat message.
         #[arg(long)]
@@ -217,7 +217,18 @@ fn report(
         Err(e) if e.is_connect() => {
             use incidentd::ports::Store;
             let store =
-                incidentd::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?;
+                match incidentd::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb) {
+                    Ok(s) => s,
+                    // sled's words for a store another process holds.
+                    Err(e) if e.to_string().contains("could not acquire lock") => anyhow::bail!(
+                        "no bot answered at {base}, and the store at {} is locked: another \
+                         incidentd (the running bot?) has it open.\n\
+                         Ask the running bot instead: incidentd report {id} --url http://127.0.0.1:8080 \
+                         (its server.listen address)",
+                        cfg.store.path.display()
+                    ),
+                    Err(e) => return Err(e.into()),
+                };
             let inc = store.get_incident(id)?.ok_or_else(|| {
                 anyhow::anyhow!("{id} does not exist in {}", cfg.store.path.display())
             })?;

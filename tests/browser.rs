@@ -1,8 +1,12 @@
 //! The console in a real headless Chromium, driven over the W3C WebDriver protocol (chromedriver)
-//! from Rust with a minimal client: log in, see an incident appear live after a webhook POST,
-//! approve an action and watch the card and thread update, open the incident page and the stats,
-//! post an alert message, and have requests without session or CSRF token refused. Screenshots
-//! go to `<target>/console-screenshots/`.
+//! from Rust with a minimal client: log in, see an incident appear live after a webhook POST
+//! (one Preview button per action, relative times and countdowns), read a private answer rendered
+//! from Markdown, approve an action and watch the card and thread update, open the incident page
+//! (the report rendered, an escalation on the timeline once), post an alert message, resolve an
+//! incident and see its card fold, read the stats against their targets over a chosen window, and
+//! have requests without session or CSRF token refused. Screenshots (the alert channel, an
+//! incident page, the stats page, …) go to `<target>/console-screenshots/`; the test prints the
+//! path.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them). Only when
 //! they are not installed does the test pass with a "skipped" message; any failure once they are
@@ -36,6 +40,10 @@ run = { type = "command", argv = ["/bin/true"] }
 
 [policy.P1]
 approvers = ["console:alice"]
+
+# Not acknowledged within 2 s: incidentd escalates P2 incidents (the pasted alert) by itself.
+[severity.P2]
+detect_seconds = 2
 
 [[console.users]]
 name = "alice"
@@ -114,6 +122,24 @@ impl Browser {
             .to_string()
     }
 
+    /// Runs synchronous JavaScript; its return value.
+    async fn js(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    async fn attr(&self, el: &str, name: &str) -> String {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{el}/attribute/{name}"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
     async fn script(&self, script: &str) -> Value {
         self.post("/execute/async", json!({ "script": script, "args": [] }))
             .await
@@ -180,6 +206,7 @@ async fn console_in_headless_chromium() {
         .unwrap()
         .join("console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
+    eprintln!("screenshots go to {}", shots.display());
 
     // The app.
     let dir = tempfile::tempdir().unwrap();
@@ -265,11 +292,43 @@ async fn console_in_headless_chromium() {
     assert!(b.text(&title).await.contains("HighErrorRate"));
     b.screenshot("03-incident-live").await;
 
+    // One Preview button per proposed action.
+    let previews = b
+        .js("return document.querySelectorAll('#card-INC-1 button[value^=\"preview:\"]').length;")
+        .await;
+    assert_eq!(previews, 1);
+    // How long it has been open, the absolute time as a title, and the countdowns.
+    let age = b.css("#card-INC-1 time.age").await;
+    assert!(b.text(&age).await.starts_with("open for "));
+    let title = b.attr(&age, "title").await;
+    assert!(
+        title.starts_with("opened ") && title.ends_with(" UTC"),
+        "{title}"
+    );
+    let ack = b.css("#card-INC-1 [data-what=acknowledge]").await;
+    let ack = b.text(&ack).await;
+    assert!(
+        ack.ends_with(" left to acknowledge") || ack.starts_with("acknowledge overdue by "),
+        "{ack}"
+    );
+    b.css("#card-INC-1 [data-what=repair]").await;
+
+    // A private answer is rendered Markdown: code, not backticks.
+    b.click(&b.css(r#"button[value="preview:INC-1:restart"]"#).await)
+        .await;
+    let code = b
+        .xpath("//div[@id='card-INC-1']//div[contains(@class,'ephemeral') and contains(., 'Preview of')]//code")
+        .await;
+    assert_eq!(b.text(&code).await, "restart");
+    let answer = b.css("#card-INC-1 .ephemeral").await;
+    let answer = b.text(&answer).await;
+    assert!(!answer.contains('`'), "{answer}");
+
     // Approve the action: the private answer, the thread notes and the card update live.
     b.click(&b.css(r#"button[value="approve:INC-1:restart"]"#).await)
         .await;
     b.xpath(
-        "//div[@id='card-INC-1']//p[contains(@class,'ephemeral') and contains(., 'Approval of')]",
+        "//div[@id='card-INC-1']//div[contains(@class,'ephemeral') and contains(., 'Approval of')]",
     )
     .await;
     b.xpath("//ol[@id='replies-INC-1']/li[contains(., 'queued for execution')]")
@@ -280,17 +339,23 @@ async fn console_in_headless_chromium() {
         .await;
     b.screenshot("04-approved").await;
 
-    // The incident page: card and timeline.
+    // The incident page: card, timeline, and the report rendered (a table, no Markdown marks).
     b.click(&b.css("#title-INC-1 a").await).await;
     let timeline = b.css("ol.timeline").await;
     let tl = b.text(&timeline).await;
     assert!(tl.contains("approved") && tl.contains("succeeded"), "{tl}");
+    b.css("div.report.md table td").await;
+    let report = b.css("div.report.md").await;
+    let report = b.text(&report).await;
+    assert!(report.contains("Severity"), "{report}");
+    assert!(
+        !report.contains("| Severity") && !report.contains("## ") && !report.contains('`'),
+        "{report}"
+    );
     b.screenshot("05-incident-page").await;
-
-    // Stats.
-    b.goto(&format!("{base}/console/stats")).await;
-    b.css("svg.chart").await;
-    b.screenshot("06-stats").await;
+    b.js("document.getElementById('rp-h').scrollIntoView(); return true;")
+        .await;
+    b.screenshot("06-incident-report").await;
 
     // A pasted alert message opens an incident, live.
     b.goto(&format!("{base}/console/alerts")).await;
@@ -303,13 +368,75 @@ async fn console_in_headless_chromium() {
     assert!(b.text(&t2).await.contains("QueueBacklog"));
     b.screenshot("07-pasted-alert").await;
 
+    // `/incident help` in the compose box: its answer rendered too.
+    b.type_into(&compose, "/incident help").await;
+    b.click(&b.css("#compose button[type=submit]").await).await;
+    b.xpath("//form[@id='compose']//div[contains(@class,'ephemeral')]//code[.='ack INC-n']")
+        .await;
+
+    // INC-2 is not acknowledged in time and escalates: its timeline says so once.
+    b.css(r#"#card-INC-2[data-status="escalated"]"#).await;
+    b.goto(&format!("{base}/console/incidents/INC-2")).await;
+    let escalations = b
+        .js("return [...document.querySelectorAll('ol.timeline li')].filter(l => l.textContent.includes('Escalated')).length;")
+        .await;
+    assert_eq!(escalations, 1);
+    b.screenshot("08-escalated-incident-page").await;
+
+    // Resolve INC-1: its card folds to a line, much smaller than the open INC-2's.
+    b.goto(&format!("{base}/console/alerts")).await;
+    b.css("#live.on").await;
+    b.click(&b.css(r#"button[value="resolve:INC-1"]"#).await)
+        .await;
+    let folded = b.css("#card-INC-1.compact").await;
+    assert!(b.text(&folded).await.contains("resolved after "));
+    let heights = b
+        .js("return ['card-INC-1', 'card-INC-2'].map(id => document.getElementById(id).getBoundingClientRect().height);")
+        .await;
+    let (resolved, open) = (heights[0].as_f64().unwrap(), heights[1].as_f64().unwrap());
+    assert!(
+        resolved * 2.0 < open,
+        "resolved {resolved}px, open {open}px"
+    );
+    b.screenshot("09-alert-channel").await;
+
+    // Stats: the outcome numbers against their targets, a window, and the trend.
+    b.goto(&format!("{base}/console/stats")).await;
+    b.css(r#".windows a[aria-current="page"][href="/console/stats?days=7"]"#)
+        .await;
+    b.click(&b.css(r#".windows a[href="/console/stats?days=30"]"#).await)
+        .await;
+    b.css(r#".windows a[aria-current="page"][href="/console/stats?days=30"]"#)
+        .await;
+    let outcomes = b.css("table.outcomes").await;
+    let outcomes = b.text(&outcomes).await;
+    for want in [
+        "MTTR",
+        "MTTA",
+        "Manual intervention",
+        "RCA completion",
+        "Recurrence",
+        "≥ 95%",
+    ] {
+        assert!(outcomes.contains(want), "{want} in {outcomes}");
+    }
+    let trends = b
+        .js("return document.querySelectorAll('svg.chart.trend').length;")
+        .await;
+    assert_eq!(trends, 2);
+    b.css("table.targets").await;
+    b.screenshot("10-stats").await;
+    b.js("document.querySelector('.charts').scrollIntoView(); return true;")
+        .await;
+    b.screenshot("11-stats-trend").await;
+
     // From the logged-in page, a post without the CSRF token is refused (403) ...
     let status = b
         .script(
             "const done = arguments[arguments.length - 1];
              fetch('/console/button', {method: 'POST', credentials: 'same-origin',
                headers: {'accept': 'application/json'},
-               body: new URLSearchParams({action_id: 'resolve:INC-1'})})
+               body: new URLSearchParams({action_id: 'resolve:INC-2'})})
              .then(r => done(r.status), e => done(String(e)));",
         )
         .await;
@@ -317,12 +444,12 @@ async fn console_in_headless_chromium() {
     // ... and without a session, 401.
     let r = reqwest::Client::new()
         .post(format!("{base}/console/button"))
-        .form(&[("action_id", "resolve:INC-1")])
+        .form(&[("action_id", "resolve:INC-2")])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let inc: Value = reqwest::get(format!("{base}/api/v1/incidents/INC-1"))
+    let inc: Value = reqwest::get(format!("{base}/api/v1/incidents/INC-2"))
         .await
         .unwrap()
         .json()

@@ -366,6 +366,23 @@ impl TimelineEvent {
     }
 }
 
+/// The timeline as people read it. An escalation that changes the status is recorded twice (an
+/// `Escalated` event, which the stats count, and the `StatusChanged` to escalated); shown, it is
+/// one line: the status change, which also says who escalated.
+pub fn shown_timeline(events: &[TimelineEvent]) -> impl Iterator<Item = &TimelineEvent> {
+    events.iter().enumerate().filter_map(move |(i, e)| {
+        let EventKind::Escalated { reason } = &e.kind else {
+            return Some(e);
+        };
+        let doubled = events.get(i + 1).is_some_and(|n| {
+            n.at == e.at
+                && matches!(&n.kind, EventKind::StatusChanged { to: Status::Escalated, note, .. }
+                    if note.as_deref() == Some(reason.as_str()))
+        });
+        (!doubled).then_some(e)
+    })
+}
+
 /// An incident: one per firing alert fingerprint at a time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
@@ -830,6 +847,33 @@ mod tests {
         );
         inc.transition(Status::Open, &alice, t0, None).unwrap();
         assert_eq!(inc.resolved_at, None);
+    }
+
+    #[test]
+    fn an_escalation_is_shown_once() {
+        let mut inc = incident();
+        let t0 = inc.opened_at;
+        let sys = Actor::system();
+        let esc = |reason: &str| TimelineEvent {
+            at: t0,
+            actor: sys.clone(),
+            kind: EventKind::Escalated {
+                reason: reason.into(),
+            },
+        };
+        let changed = inc
+            .transition(Status::Escalated, &sys, t0, Some("not acknowledged".into()))
+            .unwrap();
+        // Escalating again keeps the status: only the Escalated event, which stays.
+        let events = vec![esc("not acknowledged"), changed, esc("worse")];
+        let lines: Vec<String> = shown_timeline(&events).map(|e| e.describe()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "Escalated by incidentd: not acknowledged".to_string(),
+                "Escalated: worse".to_string()
+            ]
+        );
     }
 
     #[test]

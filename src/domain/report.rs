@@ -370,8 +370,7 @@ pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Cla
                 owner: f.owner.clone(),
             })
             .collect(),
-        timeline: timeline
-            .iter()
+        timeline: super::incident::shown_timeline(timeline)
             .map(|e| ReportEntry {
                 at: e.at,
                 actor: e.actor.display(),

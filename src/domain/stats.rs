@@ -404,6 +404,69 @@ impl Book {
     }
 }
 
+/// Incidents opened in one stretch of days, for a trend over the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    /// The first and last UTC day of the stretch.
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+    pub opened: usize,
+    /// Of those, resolved (or closed) by now.
+    pub resolved: usize,
+    /// Their mean time from opening to resolution.
+    pub mttr_seconds: Option<f64>,
+}
+
+impl Book {
+    /// The window's last `days` UTC days (today included) in stretches of `per` days, oldest
+    /// first, every stretch present (a quiet one counts 0); the oldest may be shorter. Each
+    /// incident counts in the stretch of the day it opened.
+    pub fn trend(&self, now: DateTime<Utc>, days: u32, per: u32) -> Vec<Bucket> {
+        let (days, per) = (days.max(1) as i64, per.max(1) as i64);
+        let today = now.date_naive();
+        let n = (days + per - 1) / per;
+        let mut sums = vec![(0usize, 0usize, 0.0f64); n as usize];
+        for r in self.rows.iter().filter(|r| r.present) {
+            let Some(opened) = DateTime::<Utc>::from_timestamp_millis(r.opened) else {
+                continue;
+            };
+            let ago = (today - opened.date_naive()).num_days();
+            if !(0..days).contains(&ago) {
+                continue;
+            }
+            let b = &mut sums[(ago / per) as usize];
+            b.0 += 1;
+            if r.resolved != NONE {
+                b.1 += 1;
+                b.2 += (r.resolved - r.opened) as f64 / 1000.0;
+            }
+        }
+        sums.iter()
+            .enumerate()
+            .rev()
+            .map(|(k, &(opened, resolved, total))| {
+                let k = k as i64;
+                Bucket {
+                    from: today - Duration::days(((k + 1) * per - 1).min(days - 1)),
+                    to: today - Duration::days(k * per),
+                    opened,
+                    resolved,
+                    mttr_seconds: (resolved > 0).then(|| total / resolved as f64),
+                }
+            })
+            .collect()
+    }
+}
+
+/// [`Book::trend`] from the incidents themselves.
+pub fn trend(incidents: &[Incident], now: DateTime<Utc>, days: u32, per: u32) -> Vec<Bucket> {
+    let mut book = Book::new();
+    for i in incidents {
+        book.put(i.id, &Facts::of(i));
+    }
+    book.trend(now, days, per)
+}
+
 /// The numbers over incidents opened in the `days` before `now`, from the incidents
 /// themselves (tests, and tools without an engine).
 pub fn compute(incidents: &[Incident], now: DateTime<Utc>, days: u32) -> Stats {
@@ -679,6 +742,52 @@ mod tests {
             text.contains("⚠️ RCA completion 50% (1/2) — target ≥ 95%"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn trend_by_day_and_by_week() {
+        let now = "2026-12-07T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let mk = |id: u64, opened_mins_ago: i64, ttr_mins: Option<i64>| {
+            let mut i = incident();
+            i.id = IncidentId(id);
+            i.opened_at = at(now, opened_mins_ago);
+            if let Some(m) = ttr_mins {
+                i.status = Status::Resolved;
+                i.resolved_at = Some(i.opened_at + Duration::minutes(m));
+            }
+            i
+        };
+        let day = 24 * 60;
+        let list = [
+            mk(1, 30, Some(10)),      // today
+            mk(2, 60, None),          // today, open
+            mk(3, day, Some(4)),      // yesterday
+            mk(4, 8 * day, Some(20)), // 8 days ago: second week
+            mk(5, 40 * day, Some(1)), // outside 30 days
+        ];
+        let d = trend(&list, now, 7, 1);
+        assert_eq!(d.len(), 7);
+        let last = d.last().unwrap();
+        assert_eq!(last.from, now.date_naive());
+        assert_eq!(last.to, now.date_naive());
+        assert_eq!((last.opened, last.resolved), (2, 1));
+        assert_eq!(last.mttr_seconds, Some(600.0));
+        assert_eq!((d[5].opened, d[5].mttr_seconds), (1, Some(240.0)));
+        assert_eq!(d[0].from, now.date_naive() - Duration::days(6));
+        assert!(d[..5]
+            .iter()
+            .all(|b| b.opened == 0 && b.mttr_seconds.is_none()));
+
+        let w = trend(&list, now, 30, 7);
+        // 30 days in weeks: four full weeks and two older days.
+        assert_eq!(w.len(), 5);
+        assert_eq!(w[0].from, now.date_naive() - Duration::days(29));
+        assert_eq!(w[0].to, now.date_naive() - Duration::days(28));
+        let this_week = &w[4];
+        assert_eq!((this_week.opened, this_week.resolved), (3, 2));
+        assert_eq!(this_week.mttr_seconds, Some(420.0));
+        assert_eq!((w[3].opened, w[3].mttr_seconds), (1, Some(1200.0)));
+        assert_eq!(w.iter().map(|b| b.opened).sum::<usize>(), 4);
     }
 
     #[test]

@@ -123,6 +123,11 @@ impl ChatService {
         &self.cfg
     }
 
+    /// The engine (dashboards read its stats).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub fn is_alert_channel(&self, channel: &str) -> bool {
         self.alert_channels.contains(channel)
     }
@@ -455,7 +460,7 @@ pub fn render_timeline(
     timeline: &[crate::domain::incident::TimelineEvent],
 ) -> String {
     let mut s = format!("Timeline of `{}` — {}\n", inc.id, inc.title);
-    for e in timeline {
+    for e in crate::domain::incident::shown_timeline(timeline) {
         let _ = writeln!(s, "• {} {}", e.at.format("%H:%M:%S"), e.describe());
     }
     s

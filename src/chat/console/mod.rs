@@ -8,11 +8,13 @@
 //! into the app: clicks and messages go through the same [`ChatService`] as Slack and Discord,
 //! with the logged-in console user as the actor, so the policy decides exactly as it does there.
 //!
-//! Layout: `auth` (users, sessions, CSRF), `pages` (maud templates), `routes` (axum handlers and
-//! the SSE stream), `stats` (dashboard figures and the SVG chart); assets live in `assets/` and
-//! are compiled into the binary, so the console works offline.
+//! Layout: `auth` (users, sessions, CSRF), `pages` (maud templates), `markdown` (the bot's
+//! Markdown as safe HTML), `routes` (axum handlers and the SSE stream), `stats` (the stats
+//! page's model and its SVG charts); assets live in `assets/` and are compiled into the binary,
+//! so the console works offline.
 
 pub mod auth;
+mod markdown;
 mod pages;
 mod routes;
 pub mod stats;

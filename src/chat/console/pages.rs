@@ -5,13 +5,15 @@
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
-use super::stats::{bar_chart, human_duration, Stats};
+use super::markdown;
+use super::stats::{bar_chart, trend_chart, StatsView, WINDOWS};
 use super::{ChannelMessage, ThreadItem, ALERT_CHANNEL};
 use crate::domain::alert::AlertStatus;
-use crate::domain::card::{ButtonAction, ButtonStyle, IncidentCard};
-use crate::domain::incident::{Incident, TimelineEvent, ALL_STATUSES};
+use crate::domain::card::{ButtonStyle, IncidentCard};
+use crate::domain::incident::{shown_timeline, Incident, Status, TimelineEvent, ALL_STATUSES};
 use crate::domain::report::Report;
 use crate::domain::severity::{human_seconds, ALL};
+use crate::domain::stats::Ratio;
 use crate::ports::{Execution, ExecutionStatus};
 
 /// Which top-level page is shown (for the navigation's `aria-current`).
@@ -30,6 +32,97 @@ pub struct Viewer<'a> {
 
 fn ts(t: DateTime<Utc>) -> Markup {
     html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S UTC")) } }
+}
+
+fn utc(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A span of time as people say it: `40 s`, `12 min`, `1 h 5 min`, `2 d 3 h`. `console.js`
+/// says it the same way when it updates the countdowns.
+pub fn span(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 if s % 3600 < 60 => format!("{} h", s / 3600),
+        3600..86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        _ => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// What a card needs besides the card to say how long: the time it is rendered and when the
+/// incident was acknowledged and resolved (the chat card does not carry them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Times {
+    pub now: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl Times {
+    pub fn of(inc: &Incident, now: DateTime<Utc>) -> Times {
+        Times {
+            now,
+            acknowledged_at: inc.acknowledged_at,
+            resolved_at: inc.resolved_at.filter(|_| !inc.status.is_active()),
+        }
+    }
+}
+
+/// "open for 12 min" / "resolved after 8 min", the absolute time as its title. An open one
+/// carries its start for `console.js` to keep it current.
+fn age(c: &IncidentCard, t: &Times) -> Markup {
+    let opened = c.opened_at;
+    match t.resolved_at.filter(|_| !c.status.is_active()) {
+        Some(r) => html! {
+            time.age datetime=(r.to_rfc3339()) title={ "opened " (utc(opened)) ", resolved " (utc(r)) } {
+                "resolved after " (span((r - opened).num_seconds()))
+            }
+        },
+        None => html! {
+            time.age datetime=(opened.to_rfc3339()) title={ "opened " (utc(opened)) } data-since=(opened.to_rfc3339()) {
+                "open for " (span((t.now - opened).num_seconds()))
+            }
+        },
+    }
+}
+
+/// A countdown to a target (`what`: "acknowledge", "repair"), or how it went once done.
+fn countdown(
+    what: &str,
+    opened: DateTime<Utc>,
+    target_secs: u64,
+    done: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Markup {
+    let due = opened + chrono::Duration::seconds(target_secs as i64);
+    let title = format!(
+        "target {} after opening: by {}",
+        span(target_secs as i64),
+        utc(due)
+    );
+    match done {
+        Some(d) => {
+            let took = (d - opened).num_seconds();
+            let verdict = if d <= due {
+                "within target"
+            } else {
+                "target missed"
+            };
+            html! { span.target.done title=(title) { (what) (if what.ends_with('e') { "d" } else { "ed" }) " after " (span(took)) " (" (verdict) ")" } }
+        }
+        None if now <= due => html! {
+            span.target.left title=(title) data-due=(due.to_rfc3339()) data-what=(what) {
+                (span((due - now).num_seconds())) " left to " (what)
+            }
+        },
+        None => html! {
+            span.target.overdue title=(title) data-due=(due.to_rfc3339()) data-what=(what) {
+                (what) " overdue by " (span((now - due).num_seconds()))
+            }
+        },
+    }
 }
 
 /// Chat text: `code` spans as in Slack, everything else as text.
@@ -119,79 +212,93 @@ fn button_class(style: ButtonStyle) -> &'static str {
     }
 }
 
-/// The incident card: the same facts and buttons Slack and Discord show.
-pub fn card(c: &IncidentCard, csrf: &str) -> Markup {
+/// The incident card: the same facts and buttons Slack and Discord show. A resolved or closed
+/// card is compact: its head, how long it took, and the details folded.
+pub fn card(c: &IncidentCard, csrf: &str, t: &Times) -> Markup {
     let id = c.incident.to_string();
     let alert = match c.alert_status {
         AlertStatus::Firing => "firing",
         AlertStatus::Resolved => "cleared",
     };
+    let ended = matches!(c.status, Status::Resolved | Status::Closed);
+    let details = html! {
+        @if let Some(d) = &c.description { p.desc { (d) } }
+        dl.facts {
+            div { dt { "Kind" } dd { (c.kind_name) } }
+            div { dt { "Alert" } dd { (alert) ", seen " (c.alert_count) "×" } }
+            @if let Some(g) = &c.alerts { div { dt { "Group" } dd { (g) } } }
+            div { dt { "Targets" } dd {
+                "detect < " (human_seconds(c.targets.detect_seconds))
+                ", repair < " (human_seconds(c.targets.repair_seconds))
+                "; " (c.targets.approval.label())
+            } }
+            div { dt { "Opened" } dd { (ts(c.opened_at)) } }
+            div { dt { "Last seen" } dd { (ts(c.last_seen_at)) } }
+            @if let Some(a) = &c.acknowledged_by { div { dt { "Acknowledged by" } dd { (a) } } }
+            @if let Some(p) = &c.playbook { div { dt { "Playbook" } dd { (p) } } }
+        }
+        @if !c.links.is_empty() {
+            ul.links aria-label="Links" {
+                @for l in &c.links {
+                    li {
+                        @if let Some(u) = web_url(&l.url) {
+                            a href=(u) rel="noopener noreferrer" target="_blank" { (l.title) }
+                        } @else {
+                            (l.title) ": " code { (l.url) }
+                        }
+                    }
+                }
+            }
+        }
+        @if !c.actions.is_empty() {
+            table.actions {
+                caption { "Recommended actions" }
+                thead { tr { th scope="col" { "Action" } th scope="col" { "Runs" } th scope="col" { "Status" } th scope="col" { "Approvals" } } }
+                tbody {
+                    @for a in &c.actions {
+                        tr {
+                            th scope="row" { (a.title) @if a.auto { " (auto)" } }
+                            td { code { (a.summary) } }
+                            td { (format!("{:?}", a.status).to_lowercase()) }
+                            td { (a.approvals) "/" (a.needed) }
+                        }
+                    }
+                }
+            }
+        }
+    };
     html! {
-        div.card id=(format!("card-{id}")) data-status=(c.status.as_str()) {
+        div.card.compact[ended] id=(format!("card-{id}")) data-status=(c.status.as_str()) {
             div.card-head {
                 span class=(format!("sev sev-{}", c.severity)) { (c.severity) }
                 span class=(format!("status st-{}", c.status.as_str())) { (c.status.label()) }
                 h3 id=(format!("title-{id}")) {
                     a href=(format!("/console/incidents/{id}")) { (id) } " — " (c.title)
                 }
+                span.when { (age(c, t)) }
             }
-            @if let Some(d) = &c.description { p.desc { (d) } }
-            dl.facts {
-                div { dt { "Kind" } dd { (c.kind_name) } }
-                div { dt { "Alert" } dd { (alert) ", seen " (c.alert_count) "×" } }
-                @if let Some(g) = &c.alerts { div { dt { "Group" } dd { (g) } } }
-                div { dt { "Targets" } dd {
-                    "detect < " (human_seconds(c.targets.detect_seconds))
-                    ", repair < " (human_seconds(c.targets.repair_seconds))
-                    "; " (c.targets.approval.label())
-                } }
-                div { dt { "Opened" } dd { (ts(c.opened_at)) } }
-                div { dt { "Last seen" } dd { (ts(c.last_seen_at)) } }
-                @if let Some(a) = &c.acknowledged_by { div { dt { "Acknowledged by" } dd { (a) } } }
-                @if let Some(p) = &c.playbook { div { dt { "Playbook" } dd { (p) } } }
-            }
-            @if !c.links.is_empty() {
-                ul.links aria-label="Links" {
-                    @for l in &c.links {
-                        li {
-                            @if let Some(u) = web_url(&l.url) {
-                                a href=(u) rel="noopener noreferrer" target="_blank" { (l.title) }
-                            } @else {
-                                (l.title) ": " code { (l.url) }
-                            }
-                        }
-                    }
+            @if ended {
+                p.clock {
+                    (countdown("repair", c.opened_at, c.targets.repair_seconds, t.resolved_at.or(Some(t.now)), t.now))
                 }
-            }
-            @if !c.actions.is_empty() {
-                table.actions {
-                    caption { "Recommended actions" }
-                    thead { tr { th scope="col" { "Action" } th scope="col" { "Runs" } th scope="col" { "Status" } th scope="col" { "Approvals" } } }
-                    tbody {
-                        @for a in &c.actions {
-                            tr {
-                                th scope="row" { (a.title) @if a.auto { " (auto)" } }
-                                td { code { (a.summary) } }
-                                td { (format!("{:?}", a.status).to_lowercase()) }
-                                td { (a.approvals) "/" (a.needed) }
-                            }
-                        }
-                    }
+                details.more { summary { "Details" } (details) }
+            } @else {
+                p.clock {
+                    (countdown("acknowledge", c.opened_at, c.targets.detect_seconds, t.acknowledged_at, t.now))
+                    " · "
+                    (countdown("repair", c.opened_at, c.targets.repair_seconds, None, t.now))
                 }
+                (details)
             }
             @if !c.buttons.is_empty() {
                 form.buttons method="post" action="/console/button" data-ajax aria-label=(format!("Actions on {id}")) {
                     input type="hidden" name="csrf" value=(csrf);
                     @for b in &c.buttons {
                         button type="submit" name="action_id" value=(b.action.encode()) class=(button_class(b.style)) { (b.label) }
-                        @if let ButtonAction::Reject(i, a) = &b.action {
-                            @let title = c.actions.iter().find(|x| &x.id == a).map_or(a.as_str(), |x| x.title.as_str());
-                            button type="submit" name="action_id" value=(ButtonAction::Preview(*i, a.clone()).encode()) class="btn" { "Preview: " (title) }
-                        }
                     }
                 }
             }
-            p.ephemeral role="status" aria-live="polite" hidden {}
+            div.ephemeral role="status" aria-live="polite" hidden {}
         }
     }
 }
@@ -203,6 +310,8 @@ pub fn reply(item: &ThreadItem) -> Markup {
             " " span.at { (ts(item.at)) }
             @match &item.report {
                 Some(r) => (report(r)),
+                // The bot writes Markdown; people's replies show as typed (code spans aside).
+                None if item.author.is_none() => div.text.md { (markdown::render(&item.text)) },
                 None => div.text { (rich(&item.text)) },
             }
         }
@@ -278,11 +387,11 @@ pub fn report(r: &Report) -> Markup {
 }
 
 /// An incident as a thread: its card, the replies, and a reply box.
-pub fn thread(c: &IncidentCard, replies: &[ThreadItem], csrf: &str) -> Markup {
+pub fn thread(c: &IncidentCard, replies: &[ThreadItem], csrf: &str, t: &Times) -> Markup {
     let id = c.incident.to_string();
     html! {
         article.thread id=(format!("thread-{id}")) data-incident=(id) aria-labelledby=(format!("title-{id}")) {
-            (card(c, csrf))
+            (card(c, csrf, t))
             ol.replies id=(format!("replies-{id}")) aria-label=(format!("Thread of {id}")) {
                 @for r in replies { (reply(r)) }
             }
@@ -308,7 +417,7 @@ pub fn channel_message(m: &ChannelMessage) -> Markup {
 
 pub fn alerts_page(
     v: &Viewer,
-    threads: &[(IncidentCard, Vec<ThreadItem>)],
+    threads: &[(IncidentCard, Times, Vec<ThreadItem>)],
     channel: &[ChannelMessage],
 ) -> Markup {
     layout(
@@ -331,7 +440,7 @@ pub fn alerts_page(
                     textarea #compose-text name="text" rows="2" required
                         placeholder="[FIRING:1] HighErrorRate (api critical)" {}
                     button.btn.primary type="submit" { "Send" }
-                    pre.ephemeral role="status" aria-live="polite" hidden {}
+                    div.ephemeral role="status" aria-live="polite" hidden {}
                 }
             }
             details.channel open[!channel.is_empty()] {
@@ -344,7 +453,7 @@ pub fn alerts_page(
                     p #empty { "No incidents yet. Send an alert to a webhook, or paste one above." }
                 }
                 div #threads data-live="threads" {
-                    @for (c, r) in threads { (thread(c, r, v.csrf)) }
+                    @for (c, t, r) in threads { (thread(c, r, v.csrf, t)) }
                 }
             }
         },
@@ -439,15 +548,28 @@ fn exec_status(s: ExecutionStatus) -> &'static str {
     }
 }
 
-pub fn incident_page(
-    v: &Viewer,
-    c: &IncidentCard,
-    inc: &Incident,
-    timeline: &[TimelineEvent],
-    executions: &[Execution],
-    replies: &[ThreadItem],
-    report: &str,
-) -> Markup {
+/// What the incident page shows.
+pub struct IncidentView<'a> {
+    pub card: &'a IncidentCard,
+    pub incident: &'a Incident,
+    pub timeline: &'a [TimelineEvent],
+    pub executions: &'a [Execution],
+    pub replies: &'a [ThreadItem],
+    /// The post-incident report's Markdown.
+    pub report: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+pub fn incident_page(v: &Viewer, view: &IncidentView) -> Markup {
+    let IncidentView {
+        card: c,
+        incident: inc,
+        timeline,
+        executions,
+        replies,
+        report,
+        now,
+    } = *view;
     let id = inc.id.to_string();
     layout(
         &id,
@@ -457,11 +579,11 @@ pub fn incident_page(
             p.crumbs { a href="/console/incidents" { "Incidents" } " › " (id) }
             h1 { (id) " — " (inc.title) }
             div data-live-incident=(id) {
-                (thread(c, replies, v.csrf))
+                (thread(c, replies, v.csrf, &Times::of(inc, now)))
                 section aria-labelledby="tl-h" {
                     h2 #tl-h { "Timeline" }
                     ol.timeline {
-                        @for e in timeline {
+                        @for e in shown_timeline(timeline) {
                             li { (ts(e.at)) " " span.text { (rich(&e.describe())) } }
                         }
                     }
@@ -491,10 +613,10 @@ pub fn incident_page(
                 section aria-labelledby="rp-h" {
                     h2 #rp-h { "Post-incident report" }
                     p.hint {
-                        "Markdown, as posted into the thread on resolution. "
-                        a href={ "/api/v1/incidents/" (id) "/report.md" } { "Download" }
+                        "As posted into the thread on resolution. "
+                        a href={ "/api/v1/incidents/" (id) "/report.md" } { "Download the Markdown" }
                     }
-                    pre.report { (report) }
+                    div.report.md { (markdown::render_shifted(report, 2)) }
                 }
                 @if !inc.labels.is_empty() {
                     section aria-labelledby="lb-h" {
@@ -507,36 +629,152 @@ pub fn incident_page(
     )
 }
 
-pub fn stats_page(v: &Viewer, s: &Stats) -> Markup {
-    let pct = |a: usize, b: usize| {
-        (a * 100)
-            .checked_div(b)
-            .map_or("—".to_string(), |p| format!("{p}%"))
-    };
-    let open_resolved = vec![
-        ("Open".to_string(), s.open),
-        ("Resolved".to_string(), s.resolved),
-    ];
+/// A duration in seconds (f64, as the stats give them), or "—".
+fn secs(v: Option<f64>) -> String {
+    v.map_or("—".into(), |v| span(v.round() as i64))
+}
+
+fn percent(r: &Ratio) -> Markup {
+    html! {
+        (r.rate.map_or("—".into(), |v| format!("{:.0}%", v * 100.0)))
+        " " span.parts { "(" (r.numerator) "/" (r.denominator) ")" }
+    }
+}
+
+/// ✓ met, ✗ missed, or nothing to judge yet; said in words for screen readers.
+fn verdict(met: Option<bool>) -> Markup {
+    match met {
+        Some(true) => html! { span.met title="target met" { "✓ met" } },
+        Some(false) => html! { span.missed title="target missed" { "✗ missed" } },
+        None => html! { span.na { "no data" } },
+    }
+}
+
+pub fn stats_page(v: &Viewer, view: &StatsView) -> Markup {
+    let s = &view.stats;
+    let t = &s.targets;
+    let pct = |r: f64| format!("{:.0}%", r * 100.0);
+    let mins = |secs: f64| span(secs.round() as i64);
+    let by_severity: Vec<(String, usize)> = ALL
+        .iter()
+        .map(|sev| {
+            let k = sev.to_string();
+            let n = s.by_severity.get(&k).copied().unwrap_or(0);
+            (k, n)
+        })
+        .collect();
     layout(
         "Stats",
         Some(v),
         Some(Nav::Stats),
         html! {
             h1 { "Stats" }
+            nav.windows aria-label="Window" {
+                @for d in WINDOWS {
+                    a.btn href=(format!("/console/stats?days={d}")) aria-current=[(d == view.days).then_some("page")] { (d) "d" }
+                }
+            }
+            @if let Some(n) = &view.note { p.error role="alert" { (n) } }
             div data-live="stats" {
-                dl.figures {
-                    div { dt { "Incidents" } dd { (s.total) } }
-                    div { dt { "Open" } dd { (s.open) } }
-                    div { dt { "Resolved" } dd { (s.resolved) } }
-                    div { dt { abbr title="median time to acknowledge" { "MTTA" } " (median)" } dd { (s.mtta_seconds.map_or("—".into(), human_duration)) } }
-                    div { dt { abbr title="median time to resolve" { "MTTR" } " (median)" } dd { (s.mttr_seconds.map_or("—".into(), human_duration)) } }
-                    div { dt { "Resolved within repair target" } dd { (pct(s.within_repair_target.0, s.within_repair_target.1)) } }
-                    div { dt { "Human intervention" } dd { (pct(s.human_intervention, s.total)) } }
-                    div { dt { "Recurrences (alert back after resolution)" } dd { (s.recurrences) } }
-                    div { dt { "Alert seen more than once" } dd { (s.repeated) } }
+                p.window { "Last " (view.days) " days: " strong { (s.total) } " incidents opened, "
+                    (s.open) " still open, " (s.resolved) " resolved. Definitions: docs/metrics.md." }
+                table.outcomes {
+                    caption { "Outcome numbers against their targets" }
+                    thead { tr {
+                        th scope="col" { "Measure" } th scope="col" { "Value" } th scope="col" { "Detail" }
+                        th scope="col" { "Target" } th scope="col" { "Status" }
+                    } }
+                    tbody {
+                        tr {
+                            th scope="row" { abbr title="mean time to resolve, from opening" { "MTTR" } }
+                            td.v { (secs(s.mttr.mean_seconds)) }
+                            td { "median " (secs(s.mttr.median_seconds)) ", p90 " (secs(s.mttr.p90_seconds)) "; " (s.mttr.count) " resolved" }
+                            td { "< " (mins(t.mttr_seconds)) }
+                            td { (verdict(s.mttr.mean_seconds.map(|m| m < t.mttr_seconds))) }
+                        }
+                        tr {
+                            th scope="row" { "MTTR from the alert's start" }
+                            td.v { (secs(s.mttr_from_start.mean_seconds)) }
+                            td { "median " (secs(s.mttr_from_start.median_seconds)) ", p90 " (secs(s.mttr_from_start.p90_seconds)) }
+                            td { "—" }
+                            td {}
+                        }
+                        tr {
+                            th scope="row" { "MTTR without a human" }
+                            td.v { (secs(s.mttr_automated.mean_seconds)) }
+                            td { (s.mttr_automated.count) " incidents handled by incidentd alone" }
+                            td { "< " (mins(t.mttr_automated_seconds)) }
+                            td { (verdict(s.mttr_automated.mean_seconds.map(|m| m < t.mttr_automated_seconds))) }
+                        }
+                        tr {
+                            th scope="row" { abbr title="mean time to acknowledge" { "MTTA" } }
+                            td.v { (secs(s.mtta.mean_seconds)) }
+                            td { "median " (secs(s.mtta.median_seconds)) ", p90 " (secs(s.mtta.p90_seconds)) "; " (s.mtta.count) " acknowledged" }
+                            td { "per severity, below" }
+                            td {}
+                        }
+                        tr {
+                            th scope="row" { "Manual intervention" }
+                            td.v { (percent(&s.manual_intervention)) }
+                            td { "incidents a person acted on" }
+                            td { "< " (pct(t.manual_intervention_rate)) }
+                            td { (verdict(s.manual_intervention.rate.map(|r| r < t.manual_intervention_rate))) }
+                        }
+                        tr {
+                            th scope="row" { "Auto-remediation success" }
+                            td.v { (percent(&s.auto_remediation)) }
+                            td { "automatic actions that succeeded" }
+                            td { "—" }
+                            td {}
+                        }
+                        tr {
+                            th scope="row" { "RCA completion" }
+                            td.v { (percent(&s.rca_completion)) }
+                            td { "resolved incidents with a confirmed root cause" }
+                            td { "≥ " (pct(t.rca_completion_rate)) }
+                            td { (verdict(s.rca_completion.rate.map(|r| r >= t.rca_completion_rate))) }
+                        }
+                        tr {
+                            th scope="row" { "Recurrence" }
+                            td.v { (percent(&s.recurrence)) }
+                            td { "incidents whose alert came back after a resolution" }
+                            td { "< " (pct(t.recurrence_rate)) }
+                            td { (verdict(s.recurrence.rate.map(|r| r < t.recurrence_rate))) }
+                        }
+                    }
+                }
+                table.targets {
+                    caption { "Response targets per severity" }
+                    thead { tr {
+                        th scope="col" { "Severity" } th scope="col" { "Incidents" }
+                        th scope="col" { "MTTA (mean)" } th scope="col" { "Acknowledge within" }
+                        th scope="col" { "MTTR (mean)" } th scope="col" { "Repair within" }
+                    } }
+                    tbody {
+                        @for (sev, ack, repair) in &view.targets {
+                            @let mtta = s.mtta_by_severity.get(sev).and_then(|p| p.mean_seconds);
+                            @let mttr = s.mttr_by_severity.get(sev).and_then(|p| p.mean_seconds);
+                            tr {
+                                th scope="row" { span class=(format!("sev sev-{sev}")) { (sev) } }
+                                td { (s.by_severity.get(sev).copied().unwrap_or(0)) }
+                                td class=[mtta.map(|m| if m <= *ack as f64 { "met" } else { "missed" })] { (secs(mtta)) }
+                                td { (human_seconds(*ack)) }
+                                td class=[mttr.map(|m| if m <= *repair as f64 { "met" } else { "missed" })] { (secs(mttr)) }
+                                td { (human_seconds(*repair)) }
+                            }
+                        }
+                    }
                 }
                 div.charts {
-                    @for (title, rows) in [("Open vs resolved", &open_resolved), ("By severity", &s.by_severity), ("By status", &s.by_status), ("By kind", &s.by_kind)] {
+                    figure {
+                        figcaption { "Incidents per day" }
+                        (trend_chart("Incidents per day", &view.per_day, |b| Some(b.opened as f64), |v| format!("{v:.0}")))
+                    }
+                    figure {
+                        figcaption { "MTTR per week (mean, by week of opening; target " (mins(t.mttr_seconds)) ")" }
+                        (trend_chart("MTTR per week", &view.per_week, |b| b.mttr_seconds, |v| span(v.round() as i64)))
+                    }
+                    @for (title, rows) in [("By severity", &by_severity), ("By status now", &view.by_status), ("By kind", &view.by_kind)] {
                         figure {
                             figcaption { (title) }
                             (bar_chart(title, rows))
@@ -556,7 +794,7 @@ pub fn answer_page(v: &Viewer, text: &str, back: &str) -> Markup {
         None,
         html! {
             h1 { "incidentd says" }
-            pre.ephemeral { (text) }
+            div.ephemeral.md { (markdown::render(text)) }
             p { a href=(back) { "Back" } }
         },
     )
@@ -613,6 +851,10 @@ mod tests {
                 report: None,
             }],
             "tok\"en",
+            &Times::of(
+                &crate::domain::incident::tests_support::incident(),
+                Utc::now(),
+            ),
         )
         .into_string();
         assert!(!html.contains("<script>"), "{html}");
@@ -665,6 +907,138 @@ mod tests {
     }
 
     #[test]
+    fn an_escalation_is_one_line_on_the_incident_page() {
+        use crate::domain::incident::{EventKind, Status};
+        use crate::domain::policy::Actor;
+        let mut inc = crate::domain::incident::tests_support::incident();
+        let t0 = inc.opened_at;
+        let reason = "not acknowledged within the P2 detection target".to_string();
+        let timeline = vec![
+            TimelineEvent {
+                at: t0,
+                actor: Actor::system(),
+                kind: EventKind::Escalated {
+                    reason: reason.clone(),
+                },
+            },
+            inc.transition(Status::Escalated, &Actor::system(), t0, Some(reason))
+                .unwrap(),
+        ];
+        let c = crate::domain::card::build_card(
+            &inc,
+            "K",
+            crate::domain::severity::Severity::P2.default_targets(),
+            1,
+            100,
+        );
+        let v = Viewer {
+            user: "alice",
+            csrf: "t",
+        };
+        let html = incident_page(
+            &v,
+            &IncidentView {
+                card: &c,
+                incident: &inc,
+                timeline: &timeline,
+                executions: &[],
+                replies: &[],
+                report: "",
+                now: Utc::now(),
+            },
+        )
+        .into_string();
+        let tl = &html[html.find("<ol class=\"timeline\">").unwrap()..];
+        let tl = &tl[..tl.find("</ol>").unwrap()];
+        assert_eq!(tl.matches("<li").count(), 1, "{tl}");
+        assert!(
+            tl.contains("Escalated by incidentd: not acknowledged"),
+            "{tl}"
+        );
+    }
+
+    #[test]
+    fn times_are_relative_with_countdowns_and_the_absolute_time_as_title() {
+        let mut inc = crate::domain::incident::tests_support::incident();
+        inc.severity = crate::domain::severity::Severity::P2; // acknowledge 5 min, repair 30 min
+        let t0 = "2026-12-07T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        inc.opened_at = t0;
+        inc.last_seen_at = t0;
+        let targets = crate::domain::severity::Severity::P2.default_targets();
+        let render = |inc: &Incident, mins: i64| {
+            let c = crate::domain::card::build_card(inc, "K", targets, 1, 100);
+            card(
+                &c,
+                "t",
+                &Times::of(inc, t0 + chrono::Duration::minutes(mins)),
+            )
+            .into_string()
+        };
+        let html = render(&inc, 3);
+        assert!(html.contains(">open for 3 min</time>"), "{html}");
+        assert!(
+            html.contains("title=\"opened 2026-12-07 10:00:00 UTC\""),
+            "{html}"
+        );
+        assert!(html.contains(">2 min left to acknowledge</span>"), "{html}");
+        assert!(html.contains(">27 min left to repair</span>"), "{html}");
+        assert!(
+            html.contains("data-due=\"2026-12-07T10:05:00+00:00\""),
+            "{html}"
+        );
+        assert!(!html.contains("compact"), "{html}");
+        let html = render(&inc, 65);
+        assert!(html.contains(">open for 1 h 5 min</time>"), "{html}");
+        assert!(
+            html.contains(">acknowledge overdue by 1 h</span>"),
+            "{html}"
+        );
+        assert!(html.contains(">repair overdue by 35 min</span>"), "{html}");
+
+        let alice =
+            crate::domain::policy::Actor::new(crate::domain::alert::Platform::Console, "alice");
+        inc.transition(
+            Status::Acknowledged,
+            &alice,
+            t0 + chrono::Duration::minutes(2),
+            None,
+        )
+        .unwrap();
+        let html = render(&inc, 4);
+        assert!(
+            html.contains(">acknowledged after 2 min (within target)</span>"),
+            "{html}"
+        );
+        inc.transition(
+            Status::Resolved,
+            &alice,
+            t0 + chrono::Duration::minutes(8),
+            None,
+        )
+        .unwrap();
+        let html = render(&inc, 60);
+        assert!(html.contains("class=\"card compact\""), "{html}");
+        assert!(html.contains(">resolved after 8 min</time>"), "{html}");
+        assert!(
+            html.contains(
+                "title=\"opened 2026-12-07 10:00:00 UTC, resolved 2026-12-07 10:08:00 UTC\""
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(">repaired after 8 min (within target)</span>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<details class=\"more\"><summary>Details</summary>"),
+            "{html}"
+        );
+        assert!(!html.contains("left to"), "{html}");
+        assert_eq!(span(40), "40 s");
+        assert_eq!(span(3600 * 26), "1 d 2 h");
+    }
+
+    #[test]
     fn card_has_real_buttons_with_preview_per_action() {
         let mut inc = crate::domain::incident::tests_support::incident();
         inc.actions.push(crate::domain::incident::ActionState {
@@ -684,7 +1058,7 @@ mod tests {
             1,
             100,
         );
-        let html = card(&c, "t").into_string();
+        let html = card(&c, "t", &Times::of(&inc, Utc::now())).into_string();
         for v in [
             "ack:INC-7",
             "approve:INC-7:restart",
@@ -700,5 +1074,10 @@ mod tests {
                 "{v}: {html}"
             );
         }
+        assert_eq!(
+            html.matches("value=\"preview:INC-7:restart\"").count(),
+            1,
+            "one Preview button per action: {html}"
+        );
     }
 }

@@ -17,6 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
+use chrono::Utc;
 use futures_util::Stream;
 use maud::Markup;
 use serde::Deserialize;
@@ -25,15 +26,15 @@ use tokio::sync::{broadcast, watch};
 use tracing::{error, info, warn};
 
 use super::auth::{self, Auth, Session};
-use super::pages::{self, ListFilter, Viewer};
-use super::{stats, ConsolePort, FeedEvent, ALERT_CHANNEL, CONSOLE_BOT, SINK};
+use super::pages::{self, ListFilter, Times, Viewer};
+use super::{markdown, stats, ConsolePort, FeedEvent, ALERT_CHANNEL, CONSOLE_BOT, SINK};
 use crate::domain::alert::Platform;
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::{IncidentId, Status};
 use crate::domain::policy::Actor;
 use crate::domain::severity::Severity;
 use crate::engine::service::{ChatEvent, ChatService};
-use crate::ports::{IncidentFilter, StoreError};
+use crate::ports::{IncidentFilter, Store, StoreError};
 
 /// Incidents shown on the alert channel page.
 const CHANNEL_INCIDENTS: usize = 50;
@@ -221,7 +222,13 @@ fn wants_json(headers: &HeaderMap) -> bool {
 /// The answer to a post: JSON for the page's script, a small page otherwise.
 fn answer(headers: &HeaderMap, s: &Session, status: StatusCode, text: &str) -> Response {
     if wants_json(headers) {
-        (status, Json(json!({"text": text, "ephemeral": true}))).into_response()
+        // The bot answers in Markdown: the text as is, and as safe HTML to show.
+        let html = markdown::render(text).into_string();
+        (
+            status,
+            Json(json!({"text": text, "html": html, "ephemeral": true})),
+        )
+            .into_response()
     } else {
         (
             status,
@@ -345,15 +352,38 @@ async fn alerts(State(st): State<ConsoleState>, PageUser(s): PageUser) -> Respon
         Err(r) => return r,
     };
     let cfg = st.0.service.config();
-    let threads: Vec<(IncidentCard, Vec<super::ThreadItem>)> = list
+    let now = Utc::now();
+    let threads: Vec<(IncidentCard, Times, Vec<super::ThreadItem>)> = list
         .iter()
-        .map(|i| (crate::engine::card(i, cfg), st.0.port.thread(i.id)))
+        .map(|i| {
+            (
+                crate::engine::card(i, cfg),
+                Times::of(i, now),
+                st.0.port.thread(i.id),
+            )
+        })
         .collect();
     pages::alerts_page(&viewer(&s), &threads, &st.0.port.channel()).into_response()
 }
 
+/// When the card's incident was acknowledged and resolved (the card does not say): from the
+/// store; without it (an error, or gone), the card shows no countdown outcome.
+async fn times(store: &Arc<dyn Store>, card: &IncidentCard) -> Times {
+    let now = Utc::now();
+    let store = store.clone();
+    let id = card.incident;
+    match tokio::task::spawn_blocking(move || store.get_incident(id)).await {
+        Ok(Ok(Some(inc))) => Times::of(&inc, now),
+        _ => Times {
+            now,
+            acknowledged_at: None,
+            resolved_at: None,
+        },
+    }
+}
+
 /// One feed event as the page's script reads it: server-rendered fragments in JSON.
-fn render_event(port: &ConsolePort, ev: &FeedEvent, csrf: &str) -> Event {
+fn render_event(port: &ConsolePort, ev: &FeedEvent, csrf: &str, t: &Times) -> Event {
     match ev {
         FeedEvent::Card { card, new } => {
             let replies = port.thread(card.incident);
@@ -362,8 +392,8 @@ fn render_event(port: &ConsolePort, ev: &FeedEvent, csrf: &str) -> Event {
                     "incident": card.incident.to_string(),
                     "new": new,
                     "status": card.status.as_str(),
-                    "card": pages::card(card, csrf).into_string(),
-                    "thread": pages::thread(card, &replies, csrf).into_string(),
+                    "card": pages::card(card, csrf, t).into_string(),
+                    "thread": pages::thread(card, &replies, csrf, t).into_string(),
                 })
                 .to_string(),
             )
@@ -383,6 +413,7 @@ fn render_event(port: &ConsolePort, ev: &FeedEvent, csrf: &str) -> Event {
 
 struct Live {
     rx: broadcast::Receiver<Arc<FeedEvent>>,
+    store: Arc<dyn Store>,
     closing: watch::Receiver<bool>,
     port: Arc<ConsolePort>,
     auth: Arc<Auth>,
@@ -403,16 +434,27 @@ fn live_stream(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
         if *l.closing.borrow() {
             return None;
         }
-        let ev = tokio::select! {
-            r = l.rx.recv() => match r {
-                Ok(_) if l.auth.session(&l.session, Instant::now()).is_none() => return None,
-                Ok(ev) => render_event(&l.port, &ev, &l.csrf),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    Event::default().event("reload").data(format!("missed {n} events"))
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            },
+        let got = tokio::select! {
+            r = l.rx.recv() => r,
             _ = l.closing.wait_for(|c| *c) => return None,
+        };
+        let ev = match got {
+            Ok(_) if l.auth.session(&l.session, Instant::now()).is_none() => return None,
+            Ok(ev) => {
+                let t = match &*ev {
+                    FeedEvent::Card { card, .. } => times(&l.store, card).await,
+                    _ => Times {
+                        now: Utc::now(),
+                        acknowledged_at: None,
+                        resolved_at: None,
+                    },
+                };
+                render_event(&l.port, &ev, &l.csrf, &t)
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => Event::default()
+                .event("reload")
+                .data(format!("missed {n} events")),
+            Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok(ev), l))
     })
@@ -424,6 +466,7 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let live = Live {
         rx: st.0.port.subscribe(),
+        store: st.0.service.store().clone(),
         closing: st.0.closing.clone(),
         port: st.0.port.clone(),
         auth: st.0.auth.clone(),
@@ -672,17 +715,34 @@ async fn incident(
     let report = crate::domain::report::render_markdown(&inc, &timeline, &cfg.classifier);
     pages::incident_page(
         &v,
-        &card,
-        &inc,
-        &timeline,
-        &executions,
-        &st.0.port.thread(id),
-        &report,
+        &pages::IncidentView {
+            card: &card,
+            incident: &inc,
+            timeline: &timeline,
+            executions: &executions,
+            replies: &st.0.port.thread(id),
+            report: &report,
+            now: Utc::now(),
+        },
     )
     .into_response()
 }
 
-async fn stats_page(State(st): State<ConsoleState>, PageUser(s): PageUser) -> Response {
+#[derive(Deserialize)]
+struct StatsQuery {
+    days: Option<String>,
+}
+
+async fn stats_page(
+    State(st): State<ConsoleState>,
+    PageUser(s): PageUser,
+    Query(q): Query<StatsQuery>,
+) -> Response {
+    let (days, note) = stats::window(q.days.as_deref());
+    let figures = match st.0.service.engine().stats(days).await {
+        Ok(f) => f,
+        Err(e) => return internal(e),
+    };
     let store = st.0.service.store().clone();
     let filter = IncidentFilter {
         limit: SCAN_LIMIT,
@@ -692,8 +752,31 @@ async fn stats_page(State(st): State<ConsoleState>, PageUser(s): PageUser) -> Re
         Ok(l) => l,
         Err(r) => return r,
     };
-    let figures = stats::compute(&list, st.0.service.config());
-    let page: Markup = pages::stats_page(&viewer(&s), &figures);
+    let now = Utc::now();
+    let cfg = st.0.service.config();
+    let mut by_kind: Vec<(String, usize)> = figures
+        .by_kind
+        .iter()
+        .map(|(k, n)| (cfg.classifier.kind_name(k).to_string(), *n))
+        .collect();
+    by_kind.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let view = stats::StatsView {
+        days,
+        note,
+        targets: crate::domain::severity::ALL
+            .iter()
+            .map(|sev| {
+                let t = cfg.targets(*sev);
+                (sev.to_string(), t.detect_seconds, t.repair_seconds)
+            })
+            .collect(),
+        by_status: stats::by_status(&list, now - chrono::Duration::days(days.into())),
+        by_kind,
+        per_day: crate::domain::stats::trend(&list, now, days, 1),
+        per_week: crate::domain::stats::trend(&list, now, days, 7),
+        stats: figures,
+    };
+    let page: Markup = pages::stats_page(&viewer(&s), &view);
     page.into_response()
 }
 

@@ -1,127 +1,65 @@
-//! Dashboard figures computed from the incidents themselves (counts, open vs resolved, median
-//! time to acknowledge and to resolve, share resolved within the repair target) and a small
-//! server-rendered SVG bar chart, so the stats page needs no chart library and works offline.
-
-use std::collections::BTreeMap;
+//! The stats page's model and its server-rendered SVG charts (no chart library; works offline).
+//! The outcome numbers come from the engine's [`Engine::stats`](crate::engine::Engine::stats),
+//! the one implementation (docs/metrics.md); the trend buckets the same facts by day and by
+//! week ([`Book::trend`](crate::domain::stats::Book::trend)); only the count by status, which is
+//! not an outcome number, is counted here.
 
 use maud::{html, Markup};
 
-use crate::config::Config;
 use crate::domain::incident::{Incident, ALL_STATUSES};
-use crate::domain::severity::ALL;
+use crate::domain::stats::{Bucket, Stats};
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Stats {
-    pub total: usize,
-    pub open: usize,
-    pub resolved: usize,
-    /// (label, count) in a fixed order.
+/// The windows the page offers, in days.
+pub const WINDOWS: [u32; 3] = [7, 30, 90];
+
+/// The window asked for in `?days=`: one of [`WINDOWS`], else 7 with a note saying so.
+pub fn window(asked: Option<&str>) -> (u32, Option<String>) {
+    match asked.map(str::trim).filter(|d| !d.is_empty()) {
+        None => (WINDOWS[0], None),
+        Some(d) => match d.trim_end_matches('d').parse::<u32>() {
+            Ok(n) if WINDOWS.contains(&n) => (n, None),
+            _ => (
+                WINDOWS[0],
+                Some(format!(
+                    "{d:?} is not one of the windows (7, 30 or 90 days): showing 7 days."
+                )),
+            ),
+        },
+    }
+}
+
+/// What the stats page shows.
+#[derive(Debug, Clone)]
+pub struct StatsView {
+    pub days: u32,
+    /// Why the window is not the one asked for.
+    pub note: Option<String>,
+    pub stats: Stats,
+    /// (severity, acknowledge target, repair target) in seconds.
+    pub targets: Vec<(String, u64, u64)>,
+    /// Incidents of the window by their status now.
     pub by_status: Vec<(String, usize)>,
-    pub by_severity: Vec<(String, usize)>,
-    /// Kind names, most frequent first.
+    /// By kind name, most frequent first.
     pub by_kind: Vec<(String, usize)>,
-    /// Median seconds from opening to acknowledgement, over acknowledged incidents.
-    pub mtta_seconds: Option<i64>,
-    /// Median seconds from opening to resolution, over resolved incidents.
-    pub mttr_seconds: Option<i64>,
-    /// Resolved incidents that met their severity's repair target: (met, resolved).
-    pub within_repair_target: (usize, usize),
-    /// Incidents that saw their alert more than once (repeats while open).
-    pub repeated: usize,
-    /// Incidents whose alert (fingerprint) had an earlier incident: it came back after resolution.
-    pub recurrences: usize,
-    /// Incidents a human acted on (acknowledged, approved or rejected an action, or resolved).
-    pub human_intervention: usize,
+    pub per_day: Vec<Bucket>,
+    pub per_week: Vec<Bucket>,
 }
 
-fn median(mut v: Vec<i64>) -> Option<i64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2
-    })
-}
-
-pub fn compute(incidents: &[Incident], cfg: &Config) -> Stats {
-    let mut s = Stats {
-        total: incidents.len(),
-        ..Default::default()
-    };
-    let mut tta = Vec::new();
-    let mut ttr = Vec::new();
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for i in incidents {
-        // The same definitions as the API's stats and /metrics (domain::stats).
-        if i.recurrence.is_some() {
-            s.recurrences += 1;
-        }
-        if crate::domain::stats::Facts::of(i).manual {
-            s.human_intervention += 1;
-        }
-        if i.status.is_active() {
-            s.open += 1;
-        } else {
-            s.resolved += 1;
-        }
-        if i.alert_count > 1 {
-            s.repeated += 1;
-        }
-        *kinds
-            .entry(cfg.classifier.kind_name(&i.kind).to_string())
-            .or_default() += 1;
-        if let Some(a) = i.acknowledged_at {
-            tta.push((a - i.opened_at).num_seconds().max(0));
-        }
-        if let (Some(r), false) = (i.resolved_at, i.status.is_active()) {
-            let secs = (r - i.opened_at).num_seconds().max(0);
-            ttr.push(secs);
-            s.within_repair_target.1 += 1;
-            if secs as u64 <= cfg.targets(i.severity).repair_seconds {
-                s.within_repair_target.0 += 1;
-            }
-        }
-    }
-    s.by_status = ALL_STATUSES
+/// Incidents of the window (opened within it, as the stats count them) by status.
+pub fn by_status(
+    incidents: &[Incident],
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<(String, usize)> {
+    ALL_STATUSES
         .iter()
         .map(|st| {
-            (
-                st.label().to_string(),
-                incidents.iter().filter(|i| i.status == *st).count(),
-            )
+            let n = incidents
+                .iter()
+                .filter(|i| i.status == *st && i.opened_at >= since)
+                .count();
+            (st.label().to_string(), n)
         })
-        .collect();
-    s.by_severity = ALL
-        .iter()
-        .map(|sev| {
-            (
-                sev.to_string(),
-                incidents.iter().filter(|i| i.severity == *sev).count(),
-            )
-        })
-        .collect();
-    let mut by_kind: Vec<(String, usize)> = kinds.into_iter().collect();
-    by_kind.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    s.by_kind = by_kind;
-    s.mtta_seconds = median(tta);
-    s.mttr_seconds = median(ttr);
-    s
-}
-
-/// `1 h 5 min`, `42 s`.
-pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    if s < 60 {
-        format!("{s} s")
-    } else if s < 3600 {
-        format!("{} min {} s", s / 60, s % 60)
-    } else {
-        format!("{} h {} min", s / 3600, (s % 3600) / 60)
-    }
+        .collect()
 }
 
 /// A horizontal bar chart: one labelled bar per row, the count at its end. The numbers are
@@ -148,61 +86,100 @@ pub fn bar_chart(title: &str, rows: &[(String, usize)]) -> Markup {
     }
 }
 
+/// A column per bucket, oldest on the left: its value on top (when there is room) and in a
+/// tooltip, its first day below (every few columns). A bucket without a value (a week with no
+/// resolved incident, for MTTR) has no column and reads "—". The aria-label lists every value,
+/// so the chart reads without seeing it.
+pub fn trend_chart(
+    title: &str,
+    buckets: &[Bucket],
+    value: impl Fn(&Bucket) -> Option<f64>,
+    show: impl Fn(f64) -> String,
+) -> Markup {
+    const PLOT: usize = 120;
+    const TOP: usize = 18;
+    let n = buckets.len().max(1);
+    let col = (600 / n).clamp(6, 64);
+    let w = col * n + 16;
+    let h = TOP + PLOT + 22;
+    let values: Vec<Option<f64>> = buckets.iter().map(&value).collect();
+    let max = values.iter().flatten().copied().fold(0.0, f64::max);
+    let max = if max > 0.0 { max } else { 1.0 };
+    let label_every = n.div_ceil(8);
+    let day = |b: &Bucket| b.from.format("%d %b").to_string();
+    let said = |v: &Option<f64>| v.map_or("—".to_string(), &show);
+    let summary: Vec<String> = buckets
+        .iter()
+        .zip(&values)
+        .map(|(b, v)| format!("{} {}", day(b), said(v)))
+        .collect();
+    html! {
+        svg class="chart trend" role="img" viewBox=(format!("0 0 {w} {h}")) width=(w) height=(h)
+            aria-label=(format!("{title}: {}", summary.join(", "))) {
+            title { (title) }
+            line x1="8" y1=(TOP + PLOT) x2=(w - 8) y2=(TOP + PLOT) class="axis" {}
+            @for (i, (b, v)) in buckets.iter().zip(&values).enumerate() {
+                @let x = 8 + i * col;
+                @let bar = v.map_or(0, |v| ((v / max) * PLOT as f64).round() as usize);
+                @let bar = if v.is_some_and(|v| v > 0.0) { bar.max(2) } else { bar };
+                rect x=(x + 1) y=(TOP + PLOT - bar) width=(col.saturating_sub(2).max(1)) height=(bar) {
+                    title { (day(b)) @if b.from != b.to { "–" (b.to.format("%d %b")) } ": " (said(v)) }
+                }
+                @if col >= 22 && v.is_some_and(|v| v > 0.0) {
+                    text x=(x + col / 2) y=(TOP + PLOT - bar - 4) text-anchor="middle" class="n" { (said(v)) }
+                }
+                @if i % label_every == 0 {
+                    text x=(x + 1) y=(TOP + PLOT + 15) class="d" { (day(b)) }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::incident::Status;
-    use chrono::Duration;
 
     #[test]
-    fn counts_and_medians() {
-        let cfg = Config::builtin();
-        let base = crate::domain::incident::tests_support::incident();
-        let mut a = base.clone();
-        a.acknowledged_at = Some(a.opened_at + Duration::seconds(30));
-        a.status = Status::Resolved;
-        a.resolved_at = Some(a.opened_at + Duration::seconds(600));
-        let mut b = base.clone();
-        b.acknowledged_at = Some(b.opened_at + Duration::seconds(90));
-        b.status = Status::Resolved;
-        b.resolved_at = Some(b.opened_at + Duration::seconds(7200));
-        b.alert_count = 3;
-        b.acknowledged_by = Some(crate::domain::policy::Actor::new(
-            crate::domain::alert::Platform::Console,
-            "alice",
-        ));
-        b.fingerprint = "other".into();
-        b.tally = Some(crate::domain::tally::Tally::of(&[
-            crate::domain::incident::TimelineEvent {
-                at: b.opened_at,
-                actor: b.acknowledged_by.clone().unwrap(),
-                kind: crate::domain::incident::EventKind::StatusChanged {
-                    from: Status::Open,
-                    to: Status::Acknowledged,
-                    note: None,
-                },
-            },
-        ]));
-        // c came back after a was resolved: a recurrence, as the engine records it.
-        let mut c = base.clone();
-        c.recurrence = Some(crate::domain::incident::Recurrence {
-            previous: 1,
-            window_days: 30,
-            last: a.id,
-            last_resolved_at: a.resolved_at,
-            last_fixed_by: None,
-        });
-        let s = compute(&[a, b, c], &cfg);
-        assert_eq!((s.total, s.open, s.resolved, s.repeated), (3, 1, 2, 1));
-        // c is one recurrence. Only b had a human act on it.
-        assert_eq!((s.recurrences, s.human_intervention), (1, 1));
-        assert_eq!(s.mtta_seconds, Some(60));
-        assert_eq!(s.mttr_seconds, Some(3900));
-        let resolved = s.by_status.iter().find(|r| r.0 == "Resolved").unwrap();
-        assert_eq!(resolved.1, 2);
-        assert_eq!(s.by_severity.iter().map(|r| r.1).sum::<usize>(), 3);
-        assert_eq!(s.within_repair_target.1, 2);
-        assert_eq!(compute(&[], &cfg).mtta_seconds, None);
+    fn windows_are_the_offered_ones() {
+        assert_eq!(window(None), (7, None));
+        assert_eq!(window(Some("30")), (30, None));
+        assert_eq!(window(Some("90d")), (90, None));
+        let (d, note) = window(Some("<b>5"));
+        assert_eq!(d, 7);
+        assert!(note.unwrap().contains("\"<b>5\" is not one of the windows"));
+    }
+
+    #[test]
+    fn trend_columns_scale_and_quiet_buckets_read_as_a_dash() {
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        let b = |d: u32, opened: usize, mttr: Option<f64>| Bucket {
+            from: day(d),
+            to: day(d),
+            opened,
+            resolved: opened,
+            mttr_seconds: mttr,
+        };
+        let buckets = [b(1, 4, Some(600.0)), b(2, 0, None), b(3, 2, Some(300.0))];
+        let svg =
+            trend_chart("MTTR", &buckets, |b| b.mttr_seconds, |v| format!("{v}s")).into_string();
+        assert!(svg.contains("class=\"chart trend\""), "{svg}");
+        assert!(
+            svg.contains("aria-label=\"MTTR: 01 Dec 600s, 02 Dec —, 03 Dec 300s\""),
+            "{svg}"
+        );
+        // 600 fills the plot (120), 300 half of it, the quiet day nothing.
+        assert!(svg.contains(r#"height="120""#), "{svg}");
+        assert!(svg.contains(r#"height="60""#), "{svg}");
+        assert!(svg.contains(r#"height="0""#), "{svg}");
+        let svg = trend_chart(
+            "Incidents",
+            &buckets,
+            |b| Some(b.opened as f64),
+            |v| v.to_string(),
+        )
+        .into_string();
+        assert!(svg.contains("02 Dec: 0"), "{svg}");
     }
 
     #[test]
@@ -216,7 +193,5 @@ mod tests {
         assert!(!svg.contains("<b>"));
         assert!(svg.contains(r#"width="230""#), "{svg}");
         assert!(svg.contains(r#"width="115""#), "{svg}");
-        assert_eq!(human_duration(3900), "1 h 5 min");
-        assert_eq!(human_duration(75), "1 min 15 s");
     }
 }

@@ -10,7 +10,12 @@
     t.innerHTML = html.trim();
     return t.content.firstElementChild;
   };
-  const show = (el, text) => { if (el) { el.textContent = text; el.hidden = false; } };
+  // An answer shows as the server rendered it (its Markdown as safe HTML), else as plain text.
+  const show = (el, text, html) => {
+    if (!el) return;
+    if (html) el.innerHTML = html; else el.textContent = text;
+    el.hidden = false;
+  };
 
   // Forms marked data-ajax post in the background; the answer shows next to them.
   document.addEventListener("submit", async (e) => {
@@ -36,7 +41,7 @@
       });
       if (r.status === 401) { location.href = "/console/login"; return; }
       const j = await r.json().catch(() => ({ text: "HTTP " + r.status }));
-      show(out(), j.text || j.error || "HTTP " + r.status);
+      show(out(), j.text || j.error || "HTTP " + r.status, j.html);
       if (r.ok && form.hasAttribute("data-reset")) {
         const keep = document.activeElement;
         form.querySelectorAll("textarea, input[type=text]").forEach((i) => { i.value = ""; });
@@ -54,6 +59,29 @@
   if (compose) compose.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); compose.form.requestSubmit(); }
   });
+
+  // Keeps "open for …" and the countdowns to the targets current (the server rendered them at
+  // load time), in the server's words (pages::span).
+  const span = (s) => {
+    s = Math.max(0, Math.floor(s));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min";
+    if (s < 86400) return Math.floor(s / 3600) + " h" + (s % 3600 < 60 ? "" : " " + Math.floor((s % 3600) / 60) + " min");
+    return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+  };
+  const tick = () => {
+    const now = Date.now();
+    document.querySelectorAll("[data-since]").forEach((el) => {
+      el.textContent = "open for " + span((now - Date.parse(el.dataset.since)) / 1000);
+    });
+    document.querySelectorAll("[data-due]").forEach((el) => {
+      const left = (Date.parse(el.dataset.due) - now) / 1000, what = el.dataset.what;
+      el.textContent = left >= 0 ? span(left) + " left to " + what : what + " overdue by " + span(-left);
+      el.classList.toggle("left", left >= 0);
+      el.classList.toggle("overdue", left < 0);
+    });
+  };
+  setInterval(tick, 15000);
 
   if (!window.EventSource || !csrf) return;
   const threads = document.getElementById("threads");
@@ -106,7 +134,7 @@
           const fresh = fragment(d.card);
           // Keep the private answer the user was just shown.
           const was = c.querySelector(".ephemeral"), now = fresh.querySelector(".ephemeral");
-          if (was && now && !was.hidden) { now.textContent = was.textContent; now.hidden = false; }
+          if (was && now && !was.hidden) { now.innerHTML = was.innerHTML; now.hidden = false; }
           replace(c, fresh);
         }
       } else {
