@@ -63,7 +63,18 @@ impl Rig {
     }
 
     async fn start_with(dir: &std::path::Path, public_key: Option<String>) -> Rig {
-        let fake = FakeDiscord::start().await;
+        let rig = Self::launch(FakeDiscord::start().await, dir, public_key).await;
+        // Ready: the gateway session is up and /incident is registered in the guild.
+        rig.fake
+            .wait("READY and /incident registered", |f| {
+                (f.connected() && f.commands(GUILD).is_some()).then_some(())
+            })
+            .await;
+        rig
+    }
+
+    /// Starts the app against `fake` without waiting for the gateway.
+    async fn launch(fake: FakeDiscord, dir: &std::path::Path, public_key: Option<String>) -> Rig {
         let env = |k: &str| match k {
             "DISCORD_TOKEN" => Some(TOKEN.to_string()),
             "DISCORD_PUBLIC_KEY" => public_key.clone(),
@@ -85,17 +96,23 @@ impl Rig {
         let handle = tokio::spawn(run(cfg, listener, deps, async move {
             let _ = rx.await;
         }));
-        // Ready: the gateway session is up and /incident is registered in the guild.
-        fake.wait("READY and /incident registered", |f| {
-            (f.connected() && f.commands(GUILD).is_some()).then_some(())
-        })
-        .await;
         Rig {
             fake,
             base,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             handle: Some(handle),
+        }
+    }
+
+    /// Signals shutdown and requires `run` to finish within 10 s whatever the gateway is
+    /// doing (a bound on correctness: a healthy bot stops in well under a second).
+    async fn stop_within_bound(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        let handle = self.handle.take().unwrap();
+        match tokio::time::timeout(std::time::Duration::from_secs(10), handle).await {
+            Ok(r) => r.unwrap().unwrap(),
+            Err(_) => panic!("run did not finish within 10 s of the shutdown signal"),
         }
     }
 
@@ -1005,4 +1022,49 @@ async fn incident_new_opens_one_incident() {
         format!("discord:{BOB}")
     );
     rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_when_the_gateway_is_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    rig.stop_within_bound().await;
+}
+
+/// The gateway closed with `code` on IDENTIFY (serenity gives up: the app must still stop).
+async fn shutdown_completes_after_identify_is_closed_with(code: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await;
+    fake.close_identify_with(code);
+    let rig = Rig::launch(fake, dir.path(), None).await;
+    rig.fake
+        .wait("the gateway closed the IDENTIFY", |f| {
+            (f.gateway_closes() >= 1).then_some(())
+        })
+        .await;
+    rig.stop_within_bound().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_after_close_4014_disallowed_intents() {
+    shutdown_completes_after_identify_is_closed_with(4014).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_after_close_4004_authentication_failed() {
+    shutdown_completes_after_identify_is_closed_with(4004).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_after_an_invalid_session_restarts_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    rig.fake.invalidate_session();
+    // serenity restarts its shard and identifies again.
+    rig.fake
+        .wait("a second IDENTIFY after op 9", |f| {
+            (f.identifies() >= 2 && f.connected()).then_some(())
+        })
+        .await;
+    rig.stop_within_bound().await;
 }

@@ -264,9 +264,33 @@ pub fn message_event(msg: &Message, alert_channels: &HashSet<String>, me: u64) -
     }
 }
 
+/// The chat service as serenity's event handler holds it: taken away when the gateway task
+/// ends. serenity's shard queuer and runners are tasks of their own that keep the handler
+/// alive after `Client::start` returned (after a fatal close code, they are never told to
+/// stop); a service held there directly would keep an engine handle alive, and the engine's
+/// writer (which stops when the last handle is dropped) would never let the app stop.
+#[derive(Clone, Default)]
+pub struct ServiceSlot(Arc<std::sync::RwLock<Option<ChatService>>>);
+
+impl ServiceSlot {
+    pub fn new(service: ChatService) -> Self {
+        ServiceSlot(Arc::new(std::sync::RwLock::new(Some(service))))
+    }
+
+    /// The service, unless the gateway task has ended.
+    pub fn get(&self) -> Option<ChatService> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Drops the slot's service: events that still arrive are ignored.
+    pub fn close(&self) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// The serenity event handler.
 pub struct Handler {
-    pub service: ChatService,
+    pub service: ServiceSlot,
     pub guilds: Vec<GuildId>,
     pub alert_channels: HashSet<String>,
     /// The bot's user id once READY said it (0 before).
@@ -398,18 +422,24 @@ pub async fn finish_command(
 
 impl Handler {
     async fn component(&self, ctx: &Context, c: ComponentInteraction) {
+        let Some(service) = self.service.get() else {
+            return;
+        };
         // Acknowledge at once (type 6: no visible change), then work.
         if let Err(e) = c.defer(&ctx.http).await {
             warn!(error = %e, "Could not defer a button click.");
             return;
         }
-        finish_component(&ctx.http, &self.service, &c).await;
+        finish_component(&ctx.http, &service, &c).await;
     }
 
     async fn command(&self, ctx: &Context, c: CommandInteraction) {
         if c.data.name != "incident" {
             return;
         }
+        let Some(service) = self.service.get() else {
+            return;
+        };
         let public = command_is_public(&c);
         let deferred = if public {
             c.defer(&ctx.http).await
@@ -420,7 +450,7 @@ impl Handler {
             warn!(error = %e, "Could not defer /incident.");
             return;
         }
-        finish_command(&ctx.http, &self.service, &c, public).await;
+        finish_command(&ctx.http, &service, &c, public).await;
     }
 }
 
@@ -445,9 +475,12 @@ impl EventHandler for Handler {
         if msg.author.id.get() == me {
             return;
         }
+        let Some(service) = self.service.get() else {
+            return;
+        };
         let span = info_span!("discord_message", channel = %msg.channel_id);
         let event = message_event(&msg, &self.alert_channels, me);
-        if let Some(reply) = self.service.handle(event).instrument(span).await {
+        if let Some(reply) = service.handle(event).instrument(span).await {
             warn!(channel = %msg.channel_id, reply = %reply.text, "A Discord message could not be handled.");
         }
     }
