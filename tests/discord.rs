@@ -1068,3 +1068,106 @@ async fn shutdown_completes_after_an_invalid_session_restarts_the_shard() {
         .await;
     rig.stop_within_bound().await;
 }
+
+/// Every message, interaction response and follow-up the bot sent that carries text: its
+/// `allowed_mentions` must exist and parse nothing (`everyone`, `roles`, `users`).
+fn assert_no_ping_can_happen(fake: &FakeDiscord) {
+    let mut checked = 0;
+    for r in fake.requests() {
+        if !matches!(r.method.as_str(), "POST" | "PATCH") {
+            continue;
+        }
+        // An interaction response keeps its message in `data`.
+        let msg = if r.path.ends_with("/callback") {
+            &r.body["data"]
+        } else {
+            &r.body
+        };
+        let has_text = msg.get("content").is_some() || msg.get("embeds").is_some();
+        let is_message_defer = r.path.ends_with("/callback") && r.body["type"] == 5;
+        if !has_text && !is_message_defer {
+            continue;
+        }
+        checked += 1;
+        let am = &msg["allowed_mentions"];
+        assert!(
+            am.is_object(),
+            "{} {} has no allowed_mentions: {}",
+            r.method,
+            r.path,
+            r.body
+        );
+        let parse = am["parse"].as_array().cloned().unwrap_or_default();
+        for p in ["everyone", "roles", "users"] {
+            assert!(
+                !parse.contains(&serde_json::json!(p)),
+                "{} {} parses {p}: {}",
+                r.method,
+                r.path,
+                r.body
+            );
+        }
+    }
+    assert!(checked > 10, "only {checked} payloads checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_text_and_alert_fields_never_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let evil = format!("@everyone @here <!channel> <@&{APPROVERS}> <@{ALICE}>");
+    // An alert whose title, description and labels carry mentions.
+    let a = fake.post_webhook_alert(
+        ALERTS,
+        &format!("[FIRING:1] HighErrorRate {evil}"),
+        &format!(
+            "\nAlerts Firing:\nLabels:\n - alertname = HighErrorRate\n - team = {evil}\n - severity = critical\n\
+             Annotations:\n - summary = {evil}\n"
+        ),
+    );
+    card_in_thread(fake, a).await;
+    let approver = &[APPROVERS];
+    let role = format!("<@&{APPROVERS}>");
+    let cmds: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("assign", vec![("id", "INC-1"), ("owner", "@everyone")]),
+        ("assign", vec![("id", "INC-1"), ("owner", &evil)]),
+        ("assign", vec![("id", "INC-1"), ("owner", &role)]),
+        ("note", vec![("id", "INC-1"), ("text", &evil)]),
+        (
+            "rootcause",
+            vec![
+                ("id", "INC-1"),
+                ("category", "configuration"),
+                ("text", &evil),
+            ],
+        ),
+        (
+            "followup",
+            vec![("id", "INC-1"), ("text", &evil), ("owner", "@here")],
+        ),
+        ("resolve", vec![("id", "INC-1"), ("note", &evil)]),
+        ("new", vec![("title", &evil)]),
+    ];
+    for (sub, opts) in &cmds {
+        let token = fake.command(INCIDENTS, BOB, approver, sub, opts);
+        let answer = command_answer(fake, token).await;
+        let text = answer.body["content"].as_str().unwrap_or("");
+        // A role mention stays a role mention, not `@<@&…>`.
+        assert!(!text.contains("@<@"), "{sub}: {text}");
+    }
+    // The new incident's card.
+    fake.wait("the card of INC-2", |f| {
+        f.requests()
+            .iter()
+            .any(|r| {
+                r.body["embeds"][0]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("INC-2"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert_no_ping_can_happen(fake);
+    rig.stop().await;
+}

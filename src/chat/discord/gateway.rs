@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use serenity::all::{
     CommandDataOption, CommandDataOptionValue, CommandInteraction, CommandOptionType,
-    ComponentInteraction, Context, CreateCommand, CreateCommandOption,
-    CreateInteractionResponseFollowup, EditInteractionResponse, EventHandler, GatewayIntents,
-    GuildId, Http, Interaction, Member, Message, Ready, ResumedEvent, User,
+    ComponentInteraction, Context, CreateAllowedMentions, CreateCommand, CreateCommandOption,
+    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
+    EditInteractionResponse, EventHandler, GatewayIntents, GuildId, Http, Interaction, Member,
+    Message, Ready, ResumedEvent, User,
 };
 use tracing::{info, info_span, warn, Instrument};
 
@@ -183,7 +184,8 @@ pub fn command_text(options: &[CommandDataOption]) -> String {
                 continue;
             }
             // The text language reads a follow-up's owner as a trailing `@name`.
-            if *name == "owner" && !text.starts_with('@') {
+            // A mention (`<@id>`, `<@&role>`) is already one: no stray `@` before it.
+            if *name == "owner" && !text.starts_with('@') && !text.starts_with("<@") {
                 words.push(format!("@{text}"));
             } else {
                 words.push(text.to_string());
@@ -297,6 +299,20 @@ pub struct Handler {
     pub me: Arc<AtomicU64>,
 }
 
+/// No mention in the bot's answers pings anyone: they echo what people typed (`@everyone`, a
+/// role). Pings the bot means (the on-call) go through thread notes with explicit ids.
+fn no_pings() -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+}
+
+/// A private follow-up answer.
+fn private_followup(text: &str) -> CreateInteractionResponseFollowup {
+    CreateInteractionResponseFollowup::new()
+        .content(content(text))
+        .ephemeral(true)
+        .allowed_mentions(no_pings())
+}
+
 fn content(text: &str) -> String {
     truncate_chars(text, CONTENT_MAX)
 }
@@ -357,10 +373,7 @@ pub async fn finish_component(http: &Http, service: &ChatService, c: &ComponentI
         return;
     };
     if reply.ephemeral {
-        let f = CreateInteractionResponseFollowup::new()
-            .content(content(&reply.text))
-            .ephemeral(true);
-        if let Err(e) = c.create_followup(http, f).await {
+        if let Err(e) = c.create_followup(http, private_followup(&reply.text)).await {
             warn!(error = %e, "Could not answer a button click.");
         }
     }
@@ -392,16 +405,20 @@ pub async fn finish_command(
         // Refused or failed: the channel should not see it. Replace the public "thinking…"
         // with a private answer.
         let _ = c.delete_response(http).await;
-        let f = CreateInteractionResponseFollowup::new()
-            .content(content(&reply.text))
-            .ephemeral(true);
-        c.create_followup(http, f).await.map(|_| ())
+        c.create_followup(http, private_followup(&reply.text))
+            .await
+            .map(|_| ())
     } else {
         // Long answers (a report, a timeline) continue in follow-ups, seen by the same people.
         let mut parts = content_parts(&reply.text).into_iter();
         let first = parts.next().unwrap_or_default();
         let mut result = c
-            .edit_response(http, EditInteractionResponse::new().content(first))
+            .edit_response(
+                http,
+                EditInteractionResponse::new()
+                    .content(first)
+                    .allowed_mentions(no_pings()),
+            )
             .await
             .map(|_| ());
         for part in parts {
@@ -410,7 +427,8 @@ pub async fn finish_command(
             }
             let f = CreateInteractionResponseFollowup::new()
                 .content(part)
-                .ephemeral(reply.ephemeral);
+                .ephemeral(reply.ephemeral)
+                .allowed_mentions(no_pings());
             result = c.create_followup(http, f).await.map(|_| ());
         }
         result
@@ -441,11 +459,12 @@ impl Handler {
             return;
         };
         let public = command_is_public(&c);
-        let deferred = if public {
-            c.defer(&ctx.http).await
-        } else {
-            c.defer_ephemeral(&ctx.http).await
-        };
+        let defer = CreateInteractionResponseMessage::new()
+            .ephemeral(!public)
+            .allowed_mentions(no_pings());
+        let deferred = c
+            .create_response(&ctx.http, CreateInteractionResponse::Defer(defer))
+            .await;
         if let Err(e) = deferred {
             warn!(error = %e, "Could not defer /incident.");
             return;
