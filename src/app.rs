@@ -288,6 +288,11 @@ pub async fn run(
         engine: engine.clone(),
         store: store.clone(),
         cfg: cfg.clone(),
+        chat: deps
+            .surfaces
+            .iter()
+            .filter_map(|s| s.connection())
+            .collect(),
     });
     for surface in &deps.surfaces {
         let service = ChatService::new(

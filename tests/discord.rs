@@ -1028,31 +1028,65 @@ async fn incident_new_opens_one_incident() {
 async fn shutdown_completes_when_the_gateway_is_healthy() {
     let dir = tempfile::tempdir().unwrap();
     let rig = Rig::start(dir.path()).await;
+    assert_eq!(rig.readyz().await, (200, "ready".to_string()));
+    assert!(rig
+        .metrics_text()
+        .await
+        .contains("incidentd_chat_connected{platform=\"discord\"} 1\n"));
     rig.stop_within_bound().await;
 }
 
-/// The gateway closed with `code` on IDENTIFY (serenity gives up: the app must still stop).
-async fn shutdown_completes_after_identify_is_closed_with(code: u16) {
+impl Rig {
+    /// `/readyz` status and body.
+    async fn readyz(&self) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn metrics_text(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
+}
+
+/// The gateway closed with `code` on IDENTIFY: serenity gives up. The app says why (not
+/// ready, with the fix), exposes the gauge, and still stops.
+async fn gateway_refused_with(code: u16, fix: &str) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeDiscord::start().await;
     fake.close_identify_with(code);
     let rig = Rig::launch(fake, dir.path(), None).await;
-    rig.fake
-        .wait("the gateway closed the IDENTIFY", |f| {
-            (f.gateway_closes() >= 1).then_some(())
-        })
-        .await;
+    let body = eventually("/readyz reports the refused gateway", || async {
+        let (status, body) = rig.readyz().await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.starts_with("discord connection down since "), "{body}");
+    assert!(body.contains(fix), "{body}");
+    assert!(rig
+        .metrics_text()
+        .await
+        .contains("incidentd_chat_connected{platform=\"discord\"} 0\n"));
     rig.stop_within_bound().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_completes_after_close_4014_disallowed_intents() {
-    shutdown_completes_after_identify_is_closed_with(4014).await;
+async fn close_4014_is_not_ready_names_the_intent_fix_and_still_stops() {
+    gateway_refused_with(
+        4014,
+        "enable the Message Content intent for the bot in the Discord Developer Portal → your app → Bot → Privileged Gateway Intents",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_completes_after_close_4004_authentication_failed() {
-    shutdown_completes_after_identify_is_closed_with(4004).await;
+async fn close_4004_is_not_ready_names_the_token_fix_and_still_stops() {
+    gateway_refused_with(4004, "the bot token is wrong; set DISCORD_TOKEN").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

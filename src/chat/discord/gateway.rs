@@ -10,11 +10,13 @@ use serenity::all::{
     CommandDataOption, CommandDataOptionValue, CommandInteraction, CommandOptionType,
     ComponentInteraction, Context, CreateAllowedMentions, CreateCommand, CreateCommandOption,
     CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
-    EditInteractionResponse, EventHandler, GatewayIntents, GuildId, Http, Interaction, Member,
-    Message, Ready, ResumedEvent, User,
+    EditInteractionResponse, EventHandler, GatewayError, GatewayIntents, GuildId, Http,
+    Interaction, Member, Message, Ready, ResumedEvent, User,
 };
+use serenity::gateway::{ConnectionStage, ShardStageUpdateEvent};
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::chat::health::Connection;
 use crate::domain::alert::Platform;
 use crate::domain::card::truncate_chars;
 use crate::domain::classify::RootCause;
@@ -297,6 +299,30 @@ pub struct Handler {
     pub alert_channels: HashSet<String>,
     /// The bot's user id once READY said it (0 before).
     pub me: Arc<AtomicU64>,
+    pub conn: Arc<Connection>,
+}
+
+/// Why the gateway gave up, with what to do about it: serenity's own words for the close codes
+/// name no fix ("Disallowed gateway intents were provided").
+pub fn fatal_error(e: &serenity::Error) -> String {
+    match e {
+        serenity::Error::Gateway(GatewayError::DisallowedGatewayIntents) => {
+            "Discord closed the gateway with 4014 (disallowed intents): enable the Message Content \
+             intent for the bot in the Discord Developer Portal → your app → Bot → Privileged \
+             Gateway Intents, then restart incidentd"
+                .into()
+        }
+        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => {
+            "Discord closed the gateway with 4004 (authentication failed): the bot token is \
+             wrong; set DISCORD_TOKEN to the token of the Bot page in the Discord Developer \
+             Portal, then restart incidentd"
+                .into()
+        }
+        serenity::Error::Gateway(GatewayError::InvalidGatewayIntents) => {
+            "Discord closed the gateway with 4013 (invalid intents)".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// No mention in the bot's answers pings anyone: they echo what people typed (`@everyone`, a
@@ -477,6 +503,7 @@ impl Handler {
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         self.me.store(ready.user.id.get(), Ordering::SeqCst);
+        self.conn.connected();
         info!(guilds = self.guilds.len(), "Discord gateway ready.");
         for g in &self.guilds {
             if let Err(e) = g.set_commands(&ctx.http, vec![incident_command()]).await {
@@ -485,7 +512,16 @@ impl EventHandler for Handler {
         }
     }
 
+    async fn shard_stage_update(&self, _ctx: Context, e: ShardStageUpdateEvent) {
+        if e.new == ConnectionStage::Connected {
+            self.conn.connected();
+        } else if e.old == ConnectionStage::Connected {
+            self.conn.disconnected();
+        }
+    }
+
     async fn resume(&self, _ctx: Context, _: ResumedEvent) {
+        self.conn.connected();
         info!("Discord gateway resumed; missed events are replayed.");
     }
 

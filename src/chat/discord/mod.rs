@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::chat::health::Connection;
 use crate::chat::Surface;
 use crate::config::DiscordConfig;
 use crate::domain::alert::Platform;
@@ -39,6 +40,7 @@ pub use port::DiscordPort;
 pub struct DiscordSurface {
     cfg: DiscordConfig,
     port: Arc<DiscordPort>,
+    conn: Arc<Connection>,
 }
 
 impl DiscordSurface {
@@ -50,6 +52,7 @@ impl DiscordSurface {
                 cfg.incident_channel.clone(),
             )),
             cfg: cfg.clone(),
+            conn: Arc::new(Connection::new("discord")),
         }
     }
 
@@ -79,6 +82,10 @@ impl Surface for DiscordSurface {
 
     fn alert_channels(&self) -> Vec<String> {
         self.cfg.alert_channels.clone()
+    }
+
+    fn connection(&self) -> Option<Arc<Connection>> {
+        Some(self.conn.clone())
     }
 
     fn routes(&self, service: ChatService) -> Option<axum::Router> {
@@ -120,10 +127,12 @@ impl Surface for DiscordSurface {
                 .cloned()
                 .collect::<HashSet<_>>(),
             me: Arc::new(AtomicU64::new(0)),
+            conn: self.conn.clone(),
         };
+        let conn = self.conn.clone();
         let http = self.http();
         Some(tokio::spawn(async move {
-            run_gateway(http, handler, shutdown).await;
+            run_gateway(http, handler, &conn, shutdown).await;
             // Whatever serenity's own tasks still hold, the engine handle goes now.
             slot.close();
         }))
@@ -137,7 +146,12 @@ const SHARDS_SHUTDOWN_MAX: std::time::Duration = std::time::Duration::from_secs(
 
 /// Runs serenity's client until the gateway fails for good or `shutdown` turns true; then the
 /// shards are shut down explicitly (bounded), which also ends serenity's shard queuer.
-async fn run_gateway(http: Http, handler: gateway::Handler, mut shutdown: watch::Receiver<bool>) {
+async fn run_gateway(
+    http: Http,
+    handler: gateway::Handler,
+    conn: &Connection,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut client = match serenity::client::ClientBuilder::new_with_http(http, gateway::intents())
         .event_handler(handler)
         .await
@@ -154,9 +168,12 @@ async fn run_gateway(http: Http, handler: gateway::Handler, mut shutdown: watch:
     };
     tokio::select! {
         r = client.start() => {
-            if let Err(e) = r {
-                error!(error = %e, "The Discord gateway stopped.");
-            }
+            let why = match r {
+                Err(e) => gateway::fatal_error(&e),
+                Ok(()) => "the gateway client stopped".to_string(),
+            };
+            error!(error = %why, "The Discord gateway stopped for good; Discord is deaf until this is fixed and incidentd restarted.");
+            conn.failed(why);
             // serenity does not stop its shard queuer after a fatal close; do not wait on it.
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(SHARDS_SHUTDOWN_MAX, shards.shutdown_all()).await;
@@ -164,6 +181,7 @@ async fn run_gateway(http: Http, handler: gateway::Handler, mut shutdown: watch:
         }
         _ = stop => {
             info!("Closing the Discord gateway.");
+            conn.disconnected();
             if tokio::time::timeout(SHARDS_SHUTDOWN_MAX, shards.shutdown_all()).await.is_err() {
                 warn!("The Discord shards did not close in time; leaving them.");
             }
