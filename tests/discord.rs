@@ -1205,3 +1205,19 @@ async fn echoed_text_and_alert_fields_never_ping() {
     assert_no_ping_can_happen(fake);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_stats_use_discord_bold() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    for (sub, bold) in [
+        ("help", "**/incident** commands:"),
+        ("stats", "**Incident stats, last 7 days**"),
+    ] {
+        let answer = command_answer(fake, fake.command(INCIDENTS, BOB, &[], sub, &[])).await;
+        let text = answer.body["content"].as_str().unwrap();
+        assert!(text.starts_with(bold), "{sub}: {text}");
+    }
+    rig.stop().await;
+}

@@ -339,6 +339,47 @@ fn private_followup(text: &str) -> CreateInteractionResponseFollowup {
         .allowed_mentions(no_pings())
 }
 
+/// The neutral answers use Slack's `*bold*`, which Discord shows as italics: on Discord a
+/// single-asterisk span (outside code, on one line, not touching spaces inside) is `**bold**`.
+pub fn discord_markdown(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut i = 0;
+    let mut in_code = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '`' {
+            in_code = !in_code;
+        }
+        let single = c == '*'
+            && !in_code
+            && (i == 0 || chars[i - 1] != '*')
+            && chars
+                .get(i + 1)
+                .is_some_and(|n| *n != '*' && !n.is_whitespace());
+        if single {
+            // The closing `*` on the same line, outside code, not after a space, not doubled.
+            let close = (i + 1..chars.len())
+                .take_while(|j| chars[*j] != '\n' && chars[*j] != '`')
+                .find(|j| {
+                    chars[*j] == '*'
+                        && !chars[j - 1].is_whitespace()
+                        && chars.get(j + 1) != Some(&'*')
+                });
+            if let Some(j) = close {
+                out.push_str("**");
+                out.extend(&chars[i + 1..j]);
+                out.push_str("**");
+                i = j + 1;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
 fn content(text: &str) -> String {
     truncate_chars(text, CONTENT_MAX)
 }
@@ -423,10 +464,11 @@ pub async fn finish_command(
         actor: actor(&c.user, c.member.as_deref()),
         text: command_text(&c.data.options),
     };
-    let reply = service.handle(event).await.unwrap_or(ChatReply {
+    let mut reply = service.handle(event).await.unwrap_or(ChatReply {
         text: "Done.".into(),
         ephemeral: !public,
     });
+    reply.text = discord_markdown(&reply.text);
     let result = if public && reply.ephemeral {
         // Refused or failed: the channel should not see it. Replace the public "thinking…"
         // with a private answer.
@@ -679,6 +721,22 @@ mod tests {
             )),
             "rootcause INC-2 configuration"
         );
+    }
+
+    #[test]
+    fn slack_bold_becomes_discord_bold() {
+        assert_eq!(
+            discord_markdown("*/incident* commands:\n• `stats [7d|30d]` — x"),
+            "**/incident** commands:\n• `stats [7d|30d]` — x"
+        );
+        assert_eq!(
+            discord_markdown("*Incident stats, last 7 days* — 3 incidents"),
+            "**Incident stats, last 7 days** — 3 incidents"
+        );
+        // Already bold, inside code, a lone star, a product: left alone.
+        for same in ["**x**", "`a *b* c`", "5 * 3", "a*", "2 * 3 * 4", "* item"] {
+            assert_eq!(discord_markdown(same), same);
+        }
     }
 
     #[test]
