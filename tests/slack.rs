@@ -1027,3 +1027,58 @@ async fn incident_new_opens_one_incident_with_the_person_as_reporter() {
     assert!(r["text"].as_str().unwrap().contains("needs a title"), "{r}");
     rig.stop().await;
 }
+
+/// No mrkdwn the bot sent (`text` and mrkdwn blocks; `plain_text` pings no one) carries an
+/// unescaped broadcast or a mention it did not mean.
+fn assert_no_broadcast(fake: &FakeSlack) {
+    for m in fake.messages() {
+        if m.user.as_deref() != Some(BOT_USER) {
+            continue;
+        }
+        let all = format!("{} {:?}", m.text, mrkdwn_texts(&json!(m.blocks)));
+        for bad in [
+            "<!channel>",
+            "<!here>",
+            "<!everyone>",
+            "<@UALICE>",
+            "<!subteam^S1>",
+        ] {
+            assert!(!all.contains(bad), "{bad} in {all}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_mrkdwn_is_escaped_once_and_cut_on_entity_boundaries() {
+    let rig = Rig::start("socket").await;
+    let evil = "<!channel> <!here> <!everyone> <@UALICE> <!subteam^S1> @channel";
+    let body = serde_json::json!({
+        "title": format!("EvilAlert & <tag> {evil}"),
+        "severity": "critical",
+        "description": "<<a".repeat(4000),
+        "labels": { "team": evil },
+    });
+    let r = rig
+        .http
+        .post(format!("{}/api/v1/alerts", rig.base))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    rig.fake.wait("the card", |f| !f.cards().is_empty()).await;
+    let card = rig.fake.cards().remove(0);
+    let texts = mrkdwn_texts(&serde_json::json!(card.blocks));
+    assert!(
+        texts.iter().any(|t| t.contains("detect &lt; ")),
+        "{texts:?}"
+    );
+    for t in &texts {
+        if let Err(e) = check_mrkdwn(t) {
+            panic!("{e}: {t}");
+        }
+    }
+    assert_no_broadcast(&rig.fake);
+    rig.stop().await;
+}

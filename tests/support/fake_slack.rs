@@ -224,6 +224,67 @@ pub fn check_blocks(blocks: &[Value]) -> Result<(), String> {
     Ok(())
 }
 
+/// How Slack reads the control characters of mrkdwn (specs: "Escaping text"): `&` starts one
+/// of `&amp;` `&lt;` `&gt;`, `<` starts a link or mention (`<http…>`, `<mailto:…>`, `<@U…>`,
+/// `<#C…>`, `<!…>`) closed by `>`. Slack accepts anything, but bare ones render as something
+/// else than what was meant (a cut entity shows as `&l`, `<category>` as a broken link): `Err`
+/// names the first one.
+pub fn check_mrkdwn(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(i) = rest.find(['&', '<', '>']) {
+        let tail = &rest[i..];
+        let step = match tail.as_bytes()[0] {
+            b'&' => ["&amp;", "&lt;", "&gt;"]
+                .iter()
+                .find(|e| tail.starts_with(*e))
+                .map(|e| e.len())
+                .ok_or_else(|| format!("bare `&` at {:?}", truncate(tail)))?,
+            b'<' => {
+                let end = tail
+                    .find('>')
+                    .filter(|e| !tail[1..*e].contains('<'))
+                    .ok_or_else(|| format!("unclosed `<` at {:?}", truncate(tail)))?;
+                let inner = &tail[1..end];
+                let known = ["http://", "https://", "mailto:", "@", "#", "!"]
+                    .iter()
+                    .any(|p| inner.starts_with(p));
+                if !known {
+                    return Err(format!("`<{inner}>` is no link or mention"));
+                }
+                end + 1
+            }
+            _ => return Err(format!("bare `>` at {:?}", truncate(tail))),
+        };
+        rest = &tail[step..];
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(20).collect()
+}
+
+/// Every mrkdwn text of a message: its blocks' `mrkdwn` texts and fields.
+pub fn mrkdwn_texts(blocks: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                    if let Some(t) = m.get("text").and_then(Value::as_str) {
+                        out.push(t.to_string());
+                    }
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(blocks, &mut out);
+    out
+}
+
 fn bearer(h: &HeaderMap) -> Option<String> {
     h.get("authorization")?
         .to_str()

@@ -17,7 +17,8 @@ use tokio::sync::OnceCell;
 use tracing::{debug, error, info, warn};
 
 use super::render::{
-    card_block_id, card_blocks, escape, fallback_text, report_messages, report_part_of, MAX_TEXT,
+    card_block_id, card_blocks, escape_within, fallback_text, report_messages, report_part_of,
+    MAX_TEXT,
 };
 use crate::config::{Secret, SlackConfig};
 use crate::domain::alert::Platform;
@@ -153,7 +154,7 @@ impl SlackApi {
         let body = serde_json::json!({
             "response_type": "ephemeral",
             "replace_original": false,
-            "text": truncate_chars(&escape(text), MAX_TEXT),
+            "text": escape_within(text, MAX_TEXT),
         });
         let r = self
             .http
@@ -273,7 +274,7 @@ impl SlackApi {
         let req = SlackApiChatPostEphemeralRequest::new(
             channel.into(),
             user.into(),
-            SlackMessageContent::new().with_text(truncate_chars(&escape(text), MAX_TEXT)),
+            SlackMessageContent::new().with_text(escape_within(text, MAX_TEXT)),
         )
         .opt_thread_ts(thread_ts.map(|t| t.into()));
         timed(async {
@@ -628,7 +629,9 @@ impl SlackPort {
                 Ok(Delivered::default())
             }
             Delivery::Note { text, mentions } => {
-                let text = format!("{}{}", slack_mentions(mentions), escape(text));
+                let who = slack_mentions(mentions);
+                let room = MAX_TEXT.saturating_sub(who.chars().count());
+                let text = format!("{who}{}", escape_within(text, room));
                 let content = SlackMessageContent::new()
                     .with_text(truncate_chars(&text, MAX_TEXT))
                     .with_metadata(metadata(msg, "note"));
