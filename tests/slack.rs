@@ -1082,3 +1082,39 @@ async fn card_mrkdwn_is_escaped_once_and_cut_on_entity_boundaries() {
     assert_no_broadcast(&rig.fake);
     rig.stop().await;
 }
+
+/// Least privilege: the manifest grants exactly the bot scopes the client's Web API calls
+/// (`WEB_API_SCOPES`, checked against the spec) and its features need.
+#[test]
+fn manifest_scopes_are_exactly_what_the_code_uses() {
+    use incidentd::chat::slack::{FEATURE_SCOPES, WEB_API_SCOPES};
+    use std::collections::BTreeSet;
+    for (method, scopes) in WEB_API_SCOPES {
+        let Some(spec) = spec_scopes(method) else {
+            // Not in the Web API spec: Socket Mode's method, with the app-level token.
+            assert_eq!(*method, "apps.connections.open");
+            continue;
+        };
+        let listed: BTreeSet<String> = scopes.iter().map(|s| s.to_string()).collect();
+        assert!(
+            listed.iter().all(|s| spec.contains(s)),
+            "{method}: {listed:?} not among the spec's {spec:?}"
+        );
+        assert_eq!(
+            listed.is_empty(),
+            spec.is_empty(),
+            "{method}: the spec wants {spec:?}"
+        );
+    }
+    let used: BTreeSet<String> = WEB_API_SCOPES
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .chain(FEATURE_SCOPES)
+        .map(|s| s.to_string())
+        .collect();
+    let granted: BTreeSet<String> = manifest_bot_scopes().into_iter().collect();
+    assert_eq!(
+        granted, used,
+        "deploy/slack-app-manifest.yml bot scopes vs the code's"
+    );
+}

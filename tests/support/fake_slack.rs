@@ -285,6 +285,73 @@ pub fn mrkdwn_texts(blocks: &Value) -> Vec<String> {
     out
 }
 
+/// The bot scopes the app manifest (`deploy/slack-app-manifest.yml`) grants.
+pub fn manifest_bot_scopes() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/slack-app-manifest.yml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut in_bot = false;
+    let mut scopes = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t == "bot:" {
+            in_bot = true;
+            continue;
+        }
+        if !in_bot || t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        match t.strip_prefix("- ") {
+            Some(s) => scopes.push(s.trim().to_string()),
+            None => break,
+        }
+    }
+    scopes
+}
+
+/// The scopes the Web API spec lists for `method` (any one of them is enough), bot-token
+/// spelling (`chat:write:bot` is `chat:write`); `None` when the spec does not list the method,
+/// empty when it needs none.
+pub fn spec_scopes(method: &str) -> Option<Vec<String>> {
+    static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        // The shared specs sit next to the repository (DESIGN.md: `../shared/specs`).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/specs/slack/web-api-openapi-v2.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into());
+        serde_json::from_str(&text).unwrap_or(json!({}))
+    });
+    let ops = spec["paths"].get(format!("/{method}"))?.as_object()?;
+    let mut out = Vec::new();
+    for op in ops.values() {
+        for sec in op["security"].as_array().into_iter().flatten() {
+            for s in sec["slackAuth"].as_array().into_iter().flatten() {
+                let s = s.as_str().unwrap_or("");
+                let s = match s {
+                    "none" | "chat:write:user" => continue,
+                    "chat:write:bot" => "chat:write",
+                    other => other,
+                };
+                if !out.iter().any(|x| x == s) {
+                    out.push(s.to_string());
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Like Slack: a bot-token method needs one of its scopes granted (the manifest's).
+fn missing_scope(method: &str) -> Option<String> {
+    let needed = spec_scopes(method)?;
+    if needed.is_empty() {
+        return None;
+    }
+    let granted = manifest_bot_scopes();
+    (!needed.iter().any(|n| granted.contains(n))).then(|| "missing_scope".to_string())
+}
+
 fn bearer(h: &HeaderMap) -> Option<String> {
     h.get("authorization")?
         .to_str()
@@ -330,6 +397,10 @@ async fn api(
         };
         s.record(&method, &args, 200, Some(code), at);
         return slack_error(code);
+    }
+    if let Some(code) = missing_scope(&method) {
+        s.record(&method, &args, 200, Some(&code), at);
+        return slack_error(&code);
     }
     let r = call(&s, &method, &args);
     match &r {

@@ -26,6 +26,34 @@ use crate::domain::card::{truncate_chars, IncidentCard};
 use crate::domain::report::Report;
 use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, ThreadRef};
 
+/// Every Slack Web API method this client calls, with the bot-token scopes it needs (from the
+/// Web API spec, `shared/specs/slack/web-api-openapi-v2.json`; the spec's `chat:write:bot` is
+/// the bot token's `chat:write`; `conversations.*` need the history scope of each channel type
+/// read: public and private channels). Kept next to the calls: a new call goes here with its
+/// scopes. `tests/slack_scopes.rs` checks this against the spec and the app manifest, and the
+/// fake Slack refuses a method whose scope the manifest does not grant.
+pub const WEB_API_SCOPES: &[(&str, &[&str])] = &[
+    ("auth.test", &[]),
+    // Socket Mode, with the app-level token (its `connections:write` is no bot scope).
+    ("apps.connections.open", &[]),
+    ("chat.postMessage", &["chat:write"]),
+    ("chat.update", &["chat:write"]),
+    ("chat.postEphemeral", &["chat:write"]),
+    (
+        "conversations.history",
+        &["channels:history", "groups:history"],
+    ),
+    (
+        "conversations.replies",
+        &["channels:history", "groups:history"],
+    ),
+    ("usergroups.list", &["usergroups:read"]),
+];
+
+/// Bot scopes that no method needs but a feature does: the slash command, and the message
+/// events of the alert channels (`message.channels`, `message.groups`).
+pub const FEATURE_SCOPES: &[&str] = &["commands", "channels:history", "groups:history"];
+
 pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 
 /// Who the bot is, from `auth.test`: its own messages are ignored.

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::error;
 
-pub use client::{Pace, SlackPort};
+pub use client::{Pace, SlackPort, FEATURE_SCOPES, WEB_API_SCOPES};
 pub use events::COMMAND;
 
 use crate::config::{SlackConfig, SlackMode};
