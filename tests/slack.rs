@@ -1118,3 +1118,44 @@ fn manifest_scopes_are_exactly_what_the_code_uses() {
         "deploy/slack-app-manifest.yml bot scopes vs the code's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_command_text_never_pings() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    let evil = "<!channel> <!here> <!everyone> <@UALICE> <!subteam^S1>";
+    for cmd in [
+        format!("assign INC-1 {evil}"),
+        format!("note INC-1 {evil}"),
+        format!("rootcause INC-1 configuration {evil}"),
+        format!("followup INC-1 {evil} @bob"),
+        format!("resolve INC-1 {evil}"),
+        format!("new {evil}"),
+    ] {
+        let r = rig.fake.command("UAPPROVER", &cmd).await;
+        let text = r["text"].as_str().unwrap_or("");
+        for bad in [
+            "<!channel>",
+            "<!here>",
+            "<!everyone>",
+            "<@UALICE>",
+            "<!subteam^S1>",
+        ] {
+            assert!(!text.contains(bad), "{cmd}: {text}");
+        }
+    }
+    // The notes the commands left in the thread, and the second incident's card.
+    rig.fake
+        .wait("the resolve note", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.thread_ts.as_deref() == Some(&alert) && m.text.contains("Resolved"))
+        })
+        .await;
+    rig.fake
+        .wait("the new card", |f| f.cards().len() >= 2)
+        .await;
+    assert_no_broadcast(&rig.fake);
+    rig.stop().await;
+}
