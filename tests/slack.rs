@@ -51,16 +51,18 @@ impl Rig {
 
     /// The app on `dir`'s store against `fake` (a restart reuses both).
     async fn launch(mode: &str, fake: FakeSlack, dir: tempfile::TempDir, policy: &str) -> Rig {
-        Rig::launch_with(mode, fake, dir, policy, true).await
+        Rig::launch_with(mode, fake, dir, policy, true, BOT_TOKEN).await
     }
 
     /// `paced`: the bot's own chat.postMessage pacing (off only to measure latency).
+    /// `bot_token`: another than the fake's is refused, and the socket is then not awaited.
     async fn launch_with(
         mode: &str,
         fake: FakeSlack,
         dir: tempfile::TempDir,
         policy: &str,
         paced: bool,
+        bot_token: &str,
     ) -> Rig {
         let connected = fake.connections();
         let text = format!(
@@ -68,7 +70,7 @@ impl Rig {
             fake.api_url
         );
         let env = |k: &str| match k {
-            "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_string()),
+            "SLACK_BOT_TOKEN" => Some(bot_token.to_string()),
             "SLACK_APP_TOKEN" => Some(APP_TOKEN.to_string()),
             "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_string()),
             _ => None,
@@ -97,7 +99,7 @@ impl Rig {
         let handle = tokio::spawn(run(cfg, listener, deps, async move {
             let _ = rx.await;
         }));
-        if mode == "socket" {
+        if mode == "socket" && bot_token == BOT_TOKEN {
             fake.wait_connected(connected + 1).await;
         }
         Rig {
@@ -655,7 +657,15 @@ async fn rate_limit_storm_delays_but_loses_nothing() {
 async fn latency_alert_message_to_thread_reply() {
     let fake = FakeSlack::start().await;
     fake.set_rate(None);
-    let rig = Rig::launch_with("socket", fake, tempfile::tempdir().unwrap(), POLICY, false).await;
+    let rig = Rig::launch_with(
+        "socket",
+        fake,
+        tempfile::tempdir().unwrap(),
+        POLICY,
+        false,
+        BOT_TOKEN,
+    )
+    .await;
     let n = 200;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -1157,5 +1167,33 @@ async fn echoed_command_text_never_pings() {
         .wait("the new card", |f| f.cards().len() >= 2)
         .await;
     assert_no_broadcast(&rig.fake);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bot_token_is_not_ready_and_names_the_fix() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::launch_with("socket", fake, dir, POLICY, true, "xoxb-wrong").await;
+    let body = support::fake_discord::eventually("/readyz reports the refused token", || async {
+        let r = rig
+            .http
+            .get(format!("{}/readyz", rig.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.starts_with("slack connection down since "), "{body}");
+    assert!(body.contains("set SLACK_BOT_TOKEN"), "{body}");
+    let metrics = rig.http.get(format!("{}/metrics", rig.base)).send();
+    let metrics = metrics.await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("incidentd_chat_connected{platform=\"slack\"} 0\n"),
+        "{metrics}"
+    );
     rig.stop().await;
 }
