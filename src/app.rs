@@ -194,6 +194,11 @@ impl Executor for PlaybookExecutor {
     }
 }
 
+/// How long shutdown waits for the workers (outbox, timers, dispatcher, chat connections).
+const STOP_WORKERS_MAX: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the writer to drain once the workers are gone.
+const STOP_WRITER_MAX: Duration = Duration::from_secs(3);
+
 /// Runs until `shutdown` resolves, then stops accepting, finishes what was accepted, and
 /// flushes the store.
 pub async fn run(
@@ -283,6 +288,11 @@ pub async fn run(
         engine: engine.clone(),
         store: store.clone(),
         cfg: cfg.clone(),
+        chat: deps
+            .surfaces
+            .iter()
+            .filter_map(|s| s.connection())
+            .collect(),
     });
     for surface in &deps.surfaces {
         let service = ChatService::new(
@@ -320,13 +330,28 @@ pub async fn run(
         .context("HTTP server")?;
     info!("Shutting down: finishing accepted work.");
     let _ = stop_tx.send(true);
+    // Bounded: a worker stuck on a platform must not keep the process alive. Aborting drops
+    // what it holds (engine handles among them).
+    let deadline = tokio::time::Instant::now() + STOP_WORKERS_MAX;
     for w in workers {
-        let _ = w.await;
+        let abort = w.abort_handle();
+        if tokio::time::timeout_at(deadline, w).await.is_err() {
+            warn!("A worker did not stop in time; aborting it.");
+            abort.abort();
+        }
     }
     // Every engine handle is gone now, so the writer drains its queue and stops.
-    tokio::task::spawn_blocking(move || writer.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    // Joined from a plain thread, not `spawn_blocking`: a runtime waits for its blocking tasks
+    // when it is dropped, so a writer that never stops would still hang the process.
+    let (joined_tx, joined) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = joined_tx.send(writer.join());
+    });
+    match tokio::time::timeout(STOP_WRITER_MAX, joined).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(_) => anyhow::bail!("the writer thread panicked"),
+        Err(_) => warn!("The writer did not stop in time (an engine handle is still held); flushing the store without it."),
+    }
     tokio::task::spawn_blocking(move || store.flush()).await??;
     info!("Stopped.");
     Ok(())

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{error, info_span, warn, Instrument};
 
+use crate::chat::health::Connection;
 use crate::config::{Config, Secret};
 use crate::domain::alert::Alert;
 use crate::domain::incident::{IncidentId, Status};
@@ -29,6 +30,8 @@ pub struct AppState {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
     pub cfg: Arc<Config>,
+    /// The chat platforms' long-lived connections (readiness, `incidentd_chat_connected`).
+    pub chat: Vec<Arc<Connection>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -363,7 +366,23 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         ("incidentd_recurrence_ratio", st.recurrence_rate),
     ];
     gauges.extend(opt.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))));
-    let text = s.engine.metrics().render(&gauges);
+    let mut text = s.engine.metrics().render(&gauges);
+    // Labelled by platform, after the catalogued ones (the catalog holds its HELP and TYPE).
+    let connected: String = s
+        .chat
+        .iter()
+        .map(|c| {
+            let up = if c.state().connected { 1 } else { 0 };
+            format!(
+                "incidentd_chat_connected{{platform=\"{}\"}} {up}\n",
+                c.platform()
+            )
+        })
+        .collect();
+    if let Some(at) = text.find("# TYPE incidentd_chat_connected gauge\n") {
+        let at = at + "# TYPE incidentd_chat_connected gauge\n".len();
+        text.insert_str(at, &connected);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -377,6 +396,20 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
 async fn readyz(State(s): State<AppState>) -> Response {
     if !s.engine.is_alive() {
         return (StatusCode::SERVICE_UNAVAILABLE, "engine stopped").into_response();
+    }
+    // A platform that refused the bot (wrong token, missing intent) will not come back by
+    // itself: the bot is deaf there, so it is not ready.
+    for c in &s.chat {
+        let st = c.state();
+        if st.down_for_good {
+            let error = st.last_error.unwrap_or_default();
+            let text = format!(
+                "{} connection down since {}: {error}",
+                c.platform(),
+                st.since.to_rfc3339()
+            );
+            return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+        }
     }
     let store = s.store.clone();
     match blocking(move || store.next_incident_id()).await {

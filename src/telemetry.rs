@@ -87,6 +87,11 @@ pub mod metrics {
             "Chat messages waiting in the outbox.",
         ),
         (
+            "incidentd_chat_connected",
+            "gauge",
+            "Whether a chat platform's gateway or socket is connected (1) or not (0), by platform.",
+        ),
+        (
             "incidentd_incidents_active",
             "gauge",
             "Incidents not yet resolved.",

@@ -63,7 +63,18 @@ impl Rig {
     }
 
     async fn start_with(dir: &std::path::Path, public_key: Option<String>) -> Rig {
-        let fake = FakeDiscord::start().await;
+        let rig = Self::launch(FakeDiscord::start().await, dir, public_key).await;
+        // Ready: the gateway session is up and /incident is registered in the guild.
+        rig.fake
+            .wait("READY and /incident registered", |f| {
+                (f.connected() && f.commands(GUILD).is_some()).then_some(())
+            })
+            .await;
+        rig
+    }
+
+    /// Starts the app against `fake` without waiting for the gateway.
+    async fn launch(fake: FakeDiscord, dir: &std::path::Path, public_key: Option<String>) -> Rig {
         let env = |k: &str| match k {
             "DISCORD_TOKEN" => Some(TOKEN.to_string()),
             "DISCORD_PUBLIC_KEY" => public_key.clone(),
@@ -85,17 +96,23 @@ impl Rig {
         let handle = tokio::spawn(run(cfg, listener, deps, async move {
             let _ = rx.await;
         }));
-        // Ready: the gateway session is up and /incident is registered in the guild.
-        fake.wait("READY and /incident registered", |f| {
-            (f.connected() && f.commands(GUILD).is_some()).then_some(())
-        })
-        .await;
         Rig {
             fake,
             base,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             handle: Some(handle),
+        }
+    }
+
+    /// Signals shutdown and requires `run` to finish within 10 s whatever the gateway is
+    /// doing (a bound on correctness: a healthy bot stops in well under a second).
+    async fn stop_within_bound(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        let handle = self.handle.take().unwrap();
+        match tokio::time::timeout(std::time::Duration::from_secs(10), handle).await {
+            Ok(r) => r.unwrap().unwrap(),
+            Err(_) => panic!("run did not finish within 10 s of the shutdown signal"),
         }
     }
 
@@ -1010,5 +1027,203 @@ async fn incident_new_opens_one_incident() {
         incidents[0]["annotations"]["reported_by"],
         format!("discord:{BOB}")
     );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_when_the_gateway_is_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    assert_eq!(rig.readyz().await, (200, "ready".to_string()));
+    assert!(rig
+        .metrics_text()
+        .await
+        .contains("incidentd_chat_connected{platform=\"discord\"} 1\n"));
+    rig.stop_within_bound().await;
+}
+
+impl Rig {
+    /// `/readyz` status and body.
+    async fn readyz(&self) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn metrics_text(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
+}
+
+/// The gateway closed with `code` on IDENTIFY: serenity gives up. The app says why (not
+/// ready, with the fix), exposes the gauge, and still stops.
+async fn gateway_refused_with(code: u16, fix: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await;
+    fake.close_identify_with(code);
+    let rig = Rig::launch(fake, dir.path(), None).await;
+    let body = eventually("/readyz reports the refused gateway", || async {
+        let (status, body) = rig.readyz().await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.starts_with("discord connection down since "), "{body}");
+    assert!(body.contains(fix), "{body}");
+    assert!(rig
+        .metrics_text()
+        .await
+        .contains("incidentd_chat_connected{platform=\"discord\"} 0\n"));
+    rig.stop_within_bound().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_4014_is_not_ready_names_the_intent_fix_and_still_stops() {
+    gateway_refused_with(
+        4014,
+        "enable the Message Content intent for the bot in the Discord Developer Portal → your app → Bot → Privileged Gateway Intents",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_4004_is_not_ready_names_the_token_fix_and_still_stops() {
+    gateway_refused_with(4004, "the bot token is wrong; set DISCORD_TOKEN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_after_an_invalid_session_restarts_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    rig.fake.invalidate_session();
+    // serenity restarts its shard and identifies again.
+    rig.fake
+        .wait("a second IDENTIFY after op 9", |f| {
+            (f.identifies() >= 2 && f.connected()).then_some(())
+        })
+        .await;
+    rig.stop_within_bound().await;
+}
+
+/// Every message, interaction response and follow-up the bot sent that carries text: its
+/// `allowed_mentions` must exist and parse nothing (`everyone`, `roles`, `users`).
+fn assert_no_ping_can_happen(fake: &FakeDiscord) {
+    let mut checked = 0;
+    for r in fake.requests() {
+        if !matches!(r.method.as_str(), "POST" | "PATCH") {
+            continue;
+        }
+        // An interaction response keeps its message in `data`.
+        let msg = if r.path.ends_with("/callback") {
+            &r.body["data"]
+        } else {
+            &r.body
+        };
+        let has_text = msg.get("content").is_some() || msg.get("embeds").is_some();
+        let is_message_defer = r.path.ends_with("/callback") && r.body["type"] == 5;
+        if !has_text && !is_message_defer {
+            continue;
+        }
+        checked += 1;
+        let am = &msg["allowed_mentions"];
+        assert!(
+            am.is_object(),
+            "{} {} has no allowed_mentions: {}",
+            r.method,
+            r.path,
+            r.body
+        );
+        let parse = am["parse"].as_array().cloned().unwrap_or_default();
+        for p in ["everyone", "roles", "users"] {
+            assert!(
+                !parse.contains(&serde_json::json!(p)),
+                "{} {} parses {p}: {}",
+                r.method,
+                r.path,
+                r.body
+            );
+        }
+    }
+    assert!(checked > 10, "only {checked} payloads checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_text_and_alert_fields_never_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let evil = format!("@everyone @here <!channel> <@&{APPROVERS}> <@{ALICE}>");
+    // An alert whose title, description and labels carry mentions.
+    let a = fake.post_webhook_alert(
+        ALERTS,
+        &format!("[FIRING:1] HighErrorRate {evil}"),
+        &format!(
+            "\nAlerts Firing:\nLabels:\n - alertname = HighErrorRate\n - team = {evil}\n - severity = critical\n\
+             Annotations:\n - summary = {evil}\n"
+        ),
+    );
+    card_in_thread(fake, a).await;
+    let approver = &[APPROVERS];
+    let role = format!("<@&{APPROVERS}>");
+    let cmds: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("assign", vec![("id", "INC-1"), ("owner", "@everyone")]),
+        ("assign", vec![("id", "INC-1"), ("owner", &evil)]),
+        ("assign", vec![("id", "INC-1"), ("owner", &role)]),
+        ("note", vec![("id", "INC-1"), ("text", &evil)]),
+        (
+            "rootcause",
+            vec![
+                ("id", "INC-1"),
+                ("category", "configuration"),
+                ("text", &evil),
+            ],
+        ),
+        (
+            "followup",
+            vec![("id", "INC-1"), ("text", &evil), ("owner", "@here")],
+        ),
+        ("resolve", vec![("id", "INC-1"), ("note", &evil)]),
+        ("new", vec![("title", &evil)]),
+    ];
+    for (sub, opts) in &cmds {
+        let token = fake.command(INCIDENTS, BOB, approver, sub, opts);
+        let answer = command_answer(fake, token).await;
+        let text = answer.body["content"].as_str().unwrap_or("");
+        // A role mention stays a role mention, not `@<@&…>`.
+        assert!(!text.contains("@<@"), "{sub}: {text}");
+    }
+    // The new incident's card.
+    fake.wait("the card of INC-2", |f| {
+        f.requests()
+            .iter()
+            .any(|r| {
+                r.body["embeds"][0]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("INC-2"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert_no_ping_can_happen(fake);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_stats_use_discord_bold() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    for (sub, bold) in [
+        ("help", "**/incident** commands:"),
+        ("stats", "**Incident stats, last 7 days**"),
+    ] {
+        let answer = command_answer(fake, fake.command(INCIDENTS, BOB, &[], sub, &[])).await;
+        let text = answer.body["content"].as_str().unwrap();
+        assert!(text.starts_with(bold), "{sub}: {text}");
+    }
     rig.stop().await;
 }

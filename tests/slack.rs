@@ -51,16 +51,18 @@ impl Rig {
 
     /// The app on `dir`'s store against `fake` (a restart reuses both).
     async fn launch(mode: &str, fake: FakeSlack, dir: tempfile::TempDir, policy: &str) -> Rig {
-        Rig::launch_with(mode, fake, dir, policy, true).await
+        Rig::launch_with(mode, fake, dir, policy, true, BOT_TOKEN).await
     }
 
     /// `paced`: the bot's own chat.postMessage pacing (off only to measure latency).
+    /// `bot_token`: another than the fake's is refused, and the socket is then not awaited.
     async fn launch_with(
         mode: &str,
         fake: FakeSlack,
         dir: tempfile::TempDir,
         policy: &str,
         paced: bool,
+        bot_token: &str,
     ) -> Rig {
         let connected = fake.connections();
         let text = format!(
@@ -68,7 +70,7 @@ impl Rig {
             fake.api_url
         );
         let env = |k: &str| match k {
-            "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_string()),
+            "SLACK_BOT_TOKEN" => Some(bot_token.to_string()),
             "SLACK_APP_TOKEN" => Some(APP_TOKEN.to_string()),
             "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_string()),
             _ => None,
@@ -97,7 +99,7 @@ impl Rig {
         let handle = tokio::spawn(run(cfg, listener, deps, async move {
             let _ = rx.await;
         }));
-        if mode == "socket" {
+        if mode == "socket" && bot_token == BOT_TOKEN {
             fake.wait_connected(connected + 1).await;
         }
         Rig {
@@ -655,7 +657,15 @@ async fn rate_limit_storm_delays_but_loses_nothing() {
 async fn latency_alert_message_to_thread_reply() {
     let fake = FakeSlack::start().await;
     fake.set_rate(None);
-    let rig = Rig::launch_with("socket", fake, tempfile::tempdir().unwrap(), POLICY, false).await;
+    let rig = Rig::launch_with(
+        "socket",
+        fake,
+        tempfile::tempdir().unwrap(),
+        POLICY,
+        false,
+        BOT_TOKEN,
+    )
+    .await;
     let n = 200;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -1025,5 +1035,165 @@ async fn incident_new_opens_one_incident_with_the_person_as_reporter() {
     let r = rig.fake.command("UBOB", "new").await;
     assert_eq!(r["response_type"], "ephemeral");
     assert!(r["text"].as_str().unwrap().contains("needs a title"), "{r}");
+    rig.stop().await;
+}
+
+/// No mrkdwn the bot sent (`text` and mrkdwn blocks; `plain_text` pings no one) carries an
+/// unescaped broadcast or a mention it did not mean.
+fn assert_no_broadcast(fake: &FakeSlack) {
+    for m in fake.messages() {
+        if m.user.as_deref() != Some(BOT_USER) {
+            continue;
+        }
+        let all = format!("{} {:?}", m.text, mrkdwn_texts(&json!(m.blocks)));
+        for bad in [
+            "<!channel>",
+            "<!here>",
+            "<!everyone>",
+            "<@UALICE>",
+            "<!subteam^S1>",
+        ] {
+            assert!(!all.contains(bad), "{bad} in {all}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_mrkdwn_is_escaped_once_and_cut_on_entity_boundaries() {
+    let rig = Rig::start("socket").await;
+    let evil = "<!channel> <!here> <!everyone> <@UALICE> <!subteam^S1> @channel";
+    let body = serde_json::json!({
+        "title": format!("EvilAlert & <tag> {evil}"),
+        "severity": "critical",
+        "description": "<<a".repeat(4000),
+        "labels": { "team": evil },
+    });
+    let r = rig
+        .http
+        .post(format!("{}/api/v1/alerts", rig.base))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    rig.fake.wait("the card", |f| !f.cards().is_empty()).await;
+    let card = rig.fake.cards().remove(0);
+    let texts = mrkdwn_texts(&serde_json::json!(card.blocks));
+    assert!(
+        texts.iter().any(|t| t.contains("detect &lt; ")),
+        "{texts:?}"
+    );
+    for t in &texts {
+        if let Err(e) = check_mrkdwn(t) {
+            panic!("{e}: {t}");
+        }
+    }
+    assert_no_broadcast(&rig.fake);
+    rig.stop().await;
+}
+
+/// Least privilege: the manifest grants exactly the bot scopes the client's Web API calls
+/// (`WEB_API_SCOPES`, checked against the spec) and its features need.
+#[test]
+fn manifest_scopes_are_exactly_what_the_code_uses() {
+    use incidentd::chat::slack::{FEATURE_SCOPES, WEB_API_SCOPES};
+    use std::collections::BTreeSet;
+    for (method, scopes) in WEB_API_SCOPES {
+        let Some(spec) = spec_scopes(method) else {
+            // Not in the Web API spec: Socket Mode's method, with the app-level token.
+            assert_eq!(*method, "apps.connections.open");
+            continue;
+        };
+        let listed: BTreeSet<String> = scopes.iter().map(|s| s.to_string()).collect();
+        assert!(
+            listed.iter().all(|s| spec.contains(s)),
+            "{method}: {listed:?} not among the spec's {spec:?}"
+        );
+        assert_eq!(
+            listed.is_empty(),
+            spec.is_empty(),
+            "{method}: the spec wants {spec:?}"
+        );
+    }
+    let used: BTreeSet<String> = WEB_API_SCOPES
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .chain(FEATURE_SCOPES)
+        .map(|s| s.to_string())
+        .collect();
+    let granted: BTreeSet<String> = manifest_bot_scopes().into_iter().collect();
+    assert_eq!(
+        granted, used,
+        "deploy/slack-app-manifest.yml bot scopes vs the code's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_command_text_never_pings() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    let evil = "<!channel> <!here> <!everyone> <@UALICE> <!subteam^S1>";
+    for cmd in [
+        format!("assign INC-1 {evil}"),
+        format!("note INC-1 {evil}"),
+        format!("rootcause INC-1 configuration {evil}"),
+        format!("followup INC-1 {evil} @bob"),
+        format!("resolve INC-1 {evil}"),
+        format!("new {evil}"),
+    ] {
+        let r = rig.fake.command("UAPPROVER", &cmd).await;
+        let text = r["text"].as_str().unwrap_or("");
+        for bad in [
+            "<!channel>",
+            "<!here>",
+            "<!everyone>",
+            "<@UALICE>",
+            "<!subteam^S1>",
+        ] {
+            assert!(!text.contains(bad), "{cmd}: {text}");
+        }
+    }
+    // The notes the commands left in the thread, and the second incident's card.
+    rig.fake
+        .wait("the resolve note", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.thread_ts.as_deref() == Some(&alert) && m.text.contains("Resolved"))
+        })
+        .await;
+    rig.fake
+        .wait("the new card", |f| f.cards().len() >= 2)
+        .await;
+    assert_no_broadcast(&rig.fake);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bot_token_is_not_ready_and_names_the_fix() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::launch_with("socket", fake, dir, POLICY, true, "xoxb-wrong").await;
+    let body = support::fake_discord::eventually("/readyz reports the refused token", || async {
+        let r = rig
+            .http
+            .get(format!("{}/readyz", rig.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.starts_with("slack connection down since "), "{body}");
+    assert!(body.contains("set SLACK_BOT_TOKEN"), "{body}");
+    let metrics = rig.http.get(format!("{}/metrics", rig.base)).send();
+    let metrics = metrics.await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("incidentd_chat_connected{platform=\"slack\"} 0\n"),
+        "{metrics}"
+    );
     rig.stop().await;
 }

@@ -6,6 +6,7 @@
 
 pub mod console;
 pub mod discord;
+pub mod health;
 pub mod recording;
 pub mod slack;
 
@@ -40,6 +41,10 @@ pub trait Surface: Send + Sync {
     }
     /// The server is listening on `addr` (the bound address: with port 0, the real port).
     fn listening(&self, _addr: std::net::SocketAddr) {}
+    /// The health of this surface's long-lived connection, if it has one.
+    fn connection(&self) -> Option<Arc<health::Connection>> {
+        None
+    }
     /// The server is shutting down: end long-lived responses (event streams) so it can drain.
     fn shutting_down(&self) {}
 }

@@ -202,9 +202,12 @@ pub fn parse(text: &str) -> Result<Command, String> {
                         .into(),
                 );
             }
-            // A trailing `@name` is the owner.
+            // A trailing `@name` (or a chat mention, `<@U1>`) is the owner.
             let (item, owner) = match text.rsplit_once(' ') {
-                Some((item, last)) if last.starts_with('@') && last.len() > 1 => {
+                Some((item, last))
+                    if (last.starts_with('@') && last.len() > 1)
+                        || (last.starts_with("<@") && last.ends_with('>')) =>
+                {
                     (item.trim().to_string(), Some(last.to_string()))
                 }
                 _ => (text, None),

@@ -418,7 +418,7 @@ fn pick_title(
 ) -> (Option<AlertStatus>, Option<(String, TitleFrom)>) {
     let mut status = None;
     for (candidate, from) in title_candidates(msg, scan) {
-        let (prefix_status, text) = split_title(candidate);
+        let (prefix_status, text) = split_title(candidate, from);
         if status.is_none() && (prefix_status.is_some() || !text.is_empty()) {
             status = Some(prefix_status.unwrap_or(AlertStatus::Firing));
         }
@@ -437,7 +437,7 @@ pub fn looks_like_alert(msg: &ChatMessage) -> bool {
     scan.message(msg);
     scan.alert_line.is_some()
         || scan.blocks.iter().any(|b| !b.labels.is_empty())
-        || title_candidates(msg, &scan).any(|(t, _)| split_title(t).0.is_some())
+        || title_candidates(msg, &scan).any(|(t, from)| split_title(t, from).0.is_some())
 }
 
 /// Where the title was read from.
@@ -720,9 +720,14 @@ fn common_identity(blocks: Vec<Block>) -> Block {
 }
 
 /// Splits a title candidate into its status prefix, if any, and the title proper (first line,
-/// markup removed, prefix stripped).
-fn split_title(raw: &str) -> (Option<AlertStatus>, String) {
-    let cleaned = clean(raw);
+/// markup removed, prefix stripped). The scanned lines (first line, `*Alert:*` headline) are
+/// cleaned already: cleaning them again would decode entities twice (a literal `&lt;` turning
+/// into `<`) and read a decoded `<tag>` as markup.
+fn split_title(raw: &str, from: TitleFrom) -> (Option<AlertStatus>, String) {
+    let cleaned = match from {
+        TitleFrom::FirstLine | TitleFrom::AlertLine => raw.to_owned(),
+        TitleFrom::Explicit | TitleFrom::Fallback => clean(raw),
+    };
     let Some(line) = cleaned.lines().map(str::trim).find(|l| !l.is_empty()) else {
         return (None, String::new());
     };
@@ -1307,6 +1312,25 @@ mod tests {
         assert_eq!(alert.source, AlertSource::Console);
         assert_eq!(alert.title, "Disk full on db-1");
         assert_eq!(alert.origin.unwrap().platform, Platform::Console);
+    }
+
+    #[test]
+    fn literal_text_is_decoded_exactly_once() {
+        // Someone's alert said `EvilAlert & <tag>`; Slack encodes `&`, `<`, `>` once.
+        let alert = parse(&slack("[FIRING:1] EvilAlert &amp; &lt;tag&gt;", vec![]));
+        assert_eq!(alert.title, "EvilAlert & <tag>");
+        // It said `EvilAlert &amp; &lt;tag&gt;` literally: Slack encoded the `&`s once more.
+        let alert = parse(&slack(
+            "[FIRING:1] EvilAlert &amp;amp; &amp;lt;tag&amp;gt;",
+            vec![],
+        ));
+        assert_eq!(alert.title, "EvilAlert &amp; &lt;tag&gt;");
+        // Markup is still markup: a link shows its label, a broadcast reads as text.
+        let alert = parse(&slack(
+            "[FIRING:1] A &lt;b&gt; on <http://x.example|x> <!here>",
+            vec![],
+        ));
+        assert_eq!(alert.title, "A <b> on x @here");
     }
 
     #[test]

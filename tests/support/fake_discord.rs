@@ -89,6 +89,11 @@ struct Inner {
     /// The seq of the MESSAGE_CREATE that carried each message id.
     message_seq: HashMap<u64, u64>,
     interactions: u64,
+    /// Every IDENTIFY is answered with this close code (4014: the Message Content intent is
+    /// not enabled for the app in the Developer Portal; 4004: the token is wrong).
+    identify_close: Option<u16>,
+    /// Sockets the fake closed with a close code.
+    closes: u32,
 }
 
 struct Shared {
@@ -467,6 +472,29 @@ impl FakeDiscord {
         if let Some(c) = self.lock().conn.take() {
             let _ = c.send(Conn::Drop);
         }
+    }
+
+    /// Answers every IDENTIFY from now on with the close `code` (4014: the app lacks the
+    /// Message Content intent in the Developer Portal).
+    pub fn close_identify_with(&self, code: u16) {
+        self.lock().identify_close = Some(code);
+    }
+
+    /// Sends op 9 (Invalid Session) with `d: false` on the open socket and forgets the session,
+    /// so the bot must identify again (serenity restarts its shard for that).
+    pub fn invalidate_session(&self) {
+        let mut inner = self.lock();
+        inner.session_id = "fake-session-invalidated".into();
+        if let Some(c) = &inner.conn {
+            let _ = c.send(Conn::Send(
+                json!({ "op": 9, "d": false, "s": null, "t": null }),
+            ));
+        }
+    }
+
+    /// Gateway sockets the fake closed with a close code (4004, 4014).
+    pub fn gateway_closes(&self) -> u32 {
+        self.lock().closes
     }
 
     /// Someone deletes a message (no gateway event: the bot does not need one).
@@ -953,7 +981,9 @@ async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
                         Some(2) => {
                             let token = v["d"]["token"].as_str().unwrap_or("");
                             let intents = v["d"]["intents"].as_u64().unwrap_or(0);
-                            if token.trim_start_matches("Bot ") != TOKEN {
+                            if let Some(code) = inner.identify_close {
+                                close = Some((code, if code == 4004 { "Authentication failed." } else { "Disallowed intent(s)." }));
+                            } else if token.trim_start_matches("Bot ") != TOKEN {
                                 close = Some((4004, "Authentication failed."));
                             } else if intents & (1 << 9) == 0 || intents & (1 << 15) == 0 {
                                 close = Some((4014, "Disallowed intent(s)."));
@@ -1008,6 +1038,8 @@ async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
                     }
                 }
                 if let Some((code, reason)) = close {
+                    shared.inner.lock().unwrap().closes += 1;
+                    shared.changed.notify_waiters();
                     let _ = tx.send(WsMessage::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
                         code: code.into(), reason: reason.into(),
                     }))).await;

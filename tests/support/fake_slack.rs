@@ -226,6 +226,134 @@ pub fn check_blocks(blocks: &[Value]) -> Result<(), String> {
     Ok(())
 }
 
+/// How Slack reads the control characters of mrkdwn (specs: "Escaping text"): `&` starts one
+/// of `&amp;` `&lt;` `&gt;`, `<` starts a link or mention (`<http…>`, `<mailto:…>`, `<@U…>`,
+/// `<#C…>`, `<!…>`) closed by `>`. Slack accepts anything, but bare ones render as something
+/// else than what was meant (a cut entity shows as `&l`, `<category>` as a broken link): `Err`
+/// names the first one.
+pub fn check_mrkdwn(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(i) = rest.find(['&', '<', '>']) {
+        let tail = &rest[i..];
+        let step = match tail.as_bytes()[0] {
+            b'&' => ["&amp;", "&lt;", "&gt;"]
+                .iter()
+                .find(|e| tail.starts_with(*e))
+                .map(|e| e.len())
+                .ok_or_else(|| format!("bare `&` at {:?}", truncate(tail)))?,
+            b'<' => {
+                let end = tail
+                    .find('>')
+                    .filter(|e| !tail[1..*e].contains('<'))
+                    .ok_or_else(|| format!("unclosed `<` at {:?}", truncate(tail)))?;
+                let inner = &tail[1..end];
+                let known = ["http://", "https://", "mailto:", "@", "#", "!"]
+                    .iter()
+                    .any(|p| inner.starts_with(p));
+                if !known {
+                    return Err(format!("`<{inner}>` is no link or mention"));
+                }
+                end + 1
+            }
+            _ => return Err(format!("bare `>` at {:?}", truncate(tail))),
+        };
+        rest = &tail[step..];
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(20).collect()
+}
+
+/// Every mrkdwn text of a message: its blocks' `mrkdwn` texts and fields.
+pub fn mrkdwn_texts(blocks: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                    if let Some(t) = m.get("text").and_then(Value::as_str) {
+                        out.push(t.to_string());
+                    }
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(blocks, &mut out);
+    out
+}
+
+/// The bot scopes the app manifest (`deploy/slack-app-manifest.yml`) grants.
+pub fn manifest_bot_scopes() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/slack-app-manifest.yml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut in_bot = false;
+    let mut scopes = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t == "bot:" {
+            in_bot = true;
+            continue;
+        }
+        if !in_bot || t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        match t.strip_prefix("- ") {
+            Some(s) => scopes.push(s.trim().to_string()),
+            None => break,
+        }
+    }
+    scopes
+}
+
+/// The scopes the Web API spec lists for `method` (any one of them is enough), bot-token
+/// spelling (`chat:write:bot` is `chat:write`); `None` when the spec does not list the method,
+/// empty when it needs none.
+pub fn spec_scopes(method: &str) -> Option<Vec<String>> {
+    static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        // The shared specs sit next to the repository (DESIGN.md: `../shared/specs`).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/specs/slack/web-api-openapi-v2.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into());
+        serde_json::from_str(&text).unwrap_or(json!({}))
+    });
+    let ops = spec["paths"].get(format!("/{method}"))?.as_object()?;
+    let mut out = Vec::new();
+    for op in ops.values() {
+        for sec in op["security"].as_array().into_iter().flatten() {
+            for s in sec["slackAuth"].as_array().into_iter().flatten() {
+                let s = s.as_str().unwrap_or("");
+                let s = match s {
+                    "none" | "chat:write:user" => continue,
+                    "chat:write:bot" => "chat:write",
+                    other => other,
+                };
+                if !out.iter().any(|x| x == s) {
+                    out.push(s.to_string());
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Like Slack: a bot-token method needs one of its scopes granted (the manifest's).
+fn missing_scope(method: &str) -> Option<String> {
+    let needed = spec_scopes(method)?;
+    if needed.is_empty() {
+        return None;
+    }
+    let granted = manifest_bot_scopes();
+    (!needed.iter().any(|n| granted.contains(n))).then(|| "missing_scope".to_string())
+}
+
 fn bearer(h: &HeaderMap) -> Option<String> {
     h.get("authorization")?
         .to_str()
@@ -271,6 +399,10 @@ async fn api(
         };
         s.record(&method, &args, 200, Some(code), at);
         return slack_error(code);
+    }
+    if let Some(code) = missing_scope(&method) {
+        s.record(&method, &args, 200, Some(&code), at);
+        return slack_error(&code);
     }
     let r = call(&s, &method, &args);
     match &r {

@@ -104,7 +104,8 @@ async fn interactions(
             let public = command_is_public(&c);
             tokio::spawn(async move { finish_command(&st.http, &st.service, &c, public).await });
             let flags = if public { 0 } else { 64 };
-            Json(json!({ "type": 5, "data": { "flags": flags } })).into_response()
+            Json(json!({ "type": 5, "data": { "flags": flags, "allowed_mentions": { "parse": [] } } }))
+                .into_response()
         }
         _ => (StatusCode::BAD_REQUEST, "unsupported interaction").into_response(),
     }

@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use serenity::all::{
     CommandDataOption, CommandDataOptionValue, CommandInteraction, CommandOptionType,
-    ComponentInteraction, Context, CreateCommand, CreateCommandOption,
-    CreateInteractionResponseFollowup, EditInteractionResponse, EventHandler, GatewayIntents,
-    GuildId, Http, Interaction, Member, Message, Ready, ResumedEvent, User,
+    ComponentInteraction, Context, CreateAllowedMentions, CreateCommand, CreateCommandOption,
+    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
+    EditInteractionResponse, EventHandler, GatewayError, GatewayIntents, GuildId, Http,
+    Interaction, Member, Message, Ready, ResumedEvent, User,
 };
+use serenity::gateway::{ConnectionStage, ShardStageUpdateEvent};
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::chat::health::Connection;
 use crate::domain::alert::Platform;
 use crate::domain::card::truncate_chars;
 use crate::domain::classify::RootCause;
@@ -183,7 +186,8 @@ pub fn command_text(options: &[CommandDataOption]) -> String {
                 continue;
             }
             // The text language reads a follow-up's owner as a trailing `@name`.
-            if *name == "owner" && !text.starts_with('@') {
+            // A mention (`<@id>`, `<@&role>`) is already one: no stray `@` before it.
+            if *name == "owner" && !text.starts_with('@') && !text.starts_with("<@") {
                 words.push(format!("@{text}"));
             } else {
                 words.push(text.to_string());
@@ -264,13 +268,116 @@ pub fn message_event(msg: &Message, alert_channels: &HashSet<String>, me: u64) -
     }
 }
 
+/// The chat service as serenity's event handler holds it: taken away when the gateway task
+/// ends. serenity's shard queuer and runners are tasks of their own that keep the handler
+/// alive after `Client::start` returned (after a fatal close code, they are never told to
+/// stop); a service held there directly would keep an engine handle alive, and the engine's
+/// writer (which stops when the last handle is dropped) would never let the app stop.
+#[derive(Clone, Default)]
+pub struct ServiceSlot(Arc<std::sync::RwLock<Option<ChatService>>>);
+
+impl ServiceSlot {
+    pub fn new(service: ChatService) -> Self {
+        ServiceSlot(Arc::new(std::sync::RwLock::new(Some(service))))
+    }
+
+    /// The service, unless the gateway task has ended.
+    pub fn get(&self) -> Option<ChatService> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Drops the slot's service: events that still arrive are ignored.
+    pub fn close(&self) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// The serenity event handler.
 pub struct Handler {
-    pub service: ChatService,
+    pub service: ServiceSlot,
     pub guilds: Vec<GuildId>,
     pub alert_channels: HashSet<String>,
     /// The bot's user id once READY said it (0 before).
     pub me: Arc<AtomicU64>,
+    pub conn: Arc<Connection>,
+}
+
+/// Why the gateway gave up, with what to do about it: serenity's own words for the close codes
+/// name no fix ("Disallowed gateway intents were provided").
+pub fn fatal_error(e: &serenity::Error) -> String {
+    match e {
+        serenity::Error::Gateway(GatewayError::DisallowedGatewayIntents) => {
+            "Discord closed the gateway with 4014 (disallowed intents): enable the Message Content \
+             intent for the bot in the Discord Developer Portal → your app → Bot → Privileged \
+             Gateway Intents, then restart incidentd"
+                .into()
+        }
+        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => {
+            "Discord closed the gateway with 4004 (authentication failed): the bot token is \
+             wrong; set DISCORD_TOKEN to the token of the Bot page in the Discord Developer \
+             Portal, then restart incidentd"
+                .into()
+        }
+        serenity::Error::Gateway(GatewayError::InvalidGatewayIntents) => {
+            "Discord closed the gateway with 4013 (invalid intents)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// No mention in the bot's answers pings anyone: they echo what people typed (`@everyone`, a
+/// role). Pings the bot means (the on-call) go through thread notes with explicit ids.
+fn no_pings() -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+}
+
+/// A private follow-up answer.
+fn private_followup(text: &str) -> CreateInteractionResponseFollowup {
+    CreateInteractionResponseFollowup::new()
+        .content(content(text))
+        .ephemeral(true)
+        .allowed_mentions(no_pings())
+}
+
+/// The neutral answers use Slack's `*bold*`, which Discord shows as italics: on Discord a
+/// single-asterisk span (outside code, on one line, not touching spaces inside) is `**bold**`.
+pub fn discord_markdown(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut i = 0;
+    let mut in_code = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '`' {
+            in_code = !in_code;
+        }
+        let single = c == '*'
+            && !in_code
+            && (i == 0 || chars[i - 1] != '*')
+            && chars
+                .get(i + 1)
+                .is_some_and(|n| *n != '*' && !n.is_whitespace());
+        if single {
+            // The closing `*` on the same line, outside code, not after a space, not doubled.
+            let close = (i + 1..chars.len())
+                .take_while(|j| chars[*j] != '\n' && chars[*j] != '`')
+                .find(|j| {
+                    chars[*j] == '*'
+                        && !chars[j - 1].is_whitespace()
+                        && chars.get(j + 1) != Some(&'*')
+                });
+            if let Some(j) = close {
+                out.push_str("**");
+                out.extend(&chars[i + 1..j]);
+                out.push_str("**");
+                i = j + 1;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
 fn content(text: &str) -> String {
@@ -333,10 +440,7 @@ pub async fn finish_component(http: &Http, service: &ChatService, c: &ComponentI
         return;
     };
     if reply.ephemeral {
-        let f = CreateInteractionResponseFollowup::new()
-            .content(content(&reply.text))
-            .ephemeral(true);
-        if let Err(e) = c.create_followup(http, f).await {
+        if let Err(e) = c.create_followup(http, private_followup(&reply.text)).await {
             warn!(error = %e, "Could not answer a button click.");
         }
     }
@@ -360,24 +464,29 @@ pub async fn finish_command(
         actor: actor(&c.user, c.member.as_deref()),
         text: command_text(&c.data.options),
     };
-    let reply = service.handle(event).await.unwrap_or(ChatReply {
+    let mut reply = service.handle(event).await.unwrap_or(ChatReply {
         text: "Done.".into(),
         ephemeral: !public,
     });
+    reply.text = discord_markdown(&reply.text);
     let result = if public && reply.ephemeral {
         // Refused or failed: the channel should not see it. Replace the public "thinking…"
         // with a private answer.
         let _ = c.delete_response(http).await;
-        let f = CreateInteractionResponseFollowup::new()
-            .content(content(&reply.text))
-            .ephemeral(true);
-        c.create_followup(http, f).await.map(|_| ())
+        c.create_followup(http, private_followup(&reply.text))
+            .await
+            .map(|_| ())
     } else {
         // Long answers (a report, a timeline) continue in follow-ups, seen by the same people.
         let mut parts = content_parts(&reply.text).into_iter();
         let first = parts.next().unwrap_or_default();
         let mut result = c
-            .edit_response(http, EditInteractionResponse::new().content(first))
+            .edit_response(
+                http,
+                EditInteractionResponse::new()
+                    .content(first)
+                    .allowed_mentions(no_pings()),
+            )
             .await
             .map(|_| ());
         for part in parts {
@@ -386,7 +495,8 @@ pub async fn finish_command(
             }
             let f = CreateInteractionResponseFollowup::new()
                 .content(part)
-                .ephemeral(reply.ephemeral);
+                .ephemeral(reply.ephemeral)
+                .allowed_mentions(no_pings());
             result = c.create_followup(http, f).await.map(|_| ());
         }
         result
@@ -398,29 +508,36 @@ pub async fn finish_command(
 
 impl Handler {
     async fn component(&self, ctx: &Context, c: ComponentInteraction) {
+        let Some(service) = self.service.get() else {
+            return;
+        };
         // Acknowledge at once (type 6: no visible change), then work.
         if let Err(e) = c.defer(&ctx.http).await {
             warn!(error = %e, "Could not defer a button click.");
             return;
         }
-        finish_component(&ctx.http, &self.service, &c).await;
+        finish_component(&ctx.http, &service, &c).await;
     }
 
     async fn command(&self, ctx: &Context, c: CommandInteraction) {
         if c.data.name != "incident" {
             return;
         }
-        let public = command_is_public(&c);
-        let deferred = if public {
-            c.defer(&ctx.http).await
-        } else {
-            c.defer_ephemeral(&ctx.http).await
+        let Some(service) = self.service.get() else {
+            return;
         };
+        let public = command_is_public(&c);
+        let defer = CreateInteractionResponseMessage::new()
+            .ephemeral(!public)
+            .allowed_mentions(no_pings());
+        let deferred = c
+            .create_response(&ctx.http, CreateInteractionResponse::Defer(defer))
+            .await;
         if let Err(e) = deferred {
             warn!(error = %e, "Could not defer /incident.");
             return;
         }
-        finish_command(&ctx.http, &self.service, &c, public).await;
+        finish_command(&ctx.http, &service, &c, public).await;
     }
 }
 
@@ -428,6 +545,7 @@ impl Handler {
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         self.me.store(ready.user.id.get(), Ordering::SeqCst);
+        self.conn.connected();
         info!(guilds = self.guilds.len(), "Discord gateway ready.");
         for g in &self.guilds {
             if let Err(e) = g.set_commands(&ctx.http, vec![incident_command()]).await {
@@ -436,7 +554,16 @@ impl EventHandler for Handler {
         }
     }
 
+    async fn shard_stage_update(&self, _ctx: Context, e: ShardStageUpdateEvent) {
+        if e.new == ConnectionStage::Connected {
+            self.conn.connected();
+        } else if e.old == ConnectionStage::Connected {
+            self.conn.disconnected();
+        }
+    }
+
     async fn resume(&self, _ctx: Context, _: ResumedEvent) {
+        self.conn.connected();
         info!("Discord gateway resumed; missed events are replayed.");
     }
 
@@ -445,9 +572,12 @@ impl EventHandler for Handler {
         if msg.author.id.get() == me {
             return;
         }
+        let Some(service) = self.service.get() else {
+            return;
+        };
         let span = info_span!("discord_message", channel = %msg.channel_id);
         let event = message_event(&msg, &self.alert_channels, me);
-        if let Some(reply) = self.service.handle(event).instrument(span).await {
+        if let Some(reply) = service.handle(event).instrument(span).await {
             warn!(channel = %msg.channel_id, reply = %reply.text, "A Discord message could not be handled.");
         }
     }
@@ -591,6 +721,22 @@ mod tests {
             )),
             "rootcause INC-2 configuration"
         );
+    }
+
+    #[test]
+    fn slack_bold_becomes_discord_bold() {
+        assert_eq!(
+            discord_markdown("*/incident* commands:\n• `stats [7d|30d]` — x"),
+            "**/incident** commands:\n• `stats [7d|30d]` — x"
+        );
+        assert_eq!(
+            discord_markdown("*Incident stats, last 7 days* — 3 incidents"),
+            "**Incident stats, last 7 days** — 3 incidents"
+        );
+        // Already bold, inside code, a lone star, a product: left alone.
+        for same in ["**x**", "`a *b* c`", "5 * 3", "a*", "2 * 3 * 4", "* item"] {
+            assert_eq!(discord_markdown(same), same);
+        }
     }
 
     #[test]

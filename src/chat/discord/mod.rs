@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::chat::health::Connection;
 use crate::chat::Surface;
 use crate::config::DiscordConfig;
 use crate::domain::alert::Platform;
@@ -39,6 +40,7 @@ pub use port::DiscordPort;
 pub struct DiscordSurface {
     cfg: DiscordConfig,
     port: Arc<DiscordPort>,
+    conn: Arc<Connection>,
 }
 
 impl DiscordSurface {
@@ -50,6 +52,7 @@ impl DiscordSurface {
                 cfg.incident_channel.clone(),
             )),
             cfg: cfg.clone(),
+            conn: Arc::new(Connection::new("discord")),
         }
     }
 
@@ -81,6 +84,10 @@ impl Surface for DiscordSurface {
         self.cfg.alert_channels.clone()
     }
 
+    fn connection(&self) -> Option<Arc<Connection>> {
+        Some(self.conn.clone())
+    }
+
     fn routes(&self, service: ChatService) -> Option<axum::Router> {
         let key = self.cfg.public_key.as_deref()?;
         match endpoint::verifier(key) {
@@ -95,7 +102,7 @@ impl Surface for DiscordSurface {
     fn spawn(
         &self,
         service: ChatService,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> Option<JoinHandle<()>> {
         let guilds: Vec<GuildId> = self
             .cfg
@@ -109,8 +116,9 @@ impl Surface for DiscordSurface {
                 }
             })
             .collect();
+        let slot = gateway::ServiceSlot::new(service);
         let handler = gateway::Handler {
-            service,
+            service: slot.clone(),
             guilds,
             alert_channels: self
                 .cfg
@@ -119,35 +127,64 @@ impl Surface for DiscordSurface {
                 .cloned()
                 .collect::<HashSet<_>>(),
             me: Arc::new(AtomicU64::new(0)),
+            conn: self.conn.clone(),
         };
+        let conn = self.conn.clone();
         let http = self.http();
         Some(tokio::spawn(async move {
-            let mut client =
-                match serenity::client::ClientBuilder::new_with_http(http, gateway::intents())
-                    .event_handler(handler)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        error!(error = %e, "Cannot start the Discord client.");
-                        return;
-                    }
-                };
-            let shards = client.shard_manager.clone();
-            let stop = async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            };
-            tokio::select! {
-                r = client.start() => {
-                    if let Err(e) = r {
-                        error!(error = %e, "The Discord gateway stopped.");
-                    }
-                }
-                _ = stop => {
-                    info!("Closing the Discord gateway.");
-                    shards.shutdown_all().await;
-                }
-            }
+            run_gateway(http, handler, &conn, shutdown).await;
+            // Whatever serenity's own tasks still hold, the engine handle goes now.
+            slot.close();
         }))
+    }
+}
+
+/// How long serenity may take to close its shards on shutdown. Its shard manager waits up to
+/// 5 s per shard for a runner that may be gone (after a fatal close code) or busy restarting
+/// (after op 9), so the wait is bounded here.
+const SHARDS_SHUTDOWN_MAX: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs serenity's client until the gateway fails for good or `shutdown` turns true; then the
+/// shards are shut down explicitly (bounded), which also ends serenity's shard queuer.
+async fn run_gateway(
+    http: Http,
+    handler: gateway::Handler,
+    conn: &Connection,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = match serenity::client::ClientBuilder::new_with_http(http, gateway::intents())
+        .event_handler(handler)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "Cannot start the Discord client.");
+            return;
+        }
+    };
+    let shards = client.shard_manager.clone();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        r = client.start() => {
+            let why = match r {
+                Err(e) => gateway::fatal_error(&e),
+                Ok(()) => "the gateway client stopped".to_string(),
+            };
+            error!(error = %why, "The Discord gateway stopped for good; Discord is deaf until this is fixed and incidentd restarted.");
+            conn.failed(why);
+            // serenity does not stop its shard queuer after a fatal close; do not wait on it.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(SHARDS_SHUTDOWN_MAX, shards.shutdown_all()).await;
+            });
+        }
+        _ = stop => {
+            info!("Closing the Discord gateway.");
+            conn.disconnected();
+            if tokio::time::timeout(SHARDS_SHUTDOWN_MAX, shards.shutdown_all()).await.is_err() {
+                warn!("The Discord shards did not close in time; leaving them.");
+            }
+        }
     }
 }

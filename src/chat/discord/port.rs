@@ -182,6 +182,7 @@ impl DiscordPort {
         mut body: Value,
         key: &str,
     ) -> Result<String, ChatError> {
+        no_pings_unless_said(&mut body);
         body["nonce"] = json!(nonce(key));
         body["enforce_nonce"] = json!(true);
         let m = self
@@ -310,6 +311,14 @@ impl DiscordPort {
         }
         self.report_parts.lock().unwrap().remove(key);
         Ok(())
+    }
+}
+
+/// Every message the bot creates says whom it may ping; a body that does not say pings no one
+/// (without `allowed_mentions`, `@everyone` in the text would ping the server).
+fn no_pings_unless_said(body: &mut Value) {
+    if body.get("allowed_mentions").is_none() {
+        body["allowed_mentions"] = json!({ "parse": [] });
     }
 }
 

@@ -17,13 +17,42 @@ use tokio::sync::OnceCell;
 use tracing::{debug, error, info, warn};
 
 use super::render::{
-    card_block_id, card_blocks, escape, fallback_text, report_messages, report_part_of, MAX_TEXT,
+    card_block_id, card_blocks, escape_within, fallback_text, report_messages, report_part_of,
+    MAX_TEXT,
 };
 use crate::config::{Secret, SlackConfig};
 use crate::domain::alert::Platform;
 use crate::domain::card::{truncate_chars, IncidentCard};
 use crate::domain::report::Report;
 use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, ThreadRef};
+
+/// Every Slack Web API method this client calls, with the bot-token scopes it needs (from the
+/// Web API spec, `shared/specs/slack/web-api-openapi-v2.json`; the spec's `chat:write:bot` is
+/// the bot token's `chat:write`; `conversations.*` need the history scope of each channel type
+/// read: public and private channels). Kept next to the calls: a new call goes here with its
+/// scopes. `tests/slack_scopes.rs` checks this against the spec and the app manifest, and the
+/// fake Slack refuses a method whose scope the manifest does not grant.
+pub const WEB_API_SCOPES: &[(&str, &[&str])] = &[
+    ("auth.test", &[]),
+    // Socket Mode, with the app-level token (its `connections:write` is no bot scope).
+    ("apps.connections.open", &[]),
+    ("chat.postMessage", &["chat:write"]),
+    ("chat.update", &["chat:write"]),
+    ("chat.postEphemeral", &["chat:write"]),
+    (
+        "conversations.history",
+        &["channels:history", "groups:history"],
+    ),
+    (
+        "conversations.replies",
+        &["channels:history", "groups:history"],
+    ),
+    ("usergroups.list", &["usergroups:read"]),
+];
+
+/// Bot scopes that no method needs but a feature does: the slash command, and the message
+/// events of the alert channels (`message.channels`, `message.groups`).
+pub const FEATURE_SCOPES: &[&str] = &["commands", "channels:history", "groups:history"];
 
 pub(crate) type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 
@@ -153,7 +182,7 @@ impl SlackApi {
         let body = serde_json::json!({
             "response_type": "ephemeral",
             "replace_original": false,
-            "text": truncate_chars(&escape(text), MAX_TEXT),
+            "text": escape_within(text, MAX_TEXT),
         });
         let r = self
             .http
@@ -273,7 +302,7 @@ impl SlackApi {
         let req = SlackApiChatPostEphemeralRequest::new(
             channel.into(),
             user.into(),
-            SlackMessageContent::new().with_text(truncate_chars(&escape(text), MAX_TEXT)),
+            SlackMessageContent::new().with_text(escape_within(text, MAX_TEXT)),
         )
         .opt_thread_ts(thread_ts.map(|t| t.into()));
         timed(async {
@@ -628,7 +657,9 @@ impl SlackPort {
                 Ok(Delivered::default())
             }
             Delivery::Note { text, mentions } => {
-                let text = format!("{}{}", slack_mentions(mentions), escape(text));
+                let who = slack_mentions(mentions);
+                let room = MAX_TEXT.saturating_sub(who.chars().count());
+                let text = format!("{who}{}", escape_within(text, room));
                 let content = SlackMessageContent::new()
                     .with_text(truncate_chars(&text, MAX_TEXT))
                     .with_metadata(metadata(msg, "note"));

@@ -12,9 +12,8 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use super::client::SlackApi;
-use super::render::{escape, MAX_ANSWER_TEXT, MAX_TEXT};
+use super::render::{escape_within, MAX_ANSWER_TEXT, MAX_TEXT};
 use crate::domain::alert::Platform;
-use crate::domain::card::truncate_chars;
 use crate::domain::policy::Actor;
 use crate::engine::service::{ChatEvent, ChatService};
 use crate::ingest::ChatAttachment;
@@ -296,8 +295,8 @@ impl Inbound {
         match reply {
             Some(r) => json!({
                 "response_type": if r.ephemeral { "ephemeral" } else { "in_channel" },
-                "text": truncate_chars(
-                    &escape(&r.text),
+                "text": escape_within(
+                    &r.text,
                     if r.ephemeral { MAX_ANSWER_TEXT } else { MAX_TEXT }
                 ),
             }),

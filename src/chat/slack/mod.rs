@@ -19,10 +19,12 @@ mod socket;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+
+use crate::chat::health::Connection;
 use tokio::task::JoinHandle;
 use tracing::error;
 
-pub use client::{Pace, SlackPort};
+pub use client::{Pace, SlackPort, FEATURE_SCOPES, WEB_API_SCOPES};
 pub use events::COMMAND;
 
 use crate::config::{SlackConfig, SlackMode};
@@ -37,6 +39,8 @@ pub struct SlackSurface {
     cfg: SlackConfig,
     api: Arc<client::SlackApi>,
     port: Arc<SlackPort>,
+    /// The Socket Mode connection's health (Events API mode has no connection of its own).
+    conn: Arc<Connection>,
 }
 
 impl SlackSurface {
@@ -53,6 +57,7 @@ impl SlackSurface {
             cfg: cfg.clone(),
             api,
             port,
+            conn: Arc::new(Connection::new("slack")),
         }
     }
 
@@ -102,6 +107,14 @@ impl Surface for SlackSurface {
             return None;
         }
         let inbound = Arc::new(events::Inbound::new(service, self.api.clone()));
-        Some(tokio::spawn(socket::run(inbound, shutdown)))
+        Some(tokio::spawn(socket::run(
+            inbound,
+            self.conn.clone(),
+            shutdown,
+        )))
+    }
+
+    fn connection(&self) -> Option<Arc<Connection>> {
+        (self.cfg.mode == SlackMode::Socket).then(|| self.conn.clone())
     }
 }

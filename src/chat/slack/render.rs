@@ -111,7 +111,7 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
         }
     }));
     if let Some(d) = card.description.as_deref().filter(|d| !d.trim().is_empty()) {
-        blocks.push(json!({ "type": "section", "text": mrkdwn(escape(d), MAX_SECTION_TEXT) }));
+        blocks.push(json!({ "type": "section", "text": mrkdwn(escape_within(d, MAX_SECTION_TEXT), MAX_SECTION_TEXT) }));
     }
     let t = card.targets;
     let mut status = card.status.label().to_string();
@@ -121,7 +121,7 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
     let fields = vec![
         mrkdwn(
             format!(
-                "*Severity*\n{} — detect < {}, repair < {}, {}",
+                "*Severity*\n{} — detect &lt; {}, repair &lt; {}, {}",
                 card.severity,
                 human_seconds(t.detect_seconds),
                 human_seconds(t.repair_seconds),
@@ -269,19 +269,30 @@ pub fn report_part_of(block_id: &str, key: &str) -> Option<usize> {
         .ok()
 }
 
-/// Escaped mrkdwn cut to `max`, visibly. An escape entity is never cut in half.
-fn escaped_within(s: &str, max: usize) -> String {
-    let e = escape(s);
-    if e.chars().count() <= max {
-        return e;
+/// Text shown as Slack mrkdwn, escaped and cut to `max` characters (escaped), visibly: the one
+/// escaping-and-cutting path of every card, note, report and answer. The raw text is cut
+/// before it is escaped, so an entity (`&lt;`) is never cut in half.
+pub fn escape_within(s: &str, max: usize) -> String {
+    let escaped_len = |c: char| match c {
+        '&' => 5,
+        '<' | '>' => 4,
+        _ => 1,
+    };
+    let total: usize = s.chars().map(escaped_len).sum();
+    if total <= max {
+        return escape(s);
     }
-    let keep = max.saturating_sub(CUT_MARK.chars().count());
-    let mut out: String = e.chars().take(keep).collect();
-    if let Some(amp) = out.rfind('&') {
-        if !out[amp..].contains(';') {
-            out.truncate(amp);
+    let budget = max.saturating_sub(CUT_MARK.chars().count());
+    let mut used = 0;
+    let mut cut = String::new();
+    for c in s.chars() {
+        used += escaped_len(c);
+        if used > budget {
+            break;
         }
+        cut.push(c);
     }
+    let mut out = escape(&cut);
     out.push_str(CUT_MARK);
     out
 }
@@ -354,7 +365,7 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
             // Facts are short; a pathological label value must not crowd out the rest.
             let label = format!("*{label}*\n");
             mrkdwn(
-                format!("{label}{}", escaped_within(&value, REPORT_FACT_CHARS)),
+                format!("{label}{}", escape_within(&value, REPORT_FACT_CHARS)),
                 MAX_FIELD_TEXT,
             )
         })
@@ -373,7 +384,7 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
     let head = "*Description*\n";
     pieces.push(text_piece(format!(
         "{head}{}",
-        escaped_within(r.description_text(), MAX_SECTION_TEXT - head.len())
+        escape_within(r.description_text(), MAX_SECTION_TEXT - head.len())
     )));
     let rc = match &r.root_cause {
         Some(rc) => format!(
@@ -381,17 +392,17 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
             escape(&rc.label),
             rc.text
                 .as_deref()
-                .map(|t| format!(" — {}", escaped_within(t, 2000)))
+                .map(|t| format!(" — {}", escape_within(t, 2000)))
                 .unwrap_or_default(),
             match &rc.confirmed_by {
                 Some(a) => format!("confirmed by {}", escape(a)),
-                None => format!("_{}_", r.confirm_hint()),
+                None => format!("_{}_", escape(&r.confirm_hint())),
             }
         ),
         None => "Not determined.".into(),
     };
     pieces.push(text_piece(format!("*Root cause*\n{rc}")));
-    let item = |s: String| escaped_within(&s, REPORT_ITEM_CHARS);
+    let item = |s: String| escape_within(&s, REPORT_ITEM_CHARS);
     let actions: Vec<String> = r.actions.iter().map(|a| item(a.chat_line("*"))).collect();
     pieces.extend(list_pieces("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
@@ -681,6 +692,84 @@ mod tests {
         let typed: Vec<slack_morphism::prelude::SlackBlock> =
             serde_json::from_value(Value::Array(m.blocks.clone())).unwrap();
         assert_eq!(typed.len(), m.blocks.len());
+    }
+
+    /// Slack's control characters in the bot's mrkdwn: `&` only as an entity, `<` only as a
+    /// link or mention (the integration tests use the fake's `check_mrkdwn`, the same rule).
+    fn assert_mrkdwn_well_formed(text: &str) {
+        let mut rest = text;
+        while let Some(i) = rest.find(['&', '<', '>']) {
+            let tail = &rest[i..];
+            let step = match tail.as_bytes()[0] {
+                b'&' => ["&amp;", "&lt;", "&gt;"]
+                    .iter()
+                    .find(|e| tail.starts_with(*e))
+                    .unwrap_or_else(|| panic!("bare & in {text:?}"))
+                    .len(),
+                b'<' => {
+                    let end = tail.find('>').expect("closed <");
+                    let inner = &tail[1..end];
+                    assert!(
+                        ["http", "mailto:", "@", "#", "!"]
+                            .iter()
+                            .any(|p| inner.starts_with(p)),
+                        "<{inner}> in {text:?}"
+                    );
+                    end + 1
+                }
+                _ => panic!("bare > in {text:?}"),
+            };
+            rest = &tail[step..];
+        }
+    }
+
+    fn mrkdwn_of(blocks: &[Value]) -> Vec<String> {
+        fn walk(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if m.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                        out.push(m["text"].as_str().unwrap().to_string());
+                    }
+                    m.values().for_each(|x| walk(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        blocks.iter().for_each(|b| walk(b, &mut out));
+        out
+    }
+
+    #[test]
+    fn escaping_and_cutting_keep_mrkdwn_well_formed() {
+        let mut c = card();
+        c.description = Some("<<a".repeat(4000));
+        let blocks = card_blocks(&c);
+        check_limits(&blocks);
+        let texts = mrkdwn_of(&blocks);
+        assert!(
+            texts.iter().any(|t| t.contains("detect &lt; ")),
+            "{texts:?}"
+        );
+        let description = texts.iter().find(|t| t.starts_with("&lt;&lt;a")).unwrap();
+        assert!(description.chars().count() <= MAX_SECTION_TEXT);
+        texts.iter().for_each(|t| assert_mrkdwn_well_formed(t));
+        // The report's hints name placeholders in angle brackets.
+        let mut r = crate::domain::report::samples::small();
+        r.followups.clear();
+        if let Some(rc) = r.root_cause.as_mut() {
+            rc.confirmed_by = None;
+        }
+        r.description = Some("&".repeat(5000));
+        let texts: Vec<String> = report_messages(&r, "k")
+            .iter()
+            .flat_map(|m| mrkdwn_of(&m.blocks))
+            .collect();
+        let all = texts.join("\n");
+        assert!(all.contains("&lt;category&gt;"), "{all}");
+        assert!(all.contains("&lt;item&gt;"), "{all}");
+        texts.iter().for_each(|t| assert_mrkdwn_well_formed(t));
     }
 
     #[test]

@@ -18,9 +18,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::events::{CommandPayload, Inbound};
+use crate::chat::health::Connection;
 
 /// Reconnect backoff: the first retry after a failure waits about `BASE`, doubling to `MAX`.
 const BASE: Duration = Duration::from_millis(500);
@@ -65,13 +66,19 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// Runs Socket Mode until `shutdown` turns true.
-pub(crate) async fn run(inbound: Arc<Inbound>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    inbound: Arc<Inbound>,
+    conn: Arc<Connection>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        match connection(&inbound, &mut shutdown).await {
+        let ended = connection(&inbound, &conn, &mut shutdown).await;
+        conn.disconnected();
+        match ended {
             Ok(Ended::Shutdown) => break,
             Ok(Ended::Refresh(why)) => {
                 info!(reason = %why, "Slack asked for a new socket; reconnecting.");
@@ -87,7 +94,18 @@ pub(crate) async fn run(inbound: Arc<Inbound>, mut shutdown: watch::Receiver<boo
             }
             Err(e) => {
                 failures += 1;
-                warn!(error = %e, attempt = failures, "Slack socket mode connection failed.");
+                match refusal(&e) {
+                    // Retried all the same (a fixed token in a mounted secret is picked up on
+                    // restart only, but a revoked-then-restored app comes back by itself).
+                    Some(fix) if !conn.state().down_for_good => {
+                        error!(error = %e, "{fix}");
+                        conn.failed(format!("{e}: {fix}"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        warn!(error = %e, attempt = failures, "Slack socket mode connection failed.")
+                    }
+                }
             }
         }
         if failures > 0 {
@@ -101,14 +119,42 @@ pub(crate) async fn run(inbound: Arc<Inbound>, mut shutdown: watch::Receiver<boo
     info!("Slack socket mode stopped.");
 }
 
+/// What to do when Slack refuses the tokens: no reconnect fixes that.
+fn refusal(error: &str) -> Option<&'static str> {
+    const BOT: &str = "Slack refused the bot token: set SLACK_BOT_TOKEN to the app's Bot User OAuth Token (xoxb-…, OAuth & Permissions), then restart incidentd";
+    const APP: &str = "Slack refused the app-level token: set SLACK_APP_TOKEN to an app-level token (xapp-…) with the connections:write scope (Basic Information → App-Level Tokens), then restart incidentd";
+    if error.contains("apps.connections.open") && error.contains("invalid_auth") {
+        return Some(APP);
+    }
+    [
+        "invalid_auth",
+        "not_authed",
+        "token_revoked",
+        "account_inactive",
+        "not_allowed_token_type",
+    ]
+    .iter()
+    .any(|c| error.contains(c))
+    .then_some(BOT)
+}
+
 async fn connection(
     inbound: &Arc<Inbound>,
+    conn: &Connection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Ended, String> {
     let setup = async {
         // Knowing who we are first means the first event can be told apart from our own.
-        inbound.api.identity().await.map_err(|e| e.to_string())?;
-        let url = inbound.api.open_socket().await.map_err(|e| e.to_string())?;
+        inbound
+            .api
+            .identity()
+            .await
+            .map_err(|e| format!("auth.test: {e}"))?;
+        let url = inbound
+            .api
+            .open_socket()
+            .await
+            .map_err(|e| format!("apps.connections.open: {e}"))?;
         let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url))
             .await
             .map_err(|_| "WebSocket connect timed out".to_string())?
@@ -166,6 +212,7 @@ async fn connection(
                 match env.kind.as_str() {
                     "hello" => {
                         hello = Some(Instant::now());
+                        conn.connected();
                         info!("Slack socket mode connected.");
                         continue;
                     }
