@@ -115,6 +115,11 @@ struct Args {
     /// `dedup`: distinct fingerprints (at most 1000, the listing limit).
     #[arg(long, default_value_t = 100)]
     dedup_fingerprints: usize,
+    /// `batched`: spread the alerts over this many groups (Alertmanager groups of one service
+    /// each), so that exactly this many incidents open; by default every alert is a group of
+    /// its own and opens an incident (the writer's worst case).
+    #[arg(long)]
+    groups: Option<usize>,
     /// `sled-baseline`: bytes per inserted value.
     #[arg(long, default_value_t = 1024)]
     sled_value_bytes: usize,
@@ -139,6 +144,9 @@ struct Shape {
     senders: usize,
     /// `Some(k)`: alert `i` repeats fingerprint `i % k`; `None`: every alert is new.
     fingerprints: Option<usize>,
+    /// `Some(g)`: alert `i` belongs to group `i % g`; `None`: each alert (fingerprint) is a
+    /// group of its own.
+    groups: Option<usize>,
 }
 
 impl Shape {
@@ -191,12 +199,14 @@ impl Report {
 }
 
 /// One Alertmanager v4 alert. Labels make the fingerprint: `id` (and this run's tag) decides it.
-fn am_alert(id: usize, tag: &str, scenario: &str) -> serde_json::Value {
+/// Its group (`alertname` and `service`, incidentd's default `group_by`; the webhooks carry no
+/// `groupLabels`, as with Alertmanager's `group_by: ['...']`) is `group`.
+fn am_alert(id: usize, group: usize, tag: &str, scenario: &str) -> serde_json::Value {
     json!({
         "status": "firing",
         "labels": {
             "alertname": "HighLatency",
-            "service": format!("svc-{}", id % 50),
+            "service": format!("svc-{tag}-{group}"),
             "instance": format!("10.{}.{}.{}:9100", (id >> 16) & 255, (id >> 8) & 255, id & 255),
             "job": "node",
             "severity": "warning",
@@ -223,7 +233,11 @@ fn bodies(shape: &Shape, tag: &str) -> Vec<(usize, String)> {
             let range = r * shape.per_request..((r + 1) * shape.per_request).min(shape.alerts);
             let n = range.len();
             let alerts: Vec<_> = range
-                .map(|i| am_alert(shape.fingerprints.map_or(i, |k| i % k), tag, shape.name))
+                .map(|i| {
+                    let id = shape.fingerprints.map_or(i, |k| i % k);
+                    let group = shape.groups.map_or(id, |g| i % g);
+                    am_alert(id, group, tag, shape.name)
+                })
                 .collect();
             let body = json!({
                 "version": "4",
@@ -231,7 +245,7 @@ fn bodies(shape: &Shape, tag: &str) -> Vec<(usize, String)> {
                 "truncatedAlerts": 0,
                 "status": "firing",
                 "receiver": "incidentd",
-                "groupLabels": {"alertname": "HighLatency"},
+                "groupLabels": {},
                 "commonLabels": {"alertname": "HighLatency", "severity": "warning"},
                 "commonAnnotations": {},
                 "externalURL": "http://alertmanager:9093",
@@ -474,8 +488,13 @@ async fn run_http(shape: &Shape, base: &str, tag: &str, cap: Duration) -> Report
         ));
     }
     report.notes.push(format!("{created} incidents created"));
-    // Every alert of this run is new unless the scenario repeats fingerprints.
-    let expected = shape.fingerprints.unwrap_or(report.alerts);
+    // Every alert of this run opens an incident unless the scenario repeats fingerprints or
+    // spreads its alerts over fewer groups.
+    let expected = match (shape.fingerprints, shape.groups) {
+        (Some(k), _) => k,
+        (None, Some(g)) => g.min(report.alerts),
+        (None, None) => report.alerts,
+    };
     if created != expected && report.errors == 0 {
         report.error(format!(
             "expected {expected} incidents created, the results say {created}"
@@ -926,6 +945,7 @@ fn main() -> ExitCode {
                 per_request: 1,
                 senders: args.single_senders,
                 fingerprints: None,
+                groups: None,
             },
             Scenario::Batched => Shape {
                 name: "batched",
@@ -933,6 +953,7 @@ fn main() -> ExitCode {
                 per_request: args.batch_size,
                 senders: args.batched_senders,
                 fingerprints: None,
+                groups: args.groups,
             },
             Scenario::Dedup => Shape {
                 name: "dedup",
@@ -940,6 +961,7 @@ fn main() -> ExitCode {
                 per_request: args.batch_size,
                 senders: args.batched_senders,
                 fingerprints: Some(args.dedup_fingerprints),
+                groups: None,
             },
             Scenario::SledBaseline => {
                 eprintln!("running sled-baseline …");

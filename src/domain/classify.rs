@@ -320,6 +320,12 @@ impl Classifier {
     }
 
     pub fn classify(&self, alert: &Alert) -> Triage {
+        self.classify_with_words(alert, None)
+    }
+
+    /// As [`Classifier::classify`], with the alert's [`match_text`] when the caller has it
+    /// already (it is the costly part of triage, and the root-cause suggestion reads it too).
+    pub fn classify_with_words(&self, alert: &Alert, words: Option<&str>) -> Triage {
         let text = alert.search_text();
         let rule = self.rules.iter().find(|r| r.matches(alert, &text));
         let severity = rule
@@ -330,7 +336,7 @@ impl Classifier {
         let kind = rule
             .and_then(|r| r.kind.clone())
             .or_else(|| self.kind_from_labels(alert))
-            .or_else(|| self.kind_from_keywords(alert))
+            .or_else(|| self.kind_from_keywords(alert, words))
             .unwrap_or_else(|| UNCLASSIFIED.to_string());
         let playbook = rule
             .and_then(|r| r.playbook.clone())
@@ -351,16 +357,19 @@ impl Classifier {
     }
 
     /// The first kind (in config order) with a keyword in the alert's words ([`match_text`]).
-    fn kind_from_keywords(&self, alert: &Alert) -> Option<String> {
-        let lower = match_text(
-            &alert.title,
-            alert.description.as_deref(),
-            alert.labels.iter().chain(alert.annotations.iter()),
-        );
+    fn kind_from_keywords(&self, alert: &Alert, words: Option<&str>) -> Option<String> {
+        let owned;
+        let lower = match words {
+            Some(w) => w,
+            None => {
+                owned = alert_match_text(alert);
+                &owned
+            }
+        };
         let index = self
             .keyword_index
             .get_or_init(|| KeywordIndex::build(&self.kinds));
-        index.first_kind(&lower).map(|i| self.kinds[i].id.clone())
+        index.first_kind(lower).map(|i| self.kinds[i].id.clone())
     }
 }
 
@@ -580,6 +589,15 @@ pub fn match_text<'a>(
     words(&s)
 }
 
+/// [`match_text`] of an alert.
+pub fn alert_match_text(alert: &Alert) -> String {
+    match_text(
+        &alert.title,
+        alert.description.as_deref(),
+        alert.labels.iter().chain(alert.annotations.iter()),
+    )
+}
+
 /// Whether `needle` occurs in `hay` at the start of a word (see [`starts_word`]).
 pub fn contains_word(hay: &str, needle: &str) -> bool {
     !needle.is_empty() && hay.match_indices(needle).any(|(i, _)| starts_word(hay, i))
@@ -587,7 +605,7 @@ pub fn contains_word(hay: &str, needle: &str) -> bool {
 
 /// Whether position `i` of `hay` is not glued to a letter or digit on its left (so `oom` does
 /// not match `room`, but `cpu throttl` matches `cpu throttling`).
-fn starts_word(hay: &str, i: usize) -> bool {
+pub fn starts_word(hay: &str, i: usize) -> bool {
     hay[..i]
         .chars()
         .next_back()

@@ -33,12 +33,11 @@ pub struct PreTriage {
 
 impl PreTriage {
     pub fn of(alert: &Alert, cfg: &Config) -> PreTriage {
-        let triage = cfg.classifier.classify(alert);
-        let root_cause = crate::domain::report::suggest_root_cause_for_alert(
-            alert,
-            &triage.kind,
-            &cfg.classifier,
-        );
+        // The alert's words are read once, for the kind and for the cause.
+        let words = crate::domain::classify::alert_match_text(alert);
+        let triage = cfg.classifier.classify_with_words(alert, Some(&words));
+        let root_cause =
+            crate::domain::report::suggest_from_words(&words, &triage.kind, &cfg.classifier);
         PreTriage { triage, root_cause }
     }
 }
