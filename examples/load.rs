@@ -206,7 +206,7 @@ fn am_alert(id: usize, group: usize, tag: &str, scenario: &str) -> serde_json::V
         "status": "firing",
         "labels": {
             "alertname": "HighLatency",
-            "service": format!("svc-{tag}-{group}"),
+            "service": format!("svc-{}-{}", letters(tag_number(tag)), letters(group as u64)),
             "instance": format!("10.{}.{}.{}:9100", (id >> 16) & 255, (id >> 8) & 255, id & 255),
             "job": "node",
             "severity": "warning",
@@ -223,6 +223,28 @@ fn am_alert(id: usize, group: usize, tag: &str, scenario: &str) -> serde_json::V
         "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus:9090/graph?g0.expr=latency",
         "fingerprint": format!("{id:016x}"),
+    })
+}
+
+/// `n` in letters (`a`, `b`, …, `ba`): service names without numbers, which classification
+/// would read as words (a service `svc-502` would look like an HTTP 502).
+fn letters(mut n: u64) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'a' + (n % 26) as u8);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).expect("ascii")
+}
+
+/// This run's tag as a number (its digits).
+fn tag_number(tag: &str) -> u64 {
+    tag.bytes().filter(u8::is_ascii_digit).fold(0u64, |n, d| {
+        n.wrapping_mul(10).wrapping_add((d - b'0') as u64)
     })
 }
 

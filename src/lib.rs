@@ -4,8 +4,8 @@
 //! incident thread per event, triage, approvals, remediation, reports.
 //!
 //! # Layout
-//! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks, policy, card, commands
-//! - `engine`    — the core `handle` and its runner (group commit, outbox delivery, timers)
+//! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks, policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
+//! - `engine`    — the core `handle` and its runner (group commit, outbox delivery, timers, the outcome numbers' book)
 //! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
 //! - `store`     — sled implementation of Store
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser

@@ -234,11 +234,16 @@ const EMPTY: Row = Row {
     present: false,
 };
 
+/// Rows per chunk of the book.
+const CHUNK: usize = 4096;
+
 /// One row of facts per incident, indexed by incident number (ids are dense), with the kind
-/// names interned: 48 bytes an incident.
+/// names interned: 48 bytes an incident. Rows live in chunks of [`CHUNK`], so that growing the
+/// book never copies it and never holds more than one chunk unused (a plain `Vec` would double
+/// its capacity: up to twice the rows' size).
 #[derive(Debug, Default)]
 pub struct Book {
-    rows: Vec<Row>,
+    chunks: Vec<Box<[Row]>>,
     kinds: Vec<String>,
     kind_ids: HashMap<String, u32>,
 }
@@ -256,9 +261,18 @@ impl Book {
         Book::default()
     }
 
+    fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
     /// Incidents recorded.
     pub fn len(&self) -> usize {
-        self.rows.iter().filter(|r| r.present).count()
+        self.rows().filter(|r| r.present).count()
+    }
+
+    /// Bytes the rows take (the kind names aside).
+    pub fn bytes(&self) -> usize {
+        self.chunks.len() * CHUNK * std::mem::size_of::<Row>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -267,18 +281,18 @@ impl Book {
 
     /// Incidents not resolved yet, whenever they opened.
     pub fn active(&self) -> usize {
-        self.rows
-            .iter()
+        self.rows()
             .filter(|r| r.present && r.flags & ACTIVE != 0)
             .count()
     }
 
     fn slot(&mut self, id: IncidentId) -> &mut Row {
         let i = id.0 as usize;
-        if self.rows.len() <= i {
-            self.rows.resize(i + 1, EMPTY);
+        let (chunk, at) = (i / CHUNK, i % CHUNK);
+        while self.chunks.len() <= chunk {
+            self.chunks.push(vec![EMPTY; CHUNK].into_boxed_slice());
         }
-        &mut self.rows[i]
+        &mut self.chunks[chunk][at]
     }
 
     /// Records (or replaces) an incident's facts.
@@ -334,7 +348,7 @@ impl Book {
         let (mut manual, mut auto_ok, mut auto_done, mut rca, mut recurred) = (0, 0, 0, 0, 0);
         let mut by_sev = [0usize; 4];
         let mut by_kind = vec![0usize; self.kinds.len()];
-        for r in self.rows.iter().filter(|r| r.present && r.opened >= since) {
+        for r in self.rows().filter(|r| r.present && r.opened >= since) {
             s.total += 1;
             let sev = super::severity::ALL[r.severity as usize].to_string();
             by_sev[r.severity as usize] += 1;
@@ -426,7 +440,7 @@ impl Book {
         let today = now.date_naive();
         let n = (days + per - 1) / per;
         let mut sums = vec![(0usize, 0usize, 0.0f64); n as usize];
-        for r in self.rows.iter().filter(|r| r.present) {
+        for r in self.rows().filter(|r| r.present) {
             let Some(opened) = DateTime::<Utc>::from_timestamp_millis(r.opened) else {
                 continue;
             };
@@ -788,6 +802,25 @@ mod tests {
         assert_eq!(this_week.mttr_seconds, Some(420.0));
         assert_eq!((w[3].opened, w[3].mttr_seconds), (1, Some(1200.0)));
         assert_eq!(w.iter().map(|b| b.opened).sum::<usize>(), 4);
+    }
+
+    #[test]
+    fn the_book_takes_48_bytes_an_incident_and_at_most_one_chunk_more() {
+        assert_eq!(std::mem::size_of::<Row>(), 48);
+        let mut i = incident();
+        let mut book = Book::new();
+        for id in 1..=10_000u64 {
+            i.id = IncidentId(id);
+            book.put(i.id, &Facts::of(&i));
+        }
+        assert_eq!(book.len(), 10_000);
+        assert!(book.bytes() <= (10_001 + CHUNK) * 48, "{}", book.bytes());
+        // Recording an incident again replaces its row.
+        i.status = Status::Resolved;
+        i.resolved_at = Some(i.opened_at);
+        book.put(IncidentId(7), &Facts::of(&i));
+        assert_eq!(book.len(), 10_000);
+        assert_eq!(book.active(), 9_999);
     }
 
     #[test]
