@@ -158,6 +158,8 @@ pub enum ActionStatus {
     Running,
     Succeeded,
     Failed,
+    /// It was running when incidentd stopped: its outcome is unknown and it is never re-run.
+    Interrupted,
 }
 
 impl ActionStatus {

@@ -461,9 +461,15 @@ impl Report {
         f.push(("Time to mitigate", human_duration(self.durations.mitigate)));
         f.push(("Time to resolve", human_duration(self.durations.resolve)));
         f.push(("Alerts received", self.alert_count.to_string()));
-        if !self.scope.is_empty() {
-            f.push(("Scope", self.scope_text()));
-        }
+        // Every section of the playbook's template is there, known or not.
+        f.push((
+            "Scope",
+            if self.scope.is_empty() {
+                "not known (the alert carried none of the scope labels)".to_string()
+            } else {
+                self.scope_text()
+            },
+        ));
         if let Some(r) = &self.recurrence {
             f.push((
                 "Recurrence",
@@ -817,6 +823,20 @@ mod tests {
             },
         ];
         (inc, timeline)
+    }
+
+    #[test]
+    fn scope_is_a_section_even_when_not_known() {
+        let (mut inc, timeline) = rich();
+        inc.labels.clear();
+        let r = build_report(&inc, &timeline, &classifier());
+        let facts = r.facts();
+        let scope = facts
+            .iter()
+            .find(|(k, _)| *k == "Scope")
+            .expect("a Scope line");
+        assert!(scope.1.starts_with("not known"), "{scope:?}");
+        assert!(render_markdown(&inc, &timeline, &classifier()).contains("| Scope | not known"));
     }
 
     #[test]

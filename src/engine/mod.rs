@@ -271,7 +271,7 @@ fn decide(
             let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
             let mut d = Decision::default();
             if let Some(a) = inc.action_mut(&action) {
-                a.status = ActionStatus::Failed;
+                a.status = ActionStatus::Interrupted;
             }
             d.events.push(TimelineEvent {
                 at: ctx.now,

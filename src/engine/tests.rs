@@ -942,3 +942,27 @@ fn the_report_follows_the_resolving_note_and_a_later_root_cause() {
         .iter()
         .any(|b| matches!(b, ChatBody::RenderReport)));
 }
+
+#[test]
+fn an_interrupted_action_shows_as_interrupted_not_failed() {
+    let inc = open("Tool API returning 503", "critical");
+    let d = handle(
+        Some(inc.clone()),
+        Input::ExecutionInterrupted {
+            incident: inc.id,
+            action: "restart".into(),
+            key: format!("{}:restart", inc.id),
+        },
+        &cfg(),
+        ctx(5),
+    )
+    .unwrap();
+    let after = d.incident.unwrap();
+    assert_eq!(
+        after.action("restart").map(|a| a.status),
+        Some(ActionStatus::Interrupted)
+    );
+    let c = card(&after, &cfg());
+    let a = c.actions.iter().find(|a| a.id == "restart").unwrap();
+    assert_eq!(a.status, ActionStatus::Interrupted);
+}

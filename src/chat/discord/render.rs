@@ -61,6 +61,7 @@ fn action_line(a: &crate::domain::card::CardAction) -> String {
         ActionStatus::Running => "running".into(),
         ActionStatus::Succeeded => "succeeded".into(),
         ActionStatus::Failed => "failed".into(),
+        ActionStatus::Interrupted => "interrupted by a restart: outcome unknown".into(),
     };
     let auto = if a.auto { " · automatic" } else { "" };
     format!(

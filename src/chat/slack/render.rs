@@ -151,6 +151,10 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
     if let Some(g) = &card.alerts {
         blocks.push(json!({ "type": "section", "text": mrkdwn(format!("*Group*\n{}", escape(g)), MAX_SECTION_TEXT) }));
     }
+    // As on Discord and in the console: a recurrence is what an on-call person wants to see first.
+    if let Some(r) = &card.recurrence {
+        blocks.push(json!({ "type": "section", "text": mrkdwn(format!("*Recurrence*\n{}", escape_within(r, MAX_SECTION_TEXT - 20)), MAX_SECTION_TEXT) }));
+    }
     let links: Vec<String> = card
         .links
         .iter()
@@ -168,11 +172,16 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
             None => "*Recommended actions*".to_string(),
         }];
         for a in &card.actions {
+            let state = match a.status {
+                crate::domain::incident::ActionStatus::Interrupted => {
+                    "Interrupted by a restart: outcome unknown".into()
+                }
+                other => format!("{other:?}"),
+            };
             lines.push(format!(
-                "• *{}* — `{}` — {:?}{}{}",
+                "• *{}* — `{}` — {state}{}{}",
                 escape(&truncate_chars(&a.title, 200)),
                 escape(&truncate_chars(&a.summary, 500)).replace('`', "'"),
-                a.status,
                 if a.needed > 0 {
                     format!(" ({}/{} approvals)", a.approvals, a.needed)
                 } else {
@@ -591,6 +600,36 @@ mod tests {
         let typed: Vec<slack_morphism::prelude::SlackBlock> =
             serde_json::from_value(Value::Array(blocks)).unwrap();
         assert!(!typed.is_empty());
+    }
+
+    #[test]
+    fn a_recurrence_and_an_interrupted_action_show_on_the_card() {
+        let mut c = card();
+        assert!(!serde_json::to_string(&card_blocks(&c))
+            .unwrap()
+            .contains("Recurrence"));
+        c.recurrence = Some("2nd time in 30 days: INC-3 <resolved> by `restart`".into());
+        c.actions.push(CardAction {
+            id: "restart".into(),
+            title: "Restart".into(),
+            summary: "kubectl rollout restart deploy/api".into(),
+            status: ActionStatus::Interrupted,
+            approvals: 1,
+            needed: 1,
+            auto: false,
+        });
+        let blocks = card_blocks(&c);
+        check_limits(&blocks);
+        let all = serde_json::to_string(&blocks).unwrap();
+        assert!(
+            all.contains("*Recurrence*\\n2nd time in 30 days: INC-3 &lt;resolved&gt;"),
+            "{all}"
+        );
+        assert!(
+            all.contains("Interrupted by a restart: outcome unknown"),
+            "{all}"
+        );
+        assert!(!all.contains("Failed"), "{all}");
     }
 
     #[test]
