@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         sinks: vec![],
         outbox: OutboxConfig::default(),
         executor: Arc::new(PlaybookExecutor::new("kubectl")),
+        store: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -36,6 +36,9 @@ pub struct Deps {
     pub sinks: Vec<Arc<dyn ChatPort>>,
     pub outbox: OutboxConfig,
     pub executor: Arc<dyn Executor>,
+    /// The store; `None`: the sled store at `[store] path` (the default). Another
+    /// implementation of [`Store`] is plugged in here, without touching [`run`].
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl Deps {
@@ -61,6 +64,7 @@ impl Deps {
             sinks: vec![],
             outbox: OutboxConfig::default(),
             executor: Arc::new(PlaybookExecutor::new("kubectl")),
+            store: None,
         })
     }
 }
@@ -208,12 +212,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let (path, cache_mb) = (cfg.store.path.clone(), cfg.store.cache_mb);
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, cache_mb))
-            .await?
-            .context("opening the store")?,
-    );
+    let store: Arc<dyn Store> = match deps.store.clone() {
+        Some(store) => store,
+        None => {
+            let (path, cache_mb) = (cfg.store.path.clone(), cfg.store.cache_mb);
+            Arc::new(
+                tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, cache_mb))
+                    .await?
+                    .context("opening the store")?,
+            )
+        }
+    };
     let now = deps.clock.now();
     let s = store.clone();
     let recovery = tokio::task::spawn_blocking(move || s.recover(now))

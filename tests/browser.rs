@@ -221,6 +221,7 @@ async fn console_in_headless_chromium() {
         sinks: vec![],
         outbox: fast_outbox(),
         executor: Arc::new(PlaybookExecutor::new("kubectl")),
+        store: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -77,6 +77,7 @@ impl Console {
             sinks: vec![],
             outbox: fast_outbox(),
             executor,
+            store: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -89,6 +89,7 @@ impl Rig {
             sinks: vec![],
             outbox: fast_outbox(),
             executor: Arc::new(PlaybookExecutor::new("kubectl")),
+            store: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

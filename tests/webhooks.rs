@@ -793,3 +793,57 @@ async fn the_pods_of_one_alertmanager_group_are_one_incident_until_all_clear() {
     assert_eq!(open_incidents(&app).await.len(), 1);
     app.stop().await;
 }
+
+/// The store is a dependency like the others: an injected one is used, and `[store] path` is
+/// not opened (how another `Store` implementation plugs in without touching `app::run`).
+#[tokio::test]
+async fn an_injected_store_is_the_one_the_app_uses() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn incidentd::ports::Store> =
+        Arc::new(incidentd::store::SledStore::open(&dir.path().join("injected")).unwrap());
+    let mut cfg = incidentd::config::Config::from_toml(support::TEST_CONFIG, &|_| None).unwrap();
+    let unused = dir.path().join("from-config");
+    cfg.store.path = unused.clone();
+    let deps = incidentd::app::Deps {
+        clock: Arc::new(incidentd::ports::SystemClock),
+        surfaces: vec![],
+        sinks: vec![],
+        outbox: support::fast_outbox(),
+        executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
+        store: Some(store.clone()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = tokio::spawn(incidentd::app::run(cfg, listener, deps, async move {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..1000 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(ready, "the app did not get ready");
+    let r = http
+        .post(format!("{base}/api/v1/alerts"))
+        .json(&serde_json::json!({"title": "Payments API returning 503", "severity": "critical"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = tx.send(());
+    app.await.unwrap().unwrap();
+    let stored = store
+        .list_incidents(&incidentd::ports::IncidentFilter::default())
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].title, "Payments API returning 503");
+    assert!(!unused.exists(), "the configured path was not opened");
+}

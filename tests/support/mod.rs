@@ -70,6 +70,7 @@ impl TestApp {
             sinks: vec![port.clone()],
             outbox: fast_outbox(),
             executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
+            store: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
