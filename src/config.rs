@@ -1431,4 +1431,23 @@ title = "Plain"
         let c = Config::builtin();
         assert!(!c.playbooks.is_empty());
     }
+
+    /// A storm of unique alerts through the shipped config must not launch one remediation per
+    /// alert against example endpoints that do not exist: its example actions wait for an
+    /// approval until someone points them at real endpoints and opts in.
+    #[test]
+    fn the_shipped_config_runs_nothing_on_its_own() {
+        let c = Config::builtin();
+        let auto: Vec<&str> = c
+            .playbooks
+            .iter()
+            .flat_map(|p| p.actions.iter())
+            .filter(|a| a.auto)
+            .map(|a| a.id.as_str())
+            .collect();
+        assert!(
+            auto.is_empty(),
+            "automatic actions in the shipped config: {auto:?}"
+        );
+    }
 }
