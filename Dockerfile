@@ -4,6 +4,10 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config ./config
+# Cargo.toml names the load example and the criterion bench: the manifest is only complete
+# with them (only the binary is built).
+COPY examples ./examples
+COPY benches ./benches
 RUN cargo build --release --locked --bin incidentd
 
 FROM debian:bookworm-slim

@@ -626,22 +626,6 @@ async fn metrics_count_what_happened() {
     app.stop().await;
 }
 
-/// Polls the incident until it has this status (bounded), then returns its details.
-async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (_, v) = app.get(&format!("/api/v1/incidents/{id}")).await;
-        if v["incident"]["status"] == status {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} did not become {status}: {v:#}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_cleared_alert_resolves_after_the_quiet_period_and_nobody_is_chased() {
     let dir = tempfile::tempdir().unwrap();
@@ -668,7 +652,16 @@ async fn a_cleared_alert_resolves_after_the_quiet_period_and_nobody_is_chased() 
     assert_eq!(v["incident"]["alert_status"], "resolved");
     assert_eq!(v["incident"]["severity"], "P1");
 
-    let v = wait_status(&app, "INC-1", "resolved").await;
+    // The quiet period over, the thread says so (waited on, not polled); then the incident is
+    // resolved as committed.
+    app.wait_chat(|r| {
+        r.iter().any(|r| {
+            matches!(&r.body, Delivery::Note { text, .. } if text.contains("INC-1 resolved: the alert stayed clear"))
+        })
+    })
+    .await;
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(v["incident"]["status"], "resolved", "{v:#}");
     let timeline = v["timeline"].as_array().unwrap();
     assert!(
         timeline.iter().all(|e| e["type"] != "escalated"),
@@ -802,48 +795,23 @@ async fn an_injected_store_is_the_one_the_app_uses() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn incidentd::ports::Store> =
         Arc::new(incidentd::store::SledStore::open(&dir.path().join("injected")).unwrap());
-    let mut cfg = incidentd::config::Config::from_toml(support::TEST_CONFIG, &|_| None).unwrap();
-    let unused = dir.path().join("from-config");
-    cfg.store.path = unused.clone();
-    let deps = incidentd::app::Deps {
-        clock: Arc::new(incidentd::ports::SystemClock),
-        surfaces: vec![],
-        sinks: vec![],
-        outbox: support::fast_outbox(),
-        executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
-        store: Some(store.clone()),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = tokio::spawn(incidentd::app::run(cfg, listener, deps, async move {
-        let _ = rx.await;
-    }));
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..1000 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(ready, "the app did not get ready");
-    let r = http
-        .post(format!("{base}/api/v1/alerts"))
-        .json(&serde_json::json!({"title": "Payments API returning 503", "severity": "critical"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let _ = tx.send(());
-    app.await.unwrap().unwrap();
+    // The harness points `[store] path` at `dir/store`.
+    let app = TestApp::start_on_store(dir.path(), support::TEST_CONFIG, store.clone()).await;
+    let (s, _) = app
+        .post_json(
+            "/api/v1/alerts",
+            r#"{"title": "Payments API returning 503", "severity": "critical"}"#,
+        )
+        .await;
+    assert_eq!(s, 200);
+    app.stop().await;
     let stored = store
         .list_incidents(&incidentd::ports::IncidentFilter::default())
         .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].title, "Payments API returning 503");
-    assert!(!unused.exists(), "the configured path was not opened");
+    assert!(
+        !dir.path().join("store").exists(),
+        "the configured path was not opened"
+    );
 }

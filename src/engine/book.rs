@@ -106,10 +106,6 @@ impl StatsBook {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-
     /// The numbers over incidents opened in the `days` before `now`, once the book is built.
     pub async fn stats(&self, now: DateTime<Utc>, days: u32) -> Result<Stats, StoreError> {
         self.wait().await?;

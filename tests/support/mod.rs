@@ -61,6 +61,24 @@ impl TestApp {
         config: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> TestApp {
+        Self::launch(dir, config, env, None).await
+    }
+
+    /// The app on an injected store instead of the one at `[store] path`.
+    pub async fn start_on_store(
+        dir: &Path,
+        config: &str,
+        store: Arc<dyn incidentd::ports::Store>,
+    ) -> TestApp {
+        Self::launch(dir, config, &|_| None, Some(store)).await
+    }
+
+    async fn launch(
+        dir: &Path,
+        config: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        store: Option<Arc<dyn incidentd::ports::Store>>,
+    ) -> TestApp {
         let mut cfg = Config::from_toml(config, env).expect("test config");
         cfg.store.path = dir.join("store");
         let port = Arc::new(RecordingPort::new("test"));
@@ -70,7 +88,7 @@ impl TestApp {
             sinks: vec![port.clone()],
             outbox: fast_outbox(),
             executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
-            store: None,
+            store,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
