@@ -16,7 +16,7 @@ use crate::chat::slack::SlackSurface;
 use crate::chat::Surface;
 use crate::config::Config;
 use crate::domain::incident::Incident;
-use crate::domain::playbook::{ActionSpec, ExecutorSpec, VerifySpec};
+use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::engine::dispatch::run_dispatcher;
 use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
 use crate::engine::runner::{Engine, Folding};
@@ -123,40 +123,10 @@ impl Executor for PlaybookExecutor {
             summary,
         };
         // The check runs with the action's own templating rules.
-        let (run, interval) = match spec {
-            VerifySpec::Http {
-                url,
-                expect_status,
-                interval_seconds,
-                ..
-            } => (
-                ExecutorSpec::Http {
-                    method: "GET".into(),
-                    url: url.clone(),
-                    headers: Default::default(),
-                    body: None,
-                    expect_status: *expect_status,
-                },
-                *interval_seconds,
-            ),
-            VerifySpec::Command {
-                argv,
-                interval_seconds,
-                ..
-            } => (
-                ExecutorSpec::Command { argv: argv.clone() },
-                *interval_seconds,
-            ),
-            VerifySpec::AlertResolves { .. } => {
-                return fail("waits for the alert, not for a check".into())
-            }
+        let Some((check, interval)) = remediate::preview::check(action, spec) else {
+            return fail("waits for the alert, not for a check".into());
         };
-        let check = ActionSpec {
-            run,
-            verify: None,
-            rollback: None,
-            ..action.clone()
-        };
+        let shown = remediate::preview::verification(action, spec, incident);
         let plan = match remediate::plan(&check, incident, &self.kubectl_bin) {
             Ok(p) => p,
             Err(e) => return fail(format!("refused: {e}")),
@@ -182,13 +152,12 @@ impl Executor for PlaybookExecutor {
             if passed {
                 return ExecOutcome {
                     success: true,
-                    summary: format!("{} ({})", spec.summary(), out.summary()),
+                    summary: format!("{shown} ({})", out.summary()),
                 };
             }
             if tokio::time::Instant::now() + interval > deadline {
                 return fail(format!(
-                    "{} did not hold within {} s; last: {}",
-                    spec.summary(),
+                    "{shown} did not hold within {} s; last: {}",
                     spec.within_seconds(),
                     out.summary()
                 ));

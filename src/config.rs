@@ -124,6 +124,20 @@ pub struct EngineConfig {
     /// are grouped; the others are used where present.
     #[serde(default = "default_group_by")]
     pub group_by: Vec<String>,
+    /// The storm guard: when more than this many incidents from one source open within
+    /// `storm_window_seconds`, new incidents' automatic actions wait for approval. 0: off.
+    #[serde(default = "default_storm_new_incidents")]
+    pub storm_new_incidents: u32,
+    #[serde(default = "default_storm_window")]
+    pub storm_window_seconds: u64,
+}
+
+fn default_storm_new_incidents() -> u32 {
+    20
+}
+
+fn default_storm_window() -> u64 {
+    60
 }
 
 fn default_group_by() -> Vec<String> {
@@ -164,6 +178,8 @@ impl Default for EngineConfig {
             resolve_after_clear_seconds: default_resolve_after_clear(),
             flap_window_seconds: default_flap_window(),
             group_by: default_group_by(),
+            storm_new_incidents: default_storm_new_incidents(),
+            storm_window_seconds: default_storm_window(),
         }
     }
 }

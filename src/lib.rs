@@ -5,11 +5,11 @@
 //!
 //! # Layout
 //! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks, policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
-//! - `engine`    — the core `handle` and its runner (group commit, outbox delivery, timers, the outcome numbers' book)
+//! - `engine`    — the core `handle`, which makes every decision (from the incident, the input and a read-only `View` of open incidents, executions and recent openings) and says what to write; its runner, which only applies decisions (group commit, outbox delivery, timers, the outcome numbers' book)
 //! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
 //! - `store`     — sled implementation of Store
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
-//! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction
+//! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction; `preview`: what cards, notes and `simulate` show, from the same templating
 //! - `chat`      — chat surfaces: the web console (default surface and dashboard), Slack, Discord, and a recording port for tests
 //! - `http`      — axum router: webhooks, read API, health
 //! - `config`    — TOML → validated Config

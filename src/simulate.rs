@@ -71,6 +71,7 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
         let ctx = Ctx {
             history: &[],
             recent: None,
+            view: &crate::engine::NoView,
             now: Utc::now(),
             next_id: IncidentId(i as u64 + 1),
         };
@@ -160,7 +161,11 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
                 }
             }
             if let Some(v) = &spec.verify {
-                let _ = writeln!(out, "             verify: {}", v.summary());
+                let _ = writeln!(
+                    out,
+                    "             verify: {}",
+                    crate::remediate::preview::verification(spec, v, &inc)
+                );
             }
             if let Some(rb) = &spec.rollback {
                 let _ = writeln!(out, "             rollback if not verified: {rb}");

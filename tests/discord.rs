@@ -325,6 +325,23 @@ async fn http_webhook_alert_gets_its_card_and_thread_in_the_incident_channel() {
         (f.threads().get(&card.id) == Some(&INCIDENTS)).then_some(())
     })
     .await;
+    // The bot records the thread when Discord's answer arrives, a moment after the fake made
+    // it; a person replies after seeing it, so the test waits for the delivery to be recorded.
+    eventually("the card's delivery recorded", || async {
+        let m = rig
+            .http
+            .get(format!("{}/metrics", rig.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.lines()
+            .any(|l| l.starts_with("incidentd_outbox_depth ") && l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
     // Replies in that thread reach the timeline.
     fake.post_as_user(card.id, BOB, "bob", "looking into it");
     rig.wait_timeline("INC-1", |t| {

@@ -20,8 +20,8 @@ use incidentd::domain::incident::{
 use incidentd::domain::policy::Actor;
 use incidentd::domain::severity::Severity;
 use incidentd::domain::stats::{compute, Percentiles, Stats};
-use incidentd::engine::{handle, Ctx, Effect, Input};
-use incidentd::ports::TimerKind;
+use incidentd::engine::{handle, Ctx, Effect, Input, View};
+use incidentd::ports::{Execution, TimerKind};
 
 const CFG: &str = r#"
 [engine]
@@ -175,8 +175,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The mechanical part of the writer, as small as possible: ids, the open incident of each
-/// fingerprint, the resolved history, timelines, timers and queued executions.
+/// The mechanical part of the writer, as small as possible: it applies each decision (ids,
+/// the open incident of each group, the resolved history, timelines, timers and executions)
+/// and decides nothing.
 struct World {
     cfg: Config,
     now: DateTime<Utc>,
@@ -188,9 +189,35 @@ struct World {
     history: HashMap<String, Vec<PastIncident>>,
     timers: Vec<(u64, TimerKind, DateTime<Utc>)>,
     queue: Vec<(u64, String, String)>,
-    executions: std::collections::HashSet<String>,
+    executions: HashMap<String, Execution>,
+    /// When incidents opened, by source (the storm guard).
+    opened: Vec<(&'static str, DateTime<Utc>)>,
     /// What the test sent: each incident's fingerprint and the alert's start.
     sent: HashMap<u64, (String, DateTime<Utc>)>,
+}
+
+/// The core's lookups, over the world's maps.
+struct WorldView<'a> {
+    open: &'a HashMap<String, u64>,
+    executions: &'a HashMap<String, Execution>,
+    opened: &'a [(&'static str, DateTime<Utc>)],
+}
+
+impl View for WorldView<'_> {
+    fn open_incident(&self, key: &str) -> Option<IncidentId> {
+        self.open.get(key).map(|id| IncidentId(*id))
+    }
+
+    fn execution(&self, key: &str) -> Option<Execution> {
+        self.executions.get(key).cloned()
+    }
+
+    fn openings(&self, source: &str, since: DateTime<Utc>) -> usize {
+        self.opened
+            .iter()
+            .filter(|(s, at)| *s == source && *at >= since)
+            .count()
+    }
 }
 
 impl World {
@@ -205,6 +232,7 @@ impl World {
             timers: Vec::new(),
             queue: Vec::new(),
             executions: Default::default(),
+            opened: Vec::new(),
             sent: HashMap::new(),
         }
     }
@@ -222,18 +250,6 @@ impl World {
             Input::Alert(a) => Some(a.group_key(&self.cfg.engine.group_by)),
             _ => None,
         };
-        if let (
-            Input::Command {
-                command: Command::Reopen(_),
-                ..
-            },
-            Some(inc),
-        ) = (&input, &existing)
-        {
-            if self.open.get(inc.key()).is_some_and(|o| *o != inc.id.0) {
-                return;
-            }
-        }
         // A new alert sees its group's history and most recently resolved incident.
         let (history, recent) = match (&key, &existing) {
             (Some(k), None) => {
@@ -246,39 +262,39 @@ impl World {
             }
             _ => (Vec::new(), None),
         };
-        let before: Vec<(u64, bool)> = existing
-            .iter()
-            .chain(recent.iter())
-            .map(|i| (i.id.0, i.status.is_active()))
-            .collect();
         let next_id = self.incidents.len() as u64 + 1;
+        let view = WorldView {
+            open: &self.open,
+            executions: &self.executions,
+            opened: &self.opened,
+        };
         let ctx = Ctx {
             now: self.now,
             next_id: IncidentId(next_id),
             history: &history,
             recent: recent.as_ref(),
+            view: &view,
         };
         let Ok(d) = handle(existing, input, &self.cfg, ctx) else {
             return;
         };
+        for x in d.executions {
+            self.executions.insert(x.key.clone(), x);
+        }
         let Some(inc) = d.incident else { return };
         let id = inc.id.0;
-        let was_active = before.iter().find(|b| b.0 == id).map(|b| b.1);
-        self.timelines.entry(id).or_default().extend(d.events);
-        let active = inc.status.is_active();
-        if was_active == Some(true) && !active {
-            if let Some(p) = PastIncident::of(&inc) {
-                self.history
-                    .entry(inc.key().to_string())
-                    .or_default()
-                    .push(p);
-            }
-            if self.open.get(inc.key()) == Some(&id) {
-                self.open.remove(inc.key());
-            }
+        if d.created {
+            self.opened.push((inc.source.as_str(), inc.opened_at));
         }
-        if active && was_active != Some(true) {
-            self.open.insert(inc.key().to_string(), id);
+        self.timelines.entry(id).or_default().extend(d.events);
+        if let Some((k, p)) = d.past {
+            self.history.entry(k).or_default().push(p);
+        }
+        for (k, v) in d.open {
+            match v {
+                Some(v) => self.open.insert(k, v.0),
+                None => self.open.remove(&k),
+            };
         }
         for e in d.effects {
             match e {
@@ -287,11 +303,7 @@ impl World {
                     self.timers.push((id, t.kind, t.at));
                 }
                 Effect::DisarmTimer(k) => self.timers.retain(|x| !(x.0 == id && x.1 == k)),
-                Effect::Execute { action, key } => {
-                    if self.executions.insert(key.clone()) {
-                        self.queue.push((id, action, key));
-                    }
-                }
+                Effect::Execute { action, key } => self.queue.push((id, action, key)),
                 Effect::Chat(_) => {}
             }
         }

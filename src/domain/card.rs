@@ -33,6 +33,10 @@ pub struct IncidentCard {
     /// "Recurred: 2nd time in 30 days, last fixed by `restart` (INC-4)".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurrence: Option<String>,
+    /// Why automatic actions wait: "Storm guard: 37 new incidents from alertmanager within 60 s;
+    /// automatic actions wait for approval."
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<String>,
     /// Where the alert was read from, so the card can be threaded under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<ChatOrigin>,
@@ -259,6 +263,12 @@ pub fn build_card(
         }),
         origin: inc.origin.clone(),
         alerts: inc.group.as_ref().and_then(group_line),
+        storm: inc.storm.map(|n| {
+            format!(
+                "⛈️ Storm guard: {n} new incidents from {} in a short time; automatic actions wait for approval.",
+                inc.source.as_str()
+            )
+        }),
     }
 }
 

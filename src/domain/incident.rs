@@ -249,6 +249,11 @@ pub enum EventKind {
     Note {
         text: String,
     },
+    /// The storm guard held the incident's automatic actions back for approval.
+    StormGuard {
+        new_incidents: u32,
+        window_seconds: u64,
+    },
     Escalated {
         reason: String,
     },
@@ -341,6 +346,12 @@ impl TimelineEvent {
                 "`{action}` was interrupted by a restart; it will not be re-run automatically"
             ),
             EventKind::Note { text } => format!("{who}: {text}"),
+            EventKind::StormGuard {
+                new_incidents,
+                window_seconds,
+            } => format!(
+                "Storm guard: {new_incidents} new incidents from this source within {window_seconds} s; automatic actions wait for approval"
+            ),
             EventKind::Escalated { reason } => format!("Escalated: {reason}"),
             EventKind::Assigned { to } => format!("Assigned to {to} by {who}"),
             EventKind::RootCauseSet { category, text } => match text {
@@ -480,6 +491,10 @@ pub struct Incident {
     /// were groups; it stands for the one alert of `fingerprint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<AlertGroup>,
+    /// Opened during an alert storm: its automatic actions wait for approval. The number of new
+    /// incidents from its source within the storm window when it opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<u32>,
 }
 
 /// Most member alerts an incident tells apart; more only count (memory stays bounded however
@@ -755,6 +770,7 @@ pub(crate) mod tests_support {
             recurrence: None,
             tally: Some(Default::default()),
             group: None,
+            storm: None,
         }
     }
 }

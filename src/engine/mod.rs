@@ -21,7 +21,7 @@ use crate::domain::incident::{
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::policy::{check_approval, Actor, Refusal};
 use crate::domain::severity::{human_seconds, Severity};
-use crate::ports::{ChatBody, Timer, TimerKind};
+use crate::ports::{ChatBody, Execution, ExecutionStatus, Timer, TimerKind};
 
 /// What an alert alone decides about the incident it would open: severity, kind, playbook and
 /// the suggested root cause. A pure function of the alert and the config.
@@ -111,7 +111,8 @@ pub enum Effect {
 #[error("{0}")]
 pub struct UserError(pub String);
 
-/// The result of handling one input.
+/// The result of handling one input: the new state, and everything the writer must write
+/// for it. The writer applies it without deciding anything.
 #[derive(Debug, Clone, Default)]
 pub struct Decision {
     /// The incident after the input; `None` when nothing changed (e.g. a resolved alert for no incident).
@@ -123,10 +124,81 @@ pub struct Decision {
     pub reply: Option<String>,
     /// The input was refused (not authorized, already decided…) and the refusal recorded.
     pub refused: bool,
+    /// Execution records to write (queued, started, finished), in order.
+    pub executions: Vec<Execution>,
+    /// Group keys whose open incident changes: `Some` opened or reopened it, `None` closed it.
+    pub open: Vec<(String, Option<IncidentId>)>,
+    /// The incident's entry in its key's history, when this decision ended its response.
+    pub past: Option<(String, PastIncident)>,
+    /// What the decision means for the process's metrics, recorded once it is durable.
+    pub observed: Vec<Observed>,
+}
+
+/// A metric event derived from a decision (the runner records each once the decision is
+/// durable). Outcome numbers (docs/metrics.md) come from tallies, not from these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    AlertReceived {
+        source: &'static str,
+        firing: bool,
+    },
+    IncidentOpened {
+        severity: Severity,
+        kind: String,
+    },
+    IncidentResolved {
+        severity: Severity,
+        kind: String,
+        /// From the incident's opening to its resolution.
+        seconds: f64,
+    },
+    Acknowledged {
+        severity: Severity,
+        /// From the incident's opening to the first acknowledgement.
+        seconds: f64,
+    },
+    Approval {
+        /// `approved`, `rejected` or `refused`.
+        outcome: &'static str,
+    },
+    ExecutionFinished {
+        executor: &'static str,
+        success: bool,
+    },
+    Escalated,
+}
+
+/// What the core may look up beyond the incident itself: the committed state plus what earlier
+/// inputs of the same group commit decided. Reads only; a storage failure behind it fails the
+/// whole batch in the writer, so the core sees plain answers.
+pub trait View {
+    /// The active incident of a group key (or, for incidents opened before groups existed, of
+    /// an alert fingerprint).
+    fn open_incident(&self, key: &str) -> Option<IncidentId>;
+    /// The execution record of a key (`{incident}:{action}`).
+    fn execution(&self, key: &str) -> Option<Execution>;
+    /// How many incidents from this source opened at or after `since` (the storm guard).
+    fn openings(&self, source: &str, since: DateTime<Utc>) -> usize;
+}
+
+/// A view of an empty world (tests, `simulate`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoView;
+
+impl View for NoView {
+    fn open_incident(&self, _: &str) -> Option<IncidentId> {
+        None
+    }
+    fn execution(&self, _: &str) -> Option<Execution> {
+        None
+    }
+    fn openings(&self, _: &str, _: DateTime<Utc>) -> usize {
+        0
+    }
 }
 
 /// The context the runner supplies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub now: DateTime<Utc>,
     /// The id a new incident would get.
@@ -136,6 +208,19 @@ pub struct Ctx<'a> {
     /// For alerts with no open incident: the most recently resolved incident of the
     /// fingerprint (the newest of `history`), which a re-fire within the flap window reopens.
     pub recent: Option<&'a Incident>,
+    /// Open incidents by key and execution records.
+    pub view: &'a dyn View,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("now", &self.now)
+            .field("next_id", &self.next_id)
+            .field("history", &self.history)
+            .field("recent", &self.recent.map(|i| i.id))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A short, serializable account of what happened to one input (HTTP and chat answers).
@@ -151,27 +236,145 @@ pub struct Outcome {
 }
 
 /// The core. Every decision's timeline events are also folded into the incident's tally, the
-/// one place the outcome numbers (docs/metrics.md) are derived from.
+/// one place the outcome numbers (docs/metrics.md) are derived from; the decision also says
+/// which group keys open or close, what enters the history and which metric events happened.
 pub fn handle(
     incident: Option<Incident>,
     input: Input,
     cfg: &Config,
     ctx: Ctx<'_>,
 ) -> Result<Decision, UserError> {
-    let was_active = incident.as_ref().is_some_and(|i| i.status.is_active());
+    // How the incident the decision is about was before it: the one passed in, or the recent
+    // one a re-fire reopens. (id, active, acknowledged)
+    let before: Vec<(IncidentId, bool, bool)> = incident
+        .iter()
+        .chain(ctx.recent)
+        .map(|i| (i.id, i.status.is_active(), i.acknowledged_at.is_some()))
+        .collect();
+    let received = match &input {
+        Input::Alert(a) | Input::Triaged(a, _) => Some(Observed::AlertReceived {
+            source: a.source.as_str(),
+            firing: a.status == AlertStatus::Firing,
+        }),
+        _ => None,
+    };
     let mut d = decide(incident, input, cfg, ctx)?;
-    if let Some(inc) = d.incident.as_mut() {
-        // The post-incident report goes into the thread after the note that resolves it.
-        if was_active && inc.status == Status::Resolved {
-            d.effects.push(Effect::Chat(ChatBody::RenderReport));
-        }
-        let tally = inc.tally.get_or_insert_with(Default::default);
-        for ev in &d.events {
-            tally.record(ev);
-        }
-        tally.settle(Some(inc.verifying.as_deref()));
+    d.observed.extend(received);
+    let Some(inc) = d.incident.as_mut() else {
+        return Ok(d);
+    };
+    let (was_active, was_acked) = before
+        .iter()
+        .find(|b| b.0 == inc.id)
+        .map_or((None, false), |b| (Some(b.1), b.2));
+    let active = inc.status.is_active();
+    // The post-incident report goes into the thread after the note that resolves it.
+    if was_active == Some(true) && inc.status == Status::Resolved {
+        d.effects.push(Effect::Chat(ChatBody::RenderReport));
     }
+    let tally = inc.tally.get_or_insert_with(Default::default);
+    for ev in &d.events {
+        tally.record(ev);
+    }
+    tally.settle(Some(inc.verifying.as_deref()));
+    // The group key's open incident, and its history when the response ended.
+    match (was_active, active) {
+        (None | Some(false), true) => d.open.push((inc.key().to_string(), Some(inc.id))),
+        (Some(true), false) => {
+            if ctx.view.open_incident(inc.key()) == Some(inc.id) {
+                d.open.push((inc.key().to_string(), None));
+            }
+            d.past = PastIncident::of(inc).map(|p| (inc.key().to_string(), p));
+        }
+        _ => {}
+    }
+    let inc = d.incident.as_ref().expect("checked");
+    let mut observed = observe(inc, &d.events, cfg);
+    if d.created {
+        observed.push(Observed::IncidentOpened {
+            severity: inc.severity,
+            kind: inc.kind.clone(),
+        });
+    }
+    if !was_acked {
+        if let Some(at) = inc.acknowledged_at {
+            observed.push(Observed::Acknowledged {
+                severity: inc.severity,
+                seconds: seconds(inc.opened_at, at),
+            });
+        }
+    }
+    d.observed.extend(observed);
     Ok(d)
+}
+
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+/// The metric events of a decision's timeline events.
+fn observe(inc: &Incident, events: &[TimelineEvent], cfg: &Config) -> Vec<Observed> {
+    events
+        .iter()
+        .filter_map(|ev| match &ev.kind {
+            EventKind::StatusChanged {
+                to: Status::Resolved,
+                ..
+            } => Some(Observed::IncidentResolved {
+                severity: inc.severity,
+                kind: inc.kind.clone(),
+                seconds: seconds(inc.opened_at, ev.at),
+            }),
+            EventKind::ActionApproved { .. } => Some(Observed::Approval {
+                outcome: "approved",
+            }),
+            EventKind::ActionRejected { .. } => Some(Observed::Approval {
+                outcome: "rejected",
+            }),
+            EventKind::ApprovalRefused { .. } => Some(Observed::Approval { outcome: "refused" }),
+            EventKind::ExecutionFinished {
+                action, success, ..
+            } => Some(Observed::ExecutionFinished {
+                executor: action_spec(inc, action, cfg).map_or("unknown", |s| s.run.type_name()),
+                success: *success,
+            }),
+            EventKind::Escalated { .. } => Some(Observed::Escalated),
+            _ => None,
+        })
+        .collect()
+}
+
+fn execution_exists(key: &str, ctx: Ctx<'_>, d: &Decision) -> bool {
+    ctx.view.execution(key).is_some() || d.executions.iter().any(|x| x.key == key)
+}
+
+/// Queues an action's execution exactly once per key: a key that exists (stored, or queued
+/// earlier in this decision) is not queued again. Returns whether it was queued.
+fn queue_execution(
+    inc: &Incident,
+    action: &str,
+    key: &str,
+    ctx: Ctx<'_>,
+    d: &mut Decision,
+) -> bool {
+    if execution_exists(key, ctx, d) {
+        d.reply
+            .get_or_insert_with(|| format!("`{action}` already ran or is running"));
+        return false;
+    }
+    d.executions.push(Execution {
+        key: key.to_string(),
+        incident: inc.id,
+        action: action.to_string(),
+        status: ExecutionStatus::Queued,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+    });
+    d.effects.push(Effect::Execute {
+        action: action.to_string(),
+        key: key.to_string(),
+    });
+    true
 }
 
 fn decide(
@@ -214,8 +417,24 @@ fn decide(
             key,
             preview,
         } => {
+            // Exactly once: only a queued execution may start; `Started` is durable before launch.
+            let x = match ctx.view.execution(&key) {
+                Some(x) if x.status == ExecutionStatus::Queued => x,
+                other => {
+                    return Err(UserError(format!(
+                        "execution {key} is {}; not starting it again",
+                        other.map_or("unknown".into(), |x| format!("{:?}", x.status)
+                            .to_lowercase())
+                    )))
+                }
+            };
             let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
             let mut d = Decision::default();
+            d.executions.push(Execution {
+                status: ExecutionStatus::Started,
+                updated_at: ctx.now,
+                ..x
+            });
             if let Some(a) = inc.action_mut(&action) {
                 a.status = ActionStatus::Running;
             }
@@ -243,10 +462,19 @@ fn decide(
             success,
             summary,
         } => {
+            let finished = ctx.view.execution(&key).map(|x| Execution {
+                status: if success {
+                    ExecutionStatus::Succeeded
+                } else {
+                    ExecutionStatus::Failed
+                },
+                updated_at: ctx.now,
+                ..x
+            });
             let inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
-            Ok(on_execution_finished(
-                inc, action, key, success, summary, cfg, ctx,
-            ))
+            let mut d = on_execution_finished(inc, action, key, success, summary, cfg, ctx);
+            d.executions.splice(0..0, finished);
+            Ok(d)
         }
         Input::VerificationFinished {
             incident: id,
@@ -400,10 +628,12 @@ fn on_execution_finished(
             ctx,
             &mut d,
         );
-    } else if let Some(v) = action_spec(&inc, &action, cfg).and_then(|s| s.verify.clone()) {
+    } else if let Some((spec, v)) =
+        action_spec(&inc, &action, cfg).and_then(|s| Some((s, s.verify.clone()?)))
+    {
         d.effects.push(note(format!(
             "✅ `{action}` ran: {summary}. Verifying: {}.",
-            v.summary()
+            crate::remediate::preview::verification(spec, &v, &inc)
         )));
         if inc.status.can_become(Status::Verifying) {
             if let Ok(ev) = inc.transition(Status::Verifying, &system, ctx.now, None) {
@@ -550,14 +780,22 @@ pub fn command_target(c: &Command) -> Option<IncidentId> {
 }
 
 /// The card for an incident under this config.
+/// Each action shows what it runs for this incident, templated exactly as the executor will
+/// template it (or why it cannot run).
 pub fn card(inc: &Incident, cfg: &Config) -> IncidentCard {
-    build_card(
+    let mut card = build_card(
         inc,
         cfg.classifier.kind_name(&inc.kind),
         cfg.targets(inc.severity),
         cfg.policy(inc.severity).min_approvals,
         cfg.engine.max_description_chars,
-    )
+    );
+    for a in &mut card.actions {
+        if let Some(spec) = action_spec(inc, &a.id, cfg) {
+            a.summary = crate::remediate::preview::action(spec, inc);
+        }
+    }
+    card
 }
 
 fn on_alert(
@@ -643,6 +881,7 @@ fn on_alert(
                 recurrence: None,
                 tally: Some(Default::default()),
                 group: Some(group),
+                storm: None,
             };
             d.events.push(TimelineEvent {
                 at: ctx.now,
@@ -659,7 +898,21 @@ fn on_alert(
                 text: None,
                 confirmed_by: None,
             });
-            start_auto_actions(&mut inc, cfg, ctx, &mut d);
+            match storm(&inc, cfg, ctx) {
+                Some(n) if would_start_auto_actions(&inc, cfg) => {
+                    // The storm guard: nothing runs on its own while incidents pour in.
+                    inc.storm = Some(n);
+                    d.events.push(TimelineEvent {
+                        at: ctx.now,
+                        actor: system.clone(),
+                        kind: EventKind::StormGuard {
+                            new_incidents: n,
+                            window_seconds: cfg.engine.storm_window_seconds,
+                        },
+                    });
+                }
+                _ => start_auto_actions(&mut inc, cfg, ctx, &mut d),
+            }
             arm_deadlines(&inc, cfg, ctx, &mut d);
             d.effects
                 .insert(0, Effect::Chat(ChatBody::RenderCard { post: true }));
@@ -889,9 +1142,35 @@ fn arm_deadlines(inc: &Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
     }
 }
 
+/// The storm guard: when more than `[engine] storm_new_incidents` incidents from the alert's
+/// source opened within `storm_window_seconds` (this one included), their number. The guard
+/// lifts by itself as the rate falls.
+fn storm(inc: &Incident, cfg: &Config, ctx: Ctx<'_>) -> Option<u32> {
+    let e = &cfg.engine;
+    if e.storm_new_incidents == 0 {
+        return None;
+    }
+    let since = ctx.now - Duration::seconds(e.storm_window_seconds as i64);
+    let n = ctx.view.openings(inc.source.as_str(), since) as u32 + 1;
+    (n > e.storm_new_incidents).then_some(n)
+}
+
+/// Whether [`start_auto_actions`] would start anything.
+fn would_start_auto_actions(inc: &Incident, cfg: &Config) -> bool {
+    auto_allowed(inc, cfg)
+        && inc
+            .actions
+            .iter()
+            .any(|a| a.auto && a.status == ActionStatus::Proposed)
+}
+
+fn auto_allowed(inc: &Incident, cfg: &Config) -> bool {
+    cfg.targets(inc.severity).approval.allows_auto() && inc.severity != Severity::P0
+}
+
 /// Actions marked `auto` run at once where the severity allows it (never at P0/P1 by default).
 fn start_auto_actions(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
-    if !cfg.targets(inc.severity).approval.allows_auto() || inc.severity == Severity::P0 {
+    if !auto_allowed(inc, cfg) {
         return;
     }
     let system = Actor::system();
@@ -917,6 +1196,11 @@ fn approve_fully(
     d: &mut Decision,
 ) {
     let key = format!("{}:{}", inc.id, action);
+    if execution_exists(&key, ctx, d) {
+        d.reply
+            .get_or_insert_with(|| format!("`{action}` already ran or is running"));
+        return;
+    }
     if let Some(a) = inc.action_mut(action) {
         a.status = ActionStatus::Approved;
         a.decided_by = Some(by.clone());
@@ -931,10 +1215,7 @@ fn approve_fully(
             rollback_of: rollback_of.map(String::from),
         },
     });
-    d.effects.push(Effect::Execute {
-        action: action.to_string(),
-        key,
-    });
+    queue_execution(inc, action, &key, ctx, d);
     if inc.status != Status::Remediating && inc.status.can_become(Status::Remediating) {
         if let Ok(ev) = inc.transition(Status::Remediating, by, ctx.now, None) {
             d.events.push(ev);
@@ -1142,10 +1423,8 @@ fn escalate(
         mentions: esc.oncall.clone(),
     }));
     if esc.pager.is_some() {
-        d.effects.push(Effect::Execute {
-            action: PAGER_ACTION.into(),
-            key: format!("{}:{PAGER_ACTION}", inc.id),
-        });
+        let key = format!("{}:{PAGER_ACTION}", inc.id);
+        queue_execution(inc, PAGER_ACTION, &key, ctx, d);
     }
     push_card(inc, ctx, d);
 }
@@ -1325,6 +1604,13 @@ fn on_command(
             }));
         }
         Command::Reopen(_) => {
+            // One active incident per group: a resolved one stays resolved while another is open.
+            if let Some(other) = ctx.view.open_incident(inc.key()).filter(|o| *o != inc.id) {
+                return Err(UserError(format!(
+                    "{other} is already open for this alert; {} stays resolved",
+                    inc.id
+                )));
+            }
             d.events
                 .push(transition(&mut inc, Status::Open, Some("reopened".into()))?);
             d.effects.push(Effect::Chat(ChatBody::Note {

@@ -20,14 +20,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
 use super::book::StatsBook;
-use super::{command_target, handle, Ctx, Effect, Input, Outcome, PreTriage, UserError};
-use crate::config::Config;
-use crate::domain::command::Command;
-use crate::domain::incident::{Incident, IncidentId, PastIncident, Status};
-use crate::domain::stats::Stats;
-use crate::ports::{
-    Clock, Execution, ExecutionStatus, OutboxEntry, Store, StoreError, Timer, TimerKind, WriteSet,
+use super::{
+    command_target, handle, Ctx, Decision, Effect, Input, Observed, Outcome, PreTriage, UserError,
+    View,
 };
+use crate::config::Config;
+use crate::domain::incident::{Incident, IncidentId, PastIncident};
+use crate::domain::stats::Stats;
+use crate::ports::{Clock, Execution, OutboxEntry, Store, StoreError, Timer, TimerKind, WriteSet};
 use crate::telemetry::metrics::Metrics;
 
 /// The most inputs one group commit takes (bounds latency and transaction size).
@@ -151,6 +151,7 @@ impl Engine {
             open: open.clone(),
             with_history,
             armed,
+            openings: Openings::default(),
             failed: failed.clone(),
             sync_tx,
             folding,
@@ -279,10 +280,42 @@ struct Writer {
     /// Every armed timer per incident (the writer is the timers' only writer): a change is
     /// written as the incident's whole set, without reading it first.
     armed: HashMap<IncidentId, Vec<Timer>>,
+    /// When recent incidents opened, per source (the storm guard's rate).
+    openings: Openings,
     /// Set by the syncer when a flush failed: nothing is committed after that.
     failed: Arc<AtomicBool>,
     sync_tx: std::sync::mpsc::SyncSender<Committed>,
     folding: Folding,
+}
+
+/// When incidents opened recently, per source: the storm guard's rate. Kept for one storm
+/// window; empty after a restart (the guard then counts from the restart).
+#[derive(Default)]
+struct Openings(HashMap<&'static str, std::collections::VecDeque<chrono::DateTime<chrono::Utc>>>);
+
+impl Openings {
+    fn since(&self, source: &str, since: chrono::DateTime<chrono::Utc>) -> usize {
+        self.0.get(source).map_or(0, |q| {
+            // In time order (the writer's clock), newest last.
+            q.len() - q.partition_point(|at| *at < since)
+        })
+    }
+
+    /// Adds a commit's openings and forgets those before `keep_since`.
+    fn record(
+        &mut self,
+        new: Vec<(&'static str, chrono::DateTime<chrono::Utc>)>,
+        keep_since: chrono::DateTime<chrono::Utc>,
+    ) {
+        for (source, at) in new {
+            self.0.entry(source).or_default().push_back(at);
+        }
+        for q in self.0.values_mut() {
+            while q.front().is_some_and(|at| *at < keep_since) {
+                q.pop_front();
+            }
+        }
+    }
 }
 
 /// When the writer folds the store's per-commit records ([`Store::fold`]).
@@ -307,7 +340,7 @@ impl Default for Folding {
 /// must wait until it is: the callers' answers and every effect that leaves the process.
 struct Committed {
     replies: Vec<Answer>,
-    observed: Vec<Observation>,
+    observed: Vec<Observed>,
     /// The highest outbox sequence number the batch wrote.
     max_seq: Option<u64>,
     timers: Vec<Timer>,
@@ -420,6 +453,8 @@ impl Writer {
             open: &open,
             with_history: &self.with_history,
             armed: &self.armed,
+            openings: &self.openings,
+            new_openings: Vec::new(),
             timers: HashMap::new(),
             newly_armed: Vec::new(),
             incidents: HashMap::new(),
@@ -449,6 +484,7 @@ impl Writer {
             }
         }
         let next_id = batch.next_id;
+        let new_openings = std::mem::take(&mut batch.new_openings);
         let newly_armed = std::mem::take(&mut batch.newly_armed);
         let changed_timers = std::mem::take(&mut batch.timers);
         let queued = std::mem::take(&mut batch.queued);
@@ -469,6 +505,8 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.next_id = next_id;
+                let window = chrono::Duration::seconds(self.cfg.engine.storm_window_seconds as i64);
+                self.openings.record(new_openings, now - window);
                 drop(open);
                 let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
                 for (fp, id) in &w.fingerprints {
@@ -577,12 +615,8 @@ impl Syncer {
             let secs = c.started.elapsed().as_secs_f64();
             self.metrics.observe("incidentd_commit_seconds", &[], secs);
         }
-        for o in c.observed {
-            let l: Vec<(&str, &str)> = o.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            match o.value {
-                None => self.metrics.inc(o.name, &l),
-                Some(v) => self.metrics.observe(o.name, &l, v),
-            }
+        for o in &c.observed {
+            record(&self.metrics, o);
         }
         if let Some(seq) = c.max_seq {
             self.outbox_tx.send_if_modified(|w| {
@@ -605,8 +639,52 @@ impl Syncer {
     }
 }
 
-fn seconds(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> f64 {
-    (to - from).num_milliseconds().max(0) as f64 / 1000.0
+/// Records one metric event under its exposed name (docs/metrics.md lists them).
+fn record(m: &Metrics, o: &Observed) {
+    match o {
+        Observed::AlertReceived { source, firing } => m.inc(
+            "incidentd_alerts_received_total",
+            &[
+                ("source", source),
+                ("status", if *firing { "firing" } else { "resolved" }),
+            ],
+        ),
+        Observed::IncidentOpened { severity, kind } => m.inc(
+            "incidentd_incidents_opened_total",
+            &[("severity", severity.as_str()), ("kind", kind)],
+        ),
+        Observed::IncidentResolved {
+            severity,
+            kind,
+            seconds,
+        } => {
+            m.observe(
+                "incidentd_time_to_resolve_seconds",
+                &[("severity", severity.as_str())],
+                *seconds,
+            );
+            m.inc(
+                "incidentd_incidents_resolved_total",
+                &[("severity", severity.as_str()), ("kind", kind)],
+            );
+        }
+        Observed::Acknowledged { severity, seconds } => m.observe(
+            "incidentd_time_to_acknowledge_seconds",
+            &[("severity", severity.as_str())],
+            *seconds,
+        ),
+        Observed::Approval { outcome } => {
+            m.inc("incidentd_approvals_total", &[("outcome", outcome)])
+        }
+        Observed::ExecutionFinished { executor, success } => m.inc(
+            "incidentd_executions_total",
+            &[
+                ("executor", executor),
+                ("outcome", if *success { "succeeded" } else { "failed" }),
+            ],
+        ),
+        Observed::Escalated => m.inc("incidentd_escalations_total", &[]),
+    }
 }
 
 /// The decisions of one group commit, with an overlay so later inputs see earlier ones.
@@ -621,6 +699,9 @@ struct Batch<'a> {
     with_history: &'a HashSet<String>,
     /// The writer's armed timers, as committed.
     armed: &'a HashMap<IncidentId, Vec<Timer>>,
+    /// Recent openings per source, as committed, and those of this batch.
+    openings: &'a Openings,
+    new_openings: Vec<(&'static str, chrono::DateTime<chrono::Utc>)>,
     /// Incidents whose timers this batch changed, with their whole new set.
     timers: HashMap<IncidentId, Vec<Timer>>,
     /// Timers armed by this batch, handed to the timer task after the commit.
@@ -631,46 +712,57 @@ struct Batch<'a> {
     /// Executions queued by this batch, handed to the executor after the commit.
     queued: Vec<String>,
     histories: HashMap<String, Vec<PastIncident>>,
-    /// Metrics of this batch, recorded only once it is committed.
-    observed: Vec<Observation>,
+    /// Metric events of this batch, recorded only once it is durable.
+    observed: Vec<Observed>,
     w: WriteSet,
 }
 
-/// A counter increment (`value` None) or a histogram observation.
-struct Observation {
-    name: &'static str,
-    labels: Vec<(&'static str, String)>,
-    value: Option<f64>,
+/// What the core looks up while the writer decides one input: the batch's overlay over the
+/// committed state. A storage failure is kept and fails the batch after the decision.
+struct BatchView<'b, 'a> {
+    batch: &'b Batch<'a>,
+    error: std::cell::RefCell<Option<StoreError>>,
 }
 
-impl Observation {
-    fn count(name: &'static str, labels: Vec<(&'static str, String)>) -> Self {
-        Observation {
-            name,
-            labels,
-            value: None,
+impl View for BatchView<'_, '_> {
+    fn open_incident(&self, key: &str) -> Option<IncidentId> {
+        self.batch.open_for(key)
+    }
+
+    fn openings(&self, source: &str, since: chrono::DateTime<chrono::Utc>) -> usize {
+        self.batch.openings.since(source, since)
+            + self
+                .batch
+                .new_openings
+                .iter()
+                .filter(|(s, at)| *s == source && *at >= since)
+                .count()
+    }
+
+    fn execution(&self, key: &str) -> Option<Execution> {
+        match self.batch.execution(key) {
+            Ok(x) => x,
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                None
+            }
         }
     }
 }
 
 impl Batch<'_> {
-    fn open_for(&mut self, fp: &str) -> Result<Option<IncidentId>, StoreError> {
-        if let Some(v) = self.fingerprints.get(fp) {
-            return Ok(*v);
+    fn open_for(&self, key: &str) -> Option<IncidentId> {
+        match self.fingerprints.get(key) {
+            Some(v) => *v,
+            None => self.open.get(key).copied(),
         }
-        Ok(self.open.get(fp).copied())
     }
 
     /// The open incident of an alert's group; an incident opened before incidents were groups
     /// is still found by the alert's fingerprint.
-    fn open_for_alert(
-        &mut self,
-        a: &crate::domain::alert::Alert,
-    ) -> Result<Option<IncidentId>, StoreError> {
-        match self.open_for(&a.group_key(&self.cfg.engine.group_by))? {
-            Some(id) => Ok(Some(id)),
-            None => self.open_for(&a.fingerprint),
-        }
+    fn open_for_alert(&self, a: &crate::domain::alert::Alert) -> Option<IncidentId> {
+        self.open_for(&a.group_key(&self.cfg.engine.group_by))
+            .or_else(|| self.open_for(&a.fingerprint))
     }
 
     fn load(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
@@ -684,57 +776,6 @@ impl Batch<'_> {
             inc.tally = Some(crate::domain::tally::Tally::of(&self.store.timeline(id)?));
         }
         Ok(inc)
-    }
-
-    fn observe_event(&mut self, inc: &Incident, ev: &crate::domain::incident::TimelineEvent) {
-        use crate::domain::incident::EventKind;
-        let o = match &ev.kind {
-            EventKind::StatusChanged {
-                to: Status::Resolved,
-                ..
-            } => {
-                self.observed.push(Observation {
-                    name: "incidentd_time_to_resolve_seconds",
-                    labels: vec![("severity", inc.severity.to_string())],
-                    value: Some(seconds(inc.opened_at, ev.at)),
-                });
-                Observation::count(
-                    "incidentd_incidents_resolved_total",
-                    vec![
-                        ("severity", inc.severity.to_string()),
-                        ("kind", inc.kind.clone()),
-                    ],
-                )
-            }
-            EventKind::ActionApproved { .. } => Observation::count(
-                "incidentd_approvals_total",
-                vec![("outcome", "approved".into())],
-            ),
-            EventKind::ActionRejected { .. } => Observation::count(
-                "incidentd_approvals_total",
-                vec![("outcome", "rejected".into())],
-            ),
-            EventKind::ApprovalRefused { .. } => Observation::count(
-                "incidentd_approvals_total",
-                vec![("outcome", "refused".into())],
-            ),
-            EventKind::ExecutionFinished {
-                action, success, ..
-            } => {
-                let executor = crate::engine::action_spec(inc, action, self.cfg)
-                    .map_or("unknown", |s| s.run.type_name());
-                let outcome = if *success { "succeeded" } else { "failed" };
-                Observation::count(
-                    "incidentd_executions_total",
-                    vec![("executor", executor.into()), ("outcome", outcome.into())],
-                )
-            }
-            EventKind::Escalated { .. } => {
-                Observation::count("incidentd_escalations_total", vec![])
-            }
-            _ => return,
-        };
-        self.observed.push(o);
     }
 
     /// Stored history plus what this batch added, and the newest of its incidents as it is
@@ -755,16 +796,11 @@ impl Batch<'_> {
         Ok((h, recent))
     }
 
-    fn execution(&mut self, key: &str) -> Result<Option<Execution>, StoreError> {
+    fn execution(&self, key: &str) -> Result<Option<Execution>, StoreError> {
         if let Some(x) = self.executions.get(key) {
             return Ok(Some(x.clone()));
         }
         self.store.execution(key)
-    }
-
-    fn put_execution(&mut self, x: Execution) {
-        self.executions.insert(x.key.clone(), x.clone());
-        self.w.executions.push(x);
     }
 
     fn timers_of(&mut self, id: IncidentId) -> &mut Vec<Timer> {
@@ -787,118 +823,66 @@ impl Batch<'_> {
         set.retain(|x| x.kind != kind);
     }
 
-    fn set_fingerprint(&mut self, fp: &str, v: Option<IncidentId>) {
-        self.fingerprints.insert(fp.to_string(), v);
-        self.w.fingerprints.push((fp.to_string(), v));
-    }
-
-    /// Handles one input. `Err` only for storage failures (which fail the whole batch).
+    /// Handles one input: looks up what the core needs, lets it decide, writes the decision.
+    /// `Err` only for storage failures (which fail the whole batch).
     fn apply(&mut self, input: Input) -> Result<Result<Outcome, UserError>, StoreError> {
         let target = match &input {
-            Input::Alert(a) | Input::Triaged(a, _) => self.open_for_alert(a)?,
+            Input::Alert(a) | Input::Triaged(a, _) => self.open_for_alert(a),
             Input::Command { command, .. } => command_target(command),
             Input::ThreadMessage { incident, .. } => Some(*incident),
             Input::Timer(t) => {
+                // It fired: no longer armed, whatever the core decides.
                 self.disarm(t.incident, t.kind);
                 Some(t.incident)
             }
-            Input::ExecutionStarted { incident, key, .. } => {
-                // Exactly once: only a queued execution may start; `Started` is durable before launch.
-                match self.execution(key)? {
-                    Some(mut x) if x.status == ExecutionStatus::Queued => {
-                        x.status = ExecutionStatus::Started;
-                        x.updated_at = self.now;
-                        self.put_execution(x);
-                    }
-                    other => {
-                        return Ok(Err(UserError(format!(
-                            "execution {key} is {}; not starting it again",
-                            other.map_or("unknown".into(), |x| format!("{:?}", x.status)
-                                .to_lowercase())
-                        ))))
-                    }
-                }
-                Some(*incident)
-            }
-            Input::ExecutionFinished {
-                incident,
-                key,
-                success,
-                ..
-            } => {
-                if let Some(mut x) = self.execution(key)? {
-                    x.status = if *success {
-                        ExecutionStatus::Succeeded
-                    } else {
-                        ExecutionStatus::Failed
-                    };
-                    x.updated_at = self.now;
-                    self.put_execution(x);
-                }
-                Some(*incident)
-            }
-            Input::ExecutionInterrupted { incident, .. }
+            Input::ExecutionStarted { incident, .. }
+            | Input::ExecutionFinished { incident, .. }
+            | Input::ExecutionInterrupted { incident, .. }
             | Input::VerificationFinished { incident, .. } => Some(*incident),
         };
         let existing = match target {
             Some(id) => self.load(id)?,
             None => None,
         };
-        if let (
-            Input::Command {
-                command: Command::Reopen(id),
-                ..
-            },
-            Some(inc),
-        ) = (&input, &existing)
-        {
-            if let Some(other) = self.open_for(inc.key())? {
-                if other != *id {
-                    return Ok(Err(UserError(format!(
-                        "{other} is already open for this alert; {id} stays resolved"
-                    ))));
-                }
-            }
-        }
-        if let Input::Alert(a) | Input::Triaged(a, _) = &input {
-            let status = match a.status {
-                crate::domain::alert::AlertStatus::Firing => "firing",
-                crate::domain::alert::AlertStatus::Resolved => "resolved",
-            };
-            self.observed.push(Observation::count(
-                "incidentd_alerts_received_total",
-                vec![
-                    ("source", a.source.as_str().into()),
-                    ("status", status.into()),
-                ],
-            ));
-        }
-        // Alerts that may open an incident see the fingerprint's history (recurrence) and its
-        // most recently resolved incident (flap window).
+        // Alerts that may open an incident see the group's history (recurrence) and its most
+        // recently resolved incident (flap window).
         let (history, recent) = match (&input, &existing) {
             (Input::Alert(a) | Input::Triaged(a, _), None) => {
                 self.history(&a.group_key(&self.cfg.engine.group_by))?
             }
             _ => (Vec::new(), None),
         };
-        // How the incident the decision is about was before it (if it existed): `existing`, or
-        // the recent one when a re-fire reopened it.
-        let before: Vec<(IncidentId, bool, bool)> = existing
-            .iter()
-            .chain(recent.iter())
-            .map(|i| (i.id, i.status.is_active(), i.acknowledged_at.is_some()))
-            .collect();
+        let cfg = self.cfg;
+        let view = BatchView {
+            batch: self,
+            error: Default::default(),
+        };
         let ctx = Ctx {
             history: &history,
             recent: recent.as_ref(),
             now: self.now,
             next_id: IncidentId(self.next_id),
+            view: &view,
         };
-        let d = match handle(existing, input, self.cfg, ctx) {
+        let decided = handle(existing, input, cfg, ctx);
+        if let Some(e) = view.error.into_inner() {
+            return Err(e);
+        }
+        let d = match decided {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
-        let mut outcome = Outcome {
+        self.write(d)
+    }
+
+    /// Writes one decision into the batch. Decides nothing.
+    fn write(&mut self, d: Decision) -> Result<Result<Outcome, UserError>, StoreError> {
+        self.observed.extend(d.observed);
+        for x in d.executions {
+            self.executions.insert(x.key.clone(), x.clone());
+            self.w.executions.push(x);
+        }
+        let outcome = Outcome {
             incident: d.incident.as_ref().map(|i| i.id),
             created: d.created,
             reply: d.reply,
@@ -908,61 +892,31 @@ impl Batch<'_> {
             return Ok(Ok(outcome));
         };
         let id = inc.id;
-        let (was_active, was_acked) = before
-            .iter()
-            .find(|b| b.0 == id)
-            .map_or((None, false), |b| (Some(b.1), b.2));
         if d.created {
             self.next_id += 1;
             self.w.next_id = Some(self.next_id);
-        }
-        for ev in &d.events {
-            self.observe_event(&inc, ev);
-        }
-        if d.created {
-            self.observed.push(Observation::count(
-                "incidentd_incidents_opened_total",
-                vec![
-                    ("severity", inc.severity.to_string()),
-                    ("kind", inc.kind.clone()),
-                ],
-            ));
-        }
-        if !was_acked {
-            if let Some(at) = inc.acknowledged_at {
-                self.observed.push(Observation {
-                    name: "incidentd_time_to_acknowledge_seconds",
-                    labels: vec![("severity", inc.severity.to_string())],
-                    value: Some(seconds(inc.opened_at, at)),
-                });
-            }
+            self.new_openings.push((inc.source.as_str(), inc.opened_at));
         }
         for ev in d.events {
             self.w.events.push((id, inc.timeline_len, ev));
             inc.timeline_len += 1;
         }
-        let active = inc.status.is_active();
-        if was_active == Some(true) && !active {
-            if let Some(past) = PastIncident::of(&inc) {
-                self.histories
-                    .entry(inc.key().to_string())
-                    .or_default()
-                    .push(past.clone());
-                self.w.history.push((inc.key().to_string(), past));
-            }
+        if let Some((key, past)) = d.past {
+            self.histories
+                .entry(key.clone())
+                .or_default()
+                .push(past.clone());
+            self.w.history.push((key, past));
         }
-        match (was_active, active) {
-            (None, true) | (Some(false), true) => self.set_fingerprint(inc.key(), Some(id)),
-            (Some(true), false) if self.open_for(inc.key())? == Some(id) => {
-                self.set_fingerprint(inc.key(), None)
-            }
-            _ => {}
+        for (key, v) in d.open {
+            self.fingerprints.insert(key.clone(), v);
+            self.w.fingerprints.push((key, v));
         }
         for effect in d.effects {
             match effect {
                 Effect::Chat(body) => {
-                    // Cards come as "render at delivery" (`ChatBody::RenderCard`): the outbox
-                    // builds them from the incident when they leave.
+                    // Cards and reports come as "render at delivery": the outbox builds them
+                    // from the incident when they leave.
                     for sink in self.sinks {
                         self.w.outbox.push(OutboxEntry {
                             seq: self.store.next_seq()?,
@@ -975,27 +929,9 @@ impl Batch<'_> {
                 }
                 Effect::ArmTimer(t) => self.arm(t),
                 Effect::DisarmTimer(kind) => self.disarm(id, kind),
-                Effect::Execute { action, key } => {
-                    // Exactly once: a key that exists (stored or earlier in this batch) is not queued again.
-                    if self.execution(&key)?.is_some() {
-                        outcome
-                            .reply
-                            .get_or_insert_with(|| format!("`{action}` already ran or is running"));
-                        continue;
-                    }
-                    self.queued.push(key.clone());
-                    self.put_execution(Execution {
-                        key,
-                        incident: id,
-                        action,
-                        status: ExecutionStatus::Queued,
-                        created_at: self.now,
-                        updated_at: self.now,
-                    });
-                }
+                Effect::Execute { key, .. } => self.queued.push(key),
             }
         }
-        outcome.incident = Some(id);
         self.incidents.insert(id, inc);
         Ok(Ok(outcome))
     }

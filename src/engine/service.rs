@@ -378,7 +378,11 @@ impl ChatService {
             }
         );
         if let Some(v) = &spec.verify {
-            let _ = writeln!(s, "Then verifies: {}", v.summary());
+            let _ = writeln!(
+                s,
+                "Then verifies: {}",
+                crate::remediate::preview::verification(spec, v, &inc)
+            );
         }
         if let Some(rb) = &spec.rollback {
             let _ = writeln!(s, "If not verified, rolls back with `{rb}`");

@@ -9,6 +9,8 @@ use crate::domain::policy::Refusal;
 
 mod clears;
 mod groups;
+mod previews;
+mod writes;
 
 const CFG: &str = r#"
 [engine]
@@ -67,6 +69,7 @@ fn ctx(secs: i64) -> Ctx<'static> {
     Ctx {
         history: &[],
         recent: None,
+        view: &crate::engine::NoView,
         now: t0() + Duration::seconds(secs),
         next_id: IncidentId(1),
     }

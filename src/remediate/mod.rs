@@ -16,6 +16,7 @@
 
 pub mod command;
 pub mod http;
+pub mod preview;
 pub mod template;
 
 use std::cmp::Reverse;

@@ -142,6 +142,13 @@ pub fn embed(card: &IncidentCard) -> Value {
     if let Some(g) = &card.alerts {
         fields.push(field("Group", truncate_chars(g, FIELD_VALUE_MAX), false));
     }
+    if let Some(st) = &card.storm {
+        fields.push(field(
+            "Storm guard",
+            truncate_chars(st, FIELD_VALUE_MAX),
+            false,
+        ));
+    }
     if let Some(r) = &card.recurrence {
         fields.push(field(
             "Recurrence",
@@ -525,6 +532,7 @@ mod tests {
             ],
             origin: None,
             alerts: Some("2 firing, 1 resolved: pod=b (firing), pod=a (resolved)".into()),
+            storm: None,
         }
     }
 
