@@ -330,67 +330,38 @@ async fn get_stats(
     Ok(Json(serde_json::to_value(stats).map_err(internal)?))
 }
 
-/// Prometheus exposition: counters and histograms recorded as things happen, gauges computed
-/// now (outbox depth, active incidents, the 30-day stats).
+/// Prometheus exposition (OpenMetrics text): counters and histograms recorded as things
+/// happen, gauges computed now (outbox depth, active incidents, chat connections, the 30-day
+/// outcome numbers), the process's numbers and the build.
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    use crate::telemetry::metrics::{Outcomes, Scrape, CONTENT_TYPE};
     let depth = s.store.outbox_len();
     let st = s.engine.stats(30).await.map_err(internal)?;
     let active = s.engine.active_incidents().await.map_err(internal)?;
-    let mut gauges = vec![
-        ("incidentd_outbox_depth", depth as f64),
-        ("incidentd_incidents_active", active as f64),
-    ];
-    let opt = [
-        ("incidentd_mttr_seconds", st.mttr.mean_seconds),
-        ("incidentd_mttr_median_seconds", st.mttr.median_seconds),
-        ("incidentd_mttr_p90_seconds", st.mttr.p90_seconds),
-        (
-            "incidentd_mttr_from_alert_start_seconds",
-            st.mttr_from_start.mean_seconds,
-        ),
-        (
-            "incidentd_mttr_automated_seconds",
-            st.mttr_automated.mean_seconds,
-        ),
-        ("incidentd_mtta_seconds", st.mtta.mean_seconds),
-        ("incidentd_mtta_median_seconds", st.mtta.median_seconds),
-        (
-            "incidentd_manual_intervention_ratio",
-            st.manual_intervention_rate,
-        ),
-        (
-            "incidentd_auto_remediation_success_ratio",
-            st.auto_remediation_success_rate,
-        ),
-        ("incidentd_rca_completion_ratio", st.rca_completion_rate),
-        ("incidentd_recurrence_ratio", st.recurrence_rate),
-    ];
-    gauges.extend(opt.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))));
-    let mut text = s.engine.metrics().render(&gauges);
-    // Labelled by platform, after the catalogued ones (the catalog holds its HELP and TYPE).
-    let connected: String = s
-        .chat
-        .iter()
-        .map(|c| {
-            let up = if c.state().connected { 1 } else { 0 };
-            format!(
-                "incidentd_chat_connected{{platform=\"{}\"}} {up}\n",
-                c.platform()
-            )
-        })
-        .collect();
-    if let Some(at) = text.find("# TYPE incidentd_chat_connected gauge\n") {
-        let at = at + "# TYPE incidentd_chat_connected gauge\n".len();
-        text.insert_str(at, &connected);
-    }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    let scrape = Scrape {
+        outbox_depth: depth as u64,
+        incidents_active: active as u64,
+        chat_connected: s
+            .chat
+            .iter()
+            .map(|c| (c.platform().to_string(), c.state().connected))
+            .collect(),
+        outcomes: Outcomes {
+            mttr_seconds: st.mttr.mean_seconds,
+            mttr_median_seconds: st.mttr.median_seconds,
+            mttr_p90_seconds: st.mttr.p90_seconds,
+            mttr_from_alert_start_seconds: st.mttr_from_start.mean_seconds,
+            mttr_automated_seconds: st.mttr_automated.mean_seconds,
+            mtta_seconds: st.mtta.mean_seconds,
+            mtta_median_seconds: st.mtta.median_seconds,
+            manual_intervention_ratio: st.manual_intervention_rate,
+            auto_remediation_success_ratio: st.auto_remediation_success_rate,
+            rca_completion_ratio: st.rca_completion_rate,
+            recurrence_ratio: st.recurrence_rate,
+        },
+    };
+    let text = s.engine.metrics().render(scrape);
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

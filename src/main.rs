@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use incidentd::config::Config;
 use incidentd::simulate::{self, Format};
+use incidentd::telemetry::LogFormat;
 
 /// The bot's allocator (see Cargo.toml): glibc malloc's arena locks cost the writer thread
 /// and sled's I/O threads about a quarter of their time under load.
@@ -25,6 +26,15 @@ struct Cli {
     /// Config file (TOML). Without one, the built-in default (config/incidentd.toml) is used.
     #[arg(long, short, global = true, env = "INCIDENTD_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines as text or as JSON (one object a line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "INCIDENTD_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -32,7 +42,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the bot: webhooks, chat, API (INCIDENTD_LISTEN and INCIDENTD_STORE_PATH override the config).
-    Run,
+    Run {
+        /// Where the webhooks, the API and the console listen (overrides `[server] listen`
+        /// and INCIDENTD_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Check the config and print every problem with its key path; exits 1 if there is any.
     CheckConfig,
     /// Print the post-incident report of an incident as Markdown: from the running bot's API,
@@ -144,7 +159,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            incidentd::telemetry::init();
+            incidentd::telemetry::init(cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -163,12 +178,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run => {
-            let cfg = match load(cli.config.as_deref()) {
+        Cmd::Run { listen } => {
+            let mut cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            incidentd::telemetry::init();
+            if let Some(listen) = listen {
+                cfg.server.listen = listen;
+            }
+            incidentd::telemetry::init(cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

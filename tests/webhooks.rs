@@ -606,7 +606,7 @@ async fn metrics_count_what_happened() {
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = r.text().await.unwrap();
     for want in [
         "incidentd_alerts_received_total{source=\"alertmanager\",status=\"firing\"} 4",

@@ -575,7 +575,7 @@ impl Syncer {
         self.book.record(&c.writes.incidents);
         if !c.writes.is_empty() {
             let secs = c.started.elapsed().as_secs_f64();
-            self.metrics.observe("incidentd_commit_seconds", &[], secs);
+            self.metrics.commit(secs);
         }
         for o in c.observed {
             let l: Vec<(&str, &str)> = o.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
