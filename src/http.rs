@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tracing::{error, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::chat::health::Connection;
 use crate::config::{Config, Secret};
@@ -23,6 +23,8 @@ use crate::engine::runner::Engine;
 use crate::engine::{Input, Outcome};
 use crate::ingest::{self, DecodeError};
 use crate::ports::{IncidentFilter, Store};
+
+mod actions;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(actions::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -164,11 +167,42 @@ async fn ingest_alerts(
     let outcomes: Vec<serde_json::Value> = results
         .into_iter()
         .map(|r| match r {
-            Ok(o) => outcome_json(&o),
+            Ok(o) => {
+                if let Some(id) = o.incident.filter(|_| o.created) {
+                    info!(source, incident = %id, "Incident opened.");
+                }
+                outcome_json(&o)
+            }
             Err(e) => json!({ "error": e.0 }),
         })
         .collect();
     Ok(Json(json!({ "accepted": n, "results": outcomes })))
+}
+
+/// An incident as the API shows it: its id, and every incident id in it, as `INC-n` (the
+/// stored records hold the number).
+fn incident_json(inc: &crate::domain::incident::Incident) -> serde_json::Value {
+    let mut v = serde_json::to_value(inc).unwrap_or_default();
+    v["id"] = json!(inc.id.to_string());
+    incident_ids(&mut v);
+    v
+}
+
+/// Rewrites the numbers under `incident` and `last` (a recurrence's previous incident) as
+/// `INC-n`, at any depth.
+fn incident_ids(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match (k.as_str(), x.as_u64()) {
+                    ("incident" | "last", Some(n)) => *x = json!(IncidentId(n).to_string()),
+                    _ => incident_ids(x),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(incident_ids),
+        _ => {}
+    }
 }
 
 fn outcome_json(o: &Outcome) -> serde_json::Value {
@@ -247,6 +281,7 @@ async fn list_incidents(
     let list = blocking(move || store.list_incidents(&filter))
         .await?
         .map_err(internal)?;
+    let list: Vec<serde_json::Value> = list.iter().map(incident_json).collect();
     Ok(Json(json!({ "incidents": list })))
 }
 
@@ -276,9 +311,15 @@ async fn get_incident(
             v
         })
         .collect();
+    let mut executions = serde_json::to_value(executions).map_err(internal)?;
+    incident_ids(&mut executions);
+    let mut timeline = serde_json::Value::from(timeline);
+    incident_ids(&mut timeline);
+    let mut card = serde_json::to_value(crate::engine::card(&inc, &s.cfg)).map_err(internal)?;
+    incident_ids(&mut card);
     Ok(Json(json!({
-        "incident": inc,
-        "card": crate::engine::card(&inc, &s.cfg),
+        "incident": incident_json(&inc),
+        "card": card,
         "timeline": timeline,
         "executions": executions,
     })))
