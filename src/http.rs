@@ -380,6 +380,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let st = s.engine.stats(30).await.map_err(internal)?;
     let active = s.engine.active_incidents().await.map_err(internal)?;
     let scrape = Scrape {
+        ready: readiness(&s).await.is_ok(),
         outbox_depth: depth as u64,
         incidents_active: active as u64,
         chat_connected: s
@@ -406,8 +407,17 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    match readiness(&s).await {
+        Ok(()) => "ready".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+/// Whether incidentd takes input: the writer runs, no chat platform refused the bot for good,
+/// and the store answers. `/readyz` and `incidentd_ready` say the same.
+async fn readiness(s: &AppState) -> Result<(), String> {
     if !s.engine.is_alive() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "engine stopped").into_response();
+        return Err("engine stopped".into());
     }
     // A platform that refused the bot (wrong token, missing intent) will not come back by
     // itself: the bot is deaf there, so it is not ready.
@@ -415,17 +425,16 @@ async fn readyz(State(s): State<AppState>) -> Response {
         let st = c.state();
         if st.down_for_good {
             let error = st.last_error.unwrap_or_default();
-            let text = format!(
+            return Err(format!(
                 "{} connection down since {}: {error}",
                 c.platform(),
                 st.since.to_rfc3339()
-            );
-            return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+            ));
         }
     }
     let store = s.store.clone();
     match blocking(move || store.next_incident_id()).await {
-        Ok(Ok(_)) => "ready".into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+        Ok(Ok(_)) => Ok(()),
+        _ => Err("store unavailable".into()),
     }
 }

@@ -50,6 +50,16 @@ enum Cmd {
     },
     /// Check the config and print every problem with its key path; exits 1 if there is any.
     CheckConfig,
+    /// Exit 0 if the bot answers `/healthz` (or `/readyz` with --ready) within 5 s: a container
+    /// HEALTHCHECK without curl in the image.
+    Health {
+        /// The bot's base URL (default: http://127.0.0.1:<port of INCIDENTD_LISTEN or 8080>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Ask `/readyz` (takes input) instead of `/healthz` (answers).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Print the post-incident report of an incident as Markdown: from the running bot's API,
     /// or straight from the store when the bot is not running.
     Report {
@@ -108,6 +118,7 @@ fn main() -> ExitCode {
             }
             Err(_) => ExitCode::from(1),
         },
+        Cmd::Health { url, ready } => health(url, ready),
         Cmd::Report { incident, url } => {
             let cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -205,6 +216,44 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn health(url: Option<String>, ready: bool) -> ExitCode {
+    let base = url.unwrap_or_else(|| {
+        let port = std::env::var("INCIDENTD_LISTEN")
+            .ok()
+            .and_then(|l| l.parse::<SocketAddr>().ok())
+            .map_or(8080, |a| a.port());
+        format!("http://127.0.0.1:{port}")
+    });
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("incidentd health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(
+        reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .timeout(Duration::from_secs(5))
+            .send(),
+    );
+    match r {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("{base}{path} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{base}{path}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -117,6 +117,11 @@ pub mod metrics {
             "Duration of one group commit (transaction and fsync).",
         ),
         (
+            "incidentd_ready",
+            "gauge",
+            "Whether incidentd takes input (1) or not (0), as /readyz: the writer runs, the store answers, no chat platform refused the bot.",
+        ),
+        (
             "incidentd_outbox_depth",
             "gauge",
             "Chat messages waiting in the outbox.",
@@ -369,6 +374,8 @@ pub mod metrics {
     /// The gauges computed when `/metrics` is scraped.
     #[derive(Clone, Debug, Default)]
     pub struct Scrape {
+        /// What `/readyz` says: the writer runs, the store answers, no chat platform refused.
+        pub ready: bool,
         pub outbox_depth: u64,
         pub incidents_active: u64,
         /// Each chat platform's long-lived connection: (platform, connected).
@@ -402,6 +409,7 @@ pub mod metrics {
                     encoder.encode_descriptor(name, full_help(name), None, MetricType::Gauge)?;
                 ConstGauge::new(v).encode(m)
             };
+            gauge("incidentd_ready", i64::from(s.ready))?;
             gauge("incidentd_outbox_depth", s.outbox_depth as i64)?;
             gauge("incidentd_incidents_active", s.incidents_active as i64)?;
             if !s.chat_connected.is_empty() {
