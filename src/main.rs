@@ -239,12 +239,13 @@ fn health(url: Option<String>, ready: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let r = rt.block_on(
+    let r = rt.block_on(async {
         reqwest::Client::new()
             .get(format!("{base}{path}"))
             .timeout(Duration::from_secs(5))
-            .send(),
-    );
+            .send()
+            .await
+    });
     match r {
         Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
         Ok(r) => {
