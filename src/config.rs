@@ -202,6 +202,22 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub escalation: EscalationConfig,
     pub chat: ChatConfig,
+    pub api: ApiConfig,
+}
+
+/// `[api]`: who may act on incidents through the REST API.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// `[[api.tokens]]`: each bearer token names its holder, who is the actor of what the
+    /// token does (the policy applies to the holder as to a chat user).
+    pub tokens: Vec<ApiToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    /// `alice` (the console user alice), `console:alice`, `slack:U123` or `discord:1234`.
+    pub holder: String,
+    pub token: Secret,
 }
 
 /// `[chat]`: how the alert channels of every surface (Slack, Discord, console) read messages.
@@ -358,24 +374,108 @@ impl Config {
     }
 
     /// Parses and validates `text`; `env` looks up environment variables (injected for tests).
+    /// Every problem is reported: when a section does not parse, the others are still parsed
+    /// and validated (the broken one counts as absent for them).
     pub fn from_toml(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
         let de = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            ConfigErrors(vec![ConfigError {
-                path: if path == "." { String::new() } else { path },
-                message: inner.message().to_string()
-                    + &inner
-                        .span()
-                        .map(|s| format!(" (at {})", line_col(text, s.start)))
-                        .unwrap_or_default(),
-            }])
-        })?;
-        raw.validate(env)
+        let first = match serde_path_to_error::deserialize::<_, RawConfig>(de) {
+            Ok(raw) => return raw.validate(env),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                ConfigError {
+                    path: if path == "." { String::new() } else { path },
+                    message: inner.message().to_string()
+                        + &inner
+                            .span()
+                            .map(|s| format!(" (at {})", line_col(text, s.start)))
+                            .unwrap_or_default(),
+                }
+            }
+        };
+        let mut errs = vec![first.clone()];
+        // A syntax error leaves nothing to read further.
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return Err(ConfigErrors(errs));
+        };
+        let (raw, failed, more) = RawConfig::by_section(table);
+        let section_of =
+            |path: &str| -> String { path.split(['.', '[']).next().unwrap_or("").to_string() };
+        let first_section = section_of(&first.path);
+        errs.extend(
+            more.into_iter()
+                .filter(|e| section_of(&e.path) != first_section),
+        );
+        if let Err(ConfigErrors(semantic)) = raw.validate(env) {
+            errs.extend(semantic.into_iter().filter(|e| {
+                let s = section_of(&e.path);
+                s != first_section && !failed.contains(&s)
+            }));
+        }
+        Err(ConfigErrors(errs))
+    }
+}
+
+impl RawConfig {
+    /// Each top-level section parsed on its own: the config with every section that parsed
+    /// (the others at their defaults), the sections that did not, and their errors.
+    fn by_section(table: toml::Table) -> (RawConfig, Vec<String>, Vec<ConfigError>) {
+        fn section<T: serde::de::DeserializeOwned>(
+            key: &str,
+            value: toml::Value,
+            errs: &mut Vec<ConfigError>,
+        ) -> Option<T> {
+            serde_path_to_error::deserialize(value)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    errs.push(ConfigError {
+                        path: if path == "." {
+                            key.to_string()
+                        } else if path.starts_with('[') {
+                            format!("{key}{path}")
+                        } else {
+                            format!("{key}.{path}")
+                        },
+                        message: e.into_inner().message().to_string(),
+                    });
+                })
+                .ok()
+        }
+        let mut raw = RawConfig::default();
+        let mut errs = Vec::new();
+        let mut failed = Vec::new();
+        for (key, value) in table {
+            let before = errs.len();
+            let e = &mut errs;
+            match key.as_str() {
+                "server" => raw.server = section(&key, value, e).unwrap_or_default(),
+                "store" => raw.store = section(&key, value, e).unwrap_or_default(),
+                "webhooks" => raw.webhooks = section(&key, value, e).unwrap_or_default(),
+                "engine" => raw.engine = section(&key, value, e).unwrap_or_default(),
+                "severity" => raw.severity = section(&key, value, e).unwrap_or_default(),
+                "kinds" => raw.kinds = section(&key, value, e).unwrap_or_default(),
+                "rules" => raw.rules = section(&key, value, e).unwrap_or_default(),
+                "playbooks" => raw.playbooks = section(&key, value, e).unwrap_or_default(),
+                "policy" => raw.policy = section(&key, value, e).unwrap_or_default(),
+                "slack" => raw.slack = section(&key, value, e),
+                "discord" => raw.discord = section(&key, value, e),
+                "console" => raw.console = section(&key, value, e).unwrap_or_default(),
+                "escalation" => raw.escalation = section(&key, value, e).unwrap_or_default(),
+                "chat" => raw.chat = section(&key, value, e).unwrap_or_default(),
+                "api" => raw.api = section(&key, value, e).unwrap_or_default(),
+                other => e.push(ConfigError {
+                    path: other.to_string(),
+                    message: format!("unknown section `{other}`"),
+                }),
+            }
+            if errs.len() > before {
+                failed.push(key);
+            }
+        }
+        (raw, failed, errs)
     }
 }
 
@@ -415,6 +515,24 @@ struct RawConfig {
     escalation: EscalationConfig,
     #[serde(default)]
     chat: ChatConfig,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    tokens: Vec<RawApiToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiToken {
+    /// Who acts with this token.
+    holder: String,
+    /// Environment variable holding the token.
+    token_env: String,
 }
 
 /// A policy section: what it leaves out keeps the severity's default.
@@ -1045,6 +1163,53 @@ impl RawConfig {
             }
         }
 
+        // `run` refuses to expose the console's approve buttons without a login.
+        if console.users.is_empty() && !listen.ip().is_loopback() {
+            err(
+                "console.users".into(),
+                format!(
+                    "the web console would be reachable on {listen} with approve buttons and no login (run refuses to start): \
+                     configure at least one [[console.users]] entry (name and token_env), set INCIDENTD_CONSOLE_ADMIN_TOKEN, or listen on 127.0.0.1"
+                ),
+            );
+        }
+
+        let mut api = ApiConfig::default();
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            let at = format!("api.tokens[{i}]");
+            if let Err(e) = check_holder(&t.holder) {
+                err(format!("{at}.holder"), e);
+            }
+            if api.tokens.iter().any(|x| x.holder == t.holder) {
+                err(
+                    format!("{at}.holder"),
+                    format!("{:?} already has a token", t.holder),
+                );
+            }
+            match env(&t.token_env) {
+                Some(v) if v.len() >= 16 => {
+                    if api.tokens.iter().any(|x| x.token.0 == v) {
+                        err(
+                            format!("{at}.token_env"),
+                            "the same token is given to two holders".into(),
+                        );
+                    }
+                    api.tokens.push(ApiToken {
+                        holder: t.holder.clone(),
+                        token: Secret(v),
+                    });
+                }
+                Some(_) => err(
+                    format!("{at}.token_env"),
+                    format!("{} must hold at least 16 characters", t.token_env),
+                ),
+                None => err(
+                    format!("{at}.token_env"),
+                    format!("environment variable {} is not set", t.token_env),
+                ),
+            }
+        }
+
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -1083,6 +1248,7 @@ impl RawConfig {
             console,
             escalation: self.escalation,
             chat: self.chat,
+            api,
         })
     }
 }
@@ -1098,6 +1264,22 @@ fn valid_id(id: &str) -> bool {
 
 fn id_rule(id: &str) -> String {
     format!("{id:?} is not a valid id (1–40 characters: letters, digits, - and _)")
+}
+
+/// An API token's holder: a console user name, or `platform:id`.
+fn check_holder(holder: &str) -> Result<(), String> {
+    let (platform, id) = holder.split_once(':').unwrap_or(("console", holder));
+    let ok_id = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if !matches!(platform, "console" | "slack" | "discord") || !ok_id || id == "system" {
+        return Err(format!(
+            "{holder:?}: give a console user name (letters, digits, - _ . @) or slack:ID / discord:ID"
+        ));
+    }
+    Ok(())
 }
 
 fn check_approver(entry: &str) -> Result<(), String> {
@@ -1312,6 +1494,78 @@ title = "Plain"
     }
 
     #[test]
+    fn every_section_is_checked_even_after_a_parse_error() {
+        // A bad type in [engine], an out-of-range cache, an unknown key in [chat], and a
+        // semantic problem in [policy]: all four in one run.
+        let e = errors(
+            "[engine]\ncard_coalesce_seconds = \"five\"\n[store]\ncache_mb = 1\n[chat]\nhumans = 1\n[policy.P1]\nmin_approvals = 0\n[nonsense]\n",
+        );
+        for w in [
+            "engine.card_coalesce_seconds:",
+            "store.cache_mb: 1 is out of range",
+            "chat.humans: unknown field",
+            "policy.P1.min_approvals:",
+            "nonsense: unknown section",
+        ] {
+            assert!(
+                e.iter().any(|l| l.starts_with(w)),
+                "missing {w:?} in {e:#?}"
+            );
+        }
+        assert_eq!(e.len(), 5, "{e:#?}");
+        // The first keeps its line.
+        assert!(e[0].contains("line 2"), "{e:?}");
+        // A syntax error stops there.
+        assert_eq!(errors("[engine\n[store]\ncache_mb = 1\n").len(), 1);
+    }
+
+    #[test]
+    fn what_run_refuses_is_a_config_error() {
+        let e = errors("[server]\nlisten = \"0.0.0.0:8080\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("console.users: the web console would be reachable on 0.0.0.0:8080"),
+            "{e:?}"
+        );
+        let env = |k: &str| {
+            (k == "INCIDENTD_CONSOLE_ADMIN_TOKEN").then(|| "0123456789abcdef0123".to_string())
+        };
+        assert!(Config::from_toml("[server]\nlisten = \"0.0.0.0:8080\"\n", &env).is_ok());
+    }
+
+    #[test]
+    fn api_tokens_name_their_holder_and_come_from_the_environment() {
+        let env = |k: &str| match k {
+            "OPS_TOKEN" => Some("0123456789abcdef-ops".to_string()),
+            "CI_TOKEN" => Some("0123456789abcdef-ci".to_string()),
+            "SHORT" => Some("short".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml(
+            "[[api.tokens]]\nholder = \"alice\"\ntoken_env = \"OPS_TOKEN\"\n[[api.tokens]]\nholder = \"slack:U42\"\ntoken_env = \"CI_TOKEN\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.api.tokens.len(), 2);
+        assert_eq!(c.api.tokens[1].holder, "slack:U42");
+        assert_eq!(format!("{:?}", c.api.tokens[0].token), "Secret(***)");
+        let e = Config::from_toml(
+            "[[api.tokens]]\nholder = \"bad holder\"\ntoken_env = \"MISSING\"\n[[api.tokens]]\nholder = \"bob\"\ntoken_env = \"SHORT\"\n[[api.tokens]]\nholder = \"system\"\ntoken_env = \"OPS_TOKEN\"\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        for w in [
+            "api.tokens[0].holder:",
+            "api.tokens[0].token_env: environment variable MISSING is not set",
+            "api.tokens[1].token_env: SHORT must hold at least 16 characters",
+            "api.tokens[2].holder:",
+        ] {
+            assert!(e.contains(w), "missing {w:?} in {e}");
+        }
+    }
+
+    #[test]
     fn a_console_admin_can_come_from_the_environment() {
         let env = |k: &str| {
             (k == "INCIDENTD_CONSOLE_ADMIN_TOKEN").then(|| "0123456789abcdef0123".to_string())
@@ -1341,6 +1595,8 @@ title = "Plain"
             "INCIDENTD_LISTEN" => Some("0.0.0.0:9999".to_string()),
             "INCIDENTD_STORE_PATH" => Some("/tmp/x".to_string()),
             "AM_TOKEN" => Some("s3cret".to_string()),
+            // Listening on every address needs a console login.
+            "INCIDENTD_CONSOLE_ADMIN_TOKEN" => Some("0123456789abcdef".to_string()),
             _ => None,
         };
         let c =

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tracing::{error, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::chat::health::Connection;
 use crate::config::{Config, Secret};
@@ -23,6 +23,8 @@ use crate::engine::runner::Engine;
 use crate::engine::{Input, Outcome};
 use crate::ingest::{self, DecodeError};
 use crate::ports::{IncidentFilter, Store};
+
+mod actions;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(actions::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -164,11 +167,42 @@ async fn ingest_alerts(
     let outcomes: Vec<serde_json::Value> = results
         .into_iter()
         .map(|r| match r {
-            Ok(o) => outcome_json(&o),
+            Ok(o) => {
+                if let Some(id) = o.incident.filter(|_| o.created) {
+                    info!(source, incident = %id, "Incident opened.");
+                }
+                outcome_json(&o)
+            }
             Err(e) => json!({ "error": e.0 }),
         })
         .collect();
     Ok(Json(json!({ "accepted": n, "results": outcomes })))
+}
+
+/// An incident as the API shows it: its id, and every incident id in it, as `INC-n` (the
+/// stored records hold the number).
+fn incident_json(inc: &crate::domain::incident::Incident) -> serde_json::Value {
+    let mut v = serde_json::to_value(inc).unwrap_or_default();
+    v["id"] = json!(inc.id.to_string());
+    incident_ids(&mut v);
+    v
+}
+
+/// Rewrites the numbers under `incident` and `last` (a recurrence's previous incident) as
+/// `INC-n`, at any depth.
+fn incident_ids(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match (k.as_str(), x.as_u64()) {
+                    ("incident" | "last", Some(n)) => *x = json!(IncidentId(n).to_string()),
+                    _ => incident_ids(x),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(incident_ids),
+        _ => {}
+    }
 }
 
 fn outcome_json(o: &Outcome) -> serde_json::Value {
@@ -247,6 +281,7 @@ async fn list_incidents(
     let list = blocking(move || store.list_incidents(&filter))
         .await?
         .map_err(internal)?;
+    let list: Vec<serde_json::Value> = list.iter().map(incident_json).collect();
     Ok(Json(json!({ "incidents": list })))
 }
 
@@ -276,9 +311,15 @@ async fn get_incident(
             v
         })
         .collect();
+    let mut executions = serde_json::to_value(executions).map_err(internal)?;
+    incident_ids(&mut executions);
+    let mut timeline = serde_json::Value::from(timeline);
+    incident_ids(&mut timeline);
+    let mut card = serde_json::to_value(crate::engine::card(&inc, &s.cfg)).map_err(internal)?;
+    incident_ids(&mut card);
     Ok(Json(json!({
-        "incident": inc,
-        "card": crate::engine::card(&inc, &s.cfg),
+        "incident": incident_json(&inc),
+        "card": card,
         "timeline": timeline,
         "executions": executions,
     })))
@@ -330,72 +371,53 @@ async fn get_stats(
     Ok(Json(serde_json::to_value(stats).map_err(internal)?))
 }
 
-/// Prometheus exposition: counters and histograms recorded as things happen, gauges computed
-/// now (outbox depth, active incidents, the 30-day stats).
+/// Prometheus exposition (OpenMetrics text): counters and histograms recorded as things
+/// happen, gauges computed now (outbox depth, active incidents, chat connections, the 30-day
+/// outcome numbers), the process's numbers and the build.
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    use crate::telemetry::metrics::{Outcomes, Scrape, CONTENT_TYPE};
     let depth = s.store.outbox_len();
     let st = s.engine.stats(30).await.map_err(internal)?;
     let active = s.engine.active_incidents().await.map_err(internal)?;
-    let mut gauges = vec![
-        ("incidentd_outbox_depth", depth as f64),
-        ("incidentd_incidents_active", active as f64),
-    ];
-    let opt = [
-        ("incidentd_mttr_seconds", st.mttr.mean_seconds),
-        ("incidentd_mttr_median_seconds", st.mttr.median_seconds),
-        ("incidentd_mttr_p90_seconds", st.mttr.p90_seconds),
-        (
-            "incidentd_mttr_from_alert_start_seconds",
-            st.mttr_from_start.mean_seconds,
-        ),
-        (
-            "incidentd_mttr_automated_seconds",
-            st.mttr_automated.mean_seconds,
-        ),
-        ("incidentd_mtta_seconds", st.mtta.mean_seconds),
-        ("incidentd_mtta_median_seconds", st.mtta.median_seconds),
-        (
-            "incidentd_manual_intervention_ratio",
-            st.manual_intervention_rate,
-        ),
-        (
-            "incidentd_auto_remediation_success_ratio",
-            st.auto_remediation_success_rate,
-        ),
-        ("incidentd_rca_completion_ratio", st.rca_completion_rate),
-        ("incidentd_recurrence_ratio", st.recurrence_rate),
-    ];
-    gauges.extend(opt.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))));
-    let mut text = s.engine.metrics().render(&gauges);
-    // Labelled by platform, after the catalogued ones (the catalog holds its HELP and TYPE).
-    let connected: String = s
-        .chat
-        .iter()
-        .map(|c| {
-            let up = if c.state().connected { 1 } else { 0 };
-            format!(
-                "incidentd_chat_connected{{platform=\"{}\"}} {up}\n",
-                c.platform()
-            )
-        })
-        .collect();
-    if let Some(at) = text.find("# TYPE incidentd_chat_connected gauge\n") {
-        let at = at + "# TYPE incidentd_chat_connected gauge\n".len();
-        text.insert_str(at, &connected);
-    }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    let scrape = Scrape {
+        ready: readiness(&s).await.is_ok(),
+        outbox_depth: depth as u64,
+        incidents_active: active as u64,
+        chat_connected: s
+            .chat
+            .iter()
+            .map(|c| (c.platform().to_string(), c.state().connected))
+            .collect(),
+        outcomes: Outcomes {
+            mttr_seconds: st.mttr.mean_seconds,
+            mttr_median_seconds: st.mttr.median_seconds,
+            mttr_p90_seconds: st.mttr.p90_seconds,
+            mttr_from_alert_start_seconds: st.mttr_from_start.mean_seconds,
+            mttr_automated_seconds: st.mttr_automated.mean_seconds,
+            mtta_seconds: st.mtta.mean_seconds,
+            mtta_median_seconds: st.mtta.median_seconds,
+            manual_intervention_ratio: st.manual_intervention_rate,
+            auto_remediation_success_ratio: st.auto_remediation_success_rate,
+            rca_completion_ratio: st.rca_completion_rate,
+            recurrence_ratio: st.recurrence_rate,
+        },
+    };
+    let text = s.engine.metrics().render(scrape);
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    match readiness(&s).await {
+        Ok(()) => "ready".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+/// Whether incidentd takes input: the writer runs, no chat platform refused the bot for good,
+/// and the store answers. `/readyz` and `incidentd_ready` say the same.
+async fn readiness(s: &AppState) -> Result<(), String> {
     if !s.engine.is_alive() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "engine stopped").into_response();
+        return Err("engine stopped".into());
     }
     // A platform that refused the bot (wrong token, missing intent) will not come back by
     // itself: the bot is deaf there, so it is not ready.
@@ -403,17 +425,16 @@ async fn readyz(State(s): State<AppState>) -> Response {
         let st = c.state();
         if st.down_for_good {
             let error = st.last_error.unwrap_or_default();
-            let text = format!(
+            return Err(format!(
                 "{} connection down since {}: {error}",
                 c.platform(),
                 st.since.to_rfc3339()
-            );
-            return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+            ));
         }
     }
     let store = s.store.clone();
     match blocking(move || store.next_incident_id()).await {
-        Ok(Ok(_)) => "ready".into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+        Ok(Ok(_)) => Ok(()),
+        _ => Err("store unavailable".into()),
     }
 }

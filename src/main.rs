@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use incidentd::config::Config;
 use incidentd::simulate::{self, Format};
+use incidentd::telemetry::LogFormat;
 
 /// The bot's allocator (see Cargo.toml): glibc malloc's arena locks cost the writer thread
 /// and sled's I/O threads about a quarter of their time under load.
@@ -25,6 +26,15 @@ struct Cli {
     /// Config file (TOML). Without one, the built-in default (config/incidentd.toml) is used.
     #[arg(long, short, global = true, env = "INCIDENTD_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines as text or as JSON (one object a line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "INCIDENTD_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -32,9 +42,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the bot: webhooks, chat, API (INCIDENTD_LISTEN and INCIDENTD_STORE_PATH override the config).
-    Run,
+    Run {
+        /// Where the webhooks, the API and the console listen (overrides `[server] listen`
+        /// and INCIDENTD_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Check the config and print every problem with its key path; exits 1 if there is any.
     CheckConfig,
+    /// Exit 0 if the bot answers `/healthz` (or `/readyz` with --ready) within 5 s: a container
+    /// HEALTHCHECK without curl in the image.
+    Health {
+        /// The bot's base URL (default: http://127.0.0.1:<port of INCIDENTD_LISTEN or 8080>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Ask `/readyz` (takes input) instead of `/healthz` (answers).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Print the post-incident report of an incident as Markdown: from the running bot's API,
     /// or straight from the store when the bot is not running.
     Report {
@@ -93,6 +118,7 @@ fn main() -> ExitCode {
             }
             Err(_) => ExitCode::from(1),
         },
+        Cmd::Health { url, ready } => health(url, ready),
         Cmd::Report { incident, url } => {
             let cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -144,7 +170,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            incidentd::telemetry::init();
+            incidentd::telemetry::init(cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -163,12 +189,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run => {
-            let cfg = match load(cli.config.as_deref()) {
+        Cmd::Run { listen } => {
+            let mut cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            incidentd::telemetry::init();
+            if let Some(listen) = listen {
+                cfg.server.listen = listen;
+            }
+            incidentd::telemetry::init(cli.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -187,6 +216,45 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn health(url: Option<String>, ready: bool) -> ExitCode {
+    let base = url.unwrap_or_else(|| {
+        let port = std::env::var("INCIDENTD_LISTEN")
+            .ok()
+            .and_then(|l| l.parse::<SocketAddr>().ok())
+            .map_or(8080, |a| a.port());
+        format!("http://127.0.0.1:{port}")
+    });
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("incidentd health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+    });
+    match r {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("{base}{path} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{base}{path}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -728,7 +728,10 @@ async fn demo_script_fills_the_console() {
     assert_eq!(llm.len(), 1, "{list:?}");
     assert_eq!(llm[0]["status"], "open", "{list:?}");
     let timeline = app
-        .api(&format!("/api/v1/incidents/INC-{}", llm[0]["id"]))
+        .api(&format!(
+            "/api/v1/incidents/{}",
+            llm[0]["id"].as_str().unwrap()
+        ))
         .await["timeline"]
         .clone();
     let to: Vec<&str> = timeline

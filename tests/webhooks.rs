@@ -45,7 +45,7 @@ async fn alertmanager_alerts_open_one_incident_per_fingerprint_and_repeats_updat
     // Acknowledged means stored: the API sees it at once.
     let list = open_incidents(&app).await;
     assert_eq!(list.len(), 2);
-    let inc1 = list.iter().find(|i| i["id"] == 1).unwrap();
+    let inc1 = list.iter().find(|i| i["id"] == "INC-1").unwrap();
     assert_eq!(inc1["severity"], "P1");
     assert_eq!(inc1["kind"], "tool_api_failure");
     assert_eq!(inc1["alert_count"], 2);
@@ -66,7 +66,7 @@ async fn alertmanager_alerts_open_one_incident_per_fingerprint_and_repeats_updat
     let list = open_incidents(&app).await;
     assert_eq!(list.len(), 2);
     assert_eq!(
-        list.iter().find(|i| i["id"] == 1).unwrap()["alert_count"],
+        list.iter().find(|i| i["id"] == "INC-1").unwrap()["alert_count"],
         4
     );
 
@@ -162,7 +162,7 @@ async fn a_refire_outside_the_flap_window_is_a_new_incident_that_recurs() {
     assert_eq!(v["results"][0]["created"], true);
     let (_, inc3) = app.get("/api/v1/incidents/INC-3").await;
     assert_eq!(inc3["incident"]["recurrence"]["previous"], 1);
-    assert_eq!(inc3["incident"]["recurrence"]["last"], 1);
+    assert_eq!(inc3["incident"]["recurrence"]["last"], "INC-1");
     assert_eq!(
         inc3["card"]["recurrence"],
         "Recurred: 2nd time in 30 days, last INC-1, fixed by incidentd"
@@ -606,7 +606,7 @@ async fn metrics_count_what_happened() {
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = r.text().await.unwrap();
     for want in [
         "incidentd_alerts_received_total{source=\"alertmanager\",status=\"firing\"} 4",

@@ -27,7 +27,7 @@ use crate::ports::{
     ChatBody, ChatError, ChatPort, Clock, Delivery, OutboundMessage, OutboxEntry, Pending, Store,
     StoreError, Timer, TimerKind,
 };
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{DeliveryResult, Metrics};
 
 /// Tuning for the outbox worker.
 #[derive(Clone)]
@@ -234,16 +234,13 @@ pub async fn run_outbox(
                 }
             };
             let outcome = match &result {
-                Ok(_) => "ok",
-                Err(ChatError::RateLimited { .. }) => "rate_limited",
-                Err(ChatError::Transient(_)) => "transient",
-                Err(ChatError::Permanent(_)) => "permanent",
+                Ok(_) => DeliveryResult::Ok,
+                Err(ChatError::RateLimited { .. }) => DeliveryResult::RateLimited,
+                Err(ChatError::Transient(_)) => DeliveryResult::Transient,
+                Err(ChatError::Permanent(_)) => DeliveryResult::Permanent,
             };
             if !superseded {
-                cfg.metrics.inc(
-                    "incidentd_chat_deliveries_total",
-                    &[("sink", &sink), ("result", outcome)],
-                );
+                cfg.metrics.chat_delivery(&sink, outcome);
             }
             match result {
                 Ok(delivered) => {
@@ -252,11 +249,7 @@ pub async fn run_outbox(
                             .num_milliseconds()
                             .max(0) as f64
                             / 1000.0;
-                        cfg.metrics.observe(
-                            "incidentd_chat_delivery_latency_seconds",
-                            &[("sink", &sink)],
-                            waited,
-                        );
+                        cfg.metrics.chat_delivery_latency(&sink, waited);
                     }
                     let s = store.clone();
                     let e2 = entry.clone();

@@ -613,7 +613,7 @@ impl Syncer {
         self.book.record(&c.writes.incidents);
         if !c.writes.is_empty() {
             let secs = c.started.elapsed().as_secs_f64();
-            self.metrics.observe("incidentd_commit_seconds", &[], secs);
+            self.metrics.commit(secs);
         }
         for o in &c.observed {
             record(&self.metrics, o);
