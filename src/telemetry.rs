@@ -720,87 +720,6 @@ pub mod metrics {
             self.commit_seconds.observe(seconds);
         }
 
-        /// By name, for callers that still carry a metric as (name, labels): a counter
-        /// increment. A name or label set that is not in [`CATALOG`] records nothing and is
-        /// logged (and fails debug builds), instead of being counted and never shown.
-        pub fn inc(&self, name: &str, labels: &[(&str, &str)]) {
-            let l = |k: &str| labels.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-            let done = match name {
-                "incidentd_alerts_received_total" => l("source")
-                    .zip(l("status"))
-                    .map(|(s, st)| self.alert_received(s, st)),
-                "incidentd_incidents_opened_total" => l("severity")
-                    .zip(l("kind"))
-                    .map(|(s, k)| self.incident_opened(s, k)),
-                "incidentd_incidents_resolved_total" => l("severity")
-                    .zip(l("kind"))
-                    .map(|(s, k)| self.incident_resolved(s, k)),
-                "incidentd_approvals_total" => match l("outcome") {
-                    Some("approved") => {
-                        self.approval(Approval::Approved);
-                        Some(())
-                    }
-                    Some("rejected") => {
-                        self.approval(Approval::Rejected);
-                        Some(())
-                    }
-                    Some("refused") => {
-                        self.approval(Approval::Refused);
-                        Some(())
-                    }
-                    _ => None,
-                },
-                "incidentd_executions_total" => l("executor")
-                    .zip(l("outcome"))
-                    .map(|(e, o)| self.execution_finished(e, o == "succeeded")),
-                "incidentd_escalations_total" => {
-                    self.escalated();
-                    Some(())
-                }
-                "incidentd_chat_messages_ignored_total" => {
-                    l("platform").map(|p| self.chat_message_ignored(p))
-                }
-                "incidentd_chat_deliveries_total" => {
-                    let result = match l("result") {
-                        Some("ok") => Some(DeliveryResult::Ok),
-                        Some("rate_limited") => Some(DeliveryResult::RateLimited),
-                        Some("transient") => Some(DeliveryResult::Transient),
-                        Some("permanent") => Some(DeliveryResult::Permanent),
-                        _ => None,
-                    };
-                    l("sink").zip(result).map(|(s, r)| self.chat_delivery(s, r))
-                }
-                _ => None,
-            };
-            if done.is_none() {
-                unknown(name, labels);
-            }
-        }
-
-        /// By name: a histogram observation (see [`Metrics::inc`]).
-        pub fn observe(&self, name: &str, labels: &[(&str, &str)], value: f64) {
-            let l = |k: &str| labels.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-            let done = match name {
-                "incidentd_time_to_acknowledge_seconds" => {
-                    l("severity").map(|s| self.time_to_acknowledge(s, value))
-                }
-                "incidentd_time_to_resolve_seconds" => {
-                    l("severity").map(|s| self.time_to_resolve(s, value))
-                }
-                "incidentd_chat_delivery_latency_seconds" => {
-                    l("sink").map(|s| self.chat_delivery_latency(s, value))
-                }
-                "incidentd_commit_seconds" => {
-                    self.commit(value);
-                    Some(())
-                }
-                _ => None,
-            };
-            if done.is_none() {
-                unknown(name, labels);
-            }
-        }
-
         /// The exposition text (OpenMetrics, [`CONTENT_TYPE`]) with the gauges of this scrape.
         pub fn render(&self, scrape: Scrape) -> String {
             let mut text = String::new();
@@ -813,15 +732,6 @@ pub mod metrics {
             }
             text
         }
-    }
-
-    fn unknown(name: &str, labels: &[(&str, &str)]) {
-        tracing::warn!(
-            metric = name,
-            ?labels,
-            "Unknown metric or labels; not recorded."
-        );
-        debug_assert!(false, "unknown metric {name} {labels:?}");
     }
 
     #[cfg(test)]
@@ -866,27 +776,6 @@ pub mod metrics {
             assert!(m
                 .render(Scrape::default())
                 .contains("platform=\"a\\\"b\\\\c\\nd\""));
-        }
-
-        #[test]
-        fn the_by_name_shim_records_into_the_typed_families() {
-            let m = Metrics::new();
-            m.inc(
-                "incidentd_chat_deliveries_total",
-                &[("sink", "slack"), ("result", "rate_limited")],
-            );
-            m.observe("incidentd_commit_seconds", &[], 0.002);
-            let text = m.render(Scrape::default());
-            assert!(text.contains(
-                "incidentd_chat_deliveries_total{sink=\"slack\",result=\"rate_limited\"} 1\n"
-            ));
-            assert!(text.contains("incidentd_commit_seconds_count 1\n"));
-        }
-
-        #[test]
-        #[should_panic(expected = "unknown metric")]
-        fn a_mistyped_name_is_not_silently_counted() {
-            Metrics::new().inc("incidentd_alert_received_total", &[("source", "x")]);
         }
 
         /// Every name in the catalog is exposed once something was recorded, and nothing

@@ -157,15 +157,21 @@ pub enum Observed {
         /// From the incident's opening to the first acknowledgement.
         seconds: f64,
     },
-    Approval {
-        /// `approved`, `rejected` or `refused`.
-        outcome: &'static str,
-    },
+    Approval(ApprovalOutcome),
     ExecutionFinished {
         executor: &'static str,
         success: bool,
     },
     Escalated,
+}
+
+/// How an approval click ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    Approved,
+    Rejected,
+    /// The policy refused the person.
+    Refused,
 }
 
 /// What the core may look up beyond the incident itself: the committed state plus what earlier
@@ -325,13 +331,9 @@ fn observe(inc: &Incident, events: &[TimelineEvent], cfg: &Config) -> Vec<Observ
                 kind: inc.kind.clone(),
                 seconds: seconds(inc.opened_at, ev.at),
             }),
-            EventKind::ActionApproved { .. } => Some(Observed::Approval {
-                outcome: "approved",
-            }),
-            EventKind::ActionRejected { .. } => Some(Observed::Approval {
-                outcome: "rejected",
-            }),
-            EventKind::ApprovalRefused { .. } => Some(Observed::Approval { outcome: "refused" }),
+            EventKind::ActionApproved { .. } => Some(Observed::Approval(ApprovalOutcome::Approved)),
+            EventKind::ActionRejected { .. } => Some(Observed::Approval(ApprovalOutcome::Rejected)),
+            EventKind::ApprovalRefused { .. } => Some(Observed::Approval(ApprovalOutcome::Refused)),
             EventKind::ExecutionFinished {
                 action, success, ..
             } => Some(Observed::ExecutionFinished {

@@ -21,8 +21,8 @@ use tracing::{debug, error, warn};
 
 use super::book::StatsBook;
 use super::{
-    command_target, handle, Ctx, Decision, Effect, Input, Observed, Outcome, PreTriage, UserError,
-    View,
+    command_target, handle, ApprovalOutcome, Ctx, Decision, Effect, Input, Observed, Outcome,
+    PreTriage, UserError, View,
 };
 use crate::config::Config;
 use crate::domain::incident::{Incident, IncidentId, PastIncident};
@@ -641,49 +641,32 @@ impl Syncer {
 
 /// Records one metric event under its exposed name (docs/metrics.md lists them).
 fn record(m: &Metrics, o: &Observed) {
+    use crate::telemetry::metrics::Approval;
     match o {
-        Observed::AlertReceived { source, firing } => m.inc(
-            "incidentd_alerts_received_total",
-            &[
-                ("source", source),
-                ("status", if *firing { "firing" } else { "resolved" }),
-            ],
-        ),
-        Observed::IncidentOpened { severity, kind } => m.inc(
-            "incidentd_incidents_opened_total",
-            &[("severity", severity.as_str()), ("kind", kind)],
-        ),
+        Observed::AlertReceived { source, firing } => {
+            m.alert_received(source, if *firing { "firing" } else { "resolved" })
+        }
+        Observed::IncidentOpened { severity, kind } => m.incident_opened(severity.as_str(), kind),
         Observed::IncidentResolved {
             severity,
             kind,
             seconds,
         } => {
-            m.observe(
-                "incidentd_time_to_resolve_seconds",
-                &[("severity", severity.as_str())],
-                *seconds,
-            );
-            m.inc(
-                "incidentd_incidents_resolved_total",
-                &[("severity", severity.as_str()), ("kind", kind)],
-            );
+            m.time_to_resolve(severity.as_str(), *seconds);
+            m.incident_resolved(severity.as_str(), kind);
         }
-        Observed::Acknowledged { severity, seconds } => m.observe(
-            "incidentd_time_to_acknowledge_seconds",
-            &[("severity", severity.as_str())],
-            *seconds,
-        ),
-        Observed::Approval { outcome } => {
-            m.inc("incidentd_approvals_total", &[("outcome", outcome)])
+        Observed::Acknowledged { severity, seconds } => {
+            m.time_to_acknowledge(severity.as_str(), *seconds)
         }
-        Observed::ExecutionFinished { executor, success } => m.inc(
-            "incidentd_executions_total",
-            &[
-                ("executor", executor),
-                ("outcome", if *success { "succeeded" } else { "failed" }),
-            ],
-        ),
-        Observed::Escalated => m.inc("incidentd_escalations_total", &[]),
+        Observed::Approval(outcome) => m.approval(match outcome {
+            ApprovalOutcome::Approved => Approval::Approved,
+            ApprovalOutcome::Rejected => Approval::Rejected,
+            ApprovalOutcome::Refused => Approval::Refused,
+        }),
+        Observed::ExecutionFinished { executor, success } => {
+            m.execution_finished(executor, *success)
+        }
+        Observed::Escalated => m.escalated(),
     }
 }
 

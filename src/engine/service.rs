@@ -229,10 +229,9 @@ impl ChatService {
                     human_messages = ?self.cfg.chat.human_messages,
                     "A person's alert-channel message is no alert and does not ask for one; ignored."
                 );
-                self.engine.metrics().inc(
-                    "incidentd_chat_messages_ignored_total",
-                    &[("platform", self.platform.as_str())],
-                );
+                self.engine
+                    .metrics()
+                    .chat_message_ignored(self.platform.as_str());
             }
             return None;
         };
