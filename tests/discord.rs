@@ -68,8 +68,7 @@ impl Rig {
         // alert channel's history was looked at (the session's backfill).
         rig.fake
             .wait("READY, /incident registered, history read", |f| {
-                (f.connected() && f.commands(GUILD).is_some() && history_reads(f) > 0)
-                    .then_some(())
+                (f.connected() && f.commands(GUILD).is_some() && history_reads(f) > 0).then_some(())
             })
             .await;
         rig

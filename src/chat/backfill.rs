@@ -74,6 +74,15 @@ impl Bookmarks {
         true
     }
 
+    /// Gives a claim back: handling failed and the platform will deliver the message again.
+    pub fn release(&self, channel: &str, id: &str) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let k = (channel.to_string(), id.to_string());
+        if r.set.remove(&k) {
+            r.order.retain(|x| *x != k);
+        }
+    }
+
     /// The channel's bookmark.
     pub async fn get(&self, store: &Arc<dyn Store>, channel: &str) -> Option<String> {
         let mut marks = self.marks.lock().await;
