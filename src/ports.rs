@@ -416,6 +416,17 @@ pub trait Store: Send + Sync {
     fn unfolded(&self) -> usize {
         0
     }
+    /// A chat surface's bookmark: the last alert-channel message it saw (per platform and
+    /// channel), so messages missed while it was disconnected can be read back. `None`: none.
+    fn chat_cursor(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+    /// Sets a bookmark; durable after the next `flush`.
+    fn set_chat_cursor(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let _ = (key, value);
+        Ok(())
+    }
 }
 
 /// Runs a synchronous store call off the async threads. A call cancelled by runtime shutdown

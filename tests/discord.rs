@@ -64,10 +64,11 @@ impl Rig {
 
     async fn start_with(dir: &std::path::Path, public_key: Option<String>) -> Rig {
         let rig = Self::launch(FakeDiscord::start().await, dir, public_key).await;
-        // Ready: the gateway session is up and /incident is registered in the guild.
+        // Ready: the gateway session is up, /incident is registered in the guild, and the
+        // alert channel's history was looked at (the session's backfill).
         rig.fake
-            .wait("READY and /incident registered", |f| {
-                (f.connected() && f.commands(GUILD).is_some()).then_some(())
+            .wait("READY, /incident registered, history read", |f| {
+                (f.connected() && f.commands(GUILD).is_some() && history_reads(f) > 0).then_some(())
             })
             .await;
         rig
@@ -1243,5 +1244,96 @@ async fn help_and_stats_use_discord_bold() {
         let text = answer.body["content"].as_str().unwrap();
         assert!(text.starts_with(bold), "{sub}: {text}");
     }
+    rig.stop().await;
+}
+
+/// Every incident (any status): (service label, alert count).
+async fn incident_counts(rig: &Rig) -> Vec<(String, u64)> {
+    let v = rig.get("/api/v1/incidents?status=all").await;
+    let mut out: Vec<(String, u64)> = v["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["labels"]["service"].as_str().unwrap_or("").to_string(),
+                i["alert_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn history_reads(fake: &FakeDiscord) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.path.ends_with(&format!("/channels/{ALERTS}/messages"))
+                && r.status == 200
+        })
+        .count()
+}
+
+/// Issue 14, item 7: an alert posted while the gateway identifies again after op 9 (no session
+/// to deliver it to) is read back from the alert channel's history after the new READY, once.
+/// A second fresh session reads nothing twice; after a restart, the stored bookmark brings
+/// back only what was posted while incidentd was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_posted_before_a_new_ready_are_read_back_from_history_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    alert_on(&rig.fake, "a-1", "api");
+    eventually("the live alert's incident", || async {
+        (incident_counts(&rig).await == [("api".to_string(), 1)]).then_some(())
+    })
+    .await;
+
+    rig.fake.invalidate_session();
+    let missed = alert_on(&rig.fake, "b-1", "billing");
+    assert_eq!(
+        rig.fake.dispatched_at(missed),
+        None,
+        "no session: the gateway did not deliver it"
+    );
+    eventually("the missed alert read back after the new READY", || async {
+        (rig.fake.identifies() >= 2
+            && incident_counts(&rig).await == [("api".to_string(), 1), ("billing".to_string(), 1)])
+        .then_some(())
+    })
+    .await;
+
+    // Another fresh session: the history after the bookmark is empty; nothing counts twice.
+    let reads = history_reads(&rig.fake);
+    rig.fake.invalidate_session();
+    rig.fake
+        .wait("a third session's history read", |f| {
+            (f.identifies() >= 3 && history_reads(f) > reads).then_some(())
+        })
+        .await;
+    assert_eq!(
+        incident_counts(&rig).await,
+        [("api".to_string(), 1), ("billing".to_string(), 1)]
+    );
+    let fake = rig.fake.clone();
+    rig.stop().await;
+
+    // Posted while incidentd is down; the bookmark was stored.
+    alert_on(&fake, "c-1", "checkout");
+    let rig = Rig::launch(fake, dir.path(), None).await;
+    eventually(
+        "the alert posted while down, read back after the restart",
+        || async {
+            (incident_counts(&rig).await
+                == [
+                    ("api".to_string(), 1),
+                    ("billing".to_string(), 1),
+                    ("checkout".to_string(), 1),
+                ])
+            .then_some(())
+        },
+    )
+    .await;
     rig.stop().await;
 }

@@ -34,13 +34,19 @@ impl FlakyPort {
         })
     }
 
+    /// Delivered messages, a line each: notes of one incident that waited together are one
+    /// message, a line per note.
     fn delivered(&self) -> Vec<(u64, String)> {
         self.log
             .lock()
             .unwrap()
             .iter()
             .filter(|l| l.3)
-            .map(|l| (l.1, l.2.clone()))
+            .flat_map(|l| {
+                l.2.lines()
+                    .map(|t| (l.1, t.to_string()))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 

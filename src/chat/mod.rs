@@ -4,6 +4,7 @@
 //! fail and rate-limit on demand). `console` is the embedded web console: a surface of its own
 //! and the dashboard for every deployment.
 
+pub mod backfill;
 pub mod console;
 pub mod discord;
 pub mod health;

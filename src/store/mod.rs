@@ -1095,6 +1095,22 @@ impl Store for SledStore {
         self.unfolded.load(Ordering::SeqCst)
     }
 
+    // Chat bookmarks live in `meta` under `chat_cursor:`: a few small keys, no schema change.
+    fn chat_cursor(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let v = self
+            .meta
+            .get(format!("chat_cursor:{key}"))
+            .map_err(storage)?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn set_chat_cursor(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta
+            .insert(format!("chat_cursor:{key}"), value.as_bytes())
+            .map_err(storage)?;
+        Ok(())
+    }
+
     fn history_fingerprints(&self) -> Result<Vec<String>, StoreError> {
         let mut out: Vec<String> = Vec::new();
         for kv in self.history.iter() {

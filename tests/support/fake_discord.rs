@@ -481,11 +481,14 @@ impl FakeDiscord {
     }
 
     /// Sends op 9 (Invalid Session) with `d: false` on the open socket and forgets the session,
-    /// so the bot must identify again (serenity restarts its shard for that).
+    /// so the bot must identify again (serenity restarts its shard for that). Messages posted
+    /// before the new READY reach the bot only through the channel's history.
     pub fn invalidate_session(&self) {
         let mut inner = self.lock();
         inner.session_id = "fake-session-invalidated".into();
-        if let Some(c) = &inner.conn {
+        // Until the bot identifies again there is no session: what is posted meanwhile is
+        // dispatched to nobody and never replayed (only the channel's history has it).
+        if let Some(c) = inner.conn.take() {
             let _ = c.send(Conn::Send(
                 json!({ "op": 9, "d": false, "s": null, "t": null }),
             ));
@@ -669,7 +672,14 @@ async fn rest(
             }
         }
     };
-    let resp = route(&shared, &method, &path, &headers, &body);
+    let resp = route(
+        &shared,
+        &method,
+        &path,
+        uri.query().unwrap_or(""),
+        &headers,
+        &body,
+    );
     record(&shared, &method, uri.path(), &body, resp.status().as_u16());
     resp
 }
@@ -678,6 +688,7 @@ fn route(
     shared: &Shared,
     method: &Method,
     path: &str,
+    query: &str,
     headers: &HeaderMap,
     body: &Value,
 ) -> Response {
@@ -726,6 +737,56 @@ fn route(
             "session_start_limit": { "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1 }
         })),
         ("GET", ["users", "@me"]) => ok(user(BOT_ID, "incidentd", true)),
+        // Get Channel Messages: `limit` 1-100 (default 50); `after` gives the oldest messages
+        // after that id, `before` (or nothing) the newest before it; newest first either way.
+        ("GET", ["channels", ch, "messages"]) => {
+            let Ok(ch) = ch.parse::<u64>() else {
+                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            };
+            if !inner.channels.contains(&ch) && !inner.threads.contains_key(&ch) {
+                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            }
+            let q: HashMap<&str, &str> = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let snowflake = |k: &str| q.get(k).map(|v| v.parse::<u64>());
+            let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
+                None => 50,
+                Some(Ok(n)) if (1..=100).contains(&n) => n,
+                _ => return invalid_form("limit", "int value should be between 1 and 100".into()),
+            };
+            let (after, before) = match (snowflake("after"), snowflake("before")) {
+                (Some(Err(_)), _) | (_, Some(Err(_))) => {
+                    return invalid_form("after", "Value \"x\" is not snowflake.".into())
+                }
+                (a, b) => (a.map(|r| r.unwrap()), b.map(|r| r.unwrap())),
+            };
+            let mut ids: Vec<u64> = inner
+                .messages
+                .values()
+                .filter(|m| m.channel == ch)
+                .map(|m| m.id)
+                .collect();
+            ids.sort_unstable();
+            let picked: Vec<u64> = match (after, before) {
+                (Some(a), _) => ids.into_iter().filter(|i| *i > a).take(limit).collect(),
+                (None, b) => {
+                    let older: Vec<u64> = ids
+                        .into_iter()
+                        .filter(|i| b.is_none_or(|b| *i < b))
+                        .collect();
+                    older[older.len().saturating_sub(limit)..].to_vec()
+                }
+            };
+            ok(Value::Array(
+                picked
+                    .iter()
+                    .rev()
+                    .map(|i| inner.messages[i].json(false))
+                    .collect(),
+            ))
+        }
         ("POST", ["channels", ch, "messages"]) => {
             let Ok(ch) = ch.parse::<u64>() else {
                 return discord_error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");

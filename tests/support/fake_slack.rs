@@ -54,6 +54,9 @@ pub struct FakeMessage {
     pub blocks: Vec<Value>,
     pub metadata: Value,
     pub edits: u32,
+    /// The message as conversations.history returns it, for posts made through the fake's
+    /// helpers (attachments, subtype, username); `Null`: built from the fields above.
+    pub raw: Value,
 }
 
 /// A Socket Mode envelope delivered (maybe several times) and whether it was acked.
@@ -66,10 +69,14 @@ pub struct Envelope {
     pub sent_at: Instant,
     pub ack: Option<Value>,
     pub acked_at: Option<Instant>,
+    /// Posted during an outage longer than Slack's redelivery: never delivered.
+    pub lost: bool,
 }
 
 #[derive(Default)]
 struct Inner {
+    /// Message events are lost (an outage longer than Slack's redelivery) while set.
+    losing_events: bool,
     calls: Vec<ApiCall>,
     messages: Vec<FakeMessage>,
     ephemerals: Vec<Value>,
@@ -166,10 +173,11 @@ impl Shared {
             "envelope_id": id, "type": kind, "payload": payload,
             "accepts_response_payload": kind != "events_api", "retry_attempt": 0,
         });
-        if let Some(c) = &i.socket {
+        let lost = kind == "events_api" && i.losing_events;
+        if let Some(c) = i.socket.as_ref().filter(|_| !lost) {
             let _ = c.tx.send(frame.to_string());
         }
-        let deliveries = u32::from(i.socket.is_some());
+        let deliveries = u32::from(i.socket.is_some() && !lost);
         i.envelopes.push(Envelope {
             id: id.clone(),
             kind: kind.to_string(),
@@ -178,6 +186,7 @@ impl Shared {
             sent_at: Instant::now(),
             ack: None,
             acked_at: None,
+            lost,
         });
         id
     }
@@ -435,6 +444,12 @@ fn err<T>(code: &str) -> Result<T, Reject> {
     Err(Reject::Error(code.to_string()))
 }
 
+/// A Slack `ts` (`1714557731.000200`) as a number pair, in time order.
+fn order(ts: &str) -> (u64, u64) {
+    let (secs, micros) = ts.split_once('.').unwrap_or((ts, "0"));
+    (secs.parse().unwrap_or(0), micros.parse().unwrap_or(0))
+}
+
 fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
     let str_of = |k: &str| a[k].as_str().map(str::to_string);
     match method {
@@ -523,6 +538,7 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                         blocks: blocks.clone(),
                         metadata: a["metadata"].clone(),
                         edits: 0,
+                        raw: Value::Null,
                     });
                     let event = json!({
                         "type": "message", "channel": channel, "user": BOT_USER, "bot_id": BOT_ID,
@@ -565,25 +581,56 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
             }
             Ok(json!({ "messages": msgs, "has_more": false }))
         }
+        // Newest first, top-level messages only; `oldest`/`latest` exclusive unless
+        // `inclusive`; `limit` (default 100, at most 999) a page, `cursor` for the next.
         "conversations.history" => {
             let channel = str_of("channel").unwrap_or_default();
-            let oldest = str_of("oldest")
-                .and_then(|o| o.parse::<f64>().ok())
-                .unwrap_or(0.0);
+            let ts_of = |k: &str| str_of(k).map(|t| order(&t));
+            let (oldest, latest) = (ts_of("oldest"), ts_of("latest"));
+            let inclusive = matches!(str_of("inclusive").as_deref(), Some("true" | "1"));
+            let limit = match str_of("limit").map(|l| l.parse::<usize>()) {
+                None => 100,
+                Some(Ok(n)) if n >= 1 => n.min(999),
+                _ => return err("invalid_limit"),
+            };
+            let from = match str_of("cursor").filter(|c| !c.is_empty()) {
+                None => 0,
+                Some(c) => match c
+                    .strip_prefix("next_ts:")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) => n,
+                    None => return err("invalid_cursor"),
+                },
+            };
             let i = s.inner.lock().unwrap();
             if !i.channels.contains(&channel) {
                 return err("channel_not_found");
             }
-            // Newest first, top-level messages only, like Slack.
-            let msgs: Vec<Value> = i
+            let all: Vec<Value> = i
                 .messages
                 .iter()
                 .rev()
-                .filter(|m| m.channel == channel && m.thread_ts.is_none())
-                .filter(|m| m.ts.parse::<f64>().unwrap_or(0.0) >= oldest)
-                .map(|m| json!({ "type": "message", "ts": m.ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks }))
+                .filter(|m| m.channel == channel && m.thread_ts.as_ref().is_none_or(|t| *t == m.ts))
+                .filter(|m| {
+                    let t = order(&m.ts);
+                    oldest.is_none_or(|o| if inclusive { t >= o } else { t > o })
+                        && latest.is_none_or(|l| if inclusive { t <= l } else { t < l })
+                })
+                .map(|m| {
+                    if m.raw.is_null() {
+                        json!({ "type": "message", "ts": m.ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks })
+                    } else {
+                        m.raw.clone()
+                    }
+                })
                 .collect();
-            Ok(json!({ "messages": msgs, "has_more": false }))
+            let page: Vec<Value> = all.iter().skip(from).take(limit).cloned().collect();
+            let more = all.len() > from + limit;
+            Ok(json!({
+                "messages": page, "has_more": more,
+                "response_metadata": { "next_cursor": if more { format!("next_ts:{}", from + limit) } else { String::new() } },
+            }))
         }
         "usergroups.list" => {
             let i = s.inner.lock().unwrap();
@@ -682,7 +729,11 @@ async fn serve_socket(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                     "connection_info": { "app_id": "A1" }, "debug_info": { "host": "fake" } });
                 let _ = out_tx.send(hello.to_string());
                 // Slack redelivers what was never acknowledged.
-                for e in i.envelopes.iter_mut().filter(|e| e.ack.is_none()) {
+                for e in i
+                    .envelopes
+                    .iter_mut()
+                    .filter(|e| e.ack.is_none() && !e.lost)
+                {
                     e.deliveries += 1;
                     let frame = json!({ "envelope_id": e.id, "type": e.kind, "payload": e.payload,
                         "accepts_response_payload": e.kind != "events_api", "retry_attempt": e.deliveries - 1,
@@ -891,6 +942,12 @@ impl FakeSlack {
         }
     }
 
+    /// While `on`, message events are never delivered, not even on reconnect: an outage longer
+    /// than Slack's redelivery, where only the channel's history has the messages.
+    pub fn lose_events(&self, on: bool) {
+        self.shared.inner.lock().unwrap().losing_events = on;
+    }
+
     /// Sends a `disconnect` envelope (Slack does this before rotating a connection).
     pub fn send_disconnect(&self) {
         let i = self.shared.inner.lock().unwrap();
@@ -923,6 +980,10 @@ impl FakeSlack {
             blocks: vec![],
             metadata: Value::Null,
             edits: 0,
+            raw: json!({
+                "type": "message", "subtype": "bot_message", "bot_id": "BALERTMANAGER",
+                "username": username, "text": "", "ts": ts, "attachments": attachments,
+            }),
         });
         self.shared.event(json!({
             "type": "message", "subtype": "bot_message", "channel": channel, "bot_id": "BALERTMANAGER",
@@ -944,6 +1005,10 @@ impl FakeSlack {
             blocks: blocks.as_array().cloned().unwrap_or_default(),
             metadata: Value::Null,
             edits: 0,
+            raw: json!({
+                "type": "message", "subtype": "bot_message", "bot_id": "BGRAFANA",
+                "username": username, "text": "", "ts": ts, "blocks": blocks,
+            }),
         });
         self.shared.event(json!({
             "type": "message", "subtype": "bot_message", "channel": channel, "bot_id": "BGRAFANA",
@@ -971,6 +1036,9 @@ impl FakeSlack {
             blocks: vec![],
             metadata: Value::Null,
             edits: 0,
+            raw: json!({
+                "type": "message", "user": user, "text": text, "ts": ts, "thread_ts": thread_ts,
+            }),
         });
         let blocks = json!([{ "type": "rich_text", "elements": [] }]);
         self.shared.event(json!({

@@ -61,7 +61,17 @@ impl TestApp {
         config: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> TestApp {
-        Self::launch(dir, config, env, None).await
+        Self::launch(dir, config, env, None, None, fast_outbox()).await
+    }
+
+    /// The app with one more chat sink beside the recording port, and its own outbox tuning.
+    pub async fn start_with_sink(
+        dir: &Path,
+        config: &str,
+        sink: Arc<dyn incidentd::ports::ChatPort>,
+        outbox: OutboxConfig,
+    ) -> TestApp {
+        Self::launch(dir, config, &|_| None, None, Some(sink), outbox).await
     }
 
     /// The app on an injected store instead of the one at `[store] path`.
@@ -70,7 +80,7 @@ impl TestApp {
         config: &str,
         store: Arc<dyn incidentd::ports::Store>,
     ) -> TestApp {
-        Self::launch(dir, config, &|_| None, Some(store)).await
+        Self::launch(dir, config, &|_| None, Some(store), None, fast_outbox()).await
     }
 
     async fn launch(
@@ -78,15 +88,19 @@ impl TestApp {
         config: &str,
         env: &dyn Fn(&str) -> Option<String>,
         store: Option<Arc<dyn incidentd::ports::Store>>,
+        sink: Option<Arc<dyn incidentd::ports::ChatPort>>,
+        outbox: OutboxConfig,
     ) -> TestApp {
         let mut cfg = Config::from_toml(config, env).expect("test config");
         cfg.store.path = dir.join("store");
         let port = Arc::new(RecordingPort::new("test"));
+        let mut sinks: Vec<Arc<dyn incidentd::ports::ChatPort>> = vec![port.clone()];
+        sinks.extend(sink);
         let deps = Deps {
             clock: Arc::new(SystemClock),
             surfaces: vec![],
-            sinks: vec![port.clone()],
-            outbox: fast_outbox(),
+            sinks,
+            outbox,
             executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
             store,
         };

@@ -1,6 +1,8 @@
 //! Inbound over the gateway: serenity's client (it heartbeats, reconnects and resumes) with an
 //! event handler that turns MESSAGE_CREATE and INTERACTION_CREATE into neutral [`ChatEvent`]s
-//! and shows the [`ChatReply`]. `/incident` is registered per configured guild on READY.
+//! and shows the [`ChatReply`]. `/incident` is registered per configured guild on READY. After
+//! every READY (a new session: Discord replays nothing from before it), each alert channel's
+//! history after its bookmark is read back (`chat::backfill`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,12 +12,13 @@ use serenity::all::{
     CommandDataOption, CommandDataOptionValue, CommandInteraction, CommandOptionType,
     ComponentInteraction, Context, CreateAllowedMentions, CreateCommand, CreateCommandOption,
     CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
-    EditInteractionResponse, EventHandler, GatewayError, GatewayIntents, GuildId, Http,
-    Interaction, Member, Message, Ready, ResumedEvent, User,
+    EditInteractionResponse, EventHandler, GatewayError, GatewayIntents, GetMessages, GuildId,
+    Http, Interaction, Member, Message, MessageId, Ready, ResumedEvent, User,
 };
 use serenity::gateway::{ConnectionStage, ShardStageUpdateEvent};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::chat::backfill::Bookmarks;
 use crate::chat::health::Connection;
 use crate::domain::alert::Platform;
 use crate::domain::card::truncate_chars;
@@ -300,6 +303,8 @@ pub struct Handler {
     /// The bot's user id once READY said it (0 before).
     pub me: Arc<AtomicU64>,
     pub conn: Arc<Connection>,
+    /// Alert-channel bookmarks: what a fresh session reads back (see `chat::backfill`).
+    pub bookmarks: Arc<Bookmarks>,
 }
 
 /// Why the gateway gave up, with what to do about it: serenity's own words for the close codes
@@ -541,12 +546,110 @@ impl Handler {
     }
 }
 
+/// Hands a gateway or read-back message to the chat service; an alert-channel message only
+/// once, and its channel's bookmark moves to it once it is handled.
+async fn handle_message(
+    service: &ChatService,
+    bookmarks: &Bookmarks,
+    alert_channels: &HashSet<String>,
+    me: u64,
+    msg: &Message,
+) {
+    let channel = msg.channel_id.to_string();
+    let id = msg.id.to_string();
+    let alert_channel = alert_channels.contains(&channel);
+    if alert_channel && !bookmarks.claim(&channel, &id) {
+        debug!(channel, message = id, "Already handled; not read again.");
+        return;
+    }
+    let span = info_span!("discord_message", channel = %msg.channel_id);
+    let event = message_event(msg, alert_channels, me);
+    if let Some(reply) = service.handle(event).instrument(span).await {
+        warn!(channel = %msg.channel_id, reply = %reply.text, "A Discord message could not be handled.");
+    }
+    if alert_channel {
+        bookmarks.seen(service.store(), &channel, &id).await;
+    }
+}
+
+/// Discord's page size for channel history.
+const HISTORY_PAGE: u8 = 100;
+
+/// After a fresh session: every alert channel's messages after its bookmark, oldest first.
+async fn backfill(
+    http: Arc<serenity::http::Http>,
+    slot: ServiceSlot,
+    bookmarks: Arc<Bookmarks>,
+    alert_channels: HashSet<String>,
+    me: u64,
+) {
+    for channel in &alert_channels {
+        let Some(service) = slot.get() else { return };
+        let Ok(id) = channel.parse::<u64>() else {
+            continue;
+        };
+        let channel_id = serenity::all::ChannelId::new(id);
+        let mut after = bookmarks.get(service.store(), channel).await;
+        let mut read = 0usize;
+        loop {
+            let mut page = GetMessages::new().limit(if after.is_some() { HISTORY_PAGE } else { 1 });
+            if let Some(a) = after.as_deref().and_then(|a| a.parse::<u64>().ok()) {
+                page = page.after(MessageId::new(a));
+            }
+            let mut messages = match channel_id.messages(&http, page).await {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(channel, error = %e, "Cannot read the alert channel's history; messages posted while disconnected may be missing.");
+                    break;
+                }
+            };
+            messages.sort_by_key(|m| m.id);
+            if after.is_none() {
+                // First start: bookmark the newest message without reading the past.
+                if let Some(m) = messages.last() {
+                    bookmarks
+                        .seen(service.store(), channel, &m.id.to_string())
+                        .await;
+                }
+                break;
+            }
+            let full = messages.len() >= HISTORY_PAGE as usize;
+            for m in &messages {
+                after = Some(m.id.to_string());
+                if m.author.id.get() == me {
+                    continue;
+                }
+                read += 1;
+                handle_message(&service, &bookmarks, &alert_channels, me, m).await;
+            }
+            if !full {
+                break;
+            }
+        }
+        if read > 0 {
+            info!(
+                channel,
+                messages = read,
+                "Read back alert-channel messages posted while disconnected."
+            );
+        }
+    }
+}
+
 #[serenity::async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         self.me.store(ready.user.id.get(), Ordering::SeqCst);
         self.conn.connected();
         info!(guilds = self.guilds.len(), "Discord gateway ready.");
+        // A new session (not a resume): nothing replays what was posted while there was none.
+        tokio::spawn(backfill(
+            ctx.http.clone(),
+            self.service.clone(),
+            self.bookmarks.clone(),
+            self.alert_channels.clone(),
+            ready.user.id.get(),
+        ));
         for g in &self.guilds {
             if let Err(e) = g.set_commands(&ctx.http, vec![incident_command()]).await {
                 warn!(guild = %g, error = %e, "Could not register /incident.");
@@ -575,11 +678,7 @@ impl EventHandler for Handler {
         let Some(service) = self.service.get() else {
             return;
         };
-        let span = info_span!("discord_message", channel = %msg.channel_id);
-        let event = message_event(&msg, &self.alert_channels, me);
-        if let Some(reply) = service.handle(event).instrument(span).await {
-            warn!(channel = %msg.channel_id, reply = %reply.text, "A Discord message could not be handled.");
-        }
+        handle_message(&service, &self.bookmarks, &self.alert_channels, me, &msg).await;
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {

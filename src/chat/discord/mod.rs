@@ -128,6 +128,7 @@ impl Surface for DiscordSurface {
                 .collect::<HashSet<_>>(),
             me: Arc::new(AtomicU64::new(0)),
             conn: self.conn.clone(),
+            bookmarks: Arc::new(crate::chat::backfill::Bookmarks::new("discord")),
         };
         let conn = self.conn.clone();
         let http = self.http();

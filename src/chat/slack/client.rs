@@ -104,8 +104,10 @@ pub(crate) struct SlackApi {
     /// usergroups.list called.
     user_groups: bool,
     groups: tokio::sync::Mutex<Option<Groups>>,
-    /// For `response_url` answers, which are plain webhooks.
+    /// For `response_url` answers, which are plain webhooks, and raw Web API reads.
     http: reqwest::Client,
+    /// The Web API base (`https://slack.com/api`), for raw reads.
+    api_url: String,
     /// Origins a `response_url` may point at: Slack's hooks host, and the API's own host
     /// (staging and test servers).
     hook_origins: Vec<String>,
@@ -159,6 +161,7 @@ impl SlackApi {
                 .timeout(CALL_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
+            api_url: cfg.api_url.trim_end_matches('/').to_string(),
             hook_origins: ["https://hooks.slack.com/".to_string()]
                 .into_iter()
                 .chain(origin(&cfg.api_url))
@@ -196,6 +199,65 @@ impl SlackApi {
             s if s.is_server_error() => Err(ChatError::Transient(format!("HTTP {s}"))),
             s => Err(ChatError::Permanent(format!("HTTP {s}"))),
         }
+    }
+
+    /// One page of a channel's top-level history, newest first, as raw message JSON (the
+    /// typed models drop attachment fields the alert parser reads): messages after `oldest`
+    /// (exclusive), and the cursor of the next page if there is one.
+    pub async fn history(
+        &self,
+        channel: &str,
+        oldest: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), ChatError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("channel", channel.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        if let Some(o) = oldest {
+            form.push(("oldest", o.to_string()));
+        }
+        if let Some(c) = cursor {
+            form.push(("cursor", c.to_string()));
+        }
+        let r = self
+            .http
+            .post(format!("{}/conversations.history", self.api_url))
+            .bearer_auth(self.bot.token_value.0.as_str())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| ChatError::Transient(e.without_url().to_string()))?;
+        if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let secs = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            return Err(ChatError::RateLimited {
+                retry_after: Duration::from_secs(secs),
+            });
+        }
+        if r.status().is_server_error() {
+            return Err(ChatError::Transient(format!("HTTP {}", r.status())));
+        }
+        let v: Value = r
+            .json()
+            .await
+            .map_err(|e| ChatError::Transient(e.without_url().to_string()))?;
+        if v["ok"] != true {
+            return Err(ChatError::Permanent(
+                v["error"].as_str().unwrap_or("not ok").to_string(),
+            ));
+        }
+        let messages = v["messages"].as_array().cloned().unwrap_or_default();
+        let next = v["response_metadata"]["next_cursor"]
+            .as_str()
+            .filter(|c| !c.is_empty() && v["has_more"] == true)
+            .map(str::to_string);
+        Ok((messages, next))
     }
 
     /// Look up user-group membership for approvals (needs the `usergroups:read` scope).

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::client::SlackApi;
 use super::render::{escape_within, MAX_ANSWER_TEXT, MAX_TEXT};
+use crate::chat::backfill::{order, Bookmarks};
 use crate::domain::alert::Platform;
 use crate::domain::policy::Actor;
 use crate::engine::service::{ChatEvent, ChatService};
@@ -125,14 +126,91 @@ pub(crate) struct Inbound {
     pub service: ChatService,
     pub api: Arc<SlackApi>,
     seen: Mutex<Seen>,
+    /// Alert-channel bookmarks: what a reconnect reads back (see `chat::backfill`).
+    bookmarks: Bookmarks,
+    alert_channels: Vec<String>,
+    /// One read-back at a time: reconnects in a row do not read the same history twice at once.
+    backfilling: tokio::sync::Mutex<()>,
 }
 
+/// conversations.history page size while reading back.
+const HISTORY_PAGE: u32 = 200;
+
 impl Inbound {
-    pub fn new(service: ChatService, api: Arc<SlackApi>) -> Self {
+    pub fn new(service: ChatService, api: Arc<SlackApi>, alert_channels: Vec<String>) -> Self {
         Inbound {
             service,
             api,
             seen: Mutex::default(),
+            bookmarks: Bookmarks::new("slack"),
+            alert_channels,
+            backfilling: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// After the socket (re)connected: each alert channel's messages after its bookmark, oldest
+    /// first, as if they had just arrived (each once). Messages Slack still redelivers are
+    /// claimed by whichever path comes first.
+    pub async fn backfill(&self) {
+        let _one = self.backfilling.lock().await;
+        let store = self.service.store().clone();
+        for channel in &self.alert_channels {
+            let Some(mark) = self.bookmarks.get(&store, channel).await else {
+                // First start: bookmark the newest message without reading the past.
+                match self.api.history(channel, None, 1, None).await {
+                    Ok((m, _)) => {
+                        if let Some(ts) = m.first().and_then(|m| m["ts"].as_str()) {
+                            self.bookmarks.seen(&store, channel, ts).await;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(channel, error = %e, "Cannot read the alert channel's history.")
+                    }
+                }
+                continue;
+            };
+            let mut missed: Vec<Value> = vec![];
+            let mut cursor: Option<String> = None;
+            loop {
+                match self
+                    .api
+                    .history(channel, Some(&mark), HISTORY_PAGE, cursor.as_deref())
+                    .await
+                {
+                    Ok((page, next)) => {
+                        missed.extend(page);
+                        match next {
+                            Some(c) => cursor = Some(c),
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        warn!(channel, error = %e, "Cannot read the alert channel's history; messages posted while disconnected may be missing.");
+                        break;
+                    }
+                }
+            }
+            missed.sort_by_key(|m| order(m["ts"].as_str().unwrap_or("")));
+            let mut read = 0usize;
+            for mut m in missed {
+                if m["ts"].as_str().is_none_or(|ts| order(ts) <= order(&mark)) {
+                    continue;
+                }
+                m["channel"] = json!(channel);
+                m["type"] = json!("message");
+                read += 1;
+                if let Err(e) = self.event(&m).await {
+                    warn!(channel, error = %e, "A read-back message could not be stored; stopping here for this channel.");
+                    break;
+                }
+            }
+            if read > 0 {
+                info!(
+                    channel,
+                    messages = read,
+                    "Read back alert-channel messages posted while disconnected."
+                );
+            }
         }
     }
 
@@ -208,6 +286,15 @@ impl Inbound {
             (false, true) => m.text,
             (false, false) => format!("{}\n{extra}", m.text),
         };
+        // A top-level alert-channel message is handled once, whether it comes live, as Slack's
+        // redelivery, or read back from history.
+        let alert = self.service.is_alert_channel(&m.channel)
+            && m.thread_ts.as_ref().is_none_or(|t| *t == m.ts);
+        if alert && !self.bookmarks.claim(&m.channel, &m.ts) {
+            debug!(channel = %m.channel, ts = %m.ts, "Already handled; not read again.");
+            return Ok(());
+        }
+        let (channel, ts) = (m.channel.clone(), m.ts.clone());
         let event = ChatEvent::Message {
             channel: m.channel,
             message_id: m.ts,
@@ -220,9 +307,21 @@ impl Inbound {
             embeds: vec![],
         };
         match self.service.handle(event).await {
-            None => Ok(()),
+            None => {
+                if alert {
+                    self.bookmarks
+                        .seen(self.service.store(), &channel, &ts)
+                        .await;
+                }
+                Ok(())
+            }
             // A message gets an answer only when it could not be stored.
-            Some(reply) => Err(reply.text),
+            Some(reply) => {
+                if alert {
+                    self.bookmarks.release(&channel, &ts);
+                }
+                Err(reply.text)
+            }
         }
     }
 

@@ -94,7 +94,11 @@ impl Surface for SlackSurface {
             error!("Slack http mode without a signing secret: the Slack endpoints are disabled.");
             return None;
         };
-        let inbound = Arc::new(events::Inbound::new(service, self.api.clone()));
+        let inbound = Arc::new(events::Inbound::new(
+            service,
+            self.api.clone(),
+            self.cfg.alert_channels.clone(),
+        ));
         Some(http::routes(inbound, secret))
     }
 
@@ -106,7 +110,11 @@ impl Surface for SlackSurface {
         if self.cfg.mode != SlackMode::Socket {
             return None;
         }
-        let inbound = Arc::new(events::Inbound::new(service, self.api.clone()));
+        let inbound = Arc::new(events::Inbound::new(
+            service,
+            self.api.clone(),
+            self.cfg.alert_channels.clone(),
+        ));
         Some(tokio::spawn(socket::run(
             inbound,
             self.conn.clone(),

@@ -214,6 +214,10 @@ async fn connection(
                         hello = Some(Instant::now());
                         conn.connected();
                         info!("Slack socket mode connected.");
+                        // Slack redelivers unacknowledged events only for a while: what was
+                        // posted during a longer outage is read back from the history.
+                        let i = inbound.clone();
+                        tokio::spawn(async move { i.backfill().await });
                         continue;
                     }
                     "disconnect" => {
