@@ -245,7 +245,7 @@ run = {{ type = "http", method = "POST", url = "{pager_url}", expect_status = 20
     .await;
     assert_eq!(inc["id"], id);
     let (_, detail) = app
-        .get(&format!("/api/v1/incidents/INC-{}", id.as_u64().unwrap()))
+        .get(&format!("/api/v1/incidents/{}", id.as_str().unwrap()))
         .await;
     let texts: Vec<String> = detail["timeline"]
         .as_array()

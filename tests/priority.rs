@@ -101,6 +101,9 @@ impl ChatPort for GatePort {
 const CONFIG: &str = r#"
 [engine]
 card_coalesce_seconds = 0
+# The burst's automatic actions must run (their notes are what the P0 card competes with),
+# so the storm guard, which would hold them, is off here.
+storm_new_incidents = 0
 
 [[playbooks]]
 id = "api"

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::domain::incident::Incident;
+use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::stats::{Book, Facts, Stats};
 use crate::domain::tally::Tally;
 use crate::ports::{Store, StoreError};
@@ -39,6 +39,17 @@ impl StatsBook {
             .collect();
         let mut book = self.lock();
         for (id, f) in &facts {
+            book.put(*id, f);
+        }
+    }
+
+    /// Facts already taken from committed incidents.
+    pub fn record_facts(&self, facts: &[(IncidentId, Facts)]) {
+        if facts.is_empty() {
+            return;
+        }
+        let mut book = self.lock();
+        for (id, f) in facts {
             book.put(*id, f);
         }
     }

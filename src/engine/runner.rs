@@ -152,6 +152,7 @@ impl Engine {
             with_history,
             armed,
             openings: Openings::default(),
+            hot: HotIncidents::default(),
             failed: failed.clone(),
             sync_tx,
             folding,
@@ -282,10 +283,68 @@ struct Writer {
     armed: HashMap<IncidentId, Vec<Timer>>,
     /// When recent incidents opened, per source (the storm guard's rate).
     openings: Openings,
+    /// Committed versions of recently written large incidents.
+    hot: HotIncidents,
     /// Set by the syncer when a flush failed: nothing is committed after that.
     failed: Arc<AtomicBool>,
     sync_tx: std::sync::mpsc::SyncSender<Committed>,
     folding: Folding,
+}
+
+/// The committed versions of the incidents the writer wrote last that are expensive to read
+/// back: groups of many alerts (each alert of a group rewrites its incident; reading its
+/// hundreds of members back from JSON for every batch was most of a grouped storm's cost). The
+/// writer is the only writer of incidents, so these are the stored versions. Bounded: at most
+/// `HOT_MAX` incidents, the oldest written forgotten first.
+#[derive(Default)]
+struct HotIncidents {
+    map: HashMap<IncidentId, Incident>,
+    order: std::collections::VecDeque<IncidentId>,
+}
+
+/// Incidents kept by [`HotIncidents`].
+const HOT_MAX: usize = 512;
+/// Members from which an incident is worth keeping.
+const HOT_MEMBERS: usize = 8;
+
+impl HotIncidents {
+    fn get(&self, id: IncidentId) -> Option<&Incident> {
+        self.map.get(&id)
+    }
+
+    fn take(&mut self, id: IncidentId) -> Option<Incident> {
+        self.map.remove(&id)
+    }
+
+    /// Active groups of many alerts (only active groups get alerts).
+    fn worth_keeping(inc: &Incident) -> bool {
+        inc.status.is_active()
+            && inc
+                .group
+                .as_ref()
+                .is_some_and(|g| g.members.len() >= HOT_MEMBERS)
+    }
+
+    /// Keeps the committed version of a large incident.
+    fn put(&mut self, inc: Incident) {
+        let id = inc.id;
+        if self.map.insert(id, inc).is_none() {
+            self.order.push_back(id);
+            while self.map.len() > HOT_MAX {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.map.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+        }
+        // `order` may hold ids already removed; it stays bounded by the map's churn.
+        if self.order.len() > 4 * HOT_MAX {
+            let map = &self.map;
+            self.order.retain(|id| map.contains_key(id));
+        }
+    }
 }
 
 /// When incidents opened recently, per source: the storm guard's rate. Kept for one storm
@@ -340,6 +399,8 @@ impl Default for Folding {
 /// must wait until it is: the callers' answers and every effect that leaves the process.
 struct Committed {
     replies: Vec<Answer>,
+    /// Book facts of the incidents the writer kept (not in `writes`).
+    facts: Vec<(IncidentId, crate::domain::stats::Facts)>,
     observed: Vec<Observed>,
     /// The highest outbox sequence number the batch wrote.
     max_seq: Option<u64>,
@@ -453,6 +514,7 @@ impl Writer {
             open: &open,
             with_history: &self.with_history,
             armed: &self.armed,
+            hot: &mut self.hot,
             openings: &self.openings,
             new_openings: Vec::new(),
             timers: HashMap::new(),
@@ -505,6 +567,20 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.next_id = next_id;
+                // Large incidents move into the cache (their book facts are taken here); the
+                // others go on to the syncer, which records and drops them.
+                let (large, rest): (Vec<Incident>, Vec<Incident>) =
+                    std::mem::take(&mut w.incidents)
+                        .into_iter()
+                        .partition(HotIncidents::worth_keeping);
+                w.incidents = rest;
+                let facts: Vec<_> = large
+                    .iter()
+                    .map(|i| (i.id, crate::domain::stats::Facts::of(i)))
+                    .collect();
+                for inc in large {
+                    self.hot.put(inc);
+                }
                 let window = chrono::Duration::seconds(self.cfg.engine.storm_window_seconds as i64);
                 self.openings.record(new_openings, now - window);
                 drop(open);
@@ -530,6 +606,7 @@ impl Writer {
                 }
                 let committed = Committed {
                     replies,
+                    facts,
                     observed,
                     max_seq: w.outbox.iter().map(|e| e.seq).max(),
                     timers: newly_armed,
@@ -611,7 +688,8 @@ impl Syncer {
 
     fn publish(&self, c: Committed) {
         self.book.record(&c.writes.incidents);
-        if !c.writes.is_empty() {
+        self.book.record_facts(&c.facts);
+        if !c.writes.is_empty() || !c.facts.is_empty() {
             let secs = c.started.elapsed().as_secs_f64();
             self.metrics.commit(secs);
         }
@@ -682,6 +760,8 @@ struct Batch<'a> {
     with_history: &'a HashSet<String>,
     /// The writer's armed timers, as committed.
     armed: &'a HashMap<IncidentId, Vec<Timer>>,
+    /// Large incidents as committed (the writer's cache).
+    hot: &'a mut HotIncidents,
     /// Recent openings per source, as committed, and those of this batch.
     openings: &'a Openings,
     new_openings: Vec<(&'static str, chrono::DateTime<chrono::Utc>)>,
@@ -750,6 +830,27 @@ impl Batch<'_> {
 
     fn load(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
         if let Some(i) = self.incidents.get(&id) {
+            return Ok(Some(i.clone()));
+        }
+        self.load_committed(id)
+    }
+
+    /// The incident as this batch left it, moved out of the batch (no copy: a group's
+    /// incident can hold hundreds of members). The caller must put a version back.
+    fn take(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        if let Some(i) = self.incidents.remove(&id) {
+            return Ok(Some(i));
+        }
+        // Moved out of the cache too: the commit puts the new version back.
+        match self.hot.take(id) {
+            Some(i) => Ok(Some(i)),
+            None => self.load_committed(id),
+        }
+    }
+
+    /// As committed: from the writer's cache of large incidents, else from the store.
+    fn load_committed(&mut self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        if let Some(i) = self.hot.get(id) {
             return Ok(Some(i.clone()));
         }
         let mut inc = self.store.get_incident(id)?;
@@ -823,10 +924,15 @@ impl Batch<'_> {
             | Input::ExecutionInterrupted { incident, .. }
             | Input::VerificationFinished { incident, .. } => Some(*incident),
         };
+        // An alert always gives its incident back (the core's contract, checked below), so
+        // it is moved into the core; other inputs may be refused and get a copy.
+        let moved = matches!(input, Input::Alert(_) | Input::Triaged(..));
         let existing = match target {
+            Some(id) if moved => self.take(id)?,
             Some(id) => self.load(id)?,
             None => None,
         };
+        let had = existing.as_ref().map(|i| i.id);
         // Alerts that may open an incident see the group's history (recurrence) and its most
         // recently resolved incident (flap window).
         let (history, recent) = match (&input, &existing) {
@@ -850,6 +956,15 @@ impl Batch<'_> {
         let decided = handle(existing, input, cfg, ctx);
         if let Some(e) = view.error.into_inner() {
             return Err(e);
+        }
+        if let Some(id) = had.filter(|_| moved) {
+            if !matches!(&decided, Ok(d) if d.incident.as_ref().is_some_and(|i| i.id == id)) {
+                // Never expected: the batch no longer holds this incident's version, so the
+                // whole batch fails (nothing is committed, the senders retry).
+                return Err(StoreError::Storage(format!(
+                    "internal error: an alert's decision did not return {id}"
+                )));
+            }
         }
         let d = match decided {
             Ok(d) => d,
