@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::chat::console::ConsoleSurface;
 use crate::chat::discord::DiscordSurface;
+use crate::chat::service::ChatService;
 use crate::chat::slack::SlackSurface;
 use crate::chat::Surface;
 use crate::config::Config;
@@ -20,7 +21,6 @@ use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::engine::dispatch::run_dispatcher;
 use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
 use crate::engine::runner::{Engine, Folding};
-use crate::engine::service::ChatService;
 use crate::engine::Input;
 use crate::http::{router, AppState};
 use crate::ports::{ChatPort, Clock, ExecOutcome, Executor, Store, SystemClock};

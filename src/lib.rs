@@ -10,7 +10,7 @@
 //! - `store`     — sled implementation of Store
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
 //! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction; `preview`: what cards, notes and `simulate` show, from the same templating
-//! - `chat`      — chat surfaces: the web console (default surface and dashboard), Slack, Discord, and a recording port for tests
+//! - `chat`      — chat surfaces: the web console (default surface and dashboard), Slack, Discord, and a recording port for tests; `service` interprets every surface's messages, buttons and commands into engine inputs (the engine knows nothing of `ingest`)
 //! - `http`      — axum router: webhooks, read API, health
 //! - `config`    — TOML → validated Config
 //! - `app`       — wiring; `run(config, listener, deps, shutdown)`

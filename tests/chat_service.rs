@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use incidentd::chat::service::{ChatEvent, ChatService};
 use incidentd::config::Config;
 use incidentd::domain::alert::Platform;
 use incidentd::domain::incident::{EventKind, IncidentId};
 use incidentd::domain::policy::Actor;
 use incidentd::engine::runner::Engine;
-use incidentd::engine::service::{ChatEvent, ChatService};
 use incidentd::ingest::ChatAttachment;
 use incidentd::ports::{ChatBody, Store, SystemClock, ThreadRef};
 use incidentd::store::SledStore;

@@ -1,5 +1,5 @@
 //! Chat surfaces. The neutral message model lives in `domain::card` and `ports`; the neutral
-//! inbound layer in `engine::service`. Each surface here turns them into one platform's
+//! inbound layer in `chat::service`. Each surface here turns them into one platform's
 //! messages and events. `recording` is an in-memory port for tests and benchmarks (it can
 //! fail and rate-limit on demand). `console` is the embedded web console: a surface of its own
 //! and the dashboard for every deployment.
@@ -9,6 +9,7 @@ pub mod console;
 pub mod discord;
 pub mod health;
 pub mod recording;
+pub mod service;
 pub mod slack;
 
 use std::sync::Arc;
@@ -16,8 +17,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::chat::service::ChatService;
 use crate::domain::alert::Platform;
-use crate::engine::service::ChatService;
 use crate::ports::ChatPort;
 
 /// A chat platform as the app wires it: an outbound port for the outbox, and inbound

@@ -5,7 +5,6 @@ pub mod book;
 pub mod dispatch;
 pub mod outbox;
 pub mod runner;
-pub mod service;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;

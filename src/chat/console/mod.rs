@@ -29,12 +29,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tracing::info;
 
+use crate::chat::service::ChatService;
 use crate::config::{Config, ConsoleUser, Secret};
 use crate::domain::alert::Platform;
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::IncidentId;
 use crate::domain::report::Report;
-use crate::engine::service::ChatService;
 use crate::ports::{ChatError, ChatPort, Delivered, Delivery, OutboundMessage, ThreadRef};
 
 use super::Surface;

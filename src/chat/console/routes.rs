@@ -28,12 +28,12 @@ use tracing::{error, info, warn};
 use super::auth::{self, Auth, Session};
 use super::pages::{self, ListFilter, Times, Viewer};
 use super::{markdown, stats, ConsolePort, FeedEvent, ALERT_CHANNEL, CONSOLE_BOT, SINK};
+use crate::chat::service::{ChatEvent, ChatService};
 use crate::domain::alert::Platform;
 use crate::domain::card::IncidentCard;
 use crate::domain::incident::{IncidentId, Status};
 use crate::domain::policy::Actor;
 use crate::domain::severity::Severity;
-use crate::engine::service::{ChatEvent, ChatService};
 use crate::ports::{IncidentFilter, Store, StoreError};
 
 /// Incidents shown on the alert channel page.

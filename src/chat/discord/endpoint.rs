@@ -19,7 +19,7 @@ use serenity::interactions_endpoint::Verifier;
 use tracing::warn;
 
 use super::gateway::{command_is_public, finish_command, finish_component};
-use crate::engine::service::ChatService;
+use crate::chat::service::ChatService;
 
 /// How far `X-Signature-Timestamp` may be from now.
 const MAX_SKEW_SECONDS: i64 = 300;

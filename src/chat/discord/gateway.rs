@@ -20,11 +20,11 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::chat::backfill::Bookmarks;
 use crate::chat::health::Connection;
+use crate::chat::service::{ChatEvent, ChatReply, ChatService};
 use crate::domain::alert::Platform;
 use crate::domain::card::truncate_chars;
 use crate::domain::classify::RootCause;
 use crate::domain::policy::Actor;
-use crate::engine::service::{ChatEvent, ChatReply, ChatService};
 use crate::ingest::{ChatEmbed, ChatField};
 
 use super::render::CONTENT_MAX;

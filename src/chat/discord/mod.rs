@@ -28,10 +28,10 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::chat::health::Connection;
+use crate::chat::service::ChatService;
 use crate::chat::Surface;
 use crate::config::DiscordConfig;
 use crate::domain::alert::Platform;
-use crate::engine::service::ChatService;
 use crate::ports::ChatPort;
 
 pub use port::DiscordPort;

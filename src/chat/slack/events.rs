@@ -14,9 +14,9 @@ use tracing::{debug, info, warn};
 use super::client::SlackApi;
 use super::render::{escape_within, MAX_ANSWER_TEXT, MAX_TEXT};
 use crate::chat::backfill::{order, Bookmarks};
+use crate::chat::service::{ChatEvent, ChatService};
 use crate::domain::alert::Platform;
 use crate::domain::policy::Actor;
-use crate::engine::service::{ChatEvent, ChatService};
 use crate::ingest::ChatAttachment;
 use crate::ports::ChatError;
 

@@ -27,9 +27,9 @@ use tracing::error;
 pub use client::{Pace, SlackPort, FEATURE_SCOPES, WEB_API_SCOPES};
 pub use events::COMMAND;
 
+use crate::chat::service::ChatService;
 use crate::config::{SlackConfig, SlackMode};
 use crate::domain::alert::Platform;
-use crate::engine::service::ChatService;
 use crate::ports::ChatPort;
 
 use super::Surface;

@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use tracing::{debug, error, info_span, Instrument};
 
-use super::runner::{Engine, EngineSubmitError};
-use super::Input;
 use crate::config::Config;
 use crate::domain::alert::Platform;
 use crate::domain::card::ButtonAction;
@@ -20,6 +18,8 @@ use crate::domain::policy::Actor;
 use crate::domain::report::render_markdown;
 use crate::domain::severity::human_seconds;
 use crate::domain::stats;
+use crate::engine::runner::{Engine, EngineSubmitError};
+use crate::engine::Input;
 use crate::ingest::{
     alert_channel_message, requested_alert, ChatAttachment, ChatEmbed, ChatMessage,
 };
@@ -347,7 +347,7 @@ impl ChatService {
             Ok(None) => return ChatReply::private(format!("{id} does not exist")),
             Err(e) => return internal(e),
         };
-        let Some(spec) = super::action_spec(&inc, action, &self.cfg) else {
+        let Some(spec) = crate::engine::action_spec(&inc, action, &self.cfg) else {
             return ChatReply::private(format!("{id} has no action `{action}`"));
         };
         let p = self.cfg.policy(inc.severity);
