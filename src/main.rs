@@ -180,6 +180,9 @@ fn main() -> ExitCode {
                 let deps = incidentd::app::Deps::from_config(&cfg)?;
                 incidentd::app::run(cfg, listener, deps, incidentd::app::shutdown_signal()).await
             });
+            // Blocking calls stuck on a failed disk must not keep the process alive after a
+            // SIGTERM: dropping the runtime would wait for them forever.
+            rt.shutdown_timeout(Duration::from_secs(1));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_discord;
+pub mod faulty_store;
 pub mod sse;
 
 use std::path::Path;
