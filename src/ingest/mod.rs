@@ -188,7 +188,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for BoundedList<T> {
 
 /// A label or annotation map: string keys and values, at most [`MAX_LABELS`] entries, names and
 /// values at most [`MAX_VALUE_BYTES`] long. `null` reads as empty (Go encodes a nil map so).
-/// Values must be strings, as Alertmanager and Grafana send them: a number is a type error.
+/// Values must be strings, as Alertmanager and Grafana send them: a number is a type error. A
+/// key given twice is an error that names it.
 #[derive(Debug, Default)]
 pub(crate) struct StringMap(pub BTreeMap<String, String>);
 
@@ -222,6 +223,11 @@ impl<'de> Deserialize<'de> for StringMap {
                         )));
                     }
                     let LimitedValue(value) = map.next_value()?;
+                    // Given twice, which one holds is a guess (Go and JavaScript keep the last,
+                    // other parsers the first): refuse it and name the key.
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                    }
                     out.insert(key, value);
                 }
                 Ok(StringMap(out))
