@@ -319,6 +319,77 @@ mod tests {
         assert_eq!(body, json!({"service": "api", "weight": 0, "drain": true}));
     }
 
+    /// With an allowed pattern that lets anything through, each hostile value still arrives as
+    /// exactly one path segment and one query value: `%2e%2e` (which URL parsers read as `..`),
+    /// `/`, `?`, `#`, `@`, `\`, a space and non-ASCII text. `.` and `..` are refused.
+    #[tokio::test]
+    async fn hostile_url_values_arrive_as_one_segment_with_any_pattern() {
+        let (base, server) = start().await;
+        let cases = [
+            ("%2e%2e", "%252e%252e"),
+            ("%2E%2E%2Fetc", "%252E%252E%252Fetc"),
+            ("a/../../b", "a%2F..%2F..%2Fb"),
+            ("x?admin=1", "x%3Fadmin%3D1"),
+            ("x#frag", "x%23frag"),
+            ("user@evil.example", "user%40evil.example"),
+            ("a\\b c", "a%5Cb%20c"),
+            ("dépl☃y", "d%C3%A9pl%E2%98%83y"),
+            (".%2e", ".%252e"),
+        ];
+        for (value, encoded) in cases {
+            let mut inc = incident();
+            inc.labels.insert("target".into(), value.into());
+            let action = ActionSpec {
+                id: "probe".into(),
+                title: "Probe".into(),
+                description: None,
+                auto: true,
+                allowed_pattern: Some("^.+$".into()),
+                timeout_seconds: 10,
+                verify: None,
+                rollback: None,
+                run: ExecutorSpec::Http {
+                    method: "POST".into(),
+                    url: format!("{base}/probe/{{labels.target}}/x?t={{labels.target}}"),
+                    headers: BTreeMap::new(),
+                    body: None,
+                    expect_status: 200,
+                },
+            };
+            let plan = plan(&action, &inc, "kubectl").unwrap();
+            let out = execute(&plan, &quick_retry(1), &[], &client()).await;
+            assert!(out.success, "{value}: {out:?}");
+            let seen = server.seen.lock().unwrap().pop().unwrap();
+            assert_eq!(
+                seen.path,
+                format!("/probe/{encoded}/x?t={encoded}"),
+                "{value}"
+            );
+        }
+        for value in [".", ".."] {
+            let mut inc = incident();
+            inc.labels.insert("target".into(), value.into());
+            let action = ActionSpec {
+                id: "probe".into(),
+                title: "Probe".into(),
+                description: None,
+                auto: true,
+                allowed_pattern: Some("^.+$".into()),
+                timeout_seconds: 10,
+                verify: None,
+                rollback: None,
+                run: ExecutorSpec::Http {
+                    method: "POST".into(),
+                    url: format!("{base}/probe/{{labels.target}}"),
+                    headers: BTreeMap::new(),
+                    body: None,
+                    expect_status: 200,
+                },
+            };
+            assert!(plan(&action, &inc, "kubectl").is_err(), "{value}");
+        }
+    }
+
     /// `target = "../../etc"` matches the default allowed pattern; substituted into a URL path
     /// it must stay one path segment under `/probe/`, and a query value one query value.
     #[tokio::test]
