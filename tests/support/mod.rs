@@ -135,6 +135,12 @@ impl TestApp {
         self.handle.take().unwrap().await.unwrap().unwrap();
     }
 
+    /// Graceful stop; what `run` returned (a failing store may make the last flush fail).
+    pub async fn stop_result(mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
