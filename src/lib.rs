@@ -18,6 +18,7 @@
 //! - `demo`      — `incidentd demo`: the app with a temporary store, the console and sample alerts
 //! - `telemetry` — logging setup
 //! - `process`   — process-wide settings made at start (transparent huge pages off)
+//! - `fuzzing`   — one entry point per decoder/parser of untrusted input (fuzz/, tests/fuzz_smoke.rs)
 
 pub mod app;
 pub mod chat;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod ports;
