@@ -632,6 +632,9 @@ impl Writer {
     }
 }
 
+/// Most batches whose sync failed that the syncer keeps to publish after a good sync.
+const MAX_HELD: usize = 4096;
+
 /// Makes committed batches durable, then answers and publishes them, in commit order.
 struct Syncer {
     book: Arc<StatsBook>,
@@ -687,6 +690,13 @@ impl Syncer {
                             ..WriteSet::default()
                         };
                         self.held.push(c);
+                    }
+                    // Bounded during a long outage: the oldest batches' timers and queued
+                    // executions are then only re-armed by the next start (from the store).
+                    if self.held.len() > MAX_HELD {
+                        let over = self.held.len() - MAX_HELD;
+                        self.held.drain(..over);
+                        warn!(dropped = over, "Batches held for a failing store exceed the bound; their timers and executions wait for a restart.");
                     }
                 }
             }
