@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks, policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
-//! - `engine`    — the core `handle` and its runner (group commit, outbox delivery, timers, the outcome numbers' book)
+//! - `engine`    — the core `handle` and its runner (group commit, outbox delivery, timers, the outcome numbers' book, the store's health for `/readyz`)
 //! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
 //! - `store`     — sled implementation of Store, its integrity manifest, and `store check/export/import` (versioned JSON lines)
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
