@@ -171,6 +171,12 @@ impl Executor for PlaybookExecutor {
 const STOP_WORKERS_MAX: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the writer to drain once the workers are gone.
 const STOP_WRITER_MAX: Duration = Duration::from_secs(3);
+/// How long shutdown waits for requests in progress (a request waiting on a stalled store
+/// fails on its own after `[store] write_timeout_seconds`; this bounds everything else).
+const STOP_HTTP_MAX: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the store's last flush (a stalled disk must not keep the
+/// process alive: what was acknowledged is durable already).
+const STOP_FLUSH_MAX: Duration = Duration::from_secs(3);
 
 /// Runs until `shutdown` resolves, then stops accepting, finishes what was accepted, and
 /// flushes the store.
@@ -296,16 +302,24 @@ pub async fn run(
         s.listening(addr);
     }
     let surfaces = deps.surfaces.clone();
+    let (stopping_tx, mut stopping) = watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         for s in &surfaces {
             s.shutting_down();
         }
+        let _ = stopping_tx.send(true);
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
+    let serve = crate::http::serve(listener, app, &cfg.server, shutdown);
+    // Graceful, but bounded: connections still busy after STOP_HTTP_MAX are dropped.
+    let grace = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(STOP_HTTP_MAX).await;
+    };
+    tokio::select! {
+        r = serve => r.context("HTTP server")?,
+        _ = grace => warn!("Requests still running after {STOP_HTTP_MAX:?}; closing them."),
+    }
     info!("Shutting down: finishing accepted work.");
     let _ = stop_tx.send(true);
     // Bounded: a worker stuck on a platform must not keep the process alive. Aborting drops
@@ -330,7 +344,11 @@ pub async fn run(
         Ok(_) => anyhow::bail!("the writer thread panicked"),
         Err(_) => warn!("The writer did not stop in time (an engine handle is still held); flushing the store without it."),
     }
-    tokio::task::spawn_blocking(move || store.flush()).await??;
+    let flush = tokio::task::spawn_blocking(move || store.flush());
+    match tokio::time::timeout(STOP_FLUSH_MAX, flush).await {
+        Ok(r) => r??,
+        Err(_) => warn!("The store's last flush did not finish in {STOP_FLUSH_MAX:?}; stopping without it (what was acknowledged is durable)."),
+    }
     info!("Stopped.");
     Ok(())
 }

@@ -79,6 +79,13 @@ impl std::error::Error for ConfigErrors {}
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// A connection that has not sent a request's complete headers this long after it opened
+    /// (or after its previous response) is closed (slowloris).
+    pub header_read_timeout: std::time::Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +93,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Bound of sled's page cache, MiB.
     pub cache_mb: u64,
+    /// The longest a request waits for its write to be durable before it fails with 503.
+    pub write_timeout: std::time::Duration,
 }
 
 /// Optional bearer tokens, one per webhook endpoint.
@@ -602,6 +611,22 @@ struct RawServer {
     listen: String,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout_seconds: u64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_seconds: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    512
 }
 
 fn default_listen() -> String {
@@ -616,6 +641,9 @@ impl Default for RawServer {
         RawServer {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
+            header_read_timeout_seconds: default_header_read_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -627,6 +655,12 @@ struct RawStore {
     path: PathBuf,
     #[serde(default = "default_cache_mb")]
     cache_mb: u64,
+    #[serde(default = "default_write_timeout")]
+    write_timeout_seconds: u64,
+}
+
+fn default_write_timeout() -> u64 {
+    10
 }
 
 fn default_cache_mb() -> u64 {
@@ -642,6 +676,7 @@ impl Default for RawStore {
         RawStore {
             path: default_store(),
             cache_mb: default_cache_mb(),
+            write_timeout_seconds: default_write_timeout(),
         }
     }
 }
@@ -707,6 +742,36 @@ impl RawConfig {
             err(
                 "server.max_body_bytes".into(),
                 "must be at least 1024".into(),
+            );
+        }
+        for (key, v, max) in [
+            (
+                "server.header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds,
+                3600,
+            ),
+            (
+                "server.idle_timeout_seconds",
+                self.server.idle_timeout_seconds,
+                86_400,
+            ),
+            (
+                "store.write_timeout_seconds",
+                self.store.write_timeout_seconds,
+                3600,
+            ),
+        ] {
+            if !(1..=max).contains(&v) {
+                err(key.into(), format!("{v} is out of range: give 1 to {max}"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            err(
+                "server.max_connections".into(),
+                format!(
+                    "{} is out of range: give 1 to 1000000",
+                    self.server.max_connections
+                ),
             );
         }
         let store_path = env("INCIDENTD_STORE_PATH")
@@ -1226,10 +1291,16 @@ impl RawConfig {
             server: ServerConfig {
                 listen,
                 max_body_bytes: self.server.max_body_bytes,
+                header_read_timeout: std::time::Duration::from_secs(
+                    self.server.header_read_timeout_seconds,
+                ),
+                idle_timeout: std::time::Duration::from_secs(self.server.idle_timeout_seconds),
+                max_connections: self.server.max_connections,
             },
             store: StoreConfig {
                 path: store_path,
                 cache_mb: self.store.cache_mb,
+                write_timeout: std::time::Duration::from_secs(self.store.write_timeout_seconds),
             },
             webhooks,
             classifier: Classifier {

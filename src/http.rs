@@ -72,6 +72,20 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// A store that fails or stalls is 503 with what happened (the sender retries later); anything
+/// else is an internal error.
+fn engine_error(e: &crate::engine::runner::EngineError) -> ApiError {
+    if e.is_unavailable() {
+        warn!(error = %e, "Webhook not acknowledged: the store cannot make it durable.");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not stored, retry later: {e}"),
+        )
+    } else {
+        internal(e)
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -163,7 +177,7 @@ async fn ingest_alerts(
         .submit(alerts.into_iter().map(Input::Alert).collect())
         .instrument(info_span!("ingest", source, alerts = n))
         .await
-        .map_err(internal)?;
+        .map_err(|e| engine_error(&e))?;
     let outcomes: Vec<serde_json::Value> = results
         .into_iter()
         .map(|r| match r {
@@ -413,11 +427,22 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Whether incidentd takes input: the writer runs, no chat platform refused the bot for good,
-/// and the store answers. `/readyz` and `incidentd_ready` say the same.
+/// Whether incidentd takes input: the writer runs, writes are made durable, no chat platform
+/// refused the bot for good, and the store answers. `/readyz` and `incidentd_ready` say the same.
 async fn readiness(s: &AppState) -> Result<(), String> {
-    if !s.engine.is_alive() {
+    if !s.engine.is_running() {
         return Err("engine stopped".into());
+    }
+    // While writes fail, each probe tries one sync: the first that succeeds makes it ready again
+    // (a freed disk, a remounted volume), without waiting for the next alert.
+    if let Err(why) = s.engine.store_health() {
+        if s.engine.store_health_failing() {
+            let probe = s.engine.sync();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), probe).await;
+        }
+        if s.engine.store_health().is_err() {
+            return Err(why.to_string());
+        }
     }
     // A platform that refused the bot (wrong token, missing intent) will not come back by
     // itself: the bot is deaf there, so it is not ready.
@@ -433,8 +458,193 @@ async fn readiness(s: &AppState) -> Result<(), String> {
         }
     }
     let store = s.store.clone();
-    match blocking(move || store.next_incident_id()).await {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err("store unavailable".into()),
+    let read = blocking(move || store.next_incident_id());
+    match tokio::time::timeout(std::time::Duration::from_secs(2), read).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(_) => Err("store unavailable".into()),
+        Err(_) => Err("store does not answer reads".into()),
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and lets the
+/// connections finish their requests (the caller bounds how long). Hostile or broken clients
+/// cannot exhaust the process:
+/// - at most `max_connections` connections are served at once; further clients wait in the
+///   kernel's accept queue (they hold no file descriptor of the process) and are served as
+///   connections close;
+/// - a connection that has not sent a request's complete headers within `header_read_timeout`
+///   of opening, or of its previous response, is closed (slowloris; hyper starts that clock
+///   whenever it waits for a request head, so it also bounds idle keep-alive connections);
+/// - a connection with no bytes in either direction for `idle_timeout` is closed (a stalled
+///   body upload, a dead peer; the console's event stream pings every 15 s).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cfg: &crate::config::ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .keep_alive(true);
+    let idle = cfg.idle_timeout;
+    tokio::pin!(shutdown);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors (EMFILE) or a connection reset before accept:
+                    // pause a moment instead of spinning.
+                    warn!(error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let io = Activity::new(stream);
+        let last = io.clock.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let mut stop = stop_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            tokio::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "Connection closed with an error.");
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|s| *s), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = tokio::time::sleep(last.left(idle)) => {
+                        if last.left(idle).is_zero() {
+                            tracing::debug!("Closing a connection idle for {idle:?}.");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// When a connection last moved a byte.
+struct LastActivity {
+    start: tokio::time::Instant,
+    /// Milliseconds since `start`.
+    at: std::sync::atomic::AtomicU64,
+}
+
+impl LastActivity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.at.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long until the connection has been idle for `idle`.
+    fn left(&self, idle: std::time::Duration) -> std::time::Duration {
+        let at =
+            std::time::Duration::from_millis(self.at.load(std::sync::atomic::Ordering::Relaxed));
+        (at + idle).saturating_sub(self.start.elapsed())
+    }
+}
+
+/// A TCP stream that notes when it last read or wrote a byte.
+struct Activity {
+    stream: tokio::net::TcpStream,
+    clock: Arc<LastActivity>,
+}
+
+impl Activity {
+    fn new(stream: tokio::net::TcpStream) -> Activity {
+        Activity {
+            stream,
+            clock: Arc::new(LastActivity {
+                start: tokio::time::Instant::now(),
+                at: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Activity {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.clock.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Activity {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.clock.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.clock.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }

@@ -5,9 +5,9 @@
 //!
 //! # Layout
 //! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks, policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
-//! - `engine`    — the core `handle`, which makes every decision (from the incident, the input and a read-only `View` of open incidents, executions and recent openings) and says what to write; its runner, which only applies decisions (group commit, outbox delivery, timers, the outcome numbers' book)
+//! - `engine`    — the core `handle`, which makes every decision (from the incident, the input and a read-only `View` of open incidents, executions and recent openings) and says what to write; its runner, which only applies decisions (group commit, outbox delivery, timers, the outcome numbers' book, the store's health for `/readyz`)
 //! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
-//! - `store`     — sled implementation of Store
+//! - `store`     — sled implementation of Store, its integrity manifest, and `store check/export/import` (versioned JSON lines)
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
 //! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction; `preview`: what cards, notes and `simulate` show, from the same templating
 //! - `chat`      — chat surfaces: the web console (default surface and dashboard), Slack, Discord, and a recording port for tests; `service` interprets every surface's messages, buttons and commands into engine inputs (the engine knows nothing of `ingest`)
@@ -18,6 +18,7 @@
 //! - `demo`      — `incidentd demo`: the app with a temporary store, the console and sample alerts
 //! - `telemetry` — logging setup
 //! - `process`   — process-wide settings made at start (transparent huge pages off)
+//! - `fuzzing`   — one entry point per decoder/parser of untrusted input (fuzz/, tests/fuzz_smoke.rs)
 
 pub mod app;
 pub mod chat;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod ports;

@@ -78,6 +78,15 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "auto")]
         format: Format,
     },
+    /// The store: check its integrity, export everything as JSON lines (a backup), import an
+    /// export into a new store. The bot must not be running on the same store.
+    Store {
+        /// The store directory (default: [store] path of the config, or INCIDENTD_STORE_PATH).
+        #[arg(long, global = true)]
+        store: Option<PathBuf>,
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
     /// Try it: the bot with a temporary store and the web console, fed with sample alerts
     /// (remediation is simulated). Prints the console's login link; runs until Ctrl-C.
     Demo {
@@ -87,6 +96,29 @@ enum Cmd {
         /// Seconds between sample alerts.
         #[arg(long, default_value_t = 2.0)]
         pace: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Read every record and report what is missing or unreadable; exits 1 if the store is
+    /// damaged, 0 if it is sound.
+    Check,
+    /// Write everything the store holds as versioned JSON lines (docs/backups.md).
+    Export {
+        /// Where to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Export what is still readable from a damaged store, listing what was left out.
+        #[arg(long)]
+        salvage: bool,
+    },
+    /// Read an export into a new, empty store directory; ids continue after the highest the
+    /// export's store ever gave out.
+    Import {
+        /// The export file (`-`: standard input).
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -165,6 +197,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Store { store, command } => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let path = store.unwrap_or_else(|| cfg.store.path.clone());
+            match store_command(&path, cfg.store.cache_mb, command) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("incidentd store: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Demo { listen, pace } => {
             let cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -209,6 +255,9 @@ fn main() -> ExitCode {
                 let deps = incidentd::app::Deps::from_config(&cfg)?;
                 incidentd::app::run(cfg, listener, deps, incidentd::app::shutdown_signal()).await
             });
+            // Blocking calls stuck on a failed disk must not keep the process alive after a
+            // SIGTERM: dropping the runtime would wait for them forever.
+            rt.shutdown_timeout(Duration::from_secs(1));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -308,5 +357,92 @@ fn report(
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `incidentd store …`.
+fn store_command(path: &std::path::Path, cache_mb: u64, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
+    use incidentd::store::{export, SledStore};
+    use std::io::Write;
+    match cmd {
+        StoreCmd::Check => {
+            if !path.exists() {
+                anyhow::bail!("{} does not exist", path.display());
+            }
+            let r = export::check(path, cache_mb)?;
+            if r.problems.is_empty() {
+                println!(
+                    "store ok: {} incidents, {} timeline events, next id INC-{} ({})",
+                    r.incidents,
+                    r.events,
+                    r.next_id,
+                    path.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("store DAMAGED ({}):", path.display());
+                for p in &r.problems {
+                    println!("  {p}");
+                }
+                println!("{}", incidentd::store::RECOVERY_HINT);
+                Ok(ExitCode::from(1))
+            }
+        }
+        StoreCmd::Export { out, salvage } => {
+            let store = if salvage {
+                SledStore::open_unchecked(path, cache_mb)?
+            } else {
+                SledStore::open_with_cache(path, cache_mb)?
+            };
+            let sum = match &out {
+                Some(file) => {
+                    let tmp = file.with_extension("partial");
+                    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                    let sum = export::export(&store, &mut w, salvage)?;
+                    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                    std::fs::rename(&tmp, file)?;
+                    sum
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::new(stdout.lock());
+                    let sum = export::export(&store, &mut w, salvage)?;
+                    w.flush()?;
+                    sum
+                }
+            };
+            eprintln!(
+                "exported {} incidents ({} records); next id INC-{}",
+                sum.incidents, sum.records, sum.next_id
+            );
+            for s in &sum.skipped {
+                eprintln!("  left out (unreadable): {s}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCmd::Import { from } => {
+            if path.exists() && std::fs::read_dir(path)?.next().is_some() {
+                anyhow::bail!(
+                    "{} is not empty: import into a new directory (set [store] path or --store)",
+                    path.display()
+                );
+            }
+            let store = SledStore::open_with_cache(path, cache_mb)?;
+            let sum = if from.as_os_str() == "-" {
+                export::import(&store, &mut std::io::stdin().lock())?
+            } else {
+                let f = std::fs::File::open(&from)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
+                export::import(&store, &mut std::io::BufReader::new(f))?
+            };
+            eprintln!(
+                "imported {} incidents ({} records) into {}; next id INC-{}",
+                sum.incidents,
+                sum.records,
+                path.display(),
+                sum.next_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

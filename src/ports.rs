@@ -309,6 +309,10 @@ pub enum StoreError {
     Storage(String),
     #[error("corrupt record in {tree}: {message}")]
     Codec { tree: &'static str, message: String },
+    /// The store is damaged or partly lost (found when it is opened or checked): starting on it
+    /// would serve missing data and give out ids again. The text says what and how to recover.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// What start-up recovery found and did.

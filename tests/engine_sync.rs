@@ -242,7 +242,7 @@ async fn callers_and_chat_wait_for_the_sync_and_the_writer_goes_on_meanwhile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_sync_is_not_acknowledged_and_stops_the_engine() {
+async fn a_failed_sync_is_not_acknowledged_and_the_engine_recovers_with_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = setup(dir.path());
     store.fail.store(true, Ordering::SeqCst);
@@ -255,18 +255,30 @@ async fn a_failed_sync_is_not_acknowledged_and_stops_the_engine() {
         .await
         .expect_err("a batch whose sync failed is not acknowledged");
     assert!(err.to_string().contains("EIO"), "{err}");
-    assert!(
-        !engine.is_alive(),
-        "not ready any more: it must be restarted"
-    );
-    assert_eq!(*notes.outbox.borrow(), watermark, "its card never leaves");
-    // Even with a healthy disk again, nothing more is taken until a restart.
-    store.fail.store(false, Ordering::SeqCst);
+    assert!(!engine.is_alive(), "not ready while syncs fail");
+    assert_eq!(*notes.outbox.borrow(), watermark, "its card does not leave");
+    // Still failing: still refused, still not ready.
     let err = engine
+        .submit_one(Input::Alert(alert("Again")))
+        .await
+        .expect_err("refused while the disk fails");
+    assert!(err.to_string().contains("EIO"), "{err}");
+    // The disk heals: the next batch is acknowledged and the engine is ready again.
+    store.fail.store(false, Ordering::SeqCst);
+    let ok = engine
         .submit_one(Input::Alert(alert("After")))
         .await
-        .expect_err("refused after a failed sync");
-    assert!(err.to_string().contains("restart"), "{err}");
+        .expect("acknowledged once a sync succeeds");
+    assert!(engine.is_alive(), "ready again");
+    // The batches that failed were committed; the good sync made them durable, so their cards
+    // leave now too (no id was given out twice: After is the third incident).
+    assert_eq!(ok.incident, Some(IncidentId(3)));
+    let pending = store.outbox_pending("console", 10).unwrap();
+    let max = pending.iter().map(|e| e.seq).max().unwrap();
+    until("the watermark to pass every card", || {
+        *notes.outbox.borrow() >= max
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,11 +33,34 @@ impl AlertSource {
 }
 
 /// Firing or resolved, as the monitoring system reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
     Firing,
     Resolved,
+}
+
+/// Read from a string only. (serde's derived enum reads a number or a list as a JSON *syntax*
+/// error, "expected value", so a wrong-typed `status` would be reported as invalid JSON rather
+/// than as a wrong field.)
+impl<'de> Deserialize<'de> for AlertStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AlertStatus;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"firing\" or \"resolved\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AlertStatus, E> {
+                match v {
+                    "firing" => Ok(AlertStatus::Firing),
+                    "resolved" => Ok(AlertStatus::Resolved),
+                    other => Err(E::unknown_variant(other, &["firing", "resolved"])),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// A link shown on the incident card (runbook, dashboard, generator URL, silence…).

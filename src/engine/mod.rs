@@ -3,6 +3,7 @@
 
 pub mod book;
 pub mod dispatch;
+pub mod health;
 pub mod outbox;
 pub mod runner;
 

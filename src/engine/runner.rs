@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
 use super::book::StatsBook;
+use super::health::StoreHealth;
 use super::{
     command_target, handle, ApprovalOutcome, Ctx, Decision, Effect, Input, Observed, Outcome,
     PreTriage, UserError, View,
@@ -50,6 +51,23 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The write was not confirmed durable in time (a hung or failing disk): the request fails
+    /// instead of waiting; the write may still become durable later (at least once, never
+    /// acknowledged without it).
+    #[error("the store did not confirm the write within {0:?}; it is failing or stalled")]
+    Timeout(std::time::Duration),
+}
+
+impl EngineError {
+    /// A store that fails or stalls (503 and retry later), not a bug in the request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Store(StoreError::Storage(_))
+                | EngineError::Timeout(_)
+                | EngineError::ShuttingDown
+        )
+    }
 }
 
 type Reply = Result<Vec<Result<Outcome, UserError>>, Arc<EngineError>>;
@@ -66,8 +84,8 @@ struct Job {
 pub struct Engine {
     tx: mpsc::Sender<Job>,
     alive: Arc<AtomicBool>,
-    /// A sync failed: committed state may not be durable, so the engine takes nothing more.
-    failed: Arc<AtomicBool>,
+    /// Whether writes are being made durable.
+    health: Arc<StoreHealth>,
     cfg: Arc<Config>,
     /// The writer's open fingerprints: alerts that will only update an incident skip triage.
     open: OpenMap,
@@ -129,7 +147,12 @@ impl Engine {
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_DEPTH);
         let alive = Arc::new(AtomicBool::new(true));
-        let failed = Arc::new(AtomicBool::new(false));
+        // A sync slower than a request may wait is a stalled disk.
+        let health = Arc::new(StoreHealth::new(
+            cfg.store
+                .write_timeout
+                .min(std::time::Duration::from_secs(5)),
+        ));
         let engine_cfg = cfg.clone();
         let book = StatsBook::new();
         book.build_in_background(store.clone());
@@ -137,7 +160,8 @@ impl Engine {
             book: book.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
-            failed: failed.clone(),
+            health: health.clone(),
+            held: Vec::new(),
             outbox_tx,
             timer_tx,
             exec_tx,
@@ -153,7 +177,7 @@ impl Engine {
             armed,
             openings: Openings::default(),
             hot: HotIncidents::default(),
-            failed: failed.clone(),
+            health: health.clone(),
             sync_tx,
             folding,
         };
@@ -176,7 +200,7 @@ impl Engine {
             Engine {
                 tx,
                 alive,
-                failed,
+                health,
                 cfg: engine_cfg,
                 open,
                 metrics,
@@ -217,11 +241,36 @@ impl Engine {
                 .collect()
         };
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { inputs, reply })
-            .await
-            .map_err(|_| Arc::new(EngineError::ShuttingDown))?;
-        rx.await.map_err(|_| Arc::new(EngineError::ShuttingDown))?
+        // Bounded: a store that hangs (a full or broken disk) fails the request instead of
+        // holding it, and the caller answers 503.
+        let deadline = self.cfg.store.write_timeout;
+        let wait = async {
+            self.tx
+                .send(Job { inputs, reply })
+                .await
+                .map_err(|_| Arc::new(EngineError::ShuttingDown))?;
+            rx.await.map_err(|_| Arc::new(EngineError::ShuttingDown))?
+        };
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Arc::new(EngineError::Timeout(deadline))),
+        }
+    }
+
+    /// Makes everything committed so far durable (an empty group commit: one sync). `/readyz`
+    /// uses it to find out whether a store that failed works again.
+    pub async fn sync(&self) -> Result<(), Arc<EngineError>> {
+        self.submit(Vec::new()).await.map(|_| ())
+    }
+
+    /// `Err(why)` while writes fail or a sync hangs.
+    pub fn store_health(&self) -> Result<(), String> {
+        self.health.check()
+    }
+
+    /// The last commit or sync failed (as opposed to one still running).
+    pub fn store_health_failing(&self) -> bool {
+        self.health.is_failing()
     }
 
     /// Submits one input.
@@ -244,11 +293,14 @@ impl Engine {
         self.book.active().await
     }
 
-    /// The writer thread is running and the store has not failed to sync.
+    /// The writer thread is running and writes are being made durable.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst)
-            && !self.failed.load(Ordering::SeqCst)
-            && !self.tx.is_closed()
+        self.alive.load(Ordering::SeqCst) && !self.tx.is_closed() && self.health.check().is_ok()
+    }
+
+    /// The writer thread is running (whether or not the store works).
+    pub fn is_running(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) && !self.tx.is_closed()
     }
 }
 
@@ -285,8 +337,8 @@ struct Writer {
     openings: Openings,
     /// Committed versions of recently written large incidents.
     hot: HotIncidents,
-    /// Set by the syncer when a flush failed: nothing is committed after that.
-    failed: Arc<AtomicBool>,
+    /// Set when a commit or sync failed (no folding then), cleared by the next good sync.
+    health: Arc<StoreHealth>,
     sync_tx: std::sync::mpsc::SyncSender<Committed>,
     folding: Folding,
 }
@@ -479,7 +531,7 @@ impl Writer {
     /// One fold step; returns the changes moved (a failure is logged and counts as none: the
     /// records stay and are read as they are).
     fn fold(&self, max: usize) -> usize {
-        if self.failed.load(Ordering::SeqCst) {
+        if self.health.is_failing() {
             return 0;
         }
         match self.store.fold(max) {
@@ -492,16 +544,9 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, jobs: Vec<Job>) {
-        if self.failed.load(Ordering::SeqCst) {
-            let e = Arc::new(EngineError::Store(StoreError::Storage(
-                "an earlier sync failed; restart incidentd to recover from the durable state"
-                    .into(),
-            )));
-            for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
-            }
-            return;
-        }
+        // After a failed commit or sync the writer goes on trying: each batch fails on its own
+        // (503) until the store works again. Batches committed but not synced stay committed
+        // (the store's view and the writer's agree); the next good sync makes them durable.
         let now = self.clock.now();
         let open = self.open.clone();
         let open = open.read().unwrap_or_else(|e| e.into_inner());
@@ -616,7 +661,7 @@ impl Writer {
                 };
                 if let Err(std::sync::mpsc::SendError(c)) = self.sync_tx.send(committed) {
                     // Only if the syncer thread died: nothing can be made durable any more.
-                    self.failed.store(true, Ordering::SeqCst);
+                    self.health.failing.store(true, Ordering::SeqCst);
                     let e = Arc::new(EngineError::Store(StoreError::Storage(
                         "the sync thread stopped".into(),
                     )));
@@ -626,7 +671,11 @@ impl Writer {
                 }
             }
             Err(e) => {
-                error!(error = %e, "Commit failed; the batch was not acknowledged.");
+                if !self.health.failing.swap(true, Ordering::SeqCst) {
+                    error!(error = %e, "Commit failed; the batch was not acknowledged and incidentd is not ready until a write succeeds.");
+                } else {
+                    debug!(error = %e, "Commit failed again.");
+                }
                 let e = Arc::new(EngineError::Store(e));
                 for (reply, _) in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -641,45 +690,71 @@ impl Writer {
     }
 }
 
+/// Most batches whose sync failed that the syncer keeps to publish after a good sync.
+const MAX_HELD: usize = 4096;
+
 /// Makes committed batches durable, then answers and publishes them, in commit order.
 struct Syncer {
     book: Arc<StatsBook>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    failed: Arc<AtomicBool>,
+    health: Arc<StoreHealth>,
+    /// Batches whose sync failed (their callers were answered with the error): their effects
+    /// are published after the next good sync, which makes them durable.
+    held: Vec<Committed>,
     outbox_tx: watch::Sender<u64>,
     timer_tx: mpsc::UnboundedSender<Timer>,
     exec_tx: mpsc::UnboundedSender<String>,
 }
 
 impl Syncer {
-    fn run(self, rx: std::sync::mpsc::Receiver<Committed>) {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Committed>) {
         while let Ok(first) = rx.recv() {
             // Every batch committed before this flush starts is made durable by it.
             let mut group = vec![first];
             while let Ok(c) = rx.try_recv() {
                 group.push(c);
             }
-            let result = if self.failed.load(Ordering::SeqCst) {
-                Err(StoreError::Storage("an earlier sync failed".into()))
-            } else {
-                self.store.flush()
-            };
+            self.health.sync_started();
+            let result = self.store.flush();
+            self.health.sync_ended();
             match result {
                 Ok(()) => {
+                    if self.health.failing.swap(false, Ordering::SeqCst) {
+                        tracing::info!(
+                            held = self.held.len(),
+                            "Store writes are durable again; incidentd is ready."
+                        );
+                    }
+                    for c in std::mem::take(&mut self.held) {
+                        self.publish(c);
+                    }
                     for c in group {
                         self.publish(c);
                     }
                 }
                 Err(e) => {
-                    if !self.failed.swap(true, Ordering::SeqCst) {
-                        error!(error = %e, "Sync failed: committed batches were not acknowledged and incidentd stops taking input (not ready); restart it to recover from the durable state.");
+                    if !self.health.failing.swap(true, Ordering::SeqCst) {
+                        error!(error = %e, "Sync failed: committed batches were not acknowledged (503) and incidentd is not ready until a sync succeeds.");
                     }
                     let e = Arc::new(EngineError::Store(e));
-                    for c in group {
-                        for (reply, _) in c.replies {
+                    for mut c in group {
+                        for (reply, _) in c.replies.drain(..) {
                             let _ = reply.send(Err(e.clone()));
                         }
+                        // Only what publishing needs (the book reads the incidents).
+                        c.writes = WriteSet {
+                            incidents: std::mem::take(&mut c.writes.incidents),
+                            ..WriteSet::default()
+                        };
+                        self.held.push(c);
+                    }
+                    // Bounded during a long outage: the oldest batches' timers and queued
+                    // executions are then only re-armed by the next start (from the store).
+                    if self.held.len() > MAX_HELD {
+                        let over = self.held.len() - MAX_HELD;
+                        self.held.drain(..over);
+                        warn!(dropped = over, "Batches held for a failing store exceed the bound; their timers and executions wait for a restart.");
                     }
                 }
             }

@@ -26,6 +26,10 @@ struct Webhook {
     // is reported as such rather than as whatever field it happens to lack.
     #[serde(rename = "version", default)]
     _version: Version,
+    /// The group's status: not used (each alert has its own), but checked, so a wrong-typed one
+    /// is named rather than ignored.
+    #[serde(rename = "status", default)]
+    _status: Option<AlertStatus>,
     #[serde(rename = "externalURL", default)]
     external_url: Option<String>,
     #[serde(rename = "groupLabels", default)]

@@ -39,9 +39,15 @@ pub struct ChatMessage {
     pub message_id: String,
     #[serde(default)]
     pub text: String,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "super::capped::<_, _, { super::MAX_CHAT_PARTS }>"
+    )]
     pub attachments: Vec<ChatAttachment>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "super::capped::<_, _, { super::MAX_CHAT_PARTS }>"
+    )]
     pub embeds: Vec<ChatEmbed>,
     /// Posted by a bot, an app or a webhook; false for a person.
     #[serde(default)]
@@ -83,6 +89,7 @@ pub struct ChatAttachment {
     pub fallback: Option<String>,
     pub pretext: Option<String>,
     pub color: Option<String>,
+    #[serde(deserialize_with = "super::capped::<_, _, { super::MAX_CHAT_FIELDS }>")]
     pub fields: Vec<ChatField>,
 }
 
@@ -94,6 +101,7 @@ pub struct ChatEmbed {
     pub url: Option<String>,
     pub description: Option<String>,
     pub color: Option<u32>,
+    #[serde(deserialize_with = "super::capped::<_, _, { super::MAX_CHAT_FIELDS }>")]
     pub fields: Vec<ChatField>,
 }
 

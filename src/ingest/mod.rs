@@ -186,9 +186,54 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for BoundedList<T> {
     }
 }
 
+/// Deserializes a list keeping at most `N` items: the rest are skipped unparsed (a chat message
+/// with a thousand attachments still becomes one alert, read from its first few). For lists a
+/// platform bounds itself (Slack attachments, Discord embeds and their fields), so a longer one
+/// is hostile or broken and cutting it loses nothing a person would see.
+pub(crate) fn capped<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Capped<T, const N: usize>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Capped<T, N> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while items.len() < N {
+                match seq.next_element()? {
+                    Some(item) => items.push(item),
+                    None => return Ok(items),
+                }
+            }
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(items)
+        }
+    }
+
+    d.deserialize_any(Capped::<T, N>(PhantomData))
+}
+
+/// Most attachments (Slack) or embeds (Discord) of a chat message read; Discord allows 10,
+/// Slack advises at most 20.
+pub const MAX_CHAT_PARTS: usize = 32;
+/// Most fields of one attachment or embed read (Discord allows 25).
+pub const MAX_CHAT_FIELDS: usize = 64;
+
 /// A label or annotation map: string keys and values, at most [`MAX_LABELS`] entries, names and
 /// values at most [`MAX_VALUE_BYTES`] long. `null` reads as empty (Go encodes a nil map so).
-/// Values must be strings, as Alertmanager and Grafana send them: a number is a type error.
+/// Values must be strings, as Alertmanager and Grafana send them: a number is a type error. A
+/// key given twice is an error that names it.
 #[derive(Debug, Default)]
 pub(crate) struct StringMap(pub BTreeMap<String, String>);
 
@@ -222,6 +267,11 @@ impl<'de> Deserialize<'de> for StringMap {
                         )));
                     }
                     let LimitedValue(value) = map.next_value()?;
+                    // Given twice, which one holds is a guess (Go and JavaScript keep the last,
+                    // other parsers the first): refuse it and name the key.
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                    }
                     out.insert(key, value);
                 }
                 Ok(StringMap(out))

@@ -6,11 +6,11 @@
 //! stdout and stderr are read concurrently (a child that fills one pipe while we wait on the
 //! other would otherwise hang), each kept to its last 16 KiB and redacted.
 //!
-//! On timeout the child is killed (SIGKILL) and reaped. Only the direct child: without `libc`
-//! there is no safe way to signal a process group, so a grandchild the command forked may
-//! outlive it. We stop reading its output at the deadline regardless, so such a grandchild can
-//! delay nothing. The child is also spawned with `kill_on_drop`, so cancelling the execution
-//! (dropping the future, e.g. on shutdown) kills it too.
+//! The child runs in a process group of its own. On timeout the whole group is killed (SIGKILL:
+//! the command and anything it started, `sh -c 'sleep 3600 & wait'` included) and the child is
+//! reaped; cancelling the execution (dropping the future, e.g. on shutdown) kills the group too.
+//! A command that timed out is a failure, never retried: it may have done its work. Only a
+//! command that could not be started is tried again.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -22,8 +22,8 @@ use super::{redact, Attempt, RunOutput, Tail};
 /// The only variables of our environment a command sees.
 pub const PASSED_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "KUBECONFIG"];
 
-/// Runs `argv` once with `timeout`. Spawn failures and timeouts are transient (worth a retry);
-/// a non-zero exit is a definite answer and is not.
+/// Runs `argv` once with `timeout`. Only a spawn failure is transient (worth a retry: nothing
+/// ran); a timeout or a non-zero exit is an answer and is not.
 pub(crate) async fn run(argv: &[String], timeout: Duration, secrets: &[&str]) -> Attempt {
     let Some((program, args)) = argv.split_first() else {
         return Attempt::failed("the command is empty".into(), false);
@@ -34,7 +34,9 @@ pub(crate) async fn run(argv: &[String], timeout: Duration, secrets: &[&str]) ->
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own group (pgid = its pid), so the group can be killed without touching ours.
+        .process_group(0);
     for name in PASSED_ENV {
         if let Some(value) = std::env::var_os(name) {
             cmd.env(name, value);
@@ -47,6 +49,8 @@ pub(crate) async fn run(argv: &[String], timeout: Duration, secrets: &[&str]) ->
             return Attempt::failed(error, true);
         }
     };
+
+    let mut group = Group(child.id());
 
     let mut out = Tail::new(secrets);
     let mut err = Tail::new(secrets);
@@ -61,32 +65,39 @@ pub(crate) async fn run(argv: &[String], timeout: Duration, secrets: &[&str]) ->
     })
     .await;
 
-    let (status, error, transient) = match finished {
-        Ok(Ok(status)) => (Some(status), failure(status), false),
+    let (status, error) = match finished {
+        Ok(Ok(status)) => {
+            // It ended and its output closed: what it left running (a daemon it meant to start)
+            // is its business, and once reaped its pid may be reused, so the group is not
+            // signalled after this.
+            group.0 = None;
+            (Some(status), failure(status))
+        }
         Ok(Err(e)) => {
+            group.kill();
             kill(&mut child).await;
-            (
-                None,
-                Some(format!("waiting for {program} failed: {e}")),
-                false,
-            )
+            (None, Some(format!("waiting for {program} failed: {e}")))
         }
         Err(_elapsed) => match child.try_wait() {
             // It exited, but something it started still holds its stdout/stderr open. The
             // command ran to its end, so running it again is not what a retry is for.
             Ok(Some(status)) => {
+                // Reaped already, but the group lives on in what holds the pipes (a pgid is not
+                // reused while its group has members): kill what it left behind.
+                group.kill();
                 let why = failure(status).unwrap_or_else(|| "exited with code 0".into());
                 let error = format!(
                     "{why}, but its output stayed open past the {} s timeout \
                      (a background process it started?)",
                     timeout.as_secs()
                 );
-                (Some(status), Some(error), false)
+                (Some(status), Some(error))
             }
             _ => {
+                group.kill();
                 kill(&mut child).await;
                 let error = format!("timed out after {} s; killed", timeout.as_secs());
-                (None, Some(error), true)
+                (None, Some(error))
             }
         },
     };
@@ -102,7 +113,33 @@ pub(crate) async fn run(argv: &[String], timeout: Duration, secrets: &[&str]) ->
             attempts: 1,
             error: error.map(|e| redact(&e, secrets)),
         },
-        transient,
+        transient: false,
+    }
+}
+
+/// The child's process group, killed when this is dropped (a cancelled execution) or on
+/// [`Group::kill`]; `None` once there is nothing to kill.
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: kill(2) with a negative pid signals the group; it touches no memory.
+            // The group is the child's own (process_group(0)), never ours.
+            let r = unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+            if r != 0 {
+                tracing::debug!(
+                    pgid,
+                    "Killing a remediation command's group failed (already gone?)."
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -239,18 +276,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn timeout_kills_the_child_and_is_retried() {
+    async fn a_timeout_kills_the_child_and_is_not_retried() {
         // `exec` keeps the shell's pid for sleep, so the pid printed is the child we must kill.
         let plan = cmd(&["/bin/sh", "-c", "echo $$; exec sleep 30"], 1);
-        let out = exec(&plan, &quick_retry(2), &[]).await;
+        let out = exec(&plan, &quick_retry(3), &[]).await;
         assert!(!out.success);
-        assert_eq!(out.attempts, 2, "a timeout may be transient");
-        assert!(out.duration_ms < 10_000, "{}", out.duration_ms);
-        assert!(
-            out.duration_ms >= 2_000,
-            "two 1 s timeouts: {}",
-            out.duration_ms
+        assert_eq!(
+            out.attempts, 1,
+            "a command that timed out may have done its work: never run again"
         );
+        assert!(out.duration_ms < 10_000, "{}", out.duration_ms);
         let error = out.error.as_deref().unwrap();
         assert!(error.contains("timed out after 1 s"), "{error}");
         assert_eq!(out.exit_code, None);
@@ -265,6 +300,69 @@ mod tests {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "child {pid} still exists"
         );
+    }
+
+    /// Waits (bounded, without sleeping) until `pid` is dead (gone or a zombie).
+    async fn wait_dead(pid: u32, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while is_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} {pid} survived"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        // The shell starts a background sleep (a grandchild) and waits for it.
+        let plan = cmd(&["/bin/sh", "-c", "sleep 3600 & echo $!; wait"], 1);
+        let out = exec(&plan, &quick_retry(1), &[]).await;
+        assert!(!out.success);
+        assert!(out.error.unwrap().contains("timed out"));
+        let grandchild: u32 = out.stdout.trim().parse().expect("the grandchild's pid");
+        wait_dead(grandchild, "grandchild").await;
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_kills_the_whole_process_group() {
+        // `sleep 3599`: an argv no other test uses, so the grandchild can be told apart.
+        let plan = cmd(&["/bin/sh", "-c", "sleep 3599 & wait"], 60);
+        let retry = quick_retry(1);
+        let client = reqwest::Client::new();
+        let mut fut = Box::pin(execute(&plan, &retry, &[], &client));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let grandchild = loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => panic!("finished early: {out:?}"),
+                () = tokio::task::yield_now() => {}
+            }
+            if let Some(pid) = process_running(b"sleep\x003599\x00") {
+                break pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchild never started"
+            );
+        };
+        drop(fut);
+        wait_dead(grandchild, "grandchild").await;
+    }
+
+    /// The pid of any process whose raw `/proc/PID/cmdline` is `cmdline`.
+    fn process_running(cmdline: &[u8]) -> Option<u32> {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .ok()
+                    .as_deref()
+                    == Some(cmdline)
+                    && is_alive(*pid)
+            })
     }
 
     #[tokio::test]

@@ -1,9 +1,9 @@
 //! The HTTP executor: one request (a webhook, a feature-flag switch, a load-balancer drain) sent
 //! with the caller's `reqwest::Client`, bounded by the plan's timeout.
 //!
-//! Success means exactly the expected status. 5xx, 429 and failures to connect or to get an
-//! answer in time may be transient and are retried by [`super::execute`]; any other status is a
-//! definite answer and is not. The response body is kept (last 16 KiB) as the output, and every
+//! Success means exactly the expected status. Only what provably did not reach or was not taken
+//! on by the server is retried by [`super::execute`]: a failure to connect, 429 and 503. A
+//! timeout, a reset, any other 5xx may come after the server acted: reported, never sent again. The response body is kept (last 16 KiB) as the output, and every
 //! known secret is masked in it and in error text — an endpoint that echoes its `Authorization`
 //! header must not put the token in the incident thread.
 
@@ -41,9 +41,9 @@ pub(crate) async fn send(req: Request<'_>, secrets: &[&str], client: &reqwest::C
     let mut response = match builder.send().await {
         Ok(response) => response,
         Err(e) => {
-            // A request that cannot even be built (bad URL, bad header) will not get better;
-            // anything on the wire (connect, timeout, reset) might.
-            let transient = !(e.is_builder() || e.is_redirect());
+            // Retried only when the request provably never reached the server (no connection):
+            // a timeout or a reset after sending may come after the server did the work.
+            let transient = e.is_connect();
             let error = redact(&describe(e, req.timeout), secrets);
             return Attempt::failed(error, transient);
         }
@@ -72,8 +72,10 @@ pub(crate) async fn send(req: Request<'_>, secrets: &[&str], client: &reqwest::C
     }
 
     let success = status.as_u16() == req.expect_status;
-    let transient =
-        !success && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS);
+    // 429 and 503 say the server did not take the request on (rate limit, not available); any
+    // other failure may come after it acted, so it is reported, not sent again.
+    let transient = !success
+        && (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS);
     let error = (!success).then(|| format!("got HTTP {status}, expected {}", req.expect_status));
     Attempt {
         output: RunOutput {
@@ -182,7 +184,7 @@ mod tests {
                     |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
                         record(&s, "/flaky", h, body).await;
                         if s.flaky_calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                            (StatusCode::INTERNAL_SERVER_ERROR, "try again")
+                            (StatusCode::SERVICE_UNAVAILABLE, "try again")
                         } else {
                             (StatusCode::OK, "ok now")
                         }
@@ -207,7 +209,24 @@ mod tests {
                     },
                 ),
             )
-            .route("/hang", post(std::future::pending::<&'static str>))
+            .route(
+                "/hang",
+                post(
+                    |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
+                        record(&s, "/hang", h, body).await;
+                        std::future::pending::<&'static str>().await
+                    },
+                ),
+            )
+            .route(
+                "/broken",
+                post(
+                    |State(s): State<Arc<Server>>, h: HeaderMap, body: String| async move {
+                        record(&s, "/broken", h, body).await;
+                        (StatusCode::INTERNAL_SERVER_ERROR, "half done")
+                    },
+                ),
+            )
             .fallback(any_path)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -300,6 +319,77 @@ mod tests {
         assert_eq!(body, json!({"service": "api", "weight": 0, "drain": true}));
     }
 
+    /// With an allowed pattern that lets anything through, each hostile value still arrives as
+    /// exactly one path segment and one query value: `%2e%2e` (which URL parsers read as `..`),
+    /// `/`, `?`, `#`, `@`, `\`, a space and non-ASCII text. `.` and `..` are refused.
+    #[tokio::test]
+    async fn hostile_url_values_arrive_as_one_segment_with_any_pattern() {
+        let (base, server) = start().await;
+        let cases = [
+            ("%2e%2e", "%252e%252e"),
+            ("%2E%2E%2Fetc", "%252E%252E%252Fetc"),
+            ("a/../../b", "a%2F..%2F..%2Fb"),
+            ("x?admin=1", "x%3Fadmin%3D1"),
+            ("x#frag", "x%23frag"),
+            ("user@evil.example", "user%40evil.example"),
+            ("a\\b c", "a%5Cb%20c"),
+            ("dépl☃y", "d%C3%A9pl%E2%98%83y"),
+            (".%2e", ".%252e"),
+        ];
+        for (value, encoded) in cases {
+            let mut inc = incident();
+            inc.labels.insert("target".into(), value.into());
+            let action = ActionSpec {
+                id: "probe".into(),
+                title: "Probe".into(),
+                description: None,
+                auto: true,
+                allowed_pattern: Some("^.+$".into()),
+                timeout_seconds: 10,
+                verify: None,
+                rollback: None,
+                run: ExecutorSpec::Http {
+                    method: "POST".into(),
+                    url: format!("{base}/probe/{{labels.target}}/x?t={{labels.target}}"),
+                    headers: BTreeMap::new(),
+                    body: None,
+                    expect_status: 200,
+                },
+            };
+            let plan = plan(&action, &inc, "kubectl").unwrap();
+            let out = execute(&plan, &quick_retry(1), &[], &client()).await;
+            assert!(out.success, "{value}: {out:?}");
+            let seen = server.seen.lock().unwrap().pop().unwrap();
+            assert_eq!(
+                seen.path,
+                format!("/probe/{encoded}/x?t={encoded}"),
+                "{value}"
+            );
+        }
+        for value in [".", ".."] {
+            let mut inc = incident();
+            inc.labels.insert("target".into(), value.into());
+            let action = ActionSpec {
+                id: "probe".into(),
+                title: "Probe".into(),
+                description: None,
+                auto: true,
+                allowed_pattern: Some("^.+$".into()),
+                timeout_seconds: 10,
+                verify: None,
+                rollback: None,
+                run: ExecutorSpec::Http {
+                    method: "POST".into(),
+                    url: format!("{base}/probe/{{labels.target}}"),
+                    headers: BTreeMap::new(),
+                    body: None,
+                    expect_status: 200,
+                },
+            };
+            assert!(plan(&action, &inc, "kubectl").is_err(), "{value}");
+        }
+    }
+
     /// `target = "../../etc"` matches the default allowed pattern; substituted into a URL path
     /// it must stay one path segment under `/probe/`, and a query value one query value.
     #[tokio::test]
@@ -354,6 +444,26 @@ mod tests {
         assert_eq!(out.http_status, Some(200));
         assert_eq!(out.stdout, "ok now");
         assert_eq!(server.seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_timed_out_or_failed_inside_the_server_is_sent_once() {
+        // The server got it: it may have done the work. Reported, never sent again.
+        let (base, server) = start().await;
+        for (path, want) in [("/hang", "timed out after 1 s"), ("/broken", "HTTP 500")] {
+            let out = execute(
+                &http_plan(format!("{base}{path}"), 200, 1),
+                &quick_retry(3),
+                &[],
+                &client(),
+            )
+            .await;
+            assert!(!out.success);
+            assert_eq!(out.attempts, 1, "{path}: {out:?}");
+            assert!(out.error.as_deref().unwrap().contains(want), "{out:?}");
+        }
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "each sent once");
     }
 
     #[tokio::test]

@@ -6,8 +6,10 @@
 //!   returns the exact argv or request that will run — so the preview shown to approvers and
 //!   written to the timeline is what really runs — or a refusal that says why.
 //! - [`execute`] does the I/O: [`command`] runs an argv directly (never through a shell; the
-//!   `kubectl` executor is a command plan too) and [`http`] sends one request. Failures that may be
-//!   transient are retried with exponential backoff; output is captured, cut to its last 16 KiB and
+//!   `kubectl` executor is a command plan too) and [`http`] sends one request. Only failures where
+//!   the action provably did not start (a command that could not be spawned, a refused
+//!   connection, HTTP 429/503) are retried, with exponential backoff; a timeout is reported as a
+//!   failure and never retried (the action may have done its work); output is captured, cut to its last 16 KiB and
 //!   stripped of every known secret before anyone sees it.
 //!
 //! Exactly-once bookkeeping (recording `Started` before running, never re-running after a crash)
@@ -257,8 +259,9 @@ fn human_duration(ms: u64) -> String {
     }
 }
 
-/// Retries: bounded attempts with exponential backoff (only for failures that may be transient:
-/// spawn errors, timeouts, HTTP 5xx/429/connection errors — not a non-zero exit, not a 4xx).
+/// Retries: bounded attempts with exponential backoff, only for failures where the action
+/// provably did not start: spawn errors, connection errors, HTTP 429/503. Never a timeout (the
+/// action may have done its work), a non-zero exit, another 5xx or a 4xx.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Total tries, the first included; 0 is treated as 1.

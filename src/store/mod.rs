@@ -41,6 +41,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sled::{Batch, IVec, Tree};
 
+pub mod export;
+pub mod manifest;
+
+use manifest::{Manifest, Marks};
+
 use crate::domain::incident::{Incident, IncidentId, PastIncident, TimelineEvent};
 use crate::ports::{
     Execution, ExecutionStatus, IncidentFilter, OutboxEntry, Recovery, Store, StoreError,
@@ -308,6 +313,30 @@ pub struct SledStore {
     /// sled's log file. sled 0.34's `flush` only calls `sync_file_range`, which does not make
     /// the data durable against power loss; an explicit `sync_data` on the file does.
     log: std::fs::File,
+    /// The highest counters ever made durable, outside sled (see [`manifest`]); `None` when
+    /// the store was opened without checks (to inspect or salvage it).
+    manifest: Option<Manifest>,
+    /// The counters as committed (the id the next incident gets, one past the highest outbox
+    /// sequence number written): what the manifest records after the next flush.
+    high_id: AtomicU64,
+    high_seq: AtomicU64,
+    /// What the manifest said when the store was opened (zero if none, or unreadable).
+    recorded: Marks,
+}
+
+/// How to get out of a damaged store (the text is shown when the store refuses to open).
+pub const RECOVERY_HINT: &str = "incidentd does not start on it: it would serve incomplete data \
+and give incident ids out again. See what is wrong with `incidentd store check`. To recover, \
+import the latest backup into an empty store directory (`incidentd store import --from \
+BACKUP.jsonl`, with [store] path or INCIDENTD_STORE_PATH naming the new directory), or salvage \
+what is still readable (`incidentd store export --salvage --out rescue.jsonl`) and import that; \
+imported stores continue after the highest id ever given out. See docs/backups.md.";
+
+fn damaged(path: &Path, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Damaged(format!(
+        "the store at {} is damaged: {what}. {RECOVERY_HINT}",
+        path.display()
+    ))
 }
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -401,6 +430,9 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
             Err(e) if lock_held(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            Err(e @ sled::Error::Corruption { .. }) => {
+                return Err(damaged(path, format!("sled cannot read it ({e})")))
+            }
             Err(e) => {
                 return Err(StoreError::Storage(format!(
                     "cannot open {}: {e}",
@@ -423,7 +455,21 @@ impl SledStore {
     /// storm of 200 000 new incidents took the process to 1.3 GB; with 128 MiB, to 1.0 GB; both
     /// measured before transparent huge pages were turned off, which brought the latter to
     /// 0.69 GB).
+    ///
+    /// Refuses a damaged or partly lost store ([`StoreError::Damaged`]): counters behind the
+    /// manifest, an incident missing below the id counter (or one above it), records without
+    /// their schema version.
     pub fn open_with_cache(path: &Path, cache_mb: u64) -> Result<SledStore, StoreError> {
+        Self::open_inner(path, cache_mb, true)
+    }
+
+    /// Opens the store without the integrity checks and without writing the manifest: to
+    /// inspect or salvage a damaged store (`incidentd store check`, `store export --salvage`).
+    pub fn open_unchecked(path: &Path, cache_mb: u64) -> Result<SledStore, StoreError> {
+        Self::open_inner(path, cache_mb, false)
+    }
+
+    fn open_inner(path: &Path, cache_mb: u64, checked: bool) -> Result<SledStore, StoreError> {
         let db = open_db(path, cache_mb.saturating_mul(1 << 20))?;
         let tree = |n: &str| db.open_tree(n).map_err(storage);
         let state = tree("state")?;
@@ -432,7 +478,7 @@ impl SledStore {
             tag,
         };
         let meta = tree("meta")?;
-        let s = SledStore {
+        let mut s = SledStore {
             incidents: space(b'i'),
             events: space(b'e'),
             fingerprints: space(b'f'),
@@ -459,10 +505,23 @@ impl SledStore {
                 StoreError::Storage(format!("cannot open {}/db: {e}", path.display()))
             })?,
             db,
+            manifest: None,
+            high_id: AtomicU64::new(0),
+            high_seq: AtomicU64::new(0),
+            recorded: manifest::read(path).ok().flatten().unwrap_or_default(),
         };
         match s.meta.get("schema_version").map_err(storage)? {
+            // Records without a schema version: the meta tree was lost.
+            None if checked && !s.state.is_empty() => {
+                return Err(damaged(
+                    path,
+                    "it holds records but no schema version (its meta tree is lost)",
+                ))
+            }
             None => {
-                s.set_schema_version()?;
+                if checked {
+                    s.set_schema_version()?;
+                }
             }
             Some(v) if be_u64(&v) == Some(SCHEMA_VERSION) => {}
             Some(v) if be_u64(&v) == Some(1) => s.migrate_from_1()?,
@@ -515,7 +574,91 @@ impl SledStore {
         })?;
         *s.event_index.lock().unwrap_or_else(|e| e.into_inner()) = index;
         s.unfolded.store(unfolded, Ordering::SeqCst);
+        let marks = Marks {
+            next_id: s.next_incident_id()?,
+            next_seq: s.db.generate_id().map_err(storage)?,
+        };
+        s.high_id.store(marks.next_id, Ordering::SeqCst);
+        s.high_seq.store(marks.next_seq, Ordering::SeqCst);
+        if checked {
+            let recorded = s.verify(path, marks)?;
+            let m = Manifest::open(
+                path,
+                Marks {
+                    next_id: marks.next_id.max(recorded.next_id),
+                    next_seq: marks.next_seq.max(recorded.next_seq),
+                },
+            )
+            .map_err(|e| {
+                StoreError::Storage(format!(
+                    "cannot write {}: {e}",
+                    manifest::path(path).display()
+                ))
+            })?;
+            s.manifest = Some(m);
+        }
         Ok(s)
+    }
+
+    /// The start-up checks: the manifest's counters are not ahead of the store's, and the
+    /// incidents are exactly ids 1 to the counter (keys only: sled checksums what it reads).
+    /// Returns what the manifest recorded.
+    fn verify(&self, path: &Path, marks: Marks) -> Result<Marks, StoreError> {
+        let recorded = manifest::read(path).map_err(|e| damaged(path, e))?;
+        if let Some(m) = recorded {
+            if m.next_id > marks.next_id {
+                return Err(damaged(
+                    path,
+                    format!(
+                        "incidents up to INC-{} were stored, but its id counter is back at {} \
+                         (incidents were lost)",
+                        m.next_id - 1,
+                        marks.next_id
+                    ),
+                ));
+            }
+            if m.next_seq > marks.next_seq {
+                return Err(damaged(
+                    path,
+                    format!(
+                        "its outbox sequence is back at {} from {} (records were lost)",
+                        marks.next_seq, m.next_seq
+                    ),
+                ));
+            }
+        }
+        let mut expect = 1u64;
+        for k in self.state.scan_prefix([b'i']).keys() {
+            let k = k.map_err(|e| damaged(path, format!("reading its incidents failed: {e}")))?;
+            let id =
+                be_u64(&k[1..]).ok_or_else(|| damaged(path, "an incident key is malformed"))?;
+            if id != expect {
+                return Err(damaged(
+                    path,
+                    format!("INC-{expect} is missing (the next stored incident is INC-{id})"),
+                ));
+            }
+            expect += 1;
+        }
+        if expect != marks.next_id {
+            return Err(damaged(
+                path,
+                format!(
+                    "it holds INC-1 to INC-{} but its id counter says {}",
+                    expect - 1,
+                    marks.next_id
+                ),
+            ));
+        }
+        Ok(recorded.unwrap_or_default())
+    }
+
+    /// The counters a flush started now makes durable.
+    fn marks(&self) -> Marks {
+        Marks {
+            next_id: self.high_id.load(Ordering::SeqCst),
+            next_seq: self.high_seq.load(Ordering::SeqCst),
+        }
     }
 
     /// The delta records in commit order (decoded once for all start-up reads).
@@ -849,6 +992,12 @@ impl Store for SledStore {
                 .batch_insert(&mut b, "next_id", &n.to_be_bytes());
         }
         self.state.apply_batch(b).map_err(storage)?;
+        if let Some(n) = w.next_id {
+            self.high_id.fetch_max(n, Ordering::SeqCst);
+        }
+        if let Some(last) = outbox.last() {
+            self.high_seq.fetch_max(last.seq + 1, Ordering::SeqCst);
+        }
         // Outbox entries have fresh sequence numbers: each is a new one.
         if let Some(first) = outbox.first() {
             self.first_chunk_seq.fetch_min(first.seq, Ordering::SeqCst);
@@ -862,9 +1011,21 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        // Taken before the flush: everything committed so far is made durable by it.
+        let marks = self.marks();
         self.db.flush().map_err(storage)?;
         // fdatasync: what "durable before acknowledged" promises (≈ 0.1 ms more per commit).
-        self.log.sync_data().map_err(storage)
+        self.log.sync_data().map_err(storage)?;
+        if let Some(m) = &self.manifest {
+            // Written when a new incident was made durable, and for the outbox sequence only
+            // every 65 536 numbers (a regression of the sled generator is large): one more small
+            // write and fdatasync per group commit that opened incidents.
+            let written = m.marks();
+            if marks.next_id > written.next_id || marks.next_seq >= written.next_seq + (1 << 16) {
+                m.advance(marks).map_err(storage)?;
+            }
+        }
+        Ok(())
     }
 
     fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_discord;
+pub mod faulty_store;
 pub mod sse;
 
 use std::path::Path;
@@ -146,6 +147,12 @@ impl TestApp {
     pub async fn stop(mut self) {
         let _ = self.shutdown.take().unwrap().send(());
         self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+
+    /// Graceful stop; what `run` returned (a failing store may make the last flush fail).
+    pub async fn stop_result(mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

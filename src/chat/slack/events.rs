@@ -26,6 +26,64 @@ const SEEN: usize = 10_000;
 /// The slash command this bot owns.
 pub const COMMAND: &str = "/incident";
 
+/// What a `block_actions` interaction says: who clicked which buttons where.
+#[derive(Debug, Default)]
+pub(crate) struct Clicks {
+    pub user: String,
+    pub name: Option<String>,
+    pub channel: String,
+    pub thread_ts: Option<String>,
+    pub response_url: Option<String>,
+    /// At most 8: a click is one action, and each would be a write.
+    pub actions: Vec<String>,
+}
+
+impl Clicks {
+    /// `None` for any other kind of interaction.
+    pub fn read(payload: &Value) -> Option<Clicks> {
+        if payload["type"] != "block_actions" {
+            return None;
+        }
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        Some(Clicks {
+            user: text(&payload["user"]["id"]).unwrap_or_default(),
+            name: text(&payload["user"]["username"]).or(text(&payload["user"]["name"])),
+            channel: text(&payload["channel"]["id"])
+                .or(text(&payload["container"]["channel_id"]))
+                .unwrap_or_default(),
+            thread_ts: text(&payload["container"]["thread_ts"])
+                .or(text(&payload["message"]["thread_ts"])),
+            response_url: text(&payload["response_url"]),
+            actions: payload["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| text(&a["action_id"]))
+                .take(8)
+                .collect(),
+        })
+    }
+}
+
+/// Fuzzing: untrusted bytes read as a message event (`event`) and as an interaction's form body
+/// (`payload=…`), as the handlers read them, up to the engine.
+pub(crate) fn read_untrusted(data: &[u8]) {
+    if let Ok(m) = serde_json::from_slice::<MessageEvent>(data) {
+        let _ = (
+            m.is_from_bot(),
+            is_speech(m.subtype.as_deref()),
+            blocks_text(&m.blocks),
+        );
+    }
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(data).into_owned().collect();
+    if let Some(p) = form.get("payload") {
+        if let Ok(v) = serde_json::from_str::<Value>(p) {
+            let _ = Clicks::read(&v);
+        }
+    }
+}
+
 /// A Slack message event (`message`, with or without a subtype).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -42,7 +100,10 @@ pub(crate) struct MessageEvent {
     pub text: String,
     pub ts: String,
     pub thread_ts: Option<String>,
+    #[serde(deserialize_with = "crate::ingest::capped::<_, _, { crate::ingest::MAX_CHAT_PARTS }>")]
     pub attachments: Vec<ChatAttachment>,
+    /// Slack allows 50 blocks in a message.
+    #[serde(deserialize_with = "crate::ingest::capped::<_, _, 64>")]
     pub blocks: Vec<Value>,
 }
 
@@ -328,44 +389,25 @@ impl Inbound {
     /// A `block_actions` interaction: each click goes to the engine with the clicker's id, and
     /// the answers come back to be shown privately once Slack has its acknowledgement.
     pub async fn interaction(&self, payload: &Value) -> Vec<Ephemeral> {
-        if payload["type"] != "block_actions" {
+        let Some(c) = Clicks::read(payload) else {
             return vec![];
-        }
-        let user = payload["user"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let channel = payload["channel"]["id"]
-            .as_str()
-            .or(payload["container"]["channel_id"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        let thread_ts = payload["container"]["thread_ts"]
-            .as_str()
-            .or(payload["message"]["thread_ts"].as_str())
-            .map(str::to_string);
-        let mut actor = Actor::new(Platform::Slack, user.clone());
-        actor.roles = self.api.groups_of(&user).await;
-        actor.name = payload["user"]["username"]
-            .as_str()
-            .or(payload["user"]["name"].as_str())
-            .map(str::to_string);
+        };
+        let mut actor = Actor::new(Platform::Slack, c.user.clone());
+        actor.roles = self.api.groups_of(&c.user).await;
+        actor.name = c.name;
         let mut answers = Vec::new();
-        for a in payload["actions"].as_array().into_iter().flatten() {
-            let Some(action_id) = a["action_id"].as_str() else {
-                continue;
-            };
-            info!(user = %user, action = action_id, "Slack button clicked.");
+        for action_id in c.actions {
+            info!(user = %c.user, action = %action_id, "Slack button clicked.");
             let event = ChatEvent::Button {
                 actor: actor.clone(),
-                action_id: action_id.to_string(),
+                action_id,
             };
             if let Some(reply) = self.service.handle(event).await {
                 answers.push(Ephemeral {
-                    channel: channel.clone(),
-                    user: user.clone(),
-                    thread_ts: thread_ts.clone(),
-                    response_url: payload["response_url"].as_str().map(str::to_string),
+                    channel: c.channel.clone(),
+                    user: c.user.clone(),
+                    thread_ts: c.thread_ts.clone(),
+                    response_url: c.response_url.clone(),
                     text: reply.text,
                 });
             }

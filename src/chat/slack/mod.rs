@@ -11,6 +11,7 @@
 
 mod client;
 mod events;
+pub(crate) use events::read_untrusted;
 mod http;
 pub mod render;
 pub mod signature;
