@@ -1097,11 +1097,7 @@ fn reopen_on_refire(mut inc: Incident, alert: &Alert, cfg: &Config, ctx: Ctx<'_>
 
 /// The playbook's actions for a new incident: those whose `when` holds for its labels and
 /// annotations (an action without `when` always), rollback-only actions left out.
-pub fn proposed_actions(
-    playbook: Option<&str>,
-    facts: Facts<'_>,
-    cfg: &Config,
-) -> Vec<ActionState> {
+fn proposed_actions(playbook: Option<&str>, facts: Facts<'_>, cfg: &Config) -> Vec<ActionState> {
     let Some(pb) = playbook.and_then(|p| cfg.playbook(p)) else {
         return vec![];
     };
