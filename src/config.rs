@@ -918,6 +918,20 @@ impl RawConfig {
                         format!("invalid regex: {e}"),
                     );
                 }
+                if a.when.is_some()
+                    && pb
+                        .actions
+                        .iter()
+                        .any(|x| x.rollback.as_ref() == Some(&a.id))
+                {
+                    err(
+                        format!("{at}.when"),
+                        format!(
+                            "{:?} is a rollback, offered when the action it undoes fails; `when` does not apply",
+                            a.id
+                        ),
+                    );
+                }
                 if let Some(rb) = &a.rollback {
                     if rb == &a.id {
                         err(
@@ -1202,6 +1216,12 @@ impl RawConfig {
                     "the pager must be an http action".into(),
                 );
             }
+            if p.when.is_some() {
+                err(
+                    "escalation.pager.when".into(),
+                    "the pager runs on every escalation; `when` does not apply".into(),
+                );
+            }
             if p.id != "pager" {
                 err("escalation.pager.id".into(), "must be \"pager\"".into());
             }
@@ -1458,6 +1478,56 @@ title = "Plain"
         assert!(e[0].starts_with("playbooks[0].actions[0].run"), "{e:?}");
         let e = errors("[engine]\ncard_coalesce_seconds = \"five\"\n");
         assert!(e[0].starts_with("engine.card_coalesce_seconds:"), "{e:?}");
+    }
+
+    #[test]
+    fn malformed_conditions_name_their_key_path() {
+        let pb = |when: &str| {
+            format!(
+                "[[playbooks]]\nid='a'\ntitle='A'\n[[playbooks.actions]]\nid='x'\ntitle='X'\nrun={{type='command', argv=['a']}}\n\
+                 [[playbooks]]\nid='b'\ntitle='B'\n[[playbooks.actions]]\nid='y'\ntitle='Y'\nwhen={when}\nrun={{type='command', argv=['a']}}\n"
+            )
+        };
+        let e = errors(&pb("'annotations.confidence <'"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "playbooks[1].actions[0].when: expected a value after '<' at column 25 (at line 14, column 6)"
+            ),
+            "{e:?}"
+        );
+        let e = errors(&pb("'confidence < 0.5'"));
+        assert!(
+            e[0].starts_with("playbooks[1].actions[0].when: unknown name `confidence`"),
+            "{e:?}"
+        );
+        let e = errors(&pb("0.5"));
+        assert!(e[0].starts_with("playbooks[1].actions[0].when:"), "{e:?}");
+        // A good one parses, and keeps its text.
+        let c = Config::from_toml(&pb("'annotations.confidence < 0.5'"), &no_env).unwrap();
+        assert_eq!(
+            c.playbooks[1].actions[0].when.as_ref().unwrap().source(),
+            "annotations.confidence < 0.5"
+        );
+    }
+
+    #[test]
+    fn when_does_not_apply_to_rollbacks_or_the_pager() {
+        let e = errors(
+            "[[playbooks]]\nid='a'\ntitle='A'\n\
+             [[playbooks.actions]]\nid='x'\ntitle='X'\nrollback='undo'\nrun={type='command', argv=['a']}\n\
+             [[playbooks.actions]]\nid='undo'\ntitle='U'\nwhen='exists(labels.a)'\nrun={type='command', argv=['a']}\n\
+             [escalation.pager]\nid='pager'\ntitle='P'\nwhen='exists(labels.a)'\nrun={type='http', url='http://127.0.0.1:1/'}\n",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("playbooks[0].actions[1].when: \"undo\" is a rollback")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|e| e.starts_with("escalation.pager.when:")),
+            "{e:?}"
+        );
     }
 
     #[test]

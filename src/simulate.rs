@@ -1,5 +1,6 @@
 //! `incidentd simulate`: what incidentd would do with an alert, without touching the store or
-//! any chat: the incident, its severity and targets, kind, recommended actions and approvers.
+//! any chat: the incident, its severity and targets, kind, recommended actions and approvers,
+//! and which of the playbook's conditional actions (`when`) apply, with the values that decided.
 
 use std::fmt::Write;
 
@@ -7,6 +8,7 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::domain::alert::{Alert, Platform};
+use crate::domain::condition::Facts;
 use crate::domain::incident::IncidentId;
 use crate::engine::{card, handle, Ctx, Effect, Input};
 use crate::ingest::{self, ChatMessage};
@@ -130,6 +132,10 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
             },
             crate::domain::severity::human_seconds(policy.expiry_seconds)
         );
+        let facts = Facts {
+            labels: &inc.labels,
+            annotations: &inc.annotations,
+        };
         if inc.actions.is_empty() {
             let _ = writeln!(out, "actions:     none recommended");
         }
@@ -151,6 +157,10 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
             let Some(spec) = crate::engine::action_spec(&inc, &a.id, cfg) else {
                 continue;
             };
+            if let Some(c) = &spec.when {
+                let (_, values) = c.explain(facts);
+                let _ = writeln!(out, "             when: {c} is true ({values})");
+            }
             // The exact command or request after templating, or why it would be refused.
             match crate::remediate::plan(spec, &inc, "kubectl") {
                 Ok(p) => {
@@ -171,9 +181,100 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
                 let _ = writeln!(out, "             rollback if not verified: {rb}");
             }
         }
+        // The branches not taken, and why: the playbook's actions whose `when` is false.
+        let skipped = inc
+            .playbook
+            .as_deref()
+            .and_then(|p| cfg.playbook(p))
+            .map(|pb| pb.actions.as_slice())
+            .unwrap_or_default();
+        for spec in skipped {
+            let Some(c) = &spec.when else { continue };
+            let (holds, values) = c.explain(facts);
+            if !holds && inc.action(&spec.id).is_none() {
+                let _ = writeln!(
+                    out,
+                    "action:      {} — skipped: {c} is false ({values})",
+                    spec.id
+                );
+            }
+        }
         for l in &inc.links {
             let _ = writeln!(out, "link:        {}: {}", l.title, l.url);
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::alert::{AlertSource, AlertStatus};
+
+    const CFG: &str = r#"
+[[rules]]
+name = "ml"
+match = { team = "ml" }
+playbook = "model-output"
+
+[[playbooks]]
+id = "model-output"
+title = "Model output failures"
+[[playbooks.actions]]
+id = "human-review"
+title = "Route to human review"
+when = "annotations.confidence < 0.5 or not exists(annotations.confidence)"
+run = { type = "http", url = "http://127.0.0.1:1/review" }
+[[playbooks.actions]]
+id = "fallback"
+title = "Switch to the fallback model"
+when = "annotations.confidence >= 0.5"
+auto = true
+run = { type = "http", url = "http://127.0.0.1:1/model" }
+"#;
+
+    fn alert(confidence: &str) -> Alert {
+        Alert {
+            source: AlertSource::Generic,
+            fingerprint: "fp".into(),
+            status: AlertStatus::Firing,
+            title: "Model output invalid".into(),
+            description: None,
+            labels: [("team", "ml"), ("severity", "warning")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: [("confidence".to_string(), confidence.to_string())]
+                .into_iter()
+                .collect(),
+            starts_at: None,
+            ends_at: None,
+            links: vec![],
+            origin: None,
+            group_labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn shows_which_branch_an_alert_takes_and_why() {
+        let cfg = Config::from_toml(CFG, &|_| None).unwrap();
+        let out = render(&[alert("0.82")], &cfg);
+        assert!(
+            out.contains("action:      fallback — Switch to the fallback model [runs automatically]\n             when: annotations.confidence >= 0.5 is true (annotations.confidence = \"0.82\")"),
+            "{out}"
+        );
+        assert!(
+            out.contains("action:      human-review — skipped: annotations.confidence < 0.5 or not exists(annotations.confidence) is false (annotations.confidence = \"0.82\")"),
+            "{out}"
+        );
+        let out = render(&[alert("0.3")], &cfg);
+        assert!(
+            out.contains("action:      human-review — Route to human review [waits for approval]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("action:      fallback — skipped: annotations.confidence >= 0.5 is false (annotations.confidence = \"0.3\")"),
+            "{out}"
+        );
+    }
 }

@@ -50,6 +50,42 @@ fn check_config_reports_every_problem_in_one_run() {
     );
 }
 
+#[test]
+fn check_config_names_a_malformed_condition_by_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[[playbooks]]
+id = "a"
+title = "A"
+[[playbooks.actions]]
+id = "x"
+title = "X"
+run = { type = "command", argv = ["/bin/true"] }
+
+[[playbooks]]
+id = "model"
+title = "Model"
+[[playbooks.actions]]
+id = "fallback"
+title = "Fallback"
+when = "annotations.confidence <"
+run = { type = "command", argv = ["/bin/true"] }
+"#,
+    )
+    .unwrap();
+    let out = incidentd()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let want = "playbooks[1].actions[0].when: expected a value after '<' at column 25 (at line 15, column 8)";
+    assert!(err.contains(want), "missing {want:?} in\n{err}");
+}
+
 /// Kills the child when the test ends, whatever happens.
 struct Child(std::process::Child);
 

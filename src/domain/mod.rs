@@ -4,6 +4,7 @@ pub mod alert;
 pub mod card;
 pub mod classify;
 pub mod command;
+pub mod condition;
 pub mod incident;
 pub mod playbook;
 pub mod policy;

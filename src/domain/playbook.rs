@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::condition::Condition;
+
 /// A playbook from config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,10 @@ pub struct ActionSpec {
     /// May run without a human where the severity's approval need allows it (P2/P3 by default).
     #[serde(default)]
     pub auto: bool,
+    /// Proposed only when this holds for the incident's labels and annotations (when it opens);
+    /// otherwise the action is not on the card at all. Parsed when the config is loaded.
+    #[serde(default)]
+    pub when: Option<Condition>,
     /// Template values (`{labels.x}`) must match this pattern, else the action is refused.
     #[serde(default)]
     pub allowed_pattern: Option<String>,

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::domain::alert::{Alert, AlertStatus};
 use crate::domain::card::{build_card, IncidentCard};
 use crate::domain::command::Command;
+use crate::domain::condition::Facts;
 use crate::domain::incident::{
     ActionState, ActionStatus, AlertGroup, EventKind, FollowUp, Incident, IncidentId, MemberChange,
     PastIncident, Recurrence, RootCauseInfo, Status, TimelineEvent,
@@ -838,7 +839,11 @@ fn on_alert(
         (None, AlertStatus::Firing) => {
             let PreTriage { triage, root_cause } =
                 pre.unwrap_or_else(|| PreTriage::of(&alert, cfg));
-            let actions = proposed_actions(triage.playbook.as_deref(), cfg);
+            let facts = Facts {
+                labels: &alert.labels,
+                annotations: &alert.annotations,
+            };
+            let actions = proposed_actions(triage.playbook.as_deref(), facts, cfg);
             let mut group = AlertGroup::new(key);
             group.record(
                 &alert.fingerprint,
@@ -1090,7 +1095,9 @@ fn reopen_on_refire(mut inc: Incident, alert: &Alert, cfg: &Config, ctx: Ctx<'_>
     d
 }
 
-fn proposed_actions(playbook: Option<&str>, cfg: &Config) -> Vec<ActionState> {
+/// The playbook's actions for a new incident: those whose `when` holds for its labels and
+/// annotations (an action without `when` always), rollback-only actions left out.
+fn proposed_actions(playbook: Option<&str>, facts: Facts<'_>, cfg: &Config) -> Vec<ActionState> {
     let Some(pb) = playbook.and_then(|p| cfg.playbook(p)) else {
         return vec![];
     };
@@ -1103,6 +1110,7 @@ fn proposed_actions(playbook: Option<&str>, cfg: &Config) -> Vec<ActionState> {
     pb.actions
         .iter()
         .filter(|a| !rollbacks.contains(&a.id.as_str()))
+        .filter(|a| a.when.as_ref().is_none_or(|c| c.eval(facts)))
         .map(action_state)
         .collect()
 }

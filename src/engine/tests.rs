@@ -8,6 +8,7 @@ use crate::domain::incident::{ActionStatus, PastIncident};
 use crate::domain::policy::Refusal;
 
 mod clears;
+mod conditions;
 mod groups;
 mod previews;
 mod writes;

@@ -269,6 +269,7 @@ mod tests {
             title: "Switch to backup".into(),
             description: None,
             auto: true,
+            when: None,
             allowed_pattern: None,
             timeout_seconds: 10,
             verify: None,
@@ -348,6 +349,7 @@ mod tests {
                 timeout_seconds: 10,
                 verify: None,
                 rollback: None,
+                when: None,
                 run: ExecutorSpec::Http {
                     method: "POST".into(),
                     url: format!("{base}/probe/{{labels.target}}/x?t={{labels.target}}"),
@@ -378,6 +380,7 @@ mod tests {
                 timeout_seconds: 10,
                 verify: None,
                 rollback: None,
+                when: None,
                 run: ExecutorSpec::Http {
                     method: "POST".into(),
                     url: format!("{base}/probe/{{labels.target}}"),
@@ -403,6 +406,7 @@ mod tests {
             title: "Probe".into(),
             description: None,
             auto: true,
+            when: None,
             allowed_pattern: None,
             timeout_seconds: 10,
             verify: None,

@@ -632,6 +632,7 @@ mod tests {
             title: "A".into(),
             description: None,
             auto: false,
+            when: None,
             allowed_pattern: None,
             timeout_seconds: 30,
             run,
