@@ -939,6 +939,7 @@ fn main() -> ExitCode {
     if !args.keep_huge_pages {
         incidentd::process::disable_transparent_huge_pages();
     }
+    incidentd::process::return_freed_memory_promptly();
     let url = match args.url.as_deref().map(check_url).transpose() {
         Ok(u) => u,
         Err(e) => {

@@ -134,6 +134,7 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
 
 fn main() -> ExitCode {
     incidentd::process::disable_transparent_huge_pages();
+    incidentd::process::return_freed_memory_promptly();
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig => match load(cli.config.as_deref()) {

@@ -637,10 +637,14 @@ impl Writer {
                     };
                 }
                 drop(open);
-                for (id, t) in changed_timers {
+                for (id, mut t) in changed_timers {
                     if t.is_empty() {
                         self.armed.remove(&id);
                     } else {
+                        // Kept for as long as the incident is open, one per open incident:
+                        // exactly as long as it is (two deadlines: 48 bytes, not the 96 that
+                        // pushing them reserved).
+                        t.shrink_to_fit();
                         self.armed.insert(id, t);
                     }
                 }
