@@ -288,3 +288,84 @@ async fn alertmanager_discord_configs_into_a_discord_alert_channel() {
     drop(am);
     app.stop().await;
 }
+
+/// The fakes answer webhook posts as the platforms do, refusals included (what Alertmanager's
+/// notifier sees and retries on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fakes_answer_webhook_posts_like_the_platforms() {
+    let http = reqwest::Client::new();
+    let post = |url: String, body: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+
+    // Slack incoming webhooks: 200 "ok", or a plain-text error code.
+    let slack = fake_slack::FakeSlack::start().await;
+    let hook = slack.incoming_webhook(fake_slack::ALERTS);
+    assert_eq!(
+        post(hook.clone(), r#"{"text":"[FIRING:1] X"}"#.into()).await,
+        (200, "ok".into())
+    );
+    assert_eq!(
+        post(hook.clone(), r#"{"text":""}"#.into()).await,
+        (400, "no_text".into())
+    );
+    assert_eq!(
+        post(hook.clone(), "not json".into()).await,
+        (400, "invalid_payload".into())
+    );
+    let unknown = hook.replace("secret", "wrong");
+    assert_eq!(
+        post(unknown, r#"{"text":"x"}"#.into()).await,
+        (404, "no_service".into())
+    );
+    let stored: Vec<_> = slack
+        .messages()
+        .into_iter()
+        .filter(|m| m.channel == fake_slack::ALERTS)
+        .collect();
+    assert_eq!(stored.len(), 1, "only the accepted post is a message");
+    assert_eq!(stored[0].raw["subtype"], "bot_message");
+    assert!(stored[0].bot_id.is_some());
+
+    // Discord Execute Webhook: 204, the message with ?wait=true, JSON errors otherwise.
+    let discord = fake_discord::FakeDiscord::start().await;
+    let url = discord.webhook_url(fake_discord::ALERTS);
+    let embed = r#"{"embeds":[{"title":"[FIRING:1] X","description":"d","color":10038562}]}"#;
+    let (s, body) = post(url.clone(), embed.into()).await;
+    assert_eq!((s, body.as_str()), (204, ""));
+    let (s, body) = post(format!("{url}?wait=true"), embed.into()).await;
+    assert_eq!(s, 200);
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(msg["channel_id"], fake_discord::ALERTS.to_string());
+    assert!(msg["webhook_id"].is_string(), "{msg}");
+    assert_eq!(msg["author"]["bot"], true);
+    let (s, body) = post(url.clone(), r#"{"content":""}"#.into()).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("50006"), "{body}");
+    let (s, body) = post(url.replace("hook-token", "bad-token"), embed.into()).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("50027"), "{body}");
+    let too_long = serde_json::json!({ "embeds": [{ "title": "x".repeat(257) }] }).to_string();
+    let (s, body) = post(url, too_long).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(
+        discord
+            .messages_in(fake_discord::ALERTS)
+            .iter()
+            .filter(|m| m.webhook_id.is_some())
+            .count(),
+        2,
+        "only the accepted posts are messages"
+    );
+}
