@@ -259,7 +259,21 @@ async fn with_the_shipped_config_a_storm_posts_a_bounded_number_of_slack_message
     // A summarized incident is an incident like any other in the API...
     let (s, d) = app.get("/api/v1/incidents/INC-30").await;
     assert_eq!(s, 200, "{d}");
-    assert_eq!(d["incident"]["storm_thread"], bound + 1, "{d}");
+    assert_eq!(d["incident"]["storm_thread"], lead.as_str(), "{d}");
+    let timeline = d["timeline"].as_array().unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["type"] == "storm_summarized" && e["storm_thread"] == lead.as_str()),
+        "{d}"
+    );
+    // The summary's incident names the newest by `INC-n` too.
+    let (_, l) = app.get(&format!("/api/v1/incidents/{lead}")).await;
+    assert_eq!(
+        l["incident"]["storm_summary"]["newest"][0]["incident"],
+        format!("INC-{N}"),
+        "{l}"
+    );
     // ...and gets its own card once a person acts on it.
     fake.command("UALICE", "ack INC-30").await;
     fake.wait("INC-30's own card", |f| {

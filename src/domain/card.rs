@@ -85,7 +85,7 @@ pub fn storm_summary_line(s: &StormSummary) -> String {
     let newest: Vec<String> = s
         .newest
         .iter()
-        .map(|(id, title)| format!("{id} {}", truncate_chars(title, 60)))
+        .map(|n| format!("{} {}", n.incident, truncate_chars(&n.title, 60)))
         .collect();
     let more = (s.count as usize).saturating_sub(s.newest.len());
     let mut line = format!(

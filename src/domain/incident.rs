@@ -257,7 +257,7 @@ pub enum EventKind {
     /// Opened during a storm: summarized in `thread`'s storm summary, no card of its own (its
     /// own id when it is the summary's incident).
     StormSummarized {
-        thread: IncidentId,
+        storm_thread: IncidentId,
     },
     /// A summarized incident got its own card and thread (it needs a person).
     StormOwnThread {
@@ -365,8 +365,8 @@ impl TimelineEvent {
             } => format!(
                 "Storm guard: {new_incidents} new incidents from this source within {window_seconds} s; automatic actions wait for approval"
             ),
-            EventKind::StormSummarized { thread } => format!(
-                "Storm: summarized in {thread}'s storm thread instead of a card and thread of its own"
+            EventKind::StormSummarized { storm_thread } => format!(
+                "Storm: summarized in {storm_thread}'s storm thread instead of a card and thread of its own"
             ),
             EventKind::StormOwnThread { reason } => {
                 format!("Storm: gets a card and thread of its own ({reason})")
@@ -546,9 +546,9 @@ pub struct StormSummary {
     /// Incidents per severity (`P2`, `P3`).
     #[serde(default)]
     pub severities: BTreeMap<String, u32>,
-    /// The newest incidents, newest first: (id, title).
+    /// The newest incidents, newest first.
     #[serde(default)]
-    pub newest: Vec<(IncidentId, String)>,
+    pub newest: Vec<StormNamed>,
     /// When the storm was over (the guard lifted); new incidents get their own cards again.
     #[serde(
         default,
@@ -556,6 +556,13 @@ pub struct StormSummary {
         serialize_with = "crate::domain::rfc3339::option::serialize"
     )]
     pub lifted_at: Option<DateTime<Utc>>,
+}
+
+/// An incident a storm summary names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormNamed {
+    pub incident: IncidentId,
+    pub title: String,
 }
 
 /// One incident joining a storm summary.
@@ -582,7 +589,7 @@ impl StormSummary {
 
     /// Counts an incident in (once: a repeat of an id already named is not counted again).
     pub fn add(&mut self, m: &StormMember) {
-        if self.newest.iter().any(|(id, _)| *id == m.id) {
+        if self.newest.iter().any(|n| n.incident == m.id) {
             return;
         }
         self.count += 1;
@@ -591,7 +598,13 @@ impl StormSummary {
             .severities
             .entry(m.severity.as_str().to_string())
             .or_default() += 1;
-        self.newest.insert(0, (m.id, m.title.clone()));
+        self.newest.insert(
+            0,
+            StormNamed {
+                incident: m.id,
+                title: m.title.clone(),
+            },
+        );
         self.newest.truncate(STORM_SUMMARY_NEWEST);
     }
 }

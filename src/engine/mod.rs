@@ -1231,7 +1231,9 @@ fn summarize_in_storm(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut De
     d.events.push(TimelineEvent {
         at: ctx.now,
         actor: Actor::system(),
-        kind: EventKind::StormSummarized { thread },
+        kind: EventKind::StormSummarized {
+            storm_thread: thread,
+        },
     });
 }
 

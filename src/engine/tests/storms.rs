@@ -80,10 +80,10 @@ fn the_first_incident_of_a_storm_posts_the_storm_summary_card() {
         d.storm_threads,
         [("alertmanager".to_string(), Some(inc.id))]
     );
-    assert!(d
-        .events
-        .iter()
-        .any(|e| e.kind == EventKind::StormSummarized { thread: inc.id }));
+    assert!(d.events.iter().any(|e| e.kind
+        == EventKind::StormSummarized {
+            storm_thread: inc.id
+        }));
     // The storm's end is checked a window later.
     let lift = t0() + Duration::seconds(660);
     assert!(
@@ -106,10 +106,10 @@ fn later_incidents_of_the_storm_join_the_summary_without_a_card_of_their_own() {
     assert_eq!(member.storm_thread, Some(lead.id));
     assert!(chats(&d).is_empty(), "no card, no note: {:?}", chats(&d));
     assert!(d.storm_threads.is_empty());
-    assert!(d
-        .events
-        .iter()
-        .any(|e| e.kind == EventKind::StormSummarized { thread: lead.id }));
+    assert!(d.events.iter().any(|e| e.kind
+        == EventKind::StormSummarized {
+            storm_thread: lead.id
+        }));
     // It joins the summary in the same commit.
     let member_of = StormMember {
         id: member.id,
