@@ -202,14 +202,16 @@ fn incident_json(inc: &crate::domain::incident::Incident) -> serde_json::Value {
     v
 }
 
-/// Rewrites the numbers under `incident` and `last` (a recurrence's previous incident) as
-/// `INC-n`, at any depth.
+/// Rewrites the numbers under `incident`, `last` (a recurrence's previous incident) and
+/// `storm_thread` (the incident whose card summarizes its storm) as `INC-n`, at any depth.
 fn incident_ids(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, x) in m.iter_mut() {
                 match (k.as_str(), x.as_u64()) {
-                    ("incident" | "last", Some(n)) => *x = json!(IncidentId(n).to_string()),
+                    ("incident" | "last" | "storm_thread", Some(n)) => {
+                        *x = json!(IncidentId(n).to_string())
+                    }
                     _ => incident_ids(x),
                 }
             }

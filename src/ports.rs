@@ -207,6 +207,8 @@ pub enum TimerKind {
     /// The alert has stayed clear for the quiet period (`resolve_after_clear_seconds`):
     /// resolve. Disarmed when the alert fires again.
     ResolveAfterClear,
+    /// The storm this incident's card summarizes may be over: check the rate again.
+    StormLift,
 }
 
 impl TimerKind {
@@ -218,6 +220,7 @@ impl TimerKind {
             TimerKind::ApprovalExpiry => "approval_expiry",
             TimerKind::VerifyDeadline => "verify_deadline",
             TimerKind::ResolveAfterClear => "resolve_after_clear",
+            TimerKind::StormLift => "storm_lift",
         }
     }
 }

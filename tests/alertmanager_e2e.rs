@@ -8,144 +8,19 @@
 //! - a re-fire (a flap) reopens the same incident.
 //!
 //! With `CI` set the test fails when the binary is missing; elsewhere it says so and passes
-//! (install it: `apt-get install -y prometheus-alertmanager`).
+//! (install it: `apt-get install -y prometheus-alertmanager`). Starting Alertmanager is
+//! `support::alertmanager`'s, shared with `tests/alertmanager_chat.rs`.
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chrono::{Duration as ChronoDuration, Utc};
 use incidentd::ports::Delivery;
-use serde_json::{json, Value};
+use serde_json::Value;
+use support::alertmanager::{binary, webhook_receiver, Alertmanager};
 use support::fake_discord::eventually;
 use support::TestApp;
-
-const BINARY: &str = "prometheus-alertmanager";
-
-/// The binary, or `None` (outside CI) when it is not installed.
-fn binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(BINARY))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{BINARY} is not installed: .ci/run installs it (apt-get install -y prometheus-alertmanager)"
-        );
-        eprintln!(
-            "SKIPPED: {BINARY} is not installed (apt-get install -y prometheus-alertmanager)"
-        );
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running Alertmanager, killed on drop.
-struct Alertmanager {
-    base: String,
-    _child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Alertmanager {
-    async fn start(bin: &Path, dir: &Path, webhook: &str) -> Alertmanager {
-        let config = format!(
-            r#"
-route:
-  receiver: incidentd
-  group_by: [alertname]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: incidentd
-    webhook_configs:
-      - url: "{webhook}"
-        send_resolved: true
-"#
-        );
-        let cfg = dir.join("alertmanager.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let port = free_port();
-        let log = dir.join("alertmanager.log");
-        let child = tokio::process::Command::new(bin)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start alertmanager");
-        let am = Alertmanager {
-            base: format!("http://127.0.0.1:{port}"),
-            _child: child,
-            log,
-        };
-        let http = reqwest::Client::new();
-        let url = format!("{}/-/ready", am.base);
-        eventually("Alertmanager ready", || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let r = http.get(url).send().await.ok()?;
-                (r.status() == 200).then_some(())
-            }
-        })
-        .await;
-        am
-    }
-
-    /// Posts alerts to Alertmanager's API: `(pod, firing)`; a cleared alert ends now.
-    async fn post(&self, alerts: &[(&str, bool)]) {
-        let now = Utc::now();
-        let body: Vec<Value> = alerts
-            .iter()
-            .map(|(pod, firing)| {
-                let ends = if *firing {
-                    now + ChronoDuration::hours(1)
-                } else {
-                    now - ChronoDuration::seconds(1)
-                };
-                json!({
-                    "labels": {
-                        "alertname": "KubePodCrashLooping", "namespace": "shop",
-                        "pod": pod, "severity": "warning"
-                    },
-                    "annotations": { "summary": format!("Pod shop/{pod} is crash looping") },
-                    "startsAt": (now - ChronoDuration::minutes(1)).to_rfc3339(),
-                    "endsAt": ends.to_rfc3339(),
-                    "generatorURL": "http://prometheus:9090/graph"
-                })
-            })
-            .collect();
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v2/alerts", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            200,
-            "{}; log: {}",
-            r.text().await.unwrap_or_default(),
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-}
 
 /// A pager endpoint that counts the pages it gets.
 async fn pager() -> (String, Arc<AtomicUsize>) {
@@ -211,7 +86,12 @@ run = {{ type = "http", method = "POST", url = "{pager_url}", expect_status = 20
 "#
     );
     let app = TestApp::start_with(dir.path(), &config, &|_| None).await;
-    let am = Alertmanager::start(&bin, dir.path(), &app.url("/api/v1/alerts/alertmanager")).await;
+    let am = Alertmanager::start(
+        &bin,
+        dir.path(),
+        &webhook_receiver(&app.url("/api/v1/alerts/alertmanager")),
+    )
+    .await;
 
     // Two pods of one group: one incident with both.
     am.post(&[("api-1", true), ("api-2", true)]).await;

@@ -1,7 +1,10 @@
 //! The storm guard on the real app: a storm of unique P2 alerts whose playbook has an automatic
 //! action runs it for the first incidents only; after the bound, the actions wait for approval
-//! and the card says why.
+//! and the card says why. With the shipped config on the fake Slack, a storm's new incidents
+//! beyond the bound are summarized on one card instead of a card and thread each.
 
+#[path = "support/fake_slack.rs"]
+mod fake_slack;
 mod support;
 
 use support::TestApp;
@@ -77,14 +80,23 @@ async fn a_storm_runs_automatic_actions_for_the_first_incidents_only() {
             .any(|e| e["type"] == "storm_guard"),
         "{d}"
     );
-    // Seven cards say it (one per held incident), none of the others.
-    app.wait_chat(|r| {
-        r.iter()
-            .filter(|x| format!("{x:?}").contains("Storm guard: "))
-            .count()
-            >= 7
-    })
-    .await;
+    // The first held incident's card says it and summarizes the storm: the seven held
+    // incidents (the 6th to the 12th), the other six without a card of their own.
+    let recorded = app
+        .wait_chat(|r| {
+            r.iter().any(|x| {
+                let s = format!("{x:?}");
+                s.contains("Storm guard: ") && s.contains("7 new incidents from generic")
+            })
+        })
+        .await;
+    let posted: Vec<u64> = recorded
+        .iter()
+        .filter(|r| matches!(r.body, incidentd::ports::Delivery::PostCard { .. }))
+        .map(|r| r.incident.0)
+        .collect();
+    assert_eq!(posted, [1, 2, 3, 4, 5, 6], "{recorded:#?}");
+    assert!(recorded.iter().all(|r| r.incident.0 <= 6), "{recorded:#?}");
     app.stop().await;
 }
 
@@ -144,5 +156,129 @@ async fn a_large_group_reads_the_same_before_and_after_a_restart() {
         after["incident"]["alert_count"],
         before["incident"]["alert_count"]
     );
+    app.stop().await;
+}
+
+/// The shipped config (`config/incidentd.toml`) on the fake Slack, a storm of 45 unique alerts
+/// from one source (45 groups, so 45 incidents): the first 20 (`storm_new_incidents`) get their
+/// own cards, the 21st's card becomes the storm summary, and the other 24 get no message at all:
+/// 21 cards whatever the storm's size, the summary edited in place as they join. A summarized
+/// incident stays usable, and gets its own card once a person acts on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_shipped_config_a_storm_posts_a_bounded_number_of_slack_messages() {
+    use fake_slack::*;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSlack::start().await;
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/incidentd.toml"
+    ))
+    .unwrap();
+    let config = format!(
+        "{shipped}\n[slack]\nmode = \"socket\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
+        fake.api_url
+    );
+    let env = |k: &str| match k {
+        "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_string()),
+        "SLACK_APP_TOKEN" => Some(APP_TOKEN.to_string()),
+        _ => None,
+    };
+    let bound = incidentd::config::Config::from_toml(&config, &env)
+        .unwrap()
+        .engine
+        .storm_new_incidents as usize;
+    assert_eq!(bound, 20, "the shipped bound");
+    let app = TestApp::start_with_chat(dir.path(), &config, &env).await;
+    fake.wait_connected(1).await;
+
+    const N: usize = 45;
+    let storm = |from: usize, to: usize| {
+        let alerts: Vec<serde_json::Value> = (from..to)
+            .map(|i| {
+                serde_json::json!({
+                    "title": format!("Payments API rate limit on shard {i}"),
+                    "severity": "warning",
+                    "labels": { "alertname": format!("RateLimited{i}") }
+                })
+            })
+            .collect();
+        serde_json::Value::Array(alerts).to_string()
+    };
+    let incident_of = |m: &FakeMessage| {
+        m.metadata["event_payload"]["incident"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let lead = format!("INC-{}", bound + 1);
+    let summary_says = |f: &FakeSlack, n: usize| {
+        f.cards().iter().any(|c| {
+            incident_of(c) == lead
+                && mrkdwn_texts(&serde_json::Value::Array(c.blocks.clone()))
+                    .iter()
+                    .any(|t| t.contains(&format!("{n} new incidents from generic")))
+        })
+    };
+    // 30 first: the storm summary's card (INC-21) counts the 10 from the 21st on.
+    let (s, v) = app.post_json("/api/v1/alerts", &storm(0, 30)).await;
+    assert_eq!(s, 200, "{v}");
+    fake.wait("the storm summary's card", |f| summary_says(f, 30 - bound))
+        .await;
+    // 15 more join it: the same card, edited, counts 25.
+    let (s, v) = app.post_json("/api/v1/alerts", &storm(30, N)).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = app.get("/api/v1/incidents?status=all").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), N);
+    fake.wait("the storm summary counts the storm", |f| {
+        summary_says(f, N - bound)
+    })
+    .await;
+    let cards = fake.cards();
+    let mut carded: Vec<String> = cards.iter().map(incident_of).collect();
+    carded.sort_by_key(|id| id[4..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (1..=bound + 1).map(|i| format!("INC-{i}")).collect();
+    assert_eq!(
+        carded, expected,
+        "one card each up to the bound, then the summary"
+    );
+    // Nothing at all for the summarized incidents.
+    let posted: Vec<FakeMessage> = fake
+        .messages()
+        .into_iter()
+        .filter(|m| m.user.as_deref() == Some(BOT_USER))
+        .collect();
+    for m in &posted {
+        let n: usize = incident_of(m)[4..].parse().unwrap();
+        assert!(n <= bound + 1, "a message for a summarized incident: {m:?}");
+    }
+    // With the shipped config those incidents post no notes: 21 messages in all (README).
+    assert_eq!(posted.len(), bound + 1, "{posted:#?}");
+    let summary = cards.iter().find(|c| incident_of(c) == lead).unwrap();
+    assert!(summary.edits >= 1, "the summary is edited in place");
+
+    // A summarized incident is an incident like any other in the API...
+    let (s, d) = app.get("/api/v1/incidents/INC-30").await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["incident"]["storm_thread"], lead.as_str(), "{d}");
+    let timeline = d["timeline"].as_array().unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["type"] == "storm_summarized" && e["storm_thread"] == lead.as_str()),
+        "{d}"
+    );
+    // The summary's incident names the newest by `INC-n` too.
+    let (_, l) = app.get(&format!("/api/v1/incidents/{lead}")).await;
+    assert_eq!(
+        l["incident"]["storm_summary"]["newest"][0]["incident"],
+        format!("INC-{N}"),
+        "{l}"
+    );
+    // ...and gets its own card once a person acts on it.
+    fake.command("UALICE", "ack INC-30").await;
+    fake.wait("INC-30's own card", |f| {
+        f.cards().iter().any(|c| incident_of(c) == "INC-30")
+    })
+    .await;
     app.stop().await;
 }

@@ -223,7 +223,8 @@ impl ChatService {
             bot_user,
             author: Some(author),
         };
-        let Some(alert) = alert_channel_message(&msg, self.cfg.chat.human_messages) else {
+        let alerts = alert_channel_message(&msg, self.cfg.chat.human_messages);
+        if alerts.is_empty() {
             if !from_bot {
                 debug!(
                     human_messages = ?self.cfg.chat.human_messages,
@@ -234,10 +235,14 @@ impl ChatService {
                     .chat_message_ignored(self.platform.as_str());
             }
             return None;
-        };
-        match self.engine.submit_one(Input::Alert(alert)).await {
+        }
+        // The alerts of one message (a group's members) in one group commit, in order.
+        match self
+            .engine
+            .submit(alerts.into_iter().map(Input::Alert).collect())
+            .await
+        {
             Ok(_) => None,
-            Err(EngineSubmitError::User(_)) => None,
             Err(e) => Some(internal(e)),
         }
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{AlertStatus, ChatOrigin, Link};
-use super::incident::{ActionStatus, AlertGroup, Incident, IncidentId, Status};
+use super::incident::{ActionStatus, AlertGroup, Incident, IncidentId, Status, StormSummary};
 use super::severity::{Severity, Targets};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,61 @@ pub struct IncidentCard {
     /// (firing), pod=a (resolved)", most recent first, cut with "and N more".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<String>,
+    /// On the card whose thread is its source's storm thread: the storm's incidents, summarized
+    /// (see [`storm_summary_line`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_summary: Option<String>,
+}
+
+/// Most characters of a storm summary on a card (a Discord field holds 1024).
+pub const STORM_SUMMARY_CHARS: usize = 1000;
+
+/// The storm summary as a card shows it: how many incidents, the top kinds and the severities,
+/// the newest by id and title, "and N more"; after the storm, that it is over.
+pub fn storm_summary_line(s: &StormSummary) -> String {
+    let head = match s.lifted_at {
+        None => format!(
+            "⛈️ {} new incidents from {} since {} UTC are summarized in this thread instead of a card each. Each stays usable (`/incident show INC-n`, the console); one that escalates or that someone acts on gets its own card.",
+            s.count,
+            s.source,
+            s.since.format("%H:%M:%S")
+        ),
+        Some(at) => format!(
+            "⛅ Storm over at {} UTC: {} incidents from {} were summarized in this thread.",
+            at.format("%H:%M:%S"),
+            s.count,
+            s.source
+        ),
+    };
+    let mut kinds: Vec<(&String, &u32)> = s.kinds.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let top: Vec<String> = kinds
+        .iter()
+        .take(3)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let sev: Vec<String> = s
+        .severities
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let newest: Vec<String> = s
+        .newest
+        .iter()
+        .map(|n| format!("{} {}", n.incident, truncate_chars(&n.title, 60)))
+        .collect();
+    let more = (s.count as usize).saturating_sub(s.newest.len());
+    let mut line = format!(
+        "{head}\nKinds: {}{} · Severities: {}\nNewest: {}",
+        top.join(", "),
+        if kinds.len() > 3 { ", …" } else { "" },
+        sev.join(", "),
+        newest.join("; ")
+    );
+    if more > 0 {
+        line.push_str(&format!(" and {more} more"));
+    }
+    truncate_chars(&line, STORM_SUMMARY_CHARS)
 }
 
 /// Alerts of a group named on the card; the rest are counted.
@@ -263,6 +318,7 @@ pub fn build_card(
         }),
         origin: inc.origin.clone(),
         alerts: inc.group.as_ref().and_then(group_line),
+        storm_summary: inc.storm_summary.as_ref().map(storm_summary_line),
         storm: inc.storm.map(|n| {
             format!(
                 "⛈️ Storm guard: {n} new incidents from {} in a short time; automatic actions wait for approval.",

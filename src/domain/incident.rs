@@ -254,6 +254,19 @@ pub enum EventKind {
         new_incidents: u32,
         window_seconds: u64,
     },
+    /// Opened during a storm: summarized in `thread`'s storm summary, no card of its own (its
+    /// own id when it is the summary's incident).
+    StormSummarized {
+        storm_thread: IncidentId,
+    },
+    /// A summarized incident got its own card and thread (it needs a person).
+    StormOwnThread {
+        reason: String,
+    },
+    /// The storm this incident's card summarized is over.
+    StormLifted {
+        incidents: u32,
+    },
     Escalated {
         reason: String,
     },
@@ -351,6 +364,15 @@ impl TimelineEvent {
                 window_seconds,
             } => format!(
                 "Storm guard: {new_incidents} new incidents from this source within {window_seconds} s; automatic actions wait for approval"
+            ),
+            EventKind::StormSummarized { storm_thread } => format!(
+                "Storm: summarized in {storm_thread}'s storm thread instead of a card and thread of its own"
+            ),
+            EventKind::StormOwnThread { reason } => {
+                format!("Storm: gets a card and thread of its own ({reason})")
+            }
+            EventKind::StormLifted { incidents } => format!(
+                "Storm over: {incidents} incidents were summarized here; new incidents get their own cards again"
             ),
             EventKind::Escalated { reason } => format!("Escalated: {reason}"),
             EventKind::Assigned { to } => format!("Assigned to {to} by {who}"),
@@ -495,6 +517,96 @@ pub struct Incident {
     /// incidents from its source within the storm window when it opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm: Option<u32>,
+    /// Opened during a storm and summarized in that incident's storm thread instead of getting
+    /// a card and thread of its own; `None` once it has its own (or never was summarized).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_thread: Option<IncidentId>,
+    /// This incident's card is its source's storm summary: the incidents opened during the
+    /// storm, summarized in its thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_summary: Option<StormSummary>,
+}
+
+/// Newest incidents a storm summary names; the others are counted.
+pub const STORM_SUMMARY_NEWEST: usize = 10;
+
+/// The incidents of one source's storm, summarized on one card (bounded: counts, and the
+/// newest [`STORM_SUMMARY_NEWEST`] by id and title).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormSummary {
+    /// The alert source (`alertmanager`, `slack`…).
+    pub source: String,
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
+    pub since: DateTime<Utc>,
+    /// Incidents summarized, the summary's own included.
+    pub count: u32,
+    /// Incidents per kind.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, u32>,
+    /// Incidents per severity (`P2`, `P3`).
+    #[serde(default)]
+    pub severities: BTreeMap<String, u32>,
+    /// The newest incidents, newest first.
+    #[serde(default)]
+    pub newest: Vec<StormNamed>,
+    /// When the storm was over (the guard lifted); new incidents get their own cards again.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::domain::rfc3339::option::serialize"
+    )]
+    pub lifted_at: Option<DateTime<Utc>>,
+}
+
+/// An incident a storm summary names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormNamed {
+    pub incident: IncidentId,
+    pub title: String,
+}
+
+/// One incident joining a storm summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormMember {
+    pub id: IncidentId,
+    pub title: String,
+    pub kind: String,
+    pub severity: Severity,
+}
+
+impl StormSummary {
+    pub fn new(source: &str, since: DateTime<Utc>) -> Self {
+        StormSummary {
+            source: source.to_string(),
+            since,
+            count: 0,
+            kinds: BTreeMap::new(),
+            severities: BTreeMap::new(),
+            newest: Vec::new(),
+            lifted_at: None,
+        }
+    }
+
+    /// Counts an incident in (once: a repeat of an id already named is not counted again).
+    pub fn add(&mut self, m: &StormMember) {
+        if self.newest.iter().any(|n| n.incident == m.id) {
+            return;
+        }
+        self.count += 1;
+        *self.kinds.entry(m.kind.clone()).or_default() += 1;
+        *self
+            .severities
+            .entry(m.severity.as_str().to_string())
+            .or_default() += 1;
+        self.newest.insert(
+            0,
+            StormNamed {
+                incident: m.id,
+                title: m.title.clone(),
+            },
+        );
+        self.newest.truncate(STORM_SUMMARY_NEWEST);
+    }
 }
 
 /// Most member alerts an incident tells apart; more only count (memory stays bounded however
@@ -771,6 +883,8 @@ pub(crate) mod tests_support {
             tally: Some(Default::default()),
             group: None,
             storm: None,
+            storm_thread: None,
+            storm_summary: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::domain::command::Command;
 use crate::domain::condition::Facts;
 use crate::domain::incident::{
     ActionState, ActionStatus, AlertGroup, EventKind, FollowUp, Incident, IncidentId, MemberChange,
-    PastIncident, Recurrence, RootCauseInfo, Status, TimelineEvent,
+    PastIncident, Recurrence, RootCauseInfo, Status, StormMember, StormSummary, TimelineEvent,
 };
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::domain::policy::{check_approval, Actor, Refusal};
@@ -89,6 +89,12 @@ pub enum Input {
         action: String,
         key: String,
     },
+    /// An incident opened during a storm joins the storm summary on `lead`'s card (the core
+    /// asks for it in [`Decision::then`]; nobody submits it).
+    StormJoined {
+        lead: IncidentId,
+        member: StormMember,
+    },
 }
 
 /// What the core wants done besides changing state.
@@ -133,6 +139,11 @@ pub struct Decision {
     pub past: Option<(String, PastIncident)>,
     /// What the decision means for the process's metrics, recorded once it is durable.
     pub observed: Vec<Observed>,
+    /// Inputs that follow from this decision, for other incidents: the writer applies them
+    /// right after it, in the same group commit (a storm member joining its summary).
+    pub then: Vec<Input>,
+    /// Sources whose storm summary changes: `Some` starts one on that incident, `None` ends it.
+    pub storm_threads: Vec<(String, Option<IncidentId>)>,
 }
 
 /// A metric event derived from a decision (the runner records each once the decision is
@@ -186,6 +197,10 @@ pub trait View {
     fn execution(&self, key: &str) -> Option<Execution>;
     /// How many incidents from this source opened at or after `since` (the storm guard).
     fn openings(&self, source: &str, since: DateTime<Utc>) -> usize;
+    /// The incident whose card summarizes this source's storm, while one does.
+    fn storm_thread(&self, _source: &str) -> Option<IncidentId> {
+        None
+    }
 }
 
 /// A view of an empty world (tests, `simulate`).
@@ -258,6 +273,7 @@ pub fn handle(
         .chain(ctx.recent)
         .map(|i| (i.id, i.status.is_active(), i.acknowledged_at.is_some()))
         .collect();
+    let by_person = matches!(&input, Input::Command { actor, .. } if !actor.is_system());
     let received = match &input {
         Input::Alert(a) | Input::Triaged(a, _) => Some(Observed::AlertReceived {
             source: a.source.as_str(),
@@ -278,6 +294,9 @@ pub fn handle(
     // The post-incident report goes into the thread after the note that resolves it.
     if was_active == Some(true) && inc.status == Status::Resolved {
         d.effects.push(Effect::Chat(ChatBody::RenderReport));
+    }
+    if inc.storm_thread.is_some() {
+        storm_member_chat(inc, by_person, ctx, &mut d.effects, &mut d.events);
     }
     let tally = inc.tally.get_or_insert_with(Default::default);
     for ev in &d.events {
@@ -414,6 +433,7 @@ fn decide(
             Ok(d)
         }
         Input::Timer(t) => Ok(on_timer(incident, t, cfg, ctx)),
+        Input::StormJoined { lead: _, member } => Ok(on_storm_joined(incident, member, cfg, ctx)),
         Input::ExecutionStarted {
             incident: id,
             action,
@@ -889,6 +909,8 @@ fn on_alert(
                 tally: Some(Default::default()),
                 group: Some(group),
                 storm: None,
+                storm_thread: None,
+                storm_summary: None,
             };
             d.events.push(TimelineEvent {
                 at: ctx.now,
@@ -905,7 +927,8 @@ fn on_alert(
                 text: None,
                 confirmed_by: None,
             });
-            match storm(&inc, cfg, ctx) {
+            let storming = storm(&inc, cfg, ctx);
+            match storming {
                 Some(n) if would_start_auto_actions(&inc, cfg) => {
                     // The storm guard: nothing runs on its own while incidents pour in.
                     inc.storm = Some(n);
@@ -923,6 +946,9 @@ fn on_alert(
             arm_deadlines(&inc, cfg, ctx, &mut d);
             d.effects
                 .insert(0, Effect::Chat(ChatBody::RenderCard { post: true }));
+            if storming.is_some() && inc.severity > Severity::P1 {
+                summarize_in_storm(&mut inc, cfg, ctx, &mut d);
+            }
             d.created = true;
             d.incident = Some(inc);
         }
@@ -1165,6 +1191,152 @@ fn storm(inc: &Incident, cfg: &Config, ctx: Ctx<'_>) -> Option<u32> {
     (n > e.storm_new_incidents).then_some(n)
 }
 
+/// The storm window as a duration.
+fn storm_window(cfg: &Config) -> Duration {
+    Duration::seconds(cfg.engine.storm_window_seconds as i64)
+}
+
+/// A new P2/P3 incident during a storm: instead of a card and thread each, the first becomes its
+/// source's storm summary (its card lists the storm's incidents; its thread is the storm
+/// thread) and the others join that summary without a card of their own. P0/P1 incidents are
+/// never summarized: each needs a person within its detection target (30 s, 60 s), and their
+/// cards go first in the outbox.
+fn summarize_in_storm(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
+    let member = StormMember {
+        id: inc.id,
+        title: inc.title.clone(),
+        kind: inc.kind.clone(),
+        severity: inc.severity,
+    };
+    let source = inc.source.as_str();
+    let thread = match ctx.view.storm_thread(source) {
+        Some(lead) => {
+            inc.storm_thread = Some(lead);
+            d.then.push(Input::StormJoined { lead, member });
+            lead
+        }
+        None => {
+            let mut summary = StormSummary::new(source, ctx.now);
+            summary.add(&member);
+            inc.storm_summary = Some(summary);
+            d.storm_threads.push((source.to_string(), Some(inc.id)));
+            d.effects.push(Effect::ArmTimer(Timer {
+                incident: inc.id,
+                kind: TimerKind::StormLift,
+                at: ctx.now + storm_window(cfg),
+            }));
+            inc.id
+        }
+    };
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: Actor::system(),
+        kind: EventKind::StormSummarized {
+            storm_thread: thread,
+        },
+    });
+}
+
+/// The chat effects of an incident summarized in a storm thread: none (its timeline, the API
+/// and the console have everything), until it needs a person: when it escalates (a note that
+/// mentions people) or a person acts on it (acknowledges, approves… through `/incident`, the
+/// console or the API), it gets its card and thread of its own first, and keeps them.
+fn storm_member_chat(
+    inc: &mut Incident,
+    by_person: bool,
+    ctx: Ctx<'_>,
+    effects: &mut Vec<Effect>,
+    events: &mut Vec<TimelineEvent>,
+) {
+    let escalates = events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Escalated { .. }))
+        || effects.iter().any(
+            |e| matches!(e, Effect::Chat(ChatBody::Note { mentions, .. }) if !mentions.is_empty()),
+        );
+    let reason = if escalates {
+        "it escalates"
+    } else if by_person && inc.status.is_active() {
+        "a person acted on it"
+    } else {
+        effects.retain(|e| !matches!(e, Effect::Chat(_)));
+        return;
+    };
+    inc.storm_thread = None;
+    inc.card_sent_at = Some(ctx.now);
+    // The card is built when it leaves, so it shows everything so far; edits before it go.
+    effects.retain(|e| !matches!(e, Effect::Chat(ChatBody::RenderCard { post: false })));
+    effects.insert(0, Effect::Chat(ChatBody::RenderCard { post: true }));
+    events.push(TimelineEvent {
+        at: ctx.now,
+        actor: Actor::system(),
+        kind: EventKind::StormOwnThread {
+            reason: reason.to_string(),
+        },
+    });
+}
+
+/// An incident joins the storm summary on this incident's card: counted, named if among the
+/// newest, and the card edited (coalesced like repeats). The storm goes on, so the check for
+/// its end moves a window later.
+fn on_storm_joined(
+    incident: Option<Incident>,
+    member: StormMember,
+    cfg: &Config,
+    ctx: Ctx<'_>,
+) -> Decision {
+    let mut d = Decision::default();
+    let Some(mut inc) = incident else {
+        return d;
+    };
+    if let Some(summary) = inc.storm_summary.as_mut() {
+        summary.add(&member);
+        if summary.lifted_at.is_none() {
+            d.effects.push(Effect::ArmTimer(Timer {
+                incident: inc.id,
+                kind: TimerKind::StormLift,
+                at: ctx.now + storm_window(cfg),
+            }));
+        }
+        coalesce_card(&mut inc, cfg, ctx, &mut d);
+    }
+    d.incident = Some(inc);
+    d
+}
+
+/// The storm check on the summary's incident: while a new incident would still be held by the
+/// storm guard, check again a window later; once not, the storm is over: one note in the storm
+/// thread, the card says so, and new incidents of the source get their own cards again.
+fn storm_lift(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
+    let Some(summary) = inc.storm_summary.as_mut().filter(|s| s.lifted_at.is_none()) else {
+        return;
+    };
+    let e = &cfg.engine;
+    let recent = ctx
+        .view
+        .openings(&summary.source, ctx.now - storm_window(cfg)) as u32;
+    if e.storm_new_incidents > 0 && recent + 1 > e.storm_new_incidents {
+        d.effects.push(Effect::ArmTimer(Timer {
+            incident: inc.id,
+            kind: TimerKind::StormLift,
+            at: ctx.now + storm_window(cfg),
+        }));
+        return;
+    }
+    summary.lifted_at = Some(ctx.now);
+    let (count, source) = (summary.count, summary.source.clone());
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: Actor::system(),
+        kind: EventKind::StormLifted { incidents: count },
+    });
+    d.effects.push(note(format!(
+        "⛅ Storm over: {count} incidents from {source} were summarized in this thread; new incidents get their own cards again."
+    )));
+    d.storm_threads.push((source, None));
+    push_card(inc, ctx, d);
+}
+
 /// Whether [`start_auto_actions`] would start anything.
 fn would_start_auto_actions(inc: &Incident, cfg: &Config) -> bool {
     auto_allowed(inc, cfg)
@@ -1323,6 +1495,7 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx<'_>) ->
             }
         }
         TimerKind::ResolveAfterClear => resolve_after_clear(&mut inc, cfg, ctx, &mut d),
+        TimerKind::StormLift => storm_lift(&mut inc, cfg, ctx, &mut d),
     }
     d.incident = Some(inc);
     d

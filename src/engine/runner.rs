@@ -176,6 +176,7 @@ impl Engine {
             with_history,
             armed,
             openings: Openings::default(),
+            storm_threads: HashMap::new(),
             hot: HotIncidents::default(),
             health: health.clone(),
             sync_tx,
@@ -335,6 +336,9 @@ struct Writer {
     armed: HashMap<IncidentId, Vec<Timer>>,
     /// When recent incidents opened, per source (the storm guard's rate).
     openings: Openings,
+    /// The incident whose card summarizes each source's storm, while one does (the core says;
+    /// empty after a restart, like `openings`).
+    storm_threads: HashMap<String, IncidentId>,
     /// Committed versions of recently written large incidents.
     hot: HotIncidents,
     /// Set when a commit or sync failed (no folding then), cleared by the next good sync.
@@ -562,6 +566,8 @@ impl Writer {
             hot: &mut self.hot,
             openings: &self.openings,
             new_openings: Vec::new(),
+            storm_threads: &self.storm_threads,
+            new_storm_threads: HashMap::new(),
             timers: HashMap::new(),
             newly_armed: Vec::new(),
             incidents: HashMap::new(),
@@ -592,6 +598,7 @@ impl Writer {
         }
         let next_id = batch.next_id;
         let new_openings = std::mem::take(&mut batch.new_openings);
+        let new_storm_threads = std::mem::take(&mut batch.new_storm_threads);
         let newly_armed = std::mem::take(&mut batch.newly_armed);
         let changed_timers = std::mem::take(&mut batch.timers);
         let queued = std::mem::take(&mut batch.queued);
@@ -628,6 +635,12 @@ impl Writer {
                 }
                 let window = chrono::Duration::seconds(self.cfg.engine.storm_window_seconds as i64);
                 self.openings.record(new_openings, now - window);
+                for (source, id) in new_storm_threads {
+                    match id {
+                        Some(id) => self.storm_threads.insert(source, id),
+                        None => self.storm_threads.remove(&source),
+                    };
+                }
                 drop(open);
                 let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
                 for (fp, id) in &w.fingerprints {
@@ -844,6 +857,9 @@ struct Batch<'a> {
     /// Recent openings per source, as committed, and those of this batch.
     openings: &'a Openings,
     new_openings: Vec<(&'static str, chrono::DateTime<chrono::Utc>)>,
+    /// Storm threads per source, as committed, and this batch's changes.
+    storm_threads: &'a HashMap<String, IncidentId>,
+    new_storm_threads: HashMap<String, Option<IncidentId>>,
     /// Incidents whose timers this batch changed, with their whole new set.
     timers: HashMap<IncidentId, Vec<Timer>>,
     /// Timers armed by this batch, handed to the timer task after the commit.
@@ -879,6 +895,13 @@ impl View for BatchView<'_, '_> {
                 .iter()
                 .filter(|(s, at)| *s == source && *at >= since)
                 .count()
+    }
+
+    fn storm_thread(&self, source: &str) -> Option<IncidentId> {
+        match self.batch.new_storm_threads.get(source) {
+            Some(v) => *v,
+            None => self.batch.storm_threads.get(source).copied(),
+        }
     }
 
     fn execution(&self, key: &str) -> Option<Execution> {
@@ -1002,6 +1025,7 @@ impl Batch<'_> {
             | Input::ExecutionFinished { incident, .. }
             | Input::ExecutionInterrupted { incident, .. }
             | Input::VerificationFinished { incident, .. } => Some(*incident),
+            Input::StormJoined { lead, .. } => Some(*lead),
         };
         // An alert always gives its incident back (the core's contract, checked below), so
         // it is moved into the core; other inputs may be refused and get a copy.
@@ -1089,6 +1113,9 @@ impl Batch<'_> {
             self.fingerprints.insert(key.clone(), v);
             self.w.fingerprints.push((key, v));
         }
+        for (source, v) in d.storm_threads {
+            self.new_storm_threads.insert(source, v);
+        }
         for effect in d.effects {
             match effect {
                 Effect::Chat(body) => {
@@ -1110,6 +1137,11 @@ impl Batch<'_> {
             }
         }
         self.incidents.insert(id, inc);
+        // What follows for other incidents, in the same commit; their refusals are nobody's
+        // to hear (the core asked), storage failures fail the batch.
+        for input in d.then {
+            let _refused = self.apply(input)?;
+        }
         Ok(Ok(outcome))
     }
 }

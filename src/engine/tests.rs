@@ -11,6 +11,7 @@ mod clears;
 mod conditions;
 mod groups;
 mod previews;
+mod storms;
 mod writes;
 
 const CFG: &str = r#"

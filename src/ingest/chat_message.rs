@@ -317,27 +317,80 @@ pub fn parse_chat_message(msg: &ChatMessage) -> Option<Alert> {
     })
 }
 
-/// Reads a top-level alert-channel message as the alert it opens or updates, if any. Posts of
-/// bots, apps and webhooks are read as [`parse_chat_message`] reads them. A person's message is
-/// read as `humans` says; a mention of the bot is taken out of the text, so the rest is the
-/// title, and the person becomes the alert's `reported_by`.
-pub fn alert_channel_message(msg: &ChatMessage, humans: HumanMessages) -> Option<Alert> {
-    if msg.from_bot {
-        return parse_chat_message(msg);
+/// Most alerts one message is split into ([`parse_chat_alerts`]); a message listing more is
+/// read as one alert of the group (its common labels), as a message of several alert names is.
+pub const MAX_ALERTS_PER_MESSAGE: usize = 100;
+
+/// Reads a chat message as the alerts of one group it lists: a notification listing several
+/// alerts of one `alertname` with their labels (Alertmanager's Discord message, a Slack text
+/// ranging over `.Alerts`) is one alert per listed alert, each with its own labels (so its own
+/// fingerprint: the same as the webhook gives that alert), the status of the section it is
+/// listed under (`Alerts Firing:` / `Alerts Resolved:`, `*Firing*` / `*Resolved*`) or else the
+/// message's, and the message's title, description and links. Any other message is the one
+/// alert [`parse_chat_message`] reads; `[]` when it has no text at all.
+///
+/// The alerts meet in one incident through `[engine] group_by` (`alertname` plus `namespace`
+/// and the like), so the card counts and names them, and a later message that lists some as
+/// resolved clears those members only.
+pub fn parse_chat_alerts(msg: &ChatMessage) -> Vec<Alert> {
+    let Some(alert) = parse_chat_message(msg) else {
+        return Vec::new();
+    };
+    let mut scan = Scan::default();
+    scan.message(msg);
+    let mut members: BTreeMap<String, Block> = BTreeMap::new();
+    for block in scan.blocks.into_iter().filter(|b| !b.labels.is_empty()) {
+        members.insert(fingerprint_labels(&block.labels), block);
     }
-    let alert = match (humans, without_mention(msg)) {
-        (HumanMessages::Ignore, _) => return None,
-        (_, Some(text)) => parse_chat_message(&ChatMessage {
+    let mut names = members.values().map(|b| b.labels.get("alertname"));
+    let one_name = match names.next() {
+        Some(Some(first)) => names.all(|n| n == Some(first)),
+        _ => false,
+    };
+    if members.len() < 2 || members.len() > MAX_ALERTS_PER_MESSAGE || !one_name {
+        return vec![alert];
+    }
+    members
+        .into_iter()
+        .map(|(fingerprint, block)| {
+            let mut a = alert.clone();
+            a.fingerprint = fingerprint;
+            a.status = block.status.unwrap_or(alert.status);
+            let mut labels = block.labels;
+            // What the message says of all of them (a severity in the title) fills gaps only.
+            for (k, v) in &alert.labels {
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            a.labels = labels;
+            a.annotations.extend(block.annotations);
+            a
+        })
+        .collect()
+}
+
+/// Reads a top-level alert-channel message as the alerts it opens or updates, if any (several
+/// when it lists several alerts of one group, see [`parse_chat_alerts`]). Posts of bots, apps
+/// and webhooks are read as [`parse_chat_alerts`] reads them. A person's message is read as
+/// `humans` says; a mention of the bot is taken out of the text, so the rest is the title, and
+/// the person becomes the alert's `reported_by`.
+pub fn alert_channel_message(msg: &ChatMessage, humans: HumanMessages) -> Vec<Alert> {
+    if msg.from_bot {
+        return parse_chat_alerts(msg);
+    }
+    let alerts = match (humans, without_mention(msg)) {
+        (HumanMessages::Ignore, _) => return Vec::new(),
+        (_, Some(text)) => parse_chat_alerts(&ChatMessage {
             text,
             ..msg.clone()
         }),
-        (HumanMessages::All, None) => parse_chat_message(msg),
-        (HumanMessages::AlertsAndMentions, None) if looks_like_alert(msg) => {
-            parse_chat_message(msg)
-        }
-        (HumanMessages::AlertsAndMentions, None) => None,
-    }?;
-    Some(reported_by(alert, msg.author.as_ref()))
+        (HumanMessages::All, None) => parse_chat_alerts(msg),
+        (HumanMessages::AlertsAndMentions, None) if looks_like_alert(msg) => parse_chat_alerts(msg),
+        (HumanMessages::AlertsAndMentions, None) => Vec::new(),
+    };
+    alerts
+        .into_iter()
+        .map(|a| reported_by(a, msg.author.as_ref()))
+        .collect()
 }
 
 /// The alert a person asks for with `/incident new <title>`: read like a message with that
@@ -466,6 +519,8 @@ enum TitleFrom {
 struct Block {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
+    /// The section it is listed under (`Alerts Firing:` / `*Resolved*`), if any.
+    status: Option<AlertStatus>,
 }
 
 /// Where the next ` - k = v` line goes.
@@ -495,9 +550,19 @@ struct Scan {
     field_annotations: BTreeMap<String, String>,
     firing_marker: bool,
     resolved_marker: bool,
+    /// The section the scan is in (the last firing/resolved marker).
+    section: Option<AlertStatus>,
 }
 
 impl Scan {
+    /// Starts the next alert's block, in the current section.
+    fn new_block(&mut self) {
+        self.blocks.push(Block {
+            status: self.section,
+            ..Block::default()
+        });
+    }
+
     /// Scans all of a message's text, in reading order.
     fn message(&mut self, msg: &ChatMessage) {
         self.text(&msg.text);
@@ -542,8 +607,10 @@ impl Scan {
         if let Some(c) = MARKER.captures(raw) {
             if c[1].eq_ignore_ascii_case("resolved") {
                 self.resolved_marker = true;
+                self.section = Some(AlertStatus::Resolved);
             } else {
                 self.firing_marker = true;
+                self.section = Some(AlertStatus::Firing);
             }
             self.end_block();
             return;
@@ -587,7 +654,7 @@ impl Scan {
     /// A `name = value` (or Slack `*name:* value`) line of the current block.
     fn item(&mut self, name: &str, value: &str) {
         if self.blocks.is_empty() {
-            self.blocks.push(Block::default());
+            self.new_block();
         }
         let block = self.blocks.last_mut().expect("a block was just ensured");
         let (name, value) = (clean(name), clean(value));
@@ -604,14 +671,14 @@ impl Scan {
     fn keyed(&mut self, key: Key, value: &str) -> bool {
         match key {
             Key::Labels => {
-                self.blocks.push(Block::default());
+                self.new_block();
                 self.last_annotation = None;
                 self.mode = Mode::Labels;
                 return true;
             }
             Key::Annotations => {
                 if self.blocks.is_empty() {
-                    self.blocks.push(Block::default());
+                    self.new_block();
                 }
                 self.last_annotation = None;
                 self.mode = Mode::Annotations;
@@ -628,7 +695,7 @@ impl Scan {
             Key::Alert => {
                 // Each `*Alert:*` heads a new alert of the group, whose details follow.
                 if self.blocks.last().is_some_and(|b| !b.labels.is_empty()) {
-                    self.blocks.push(Block::default());
+                    self.new_block();
                 }
                 let headline = match SEVERITY_SUFFIX.captures(&value) {
                     Some(c) => {
@@ -1097,6 +1164,93 @@ mod tests {
     }
 
     #[test]
+    fn a_message_listing_a_group_is_one_alert_per_listed_alert() {
+        // Alertmanager's default Discord message for a group that clears piecemeal: one alert
+        // under `Alerts Firing:`, one under `Alerts Resolved:`.
+        let description = format!(
+            "{}{}",
+            am_discord_description(&["10.0.3.7:8080"], false),
+            am_discord_description(&["10.0.3.8:8080"], true)
+        );
+        let msg = discord(vec![embed(
+            "[FIRING:1] HighErrorRate (api critical)",
+            &description,
+        )]);
+        let alerts = parse_chat_alerts(&msg);
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        let by_instance = |i: &str| {
+            alerts
+                .iter()
+                .find(|a| a.labels["instance"] == i)
+                .expect(i)
+                .clone()
+        };
+        let (firing, resolved) = (by_instance("10.0.3.7:8080"), by_instance("10.0.3.8:8080"));
+        assert_eq!(firing.status, AlertStatus::Firing);
+        assert_eq!(resolved.status, AlertStatus::Resolved);
+        // Each is identified by its own labels, as the webhook identifies it.
+        assert_eq!(firing.fingerprint, fingerprint_labels(&firing.labels));
+        assert_ne!(firing.fingerprint, resolved.fingerprint);
+        assert_eq!(firing.title, "HighErrorRate (api critical)");
+        assert_eq!(firing.origin, resolved.origin);
+        // The engine's default grouping puts them in one group.
+        let by: Vec<String> = ["alertname", "service", "namespace", "cluster"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(firing.group_key(&by), resolved.group_key(&by));
+        assert_eq!(firing.instance(&by), "instance=10.0.3.7:8080");
+
+        // `[RESOLVED]` with both listed as resolved: both resolved.
+        let msg = discord(vec![embed(
+            "[RESOLVED] HighErrorRate (api critical)",
+            &am_discord_description(&["10.0.3.7:8080", "10.0.3.8:8080"], true),
+        )]);
+        let alerts = parse_chat_alerts(&msg);
+        assert_eq!(alerts.len(), 2);
+        assert!(alerts.iter().all(|a| a.status == AlertStatus::Resolved));
+
+        // Without sections, the title's status: `[FIRING:2]` lists two firing alerts.
+        let mut text = String::from("[FIRING:2] HighErrorRate\n");
+        for i in ["a:1", "b:1"] {
+            text.push_str(&format!(
+                "*Alert:* Error rate above 5% - `critical`\n*Details:*\n • *alertname:* `HighErrorRate`\n • *instance:* `{i}`\n"
+            ));
+        }
+        let alerts = parse_chat_alerts(&ChatMessage {
+            platform: Platform::Slack,
+            text,
+            from_bot: true,
+            ..Default::default()
+        });
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        assert!(alerts.iter().all(|a| a.status == AlertStatus::Firing));
+        assert!(alerts.iter().all(|a| a.labels["severity"] == "critical"));
+    }
+
+    #[test]
+    fn a_message_of_one_alert_or_of_several_names_stays_one_alert() {
+        // One listed alert: what parse_chat_message reads.
+        let msg = discord(vec![embed(
+            "[FIRING:1] HighErrorRate (api critical)",
+            &am_discord_description(&["10.0.3.7:8080"], false),
+        )]);
+        assert_eq!(parse_chat_alerts(&msg), vec![parse(&msg)]);
+        // Two alert names in one message (grouped by something else): one alert, the group's
+        // common labels, as before.
+        let two = am_discord_description(&["10.0.3.7:8080"], false)
+            + &am_discord_description(&["10.0.3.8:8080"], false)
+                .replace("alertname = HighErrorRate", "alertname = HighLatency");
+        let msg = discord(vec![embed("[FIRING:2] api", &two)]);
+        assert_eq!(parse_chat_alerts(&msg), vec![parse(&msg)]);
+        // The same alert listed twice is one alert.
+        let twice = am_discord_description(&["10.0.3.7:8080", "10.0.3.7:8080"], false);
+        let msg = discord(vec![embed("[FIRING:2] HighErrorRate", &twice)]);
+        assert_eq!(parse_chat_alerts(&msg).len(), 1);
+        // No text at all: nothing.
+        assert!(parse_chat_alerts(&discord(vec![])).is_empty());
+    }
+
+    #[test]
     fn alertmanager_default_discord_single_alert() {
         let alert = parse(&discord(vec![embed(
             "[FIRING:1] HighErrorRate (10.0.3.7:8080 api critical)",
@@ -1539,6 +1693,13 @@ mod tests {
 
     const DEFAULT: HumanMessages = HumanMessages::AlertsAndMentions;
 
+    /// The one alert a message of a single alert is read as.
+    fn channel_alert(msg: &ChatMessage, humans: HumanMessages) -> Option<Alert> {
+        let mut alerts = alert_channel_message(msg, humans);
+        assert!(alerts.len() <= 1, "{alerts:?}");
+        alerts.pop()
+    }
+
     #[test]
     fn a_persons_chatter_is_not_an_alert() {
         for text in [
@@ -1548,29 +1709,29 @@ mod tests {
             "is the [FIRING] thing from earlier still on?",
         ] {
             let msg = said(Platform::Slack, text);
-            assert_eq!(alert_channel_message(&msg, DEFAULT), None, "{text}");
-            assert!(alert_channel_message(&msg, HumanMessages::All).is_some());
+            assert_eq!(channel_alert(&msg, DEFAULT), None, "{text}");
+            assert!(channel_alert(&msg, HumanMessages::All).is_some());
         }
     }
 
     #[test]
     fn a_person_pasting_an_alert_opens_it() {
         let msg = said(Platform::Slack, "[FIRING:1] HighErrorRate (api critical)");
-        let alert = alert_channel_message(&msg, DEFAULT).expect("an alert");
+        let alert = channel_alert(&msg, DEFAULT).expect("an alert");
         assert_eq!(alert, reported_by(parse(&msg), msg.author.as_ref()));
         assert_eq!(alert.title, "HighErrorRate (api critical)");
         assert_eq!(alert.annotations["reported_by"], "slack:U7");
         // Alertmanager's Discord body with its labels, pasted by a person.
         let mut pasted = said(Platform::Discord, &am_discord_description(&["a:1"], false));
         pasted.text = format!("look:\n{}", pasted.text);
-        let alert = alert_channel_message(&pasted, DEFAULT).expect("an alert");
+        let alert = channel_alert(&pasted, DEFAULT).expect("an alert");
         assert_eq!(alert.labels["alertname"], "HighErrorRate");
         // Slack's `*Alert:*` text.
         let msg = said(
             Platform::Slack,
             "*Alert:* Planner agent deadlock - `critical`\n*Description:* stuck",
         );
-        assert!(alert_channel_message(&msg, DEFAULT).is_some());
+        assert!(channel_alert(&msg, DEFAULT).is_some());
     }
 
     #[test]
@@ -1583,7 +1744,7 @@ mod tests {
             (Platform::Console, "@incidentd checkout is down"),
         ] {
             let msg = said(platform, text);
-            let alert = alert_channel_message(&msg, DEFAULT).expect(text);
+            let alert = channel_alert(&msg, DEFAULT).expect(text);
             assert_eq!(alert.title, "checkout is down", "{text}");
             assert_eq!(alert.status, AlertStatus::Firing);
             assert_eq!(alert.fingerprint, fingerprint_text("checkout is down"));
@@ -1603,24 +1764,24 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                alert_channel_message(&said(platform, text), DEFAULT),
+                channel_alert(&said(platform, text), DEFAULT),
                 None,
                 "{text}"
             );
         }
         // A mention alone says nothing to open.
         assert_eq!(
-            alert_channel_message(&said(Platform::Slack, "<@UBOT>"), DEFAULT),
+            channel_alert(&said(Platform::Slack, "<@UBOT>"), DEFAULT),
             None
         );
         // With `ignore`, not even a mention or a pasted alert opens anything.
         for text in ["<@UBOT> checkout is down", "[FIRING:1] HighErrorRate (api)"] {
             let msg = said(Platform::Slack, text);
-            assert_eq!(alert_channel_message(&msg, HumanMessages::Ignore), None);
+            assert_eq!(channel_alert(&msg, HumanMessages::Ignore), None);
         }
         // With `all`, the mention is still taken out of the title.
         let msg = said(Platform::Slack, "<@UBOT> checkout is down");
-        let alert = alert_channel_message(&msg, HumanMessages::All).unwrap();
+        let alert = channel_alert(&msg, HumanMessages::All).unwrap();
         assert_eq!(alert.title, "checkout is down");
     }
 
@@ -1629,7 +1790,7 @@ mod tests {
         for humans in [DEFAULT, HumanMessages::All, HumanMessages::Ignore] {
             let mut msg = said(Platform::Slack, "Disk almost full on db-1");
             msg.from_bot = true;
-            let alert = alert_channel_message(&msg, humans).expect("an alert");
+            let alert = channel_alert(&msg, humans).expect("an alert");
             assert_eq!(alert, parse(&msg));
             assert!(!alert.annotations.contains_key("reported_by"));
         }

@@ -14,8 +14,8 @@ pub mod generic;
 pub mod grafana;
 
 pub use chat_message::{
-    alert_channel_message, looks_like_alert, parse_chat_message, requested_alert, ChatAttachment,
-    ChatEmbed, ChatField, ChatMessage,
+    alert_channel_message, looks_like_alert, parse_chat_alerts, parse_chat_message,
+    requested_alert, ChatAttachment, ChatEmbed, ChatField, ChatMessage,
 };
 
 use std::collections::{BTreeMap, HashSet};

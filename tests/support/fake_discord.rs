@@ -94,6 +94,8 @@ struct Inner {
     identify_close: Option<u16>,
     /// Sockets the fake closed with a close code.
     closes: u32,
+    /// Incoming webhooks: id → (token, channel).
+    hooks: HashMap<u64, (String, u64)>,
 }
 
 struct Shared {
@@ -278,6 +280,28 @@ impl FakeDiscord {
         });
         let app = Router::new()
             .route("/api/v10/{*path}", any(rest))
+            // Webhook URLs as Discord hands them out have no API version.
+            .route(
+                "/api/webhooks/{*path}",
+                any(
+                    |st: State<Arc<Shared>>,
+                     Path(path): Path<String>,
+                     method: Method,
+                     uri: Uri,
+                     headers: HeaderMap,
+                     body: Bytes| async move {
+                        rest(
+                            st,
+                            Path(format!("webhooks/{path}")),
+                            method,
+                            uri,
+                            headers,
+                            body,
+                        )
+                        .await
+                    },
+                ),
+            )
             .with_state(shared.clone());
         tokio::spawn(async move {
             axum::serve(http, app).await.unwrap();
@@ -327,6 +351,16 @@ impl FakeDiscord {
             Some(WEBHOOK),
             None,
         )
+    }
+
+    /// An incoming webhook posting into `channel` (Server Settings → Integrations → Webhooks);
+    /// returns its URL as Discord shows it (`…/api/webhooks/{id}/{token}`).
+    pub fn webhook_url(&self, channel: u64) -> String {
+        let mut inner = self.lock();
+        let id = Self::new_id(&mut inner);
+        let token = format!("hook-token-{id}");
+        inner.hooks.insert(id, (token.clone(), channel));
+        format!("{}/api/webhooks/{id}/{token}", self.base)
     }
 
     /// A person writes in a channel (or thread).
@@ -959,6 +993,66 @@ fn route(
                     50035,
                     "Invalid interaction response type",
                 ),
+            }
+        }
+        // Execute Webhook on an incoming webhook: the message appears in the webhook's channel,
+        // authored by the webhook (`webhook_id`, a bot author named by `username`), and goes
+        // out over the gateway; the answer is 204, or the message with `?wait=true`.
+        ("POST", ["webhooks", id, token])
+            if id
+                .parse::<u64>()
+                .is_ok_and(|id| inner.hooks.contains_key(&id)) =>
+        {
+            let id = id.parse::<u64>().expect("checked");
+            let (want, channel) = inner.hooks[&id].clone();
+            if *token != want {
+                return discord_error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
+            }
+            if !body.is_object() {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    50109,
+                    "The request body contains invalid JSON.",
+                );
+            }
+            if let Err((p, w)) = check_message(body) {
+                return invalid_form(&p, w);
+            }
+            let content = body["content"].as_str().unwrap_or("").to_string();
+            let mut embeds = body["embeds"].as_array().cloned().unwrap_or_default();
+            if content.is_empty() && embeds.is_empty() {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    50006,
+                    "Cannot send an empty message",
+                );
+            }
+            for e in &mut embeds {
+                e["type"] = json!("rich");
+            }
+            let name = body["username"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("Captain Hook");
+            let msg_id = FakeDiscord::new_id(inner);
+            let msg = Msg {
+                id: msg_id,
+                channel,
+                author: user(id, name, true),
+                content,
+                embeds: Value::Array(embeds),
+                components: json!([]),
+                webhook_id: Some(id),
+                edits: 0,
+            };
+            inner.messages.insert(msg_id, msg.clone());
+            let seq = dispatch_locked(inner, "MESSAGE_CREATE", msg.json(true));
+            inner.message_seq.insert(msg_id, seq);
+            shared.changed.notify_waiters();
+            if query.split('&').any(|kv| kv == "wait=true") {
+                ok(msg.json(false))
+            } else {
+                StatusCode::NO_CONTENT.into_response()
             }
         }
         ("PATCH", ["webhooks", app, _token, "messages", "@original"])

@@ -98,6 +98,8 @@ struct Inner {
     usergroups: Vec<(String, Vec<String>)>,
     /// Bodies POSTed to interaction `response_url`s.
     responses: Vec<Value>,
+    /// Incoming webhooks: the path after `/services/` → (channel, the webhook's bot id).
+    hooks: HashMap<String, (String, String)>,
 }
 
 struct Conn {
@@ -712,6 +714,105 @@ pub async fn signed_post(
     (status, r.text().await.unwrap_or_default())
 }
 
+/// An incoming webhook (what Alertmanager's `slack_configs` posts to its `api_url`): a JSON
+/// message (or a form with a JSON `payload`) with `text`, `blocks` and/or `attachments`,
+/// answered like Slack: 200 `ok`, or 400 `invalid_payload` / `no_text` / `invalid_blocks`,
+/// 404 `no_service` for an unknown URL. The message lands in the webhook's channel as a
+/// `bot_message` with the webhook's `bot_id`, and the app gets its `message` event.
+async fn incoming_webhook(
+    State(s): State<Arc<Shared>>,
+    Path(hook): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let at = Instant::now();
+    let plain = |status: StatusCode, text: &'static str| {
+        (status, [("content-type", "text/html")], text).into_response()
+    };
+    let found = s.inner.lock().unwrap().hooks.get(&hook).cloned();
+    let Some((channel, bot_id)) = found else {
+        s.record(
+            "incoming-webhook",
+            &Value::Null,
+            404,
+            Some("no_service"),
+            at,
+        );
+        return plain(StatusCode::NOT_FOUND, "no_service");
+    };
+    let json_body = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let parsed: Option<Value> = if json_body {
+        serde_json::from_slice(&body).ok()
+    } else {
+        form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "payload")
+            .and_then(|(_, v)| serde_json::from_str(&v).ok())
+    };
+    let Some(msg) = parsed.filter(Value::is_object) else {
+        s.record(
+            "incoming-webhook",
+            &Value::Null,
+            400,
+            Some("invalid_payload"),
+            at,
+        );
+        return plain(StatusCode::BAD_REQUEST, "invalid_payload");
+    };
+    let text = msg["text"].as_str().unwrap_or("").to_string();
+    let blocks = msg["blocks"].as_array().cloned().unwrap_or_default();
+    let mut attachments = msg["attachments"].as_array().cloned().unwrap_or_default();
+    if text.trim().is_empty() && blocks.is_empty() && attachments.is_empty() {
+        s.record("incoming-webhook", &msg, 400, Some("no_text"), at);
+        return plain(StatusCode::BAD_REQUEST, "no_text");
+    }
+    if attachments.len() > 100 || check_blocks(&blocks).is_err() {
+        s.record("incoming-webhook", &msg, 400, Some("invalid_blocks"), at);
+        return plain(StatusCode::BAD_REQUEST, "invalid_blocks");
+    }
+    // Slack numbers the attachments of a stored message.
+    for (i, a) in attachments.iter_mut().enumerate() {
+        a["id"] = json!(i + 1);
+    }
+    let username = msg["username"]
+        .as_str()
+        .unwrap_or("incoming-webhook")
+        .to_string();
+    let ts = {
+        let mut i = s.inner.lock().unwrap();
+        let ts = Shared::next_ts(&mut i);
+        let event = json!({
+            "type": "message", "subtype": "bot_message", "bot_id": bot_id, "username": username,
+            "text": text, "ts": ts, "attachments": attachments, "blocks": blocks,
+        });
+        i.messages.push(FakeMessage {
+            channel: channel.clone(),
+            ts: ts.clone(),
+            thread_ts: None,
+            user: None,
+            bot_id: Some(bot_id.clone()),
+            text: text.clone(),
+            blocks: blocks.clone(),
+            metadata: Value::Null,
+            edits: 0,
+            raw: event,
+        });
+        ts
+    };
+    s.record("incoming-webhook", &msg, 200, None, at);
+    let mut event = json!({
+        "type": "message", "subtype": "bot_message", "channel": channel, "bot_id": bot_id,
+        "username": username, "text": text, "ts": ts, "attachments": attachments,
+    });
+    if !blocks.is_empty() {
+        event["blocks"] = json!(blocks);
+    }
+    s.event(event);
+    plain(StatusCode::OK, "ok")
+}
+
 async fn serve_socket(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     while let Ok((tcp, _)) = listener.accept().await {
         let shared = shared.clone();
@@ -799,6 +900,7 @@ impl FakeSlack {
         let app = Router::new()
             .route("/api/{method}", post(api).get(api))
             .route("/health", get(|| async { "ok" }))
+            .route("/services/{*hook}", post(incoming_webhook))
             .route(
                 "/actions/{ts}",
                 post(
@@ -827,6 +929,25 @@ impl FakeSlack {
             id.to_string(),
             users.iter().map(|u| u.to_string()).collect(),
         ));
+    }
+
+    /// An incoming webhook posting into `channel` (as a bot of its own); returns its URL.
+    pub fn incoming_webhook(&self, channel: &str) -> String {
+        let n = self.next_hook();
+        let path = format!("T1/BHOOK{n}/secret{n}");
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .hooks
+            .insert(path.clone(), (channel.to_string(), format!("BHOOK{n}")));
+        format!("{}/services/{path}", self.base)
+    }
+
+    fn next_hook(&self) -> u64 {
+        let mut i = self.shared.inner.lock().unwrap();
+        i.next_id += 1;
+        i.next_id
     }
 
     /// HTTP Events mode: events go to the app's endpoints, signed.

@@ -1,6 +1,7 @@
 //! Test harness: the real app on 127.0.0.1:0 with a temp sled store and a recording chat port.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod fake_discord;
 pub mod faulty_store;
 pub mod sse;
@@ -62,7 +63,17 @@ impl TestApp {
         config: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> TestApp {
-        Self::launch(dir, config, env, None, None, fast_outbox()).await
+        Self::launch(dir, config, env, None, None, fast_outbox(), false).await
+    }
+
+    /// The app with the chat surfaces its config enables (`[slack]`, `[discord]`; the console
+    /// surface stays off), the recording port delivering beside them.
+    pub async fn start_with_chat(
+        dir: &Path,
+        config: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> TestApp {
+        Self::launch(dir, config, env, None, None, fast_outbox(), true).await
     }
 
     /// The app with one more chat sink beside the recording port, and its own outbox tuning.
@@ -72,7 +83,7 @@ impl TestApp {
         sink: Arc<dyn incidentd::ports::ChatPort>,
         outbox: OutboxConfig,
     ) -> TestApp {
-        Self::launch(dir, config, &|_| None, None, Some(sink), outbox).await
+        Self::launch(dir, config, &|_| None, None, Some(sink), outbox, false).await
     }
 
     /// The app on an injected store instead of the one at `[store] path`.
@@ -81,7 +92,16 @@ impl TestApp {
         config: &str,
         store: Arc<dyn incidentd::ports::Store>,
     ) -> TestApp {
-        Self::launch(dir, config, &|_| None, Some(store), None, fast_outbox()).await
+        Self::launch(
+            dir,
+            config,
+            &|_| None,
+            Some(store),
+            None,
+            fast_outbox(),
+            false,
+        )
+        .await
     }
 
     async fn launch(
@@ -91,15 +111,24 @@ impl TestApp {
         store: Option<Arc<dyn incidentd::ports::Store>>,
         sink: Option<Arc<dyn incidentd::ports::ChatPort>>,
         outbox: OutboxConfig,
+        chat: bool,
     ) -> TestApp {
         let mut cfg = Config::from_toml(config, env).expect("test config");
         cfg.store.path = dir.join("store");
         let port = Arc::new(RecordingPort::new("test"));
         let mut sinks: Vec<Arc<dyn incidentd::ports::ChatPort>> = vec![port.clone()];
         sinks.extend(sink);
+        let surfaces = if chat {
+            let mut d = Deps::from_config(&cfg).expect("chat surfaces");
+            d.surfaces
+                .retain(|s| s.platform() != incidentd::domain::alert::Platform::Console);
+            d.surfaces
+        } else {
+            vec![]
+        };
         let deps = Deps {
             clock: Arc::new(SystemClock),
-            surfaces: vec![],
+            surfaces,
             sinks,
             outbox,
             executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),

@@ -228,6 +228,7 @@ pub fn card(c: &IncidentCard, csrf: &str, t: &Times) -> Markup {
             div { dt { "Alert" } dd { (alert) ", seen " (c.alert_count) "×" } }
             @if let Some(g) = &c.alerts { div { dt { "Group" } dd { (g) } } }
             @if let Some(st) = &c.storm { div.storm { dt { "Storm guard" } dd { (st) } } }
+            @if let Some(st) = &c.storm_summary { div.storm { dt { "Storm" } dd { (st) } } }
             @if let Some(r) = &c.recurrence { div.recurrence { dt { "Recurrence" } dd { (r) } } }
             div { dt { "Targets" } dd {
                 "detect < " (human_seconds(c.targets.detect_seconds))

@@ -149,6 +149,9 @@ pub fn embed(card: &IncidentCard) -> Value {
             false,
         ));
     }
+    if let Some(st) = &card.storm_summary {
+        fields.push(field("Storm", truncate_chars(st, FIELD_VALUE_MAX), false));
+    }
     if let Some(r) = &card.recurrence {
         fields.push(field(
             "Recurrence",
@@ -533,6 +536,7 @@ mod tests {
             origin: None,
             alerts: Some("2 firing, 1 resolved: pod=b (firing), pod=a (resolved)".into()),
             storm: None,
+            storm_summary: None,
         }
     }
 

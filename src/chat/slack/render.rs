@@ -154,6 +154,9 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
     if let Some(st) = &card.storm {
         blocks.push(json!({ "type": "section", "text": mrkdwn(escape_within(st, MAX_SECTION_TEXT), MAX_SECTION_TEXT) }));
     }
+    if let Some(st) = &card.storm_summary {
+        blocks.push(json!({ "type": "section", "text": mrkdwn(format!("*Storm*\n{}", escape_within(st, MAX_SECTION_TEXT - 20)), MAX_SECTION_TEXT) }));
+    }
     // As on Discord and in the console: a recurrence is what an on-call person wants to see first.
     if let Some(r) = &card.recurrence {
         blocks.push(json!({ "type": "section", "text": mrkdwn(format!("*Recurrence*\n{}", escape_within(r, MAX_SECTION_TEXT - 20)), MAX_SECTION_TEXT) }));

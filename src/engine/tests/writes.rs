@@ -8,11 +8,13 @@ use super::*;
 
 /// A view the test fills in, as the writer's committed state would be.
 #[derive(Default)]
-struct TestView {
-    open: HashMap<String, IncidentId>,
-    executions: RefCell<HashMap<String, Execution>>,
+pub(super) struct TestView {
+    pub(super) open: HashMap<String, IncidentId>,
+    pub(super) executions: RefCell<HashMap<String, Execution>>,
     /// When earlier incidents opened, by source.
-    opened: Vec<(&'static str, DateTime<Utc>)>,
+    pub(super) opened: Vec<(&'static str, DateTime<Utc>)>,
+    /// Storm threads by source.
+    pub(super) storm_threads: HashMap<&'static str, IncidentId>,
 }
 
 impl View for TestView {
@@ -28,9 +30,12 @@ impl View for TestView {
             .filter(|(s, at)| *s == source && *at >= since)
             .count()
     }
+    fn storm_thread(&self, source: &str) -> Option<IncidentId> {
+        self.storm_threads.get(source).copied()
+    }
 }
 
-fn with<'a>(view: &'a TestView, secs: i64) -> Ctx<'a> {
+pub(super) fn with<'a>(view: &'a TestView, secs: i64) -> Ctx<'a> {
     Ctx { view, ..ctx(secs) }
 }
 
