@@ -212,6 +212,8 @@ pub struct Config {
     pub escalation: EscalationConfig,
     pub chat: ChatConfig,
     pub api: ApiConfig,
+    /// `[followups]`: due dates and reminders of post-incident follow-ups.
+    pub followups: crate::domain::followup::FollowUpConfig,
 }
 
 /// `[api]`: who may act on incidents through the REST API.
@@ -475,6 +477,7 @@ impl RawConfig {
                 "escalation" => raw.escalation = section(&key, value, e).unwrap_or_default(),
                 "chat" => raw.chat = section(&key, value, e).unwrap_or_default(),
                 "api" => raw.api = section(&key, value, e).unwrap_or_default(),
+                "followups" => raw.followups = section(&key, value, e).unwrap_or_default(),
                 other => e.push(ConfigError {
                     path: other.to_string(),
                     message: format!("unknown section `{other}`"),
@@ -526,6 +529,8 @@ struct RawConfig {
     chat: ChatConfig,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    followups: crate::domain::followup::FollowUpConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -1204,6 +1209,22 @@ impl RawConfig {
             }
         }
 
+        let f = &self.followups;
+        for (key, v, min) in [
+            ("define_within_seconds", f.define_within_seconds, 1),
+            ("done_within_seconds", f.done_within_seconds, 1),
+            ("verify_within_seconds", f.verify_within_seconds, 1),
+            // Reminders more often than hourly would be noise, not reminders.
+            ("remind_every_seconds", f.remind_every_seconds, 3600),
+        ] {
+            if v < min {
+                err(
+                    format!("followups.{key}"),
+                    format!("must be at least {min}"),
+                );
+            }
+        }
+
         for (j, a) in self.escalation.oncall.iter().enumerate() {
             if let Err(m) = check_approver(a) {
                 err(format!("escalation.oncall[{j}]"), m);
@@ -1340,6 +1361,7 @@ impl RawConfig {
             escalation: self.escalation,
             chat: self.chat,
             api,
+            followups: self.followups,
         })
     }
 }

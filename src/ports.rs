@@ -207,6 +207,9 @@ pub enum TimerKind {
     /// The alert has stayed clear for the quiet period (`resolve_after_clear_seconds`):
     /// resolve. Disarmed when the alert fires again.
     ResolveAfterClear,
+    /// A follow-up due date passed, or a resolved incident still has no follow-up: remind in
+    /// its thread (at most once per `[followups] remind_every_seconds`).
+    FollowUpReminder,
 }
 
 impl TimerKind {
@@ -218,6 +221,7 @@ impl TimerKind {
             TimerKind::ApprovalExpiry => "approval_expiry",
             TimerKind::VerifyDeadline => "verify_deadline",
             TimerKind::ResolveAfterClear => "resolve_after_clear",
+            TimerKind::FollowUpReminder => "followup_reminder",
         }
     }
 }

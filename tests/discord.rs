@@ -854,7 +854,7 @@ async fn long_reports_stay_within_discord_limits_and_lost_answers_do_not_double_
         .collect();
     // The follow-ups were added concurrently, so which ones fit before the cut varies.
     assert!(
-        text.contains("# Post-incident report: INC-1") && text.contains("## Follow-ups"),
+        text.contains("# Post-incident report: INC-1") && text.contains("## Improvements"),
         "{text}"
     );
     assert!(text.contains("item ") && text.contains("@owner"), "{text}");

@@ -12,7 +12,7 @@ use tracing::{debug, error, info_span, Instrument};
 use crate::config::Config;
 use crate::domain::alert::Platform;
 use crate::domain::card::ButtonAction;
-use crate::domain::command::{self, Command, ListScope, HELP};
+use crate::domain::command::{self, Command, FollowUpScope, ListScope, HELP};
 use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::policy::Actor;
 use crate::domain::report::render_markdown;
@@ -307,6 +307,27 @@ impl ChatService {
                 Ok(st) => ChatReply::private(stats::render_text(&st)),
                 Err(e) => internal(e),
             },
+            Command::FollowUpList(id) => match self.load(id).await {
+                Ok(Some(inc)) => ChatReply::private(render_followups(&inc, self.engine.now())),
+                Ok(None) => ChatReply::private(format!("{id} does not exist")),
+                Err(e) => internal(e),
+            },
+            Command::FollowUps(scope) => {
+                let filter = IncidentFilter {
+                    limit: FOLLOWUP_SCAN,
+                    ..Default::default()
+                };
+                let s = self.store.clone();
+                match blocking(move || s.list_incidents(&filter)).await {
+                    Ok(list) => ChatReply::private(render_pending_followups(
+                        &list,
+                        scope,
+                        &actor,
+                        self.engine.now(),
+                    )),
+                    Err(e) => internal(e),
+                }
+            }
             Command::New(title) => self.open(actor, &title).await,
             other => self.mutate(actor, other).await,
         }
@@ -421,8 +442,13 @@ fn describe(c: &Command) -> String {
         Command::Assign(i, who) => format!("{i} assigned to {who}."),
         Command::Severity(i, s) => format!("{i} is now {s}."),
         Command::RootCause(i, c, _) => format!("Root cause of {i} set: {}.", c.label()),
-        Command::FollowUp(i, _, _) => format!("Follow-up added to {i}."),
+        Command::FollowUp(i, ..) => format!("Follow-up added to {i}."),
+        Command::FollowUpSet(i, n, c) => {
+            format!("Follow-up #{n} of {i} is {}.", c.state().label())
+        }
         Command::Help
+        | Command::FollowUpList(_)
+        | Command::FollowUps(_)
         | Command::New(_)
         | Command::List { .. }
         | Command::Status(_)
@@ -430,6 +456,68 @@ fn describe(c: &Command) -> String {
         | Command::Report(_)
         | Command::Stats(_) => String::new(),
     }
+}
+
+/// The most recent incidents `/incident followups` looks through.
+pub const FOLLOWUP_SCAN: usize = 500;
+
+/// `/incident followup list INC-n`: every follow-up with its state and due date.
+pub fn render_followups(inc: &Incident, now: chrono::DateTime<chrono::Utc>) -> String {
+    if inc.followups.is_empty() {
+        return format!(
+            "{} has no follow-ups yet: `/incident followup add {} <item> [@owner]`.",
+            inc.id, inc.id
+        );
+    }
+    let mut s = format!("Follow-ups of `{}` — {}\n", inc.id, inc.title);
+    for (i, f) in inc.followups.iter().enumerate() {
+        let _ = writeln!(s, "• {}", f.line(i + 1, now));
+    }
+    s
+}
+
+/// `/incident followups [mine|overdue]`: follow-ups still to do or verify, across the most
+/// recent [`FOLLOWUP_SCAN`] incidents, overdue first.
+pub fn render_pending_followups(
+    list: &[Incident],
+    scope: FollowUpScope,
+    actor: &Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut rows: Vec<(bool, chrono::DateTime<chrono::Utc>, String)> = Vec::new();
+    for inc in list {
+        for (i, f) in inc.followups.iter().enumerate() {
+            let Some(deadline) = f.deadline() else {
+                continue;
+            };
+            let overdue = f.is_overdue(now);
+            let keep = match scope {
+                FollowUpScope::Pending => true,
+                FollowUpScope::Mine => f.is_owner(actor),
+                FollowUpScope::Overdue => overdue,
+            };
+            if keep {
+                rows.push((
+                    !overdue,
+                    deadline,
+                    format!("• `{}` {}", inc.id, f.line(i + 1, now)),
+                ));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return match scope {
+            FollowUpScope::Pending => "No follow-ups to do. 🎉".into(),
+            FollowUpScope::Mine => "No follow-ups of yours to do.".into(),
+            FollowUpScope::Overdue => "No overdue follow-ups. 🎉".into(),
+        };
+    }
+    rows.sort();
+    let mut s = String::new();
+    for (_, _, line) in rows {
+        let _ = writeln!(s, "{line}");
+    }
+    s
 }
 
 /// `/incident list`: one line per incident.

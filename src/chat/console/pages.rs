@@ -361,13 +361,13 @@ pub fn report(r: &Report) -> Markup {
                     }
                 }
             }
-            h4 { "Follow-ups" }
+            h4 { "Improvements" }
             @if r.followups.is_empty() {
                 p { (rich(&r.followup_hint())) }
             } @else {
                 ul.followups {
                     @for f in &r.followups {
-                        li { "☐ " (f.text) @if let Some(o) = &f.owner { " — " (o) } }
+                        li { (f.state.mark()) " " (f.number()) (f.text) @if let Some(o) = &f.owner { " — " (o) } (f.state_suffix()) }
                     }
                 }
             }

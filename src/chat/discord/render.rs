@@ -387,7 +387,7 @@ pub fn report_messages(r: &Report) -> Vec<Value> {
     fields.extend(list_fields("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
     fields.extend(list_fields(
-        "Follow-ups",
+        "Improvements",
         "follow-ups",
         &followups,
         &r.followup_hint(),
@@ -719,8 +719,8 @@ mod report_tests {
             "• `restart` Restart the API — **Succeeded**, approved/decided by slack:UAPPROVER: exit 0 in 1.2 s"
         );
         assert_eq!(
-            field_value(m, "Follow-ups"),
-            "• ☐ add a circuit breaker — @bob"
+            field_value(m, "Improvements"),
+            "• ☐ add a circuit breaker — @bob (technical · open)"
         );
         assert!(field_value(m, "Timeline").contains("`12:03:10` `restart` succeeded"));
         assert!(!e["footer"]["text"].as_str().unwrap().contains("part"));

@@ -419,7 +419,7 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
     pieces.extend(list_pieces("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
     pieces.extend(list_pieces(
-        "Follow-ups",
+        "Improvements",
         "follow-ups",
         &followups,
         &escape(&r.followup_hint()),
