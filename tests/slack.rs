@@ -1279,3 +1279,135 @@ async fn alerts_lost_in_a_socket_outage_are_read_back_from_history_once() {
     .await;
     rig.stop().await;
 }
+
+/// The `action_id`s of a message's buttons.
+fn button_ids(m: &FakeMessage) -> Vec<String> {
+    m.blocks
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["action_id"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followups_are_set_by_subcommands_and_the_reports_buttons() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    // Anyone may add one; the type and a mentioned owner come from the text.
+    let r = rig
+        .fake
+        .command(
+            "UBOB",
+            "followup add INC-1 process: add a deadlock alert <@UBOB>",
+        )
+        .await;
+    assert_eq!(r["text"], "Follow-up added to INC-1.", "{r}");
+    let a = alert.clone();
+    rig.fake
+        .wait("the follow-up note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a) && m.text.contains("Follow-up #1 for INC-1")
+            })
+        })
+        .await;
+    let r = rig.fake.command("UEVE", "followup list INC-1").await;
+    assert_eq!(r["response_type"], "ephemeral");
+    let t = r["text"].as_str().unwrap();
+    assert!(
+        t.contains("#1 add a deadlock alert — &lt;@UBOB&gt; (process, open, due"),
+        "{t}"
+    );
+    // Resolving posts the report with the follow-ups' buttons.
+    let r = rig.fake.command("UAPPROVER", "resolve INC-1").await;
+    assert_eq!(r["text"], "INC-1 resolved.", "{r}");
+    rig.fake
+        .wait("the report with buttons", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.text.starts_with("📋 INC-1") && !button_ids(m).is_empty())
+        })
+        .await;
+    let report = rig
+        .fake
+        .messages()
+        .into_iter()
+        .find(|m| m.text.starts_with("📋 INC-1") && !button_ids(m).is_empty())
+        .unwrap();
+    assert_eq!(button_ids(&report), ["fu-add:INC-1", "fu-done:INC-1:1"]);
+    let all = card_text(&report);
+    assert!(all.contains("*Improvements*"), "{all}");
+    assert!(all.contains("☐ #1 add a deadlock alert"), "{all}");
+    // "Add follow-up" says how, privately.
+    rig.fake.click("UEVE", &report, "fu-add:INC-1");
+    rig.fake
+        .wait("the add hint", |f| {
+            f.ephemerals().iter().any(|e| {
+                e["user"] == "UEVE"
+                    && e["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("/incident followup add INC-1"))
+            })
+        })
+        .await;
+    // "Done" by someone who neither owns it nor responds: refused privately and recorded.
+    rig.fake.click("UEVE", &report, "fu-done:INC-1:1");
+    rig.fake
+        .wait("the refusal", |f| {
+            f.ephemerals().iter().any(|e| {
+                e["user"] == "UEVE"
+                    && e["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("not a responder"))
+            })
+        })
+        .await;
+    // By its owner: done.
+    rig.fake.click("UBOB", &report, "fu-done:INC-1:1");
+    let a = alert.clone();
+    rig.fake
+        .wait("the done note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a)
+                    && m.text.contains("Follow-up #1 of INC-1 done by")
+            })
+        })
+        .await;
+    let r = rig.fake.command("UBOB", "followups mine").await;
+    let t = r["text"].as_str().unwrap();
+    assert!(t.contains("`INC-1` ☑ #1") && t.contains("verify by"), "{t}");
+    // Verifying takes a responder.
+    let r = rig.fake.command("UBOB", "followup verify INC-1 1").await;
+    assert!(
+        r["text"].as_str().unwrap().contains("not a responder"),
+        "{r}"
+    );
+    let r = rig
+        .fake
+        .command("UAPPROVER", "followup verify INC-1 1")
+        .await;
+    assert_eq!(r["text"], "Follow-up #1 of INC-1 is verified.", "{r}");
+    let r = rig.fake.command("UBOB", "followups").await;
+    assert_eq!(r["text"], "No follow-ups to do. 🎉", "{r}");
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    let types: Vec<&str> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|t| t.starts_with("follow_up") || *t == "refused")
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "follow_up_added",
+            "refused",
+            "follow_up_changed",
+            "refused",
+            "follow_up_changed"
+        ],
+        "{d}"
+    );
+    rig.stop().await;
+}

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::domain::alert::Platform;
 use crate::domain::card::ButtonAction;
 use crate::domain::command::{self, Command, FollowUpScope, ListScope, HELP};
+use crate::domain::followup::FollowUpChange;
 use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::policy::Actor;
 use crate::domain::report::render_markdown;
@@ -254,6 +255,15 @@ impl ChatService {
             ButtonAction::Escalate(i) => Command::Escalate(i),
             ButtonAction::Resolve(i) => Command::Resolve(i, None),
             ButtonAction::Preview(i, a) => return self.preview(i, &a).await,
+            ButtonAction::FollowUpAdd(i) => {
+                return ChatReply::private(format!(
+                    "Add a follow-up with `/incident followup add {i} [technical:|process:|organizational:] <what> [@owner]`, e.g. `/incident followup add {i} process: page the database team earlier <@you>`."
+                ))
+            }
+            ButtonAction::FollowUpDone(i, n) => Command::FollowUpSet(i, n, FollowUpChange::Done),
+            ButtonAction::FollowUpVerify(i, n) => {
+                Command::FollowUpSet(i, n, FollowUpChange::Verified)
+            }
         };
         self.mutate(actor, command).await
     }

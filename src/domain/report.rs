@@ -255,6 +255,9 @@ impl ReportAction {
     }
 }
 
+/// Most buttons a report carries (two Discord rows).
+pub const REPORT_BUTTONS: usize = 10;
+
 /// An improvement item and where it is in its life.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportFollowUp {
@@ -564,6 +567,36 @@ impl Report {
             "suggested; confirm with `/incident rootcause {} <category> [text]`",
             self.incident
         )
+    }
+
+    /// The report's buttons: "Add follow-up", then "Done #n" for open follow-ups and
+    /// "Verified #n" for done ones, at most [`REPORT_BUTTONS`] in all (the rest by command).
+    pub fn buttons(&self) -> Vec<super::card::Button> {
+        use super::card::{Button, ButtonAction, ButtonStyle};
+        use super::followup::FollowUpState;
+        let i = self.incident;
+        let mut v = vec![Button {
+            label: "Add follow-up".into(),
+            action: ButtonAction::FollowUpAdd(i),
+            style: ButtonStyle::Primary,
+        }];
+        for f in self.followups.iter().filter(|f| f.n > 0) {
+            let n = f.n as u32;
+            let (label, action) = match f.state {
+                FollowUpState::Open => (format!("Done #{n}"), ButtonAction::FollowUpDone(i, n)),
+                FollowUpState::Done => {
+                    (format!("Verified #{n}"), ButtonAction::FollowUpVerify(i, n))
+                }
+                _ => continue,
+            };
+            v.push(Button {
+                label,
+                action,
+                style: ButtonStyle::Default,
+            });
+        }
+        v.truncate(REPORT_BUTTONS);
+        v
     }
 
     /// The hint shown when there are no follow-ups.

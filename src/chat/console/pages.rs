@@ -371,6 +371,13 @@ pub fn report(r: &Report) -> Markup {
                     }
                 }
             }
+            // The follow-ups' buttons (sent with the page's CSRF token by console.js).
+            form.buttons method="post" action="/console/button" data-ajax aria-label=(format!("Follow-ups of {id}")) {
+                @for b in r.buttons() {
+                    button type="submit" name="action_id" value=(b.action.encode()) class=(button_class(b.style)) { (b.label) }
+                }
+                div.ephemeral role="status" aria-live="polite" hidden {}
+            }
             details.report-timeline {
                 summary { "Timeline (" (r.timeline.len()) " events)" }
                 @if r.timeline.is_empty() {
