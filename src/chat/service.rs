@@ -605,3 +605,101 @@ pub fn render_status(inc: &Incident, cfg: &Config) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::alert::{Alert, AlertSource, AlertStatus};
+    use crate::domain::followup::FollowUpKind;
+    use crate::engine::{handle, Ctx, NoView};
+    use chrono::{Duration, TimeZone, Utc};
+
+    /// `/incident followups [mine|overdue]` by the injected time: overdue first, only the
+    /// asker's with `mine`, nothing finished.
+    #[test]
+    fn pending_followups_by_scope_and_time() {
+        let cfg = Config::builtin();
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let ctx = |secs: i64| Ctx {
+            now: t0 + Duration::seconds(secs),
+            next_id: IncidentId(1),
+            history: &[],
+            recent: None,
+            view: &NoView,
+        };
+        let alert = Alert {
+            source: AlertSource::Alertmanager,
+            fingerprint: "fp".into(),
+            status: AlertStatus::Firing,
+            title: "Disk full".into(),
+            description: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+            starts_at: None,
+            ends_at: None,
+            links: vec![],
+            origin: None,
+            group_labels: Default::default(),
+        };
+        let mut inc = handle(None, Input::Alert(alert), &cfg, ctx(0))
+            .unwrap()
+            .incident
+            .unwrap();
+        let bob = Actor::new(Platform::Slack, "UBOB");
+        for (text, owner, at) in [
+            ("early", "<@UBOB>", 0),
+            ("late", "@carol", 3 * 86_400),
+            ("dropped", "<@UBOB>", 0),
+        ] {
+            let c = Command::FollowUp(
+                inc.id,
+                text.into(),
+                Some(owner.into()),
+                FollowUpKind::Technical,
+            );
+            inc = handle(
+                Some(inc),
+                Input::Command {
+                    actor: bob.clone(),
+                    command: c,
+                },
+                &cfg,
+                ctx(at),
+            )
+            .unwrap()
+            .incident
+            .unwrap();
+        }
+        inc.followups[2].state = crate::domain::followup::FollowUpState::Dropped;
+        let list = [inc];
+        // Day 8: #1 (due day 7) is overdue, #2 (due day 10) is not.
+        let now = t0 + Duration::days(8);
+        let all = render_pending_followups(&list, FollowUpScope::Pending, &bob, now);
+        let lines: Vec<&str> = all.lines().collect();
+        assert_eq!(lines.len(), 2, "{all}");
+        assert!(
+            lines[0].contains("#1 early") && lines[0].contains("OVERDUE"),
+            "{all}"
+        );
+        assert!(
+            lines[1].contains("#2 late") && !lines[1].contains("OVERDUE"),
+            "{all}"
+        );
+        let overdue = render_pending_followups(&list, FollowUpScope::Overdue, &bob, now);
+        assert!(
+            overdue.contains("#1 early") && !overdue.contains("#2"),
+            "{overdue}"
+        );
+        let mine = render_pending_followups(&list, FollowUpScope::Mine, &bob, now);
+        assert!(
+            mine.contains("#1 early") && !mine.contains("late"),
+            "{mine}"
+        );
+        // Day 6: nothing overdue yet.
+        let early = t0 + Duration::days(6);
+        assert_eq!(
+            render_pending_followups(&list, FollowUpScope::Overdue, &bob, early),
+            "No overdue follow-ups. 🎉"
+        );
+    }
+}

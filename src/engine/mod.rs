@@ -1388,11 +1388,17 @@ fn remind_followups(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Deci
     let mut undefined = false;
     for x in &due {
         match x {
-            followup::Due::Undefined { .. } => {
+            followup::Due::Undefined { resolved_at } => {
                 undefined = true;
+                // Rounded down to hours (or days beyond two): a reminder is not a stopwatch.
+                let hours = (ctx.now - *resolved_at).num_hours().max(0);
+                let ago = if hours >= 48 {
+                    format!("{} days", hours / 24)
+                } else {
+                    format!("{hours} h")
+                };
                 lines.push(format!(
-                    "• {id} was resolved {} ago and has no follow-up yet: add one with `/incident followup add {id} <item> [@owner]` (or say why none is needed).",
-                    human_seconds(cfg.followups.define_within_seconds)
+                    "• {id} was resolved {ago} ago and has no follow-up yet: add one with `/incident followup add {id} <item> [@owner]` (or say why none is needed)."
                 ));
             }
             followup::Due::Overdue { n, .. } => {
