@@ -1409,5 +1409,24 @@ async fn followups_are_set_by_subcommands_and_the_reports_buttons() {
         ],
         "{d}"
     );
+    // The numbers: one follow-up, done and verified on time; nothing overdue.
+    let st = rig.get("/api/v1/stats?days=7").await;
+    assert_eq!(st["followup_completion"]["numerator"], 1, "{st}");
+    assert_eq!(st["followup_completion"]["denominator"], 1, "{st}");
+    assert_eq!(st["followups_overdue"], 0, "{st}");
+    let metrics = rig
+        .http
+        .get(format!("{}/metrics", rig.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("incidentd_followup_completion_ratio 1.0")
+            && metrics.contains("incidentd_followups_overdue 0.0"),
+        "{metrics}"
+    );
     rig.stop().await;
 }

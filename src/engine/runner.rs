@@ -289,7 +289,7 @@ impl Engine {
 
     /// The outcome numbers (docs/metrics.md) over incidents opened in the last `days`.
     pub async fn stats(&self, days: u32) -> Result<Stats, StoreError> {
-        self.book.stats(chrono::Utc::now(), days).await
+        self.book.stats(self.clock.now(), days).await
     }
 
     /// The time by the engine's clock.

@@ -750,6 +750,20 @@ pub fn stats_page(v: &Viewer, view: &StatsView) -> Markup {
                             td { "< " (pct(t.recurrence_rate)) }
                             td { (verdict(s.recurrence.rate.map(|r| r < t.recurrence_rate))) }
                         }
+                        tr {
+                            th scope="row" { "Follow-up completion" }
+                            td.v { (percent(&s.followup_completion)) }
+                            td { "follow-ups done and verified on time" }
+                            td { "—" }
+                            td {}
+                        }
+                        tr {
+                            th scope="row" { "Overdue follow-ups" }
+                            td.v { (s.followups_overdue) }
+                            td { "past their done-by or verify-by date now" }
+                            td { "0" }
+                            td { (verdict(Some(s.followups_overdue == 0))) }
+                        }
                     }
                 }
                 table.targets {
