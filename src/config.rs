@@ -1210,6 +1210,20 @@ impl RawConfig {
         }
 
         let f = &self.followups;
+        if let Some(x) = &f.export {
+            if !matches!(x.run, crate::domain::playbook::ExecutorSpec::Http { .. }) {
+                err(
+                    "followups.export.run".into(),
+                    "the export is an `http` action (a tracker's create-issue endpoint)".into(),
+                );
+            }
+            if x.when.is_some() || x.verify.is_some() || x.rollback.is_some() || x.auto {
+                err(
+                    "followups.export".into(),
+                    "`when`, `verify`, `rollback` and `auto` do not apply to the export (it runs once per follow-up)".into(),
+                );
+            }
+        }
         for (key, v, min) in [
             ("define_within_seconds", f.define_within_seconds, 1),
             ("done_within_seconds", f.done_within_seconds, 1),
@@ -1500,6 +1514,20 @@ title = "Plain"
         assert!(e[0].starts_with("playbooks[0].actions[0].run"), "{e:?}");
         let e = errors("[engine]\ncard_coalesce_seconds = \"five\"\n");
         assert!(e[0].starts_with("engine.card_coalesce_seconds:"), "{e:?}");
+    }
+
+    #[test]
+    fn the_followup_export_is_an_http_action() {
+        let e = errors("[followups.export]\nid='x'\ntitle='X'\nrun={type='command', argv=['a']}\n");
+        assert!(e[0].starts_with("followups.export.run:"), "{e:?}");
+        let e = errors("[followups]\nremind_every_seconds = 60\n");
+        assert!(e[0].starts_with("followups.remind_every_seconds:"), "{e:?}");
+        let c = Config::from_toml(
+            "[followups.export]\nid='x'\ntitle='X'\nrun={type='http', url='http://127.0.0.1:1/issues'}\n",
+            &no_env,
+        )
+        .unwrap();
+        assert!(c.followups.export.is_some());
     }
 
     #[test]

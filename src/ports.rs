@@ -352,6 +352,33 @@ pub trait Executor: Send + Sync {
         action: &ActionSpec,
         spec: &VerifySpec,
     ) -> ExecOutcome;
+    /// [`Executor::plan`] for the export of follow-up `n` (from 1), with its values.
+    fn plan_followup(
+        &self,
+        _incident: &Incident,
+        _n: usize,
+        _followup: &crate::domain::followup::FollowUp,
+        _action: &ActionSpec,
+    ) -> Result<String, String> {
+        Err("this executor does not export follow-ups".into())
+    }
+    /// Runs the export of follow-up `n`; the link the response names, if any.
+    async fn run_followup(
+        &self,
+        _incident: &Incident,
+        _n: usize,
+        _followup: &crate::domain::followup::FollowUp,
+        _action: &ActionSpec,
+    ) -> (ExecOutcome, Option<String>) {
+        let summary = "this executor does not export follow-ups".to_string();
+        (
+            ExecOutcome {
+                success: false,
+                summary,
+            },
+            None,
+        )
+    }
 }
 
 /// Durable state. Synchronous: callers run it on a blocking thread.

@@ -1430,3 +1430,118 @@ async fn followups_are_set_by_subcommands_and_the_reports_buttons() {
     );
     rig.stop().await;
 }
+
+/// A tracker's "create issue" endpoint on loopback: records each body; answers 201 with the
+/// issue's `html_url`, or 500 when the title asks for it.
+async fn tracker() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+    let seen: Seen = Default::default();
+    let app = Router::new()
+        .route(
+            "/repos/acme/api/issues",
+            post(
+                |State(seen): State<Seen>, Json(body): Json<Value>| async move {
+                    let n = {
+                        let mut s = seen.lock().unwrap();
+                        s.push(body.clone());
+                        s.len()
+                    };
+                    if body["title"].as_str().unwrap_or("").contains("fail") {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({})));
+                    }
+                    let url = format!("https://tracker.example/acme/api/issues/{n}");
+                    (
+                        StatusCode::CREATED,
+                        Json(json!({ "number": n, "html_url": url })),
+                    )
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_followup_is_exported_once_and_keeps_its_link() {
+    let (base, seen) = tracker().await;
+    let export = format!(
+        "{POLICY}\n[followups.export]\nid = \"tracker\"\ntitle = \"Create a tracker issue\"\n\
+         allowed_pattern = '(?s).{{1,300}}'\ntimeout_seconds = 5\n\
+         run = {{ type = \"http\", method = \"POST\", url = \"{base}/repos/acme/api/issues\", expect_status = 201, \
+         body = {{ title = \"{{incident.id}} follow-up #{{followup.number}}: {{followup.text}}\", labels = [\"{{followup.kind}}\", \"incident\"] }} }}\n"
+    );
+    let rig = Rig::launch(
+        "socket",
+        FakeSlack::start().await,
+        tempfile::tempdir().unwrap(),
+        &export,
+    )
+    .await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    rig.fake
+        .command(
+            "UBOB",
+            "followup add INC-1 process: add a deadlock alert @bob",
+        )
+        .await;
+    let a = alert.clone();
+    rig.fake
+        .wait("the export's link in the thread", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a)
+                    && m.text
+                        .contains("tracked at https://tracker.example/acme/api/issues/1")
+            })
+        })
+        .await;
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0]["title"], "INC-1 follow-up #1: add a deadlock alert");
+        assert_eq!(s[0]["labels"], json!(["process", "incident"]));
+    }
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(
+        d["incident"]["followups"][0]["link"], "https://tracker.example/acme/api/issues/1",
+        "{d}"
+    );
+    let x = &d["executions"].as_array().unwrap()[0];
+    assert_eq!(x["key"], "INC-1:followup-export:1");
+    assert_eq!(x["status"], "succeeded");
+    // A failing export is reported and not retried; the follow-up stays, without a link.
+    rig.fake
+        .command("UBOB", "followup add INC-1 this will fail")
+        .await;
+    let a = alert.clone();
+    rig.fake
+        .wait("the export failure note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a) && m.text.contains("could not be exported")
+            })
+        })
+        .await;
+    let r = rig.fake.command("UBOB", "followup list INC-1").await;
+    let t = r["text"].as_str().unwrap();
+    assert!(
+        t.contains("#1 add a deadlock alert") && t.contains("tracker.example/acme/api/issues/1"),
+        "{t}"
+    );
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    assert!(d["incident"]["followups"][1]["link"].is_null(), "{d}");
+    let statuses: Vec<&str> = d["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["status"].as_str())
+        .collect();
+    assert_eq!(statuses.len(), 2, "one execution per follow-up: {d}");
+    assert!(statuses.contains(&"failed"), "{d}");
+    // Each follow-up was sent exactly once (no retry of the 500, no resend of #1).
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    rig.stop().await;
+}

@@ -121,6 +121,11 @@ pub struct FollowUpConfig {
     /// mention (`<@U1>` on Slack, `<@42>` on Discord). Off: the owner is named, not pinged.
     #[serde(default)]
     pub mention_owners: bool,
+    /// `[followups.export]`: an `http` action run once per new follow-up (e.g. a tracker's
+    /// "create issue"), templated with `{followup.text}` and friends; the link its response
+    /// names is stored on the follow-up.
+    #[serde(default)]
+    pub export: Option<super::playbook::ActionSpec>,
 }
 
 fn day() -> u64 {
@@ -138,6 +143,7 @@ impl Default for FollowUpConfig {
             verify_within_seconds: week(),
             remind_every_seconds: day(),
             mention_owners: false,
+            export: None,
         }
     }
 }
@@ -200,6 +206,9 @@ pub struct FollowUp {
     /// The state it was last reminded about (so each missed due date is reminded once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminded: Option<FollowUpState>,
+    /// Where it is tracked: the link the export's response named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 impl FollowUp {
@@ -233,6 +242,7 @@ impl FollowUp {
             verified_by: None,
             dropped_reason: None,
             reminded: None,
+            link: None,
         }
     }
 
@@ -352,6 +362,9 @@ impl FollowUp {
                 }
             }
             _ => {}
+        }
+        if let Some(l) = &self.link {
+            s.push_str(&format!(" · {l}"));
         }
         s.push(')');
         s

@@ -468,7 +468,7 @@ pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Cla
                 state: f.state,
                 deadline: f.deadline(),
                 reason: f.dropped_reason.clone(),
-                link: None,
+                link: f.link.clone(),
             })
             .collect(),
         timeline: super::incident::shown_timeline(timeline)

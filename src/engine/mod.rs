@@ -90,6 +90,15 @@ pub enum Input {
         action: String,
         key: String,
     },
+    /// A follow-up's export (`[followups.export]`) finished; `link` is what its response named.
+    FollowUpExported {
+        incident: IncidentId,
+        n: u32,
+        key: String,
+        success: bool,
+        summary: String,
+        link: Option<String>,
+    },
 }
 
 /// What the core wants done besides changing state.
@@ -525,6 +534,58 @@ fn decide(
             d.incident = Some(inc);
             Ok(d)
         }
+        Input::FollowUpExported {
+            incident: id,
+            n,
+            key,
+            success,
+            summary,
+            link,
+        } => {
+            let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            d.executions
+                .extend(ctx.view.execution(&key).map(|x| Execution {
+                    status: if success {
+                        ExecutionStatus::Succeeded
+                    } else {
+                        ExecutionStatus::Failed
+                    },
+                    updated_at: ctx.now,
+                    ..x
+                }));
+            let action = export_action(n as usize);
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: Actor::system(),
+                kind: EventKind::ExecutionFinished {
+                    action,
+                    execution: key,
+                    success,
+                    summary: summary.clone(),
+                },
+            });
+            let f = inc.followups.get_mut((n as usize).wrapping_sub(1));
+            let text = f.as_ref().map(|f| f.text.clone()).unwrap_or_default();
+            d.effects.push(note(match (success, &link) {
+                (true, Some(l)) => {
+                    if let Some(f) = f {
+                        f.link = Some(l.clone());
+                    }
+                    format!("🔗 Follow-up #{n} of {} ({text}) is tracked at {l}", inc.id)
+                }
+                (true, None) => format!(
+                    "🔗 Follow-up #{n} of {} ({text}) exported ({summary}); the answer named no link.",
+                    inc.id
+                ),
+                (false, _) => format!(
+                    "⚠️ Follow-up #{n} of {} ({text}) could not be exported: {summary}. It is not retried; track it by hand.",
+                    inc.id
+                ),
+            }));
+            d.incident = Some(inc);
+            Ok(d)
+        }
         Input::ExecutionInterrupted {
             incident: id,
             action,
@@ -583,6 +644,9 @@ fn recurrence(ctx: Ctx<'_>, cfg: &Config) -> Option<Recurrence> {
 pub fn action_spec<'a>(inc: &Incident, action: &str, cfg: &'a Config) -> Option<&'a ActionSpec> {
     if action == PAGER_ACTION {
         return cfg.escalation.pager.as_ref();
+    }
+    if export_number(action).is_some() {
+        return cfg.followups.export.as_ref();
     }
     inc.playbook
         .as_deref()
@@ -1539,6 +1603,19 @@ fn escalate(
 /// The action id of the configured pager (`[escalation.pager]`).
 pub const PAGER_ACTION: &str = "pager";
 
+/// The execution action of follow-up `n`'s export: `followup-export:n`.
+pub fn export_action(n: usize) -> String {
+    format!("followup-export:{n}")
+}
+
+/// The follow-up number of an export's execution action.
+pub fn export_number(action: &str) -> Option<usize> {
+    action
+        .strip_prefix("followup-export:")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+}
+
 fn on_command(
     mut inc: Incident,
     actor: Actor,
@@ -1664,6 +1741,12 @@ fn on_command(
             let due = f.due;
             inc.followups.push(f);
             let n = inc.followups.len();
+            if cfg.followups.export.is_some() {
+                // Once per follow-up: the key is the follow-up's, so it is never queued twice.
+                let action = export_action(n);
+                let key = format!("{}:{action}", inc.id);
+                queue_execution(&inc, &action, &key, ctx, &mut d);
+            }
             d.events.push(TimelineEvent {
                 at: ctx.now,
                 actor: actor.clone(),

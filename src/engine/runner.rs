@@ -1006,6 +1006,7 @@ impl Batch<'_> {
             Input::ExecutionStarted { incident, .. }
             | Input::ExecutionFinished { incident, .. }
             | Input::ExecutionInterrupted { incident, .. }
+            | Input::FollowUpExported { incident, .. }
             | Input::VerificationFinished { incident, .. } => Some(*incident),
         };
         // An alert always gives its incident back (the core's contract, checked below), so
