@@ -604,11 +604,17 @@ fn decide(
                     execution: key,
                 },
             });
-            d.effects.push(Effect::Chat(ChatBody::Note {
-                mentions: vec![],
-                text: format!(
+            let text = match export_number(&action) {
+                Some(n) => format!(
+                    "⚠️ The export of follow-up #{n} was running when incidentd stopped. Whether the tracker got it is unknown and it will not be re-sent: check the tracker."
+                ),
+                None => format!(
                     "⚠️ `{action}` was running when incidentd stopped. Its outcome is unknown and it will not be re-run automatically: check the system, then resolve or escalate."
                 ),
+            };
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
+                text,
             }));
             push_card(&mut inc, ctx, &mut d);
             d.incident = Some(inc);

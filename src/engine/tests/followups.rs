@@ -286,3 +286,73 @@ fn a_reopened_incident_is_not_reminded_about_missing_followups() {
     let d = fire(&d.incident.unwrap(), DAY);
     assert!(notes(&d).is_empty());
 }
+
+#[test]
+fn an_export_is_queued_once_per_followup_and_an_interrupted_one_is_not_resent() {
+    let cfg = Config::from_toml(
+        &format!(
+            "{CFG}\n[followups.export]\nid='t'\ntitle='T'\nrun={{type='http', url='http://127.0.0.1:1/issues'}}\n"
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    let inc = resolved(0);
+    let c = Command::FollowUp(inc.id, "x".into(), None, FollowUpKind::Technical);
+    let d = handle(
+        Some(inc),
+        Input::Command {
+            actor: user("U5"),
+            command: c,
+        },
+        &cfg,
+        ctx(10),
+    )
+    .unwrap();
+    assert_eq!(d.executions.len(), 1);
+    assert_eq!(d.executions[0].key, "INC-1:followup-export:1");
+    assert!(d.effects.iter().any(|e| matches!(
+        e,
+        Effect::Execute { action, .. } if action == "followup-export:1"
+    )));
+    let inc = d.incident.unwrap();
+    // Found `Started` after a restart: a note, never a second request.
+    let d = handle(
+        Some(inc.clone()),
+        Input::ExecutionInterrupted {
+            incident: inc.id,
+            action: "followup-export:1".into(),
+            key: "INC-1:followup-export:1".into(),
+        },
+        &cfg,
+        ctx(20),
+    )
+    .unwrap();
+    assert!(!d
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Execute { .. })));
+    assert!(
+        notes(&d)[0].0.contains("export of follow-up #1"),
+        "{:?}",
+        notes(&d)
+    );
+    // The link an export reports is kept on its follow-up.
+    let d = handle(
+        Some(inc.clone()),
+        Input::FollowUpExported {
+            incident: inc.id,
+            n: 1,
+            key: "INC-1:followup-export:1".into(),
+            success: true,
+            summary: "HTTP 201 in 5 ms".into(),
+            link: Some("https://tracker.example/1".into()),
+        },
+        &cfg,
+        ctx(20),
+    )
+    .unwrap();
+    assert_eq!(
+        d.incident.unwrap().followups[0].link.as_deref(),
+        Some("https://tracker.example/1")
+    );
+}
