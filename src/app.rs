@@ -112,6 +112,53 @@ impl Executor for PlaybookExecutor {
         }
     }
 
+    fn plan_followup(
+        &self,
+        incident: &Incident,
+        n: usize,
+        followup: &crate::domain::followup::FollowUp,
+        action: &ActionSpec,
+    ) -> Result<String, String> {
+        remediate::plan_for(action, incident, Some((n, followup)), &self.kubectl_bin)
+            .map(|p| p.preview())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run_followup(
+        &self,
+        incident: &Incident,
+        n: usize,
+        followup: &crate::domain::followup::FollowUp,
+        action: &ActionSpec,
+    ) -> (ExecOutcome, Option<String>) {
+        let plan =
+            match remediate::plan_for(action, incident, Some((n, followup)), &self.kubectl_bin) {
+                Ok(p) => p,
+                Err(e) => {
+                    let summary = format!("refused: {e}");
+                    return (
+                        ExecOutcome {
+                            success: false,
+                            summary,
+                        },
+                        None,
+                    );
+                }
+            };
+        let out = remediate::execute(&plan, &self.retry, &[], &self.http).await;
+        let link = out
+            .success
+            .then(|| remediate::link_in_response(&out.stdout))
+            .flatten();
+        (
+            ExecOutcome {
+                success: out.success,
+                summary: out.summary(),
+            },
+            link,
+        )
+    }
+
     async fn verify(
         &self,
         incident: &Incident,

@@ -212,6 +212,8 @@ pub struct Config {
     pub escalation: EscalationConfig,
     pub chat: ChatConfig,
     pub api: ApiConfig,
+    /// `[followups]`: due dates and reminders of post-incident follow-ups.
+    pub followups: crate::domain::followup::FollowUpConfig,
 }
 
 /// `[api]`: who may act on incidents through the REST API.
@@ -475,6 +477,7 @@ impl RawConfig {
                 "escalation" => raw.escalation = section(&key, value, e).unwrap_or_default(),
                 "chat" => raw.chat = section(&key, value, e).unwrap_or_default(),
                 "api" => raw.api = section(&key, value, e).unwrap_or_default(),
+                "followups" => raw.followups = section(&key, value, e).unwrap_or_default(),
                 other => e.push(ConfigError {
                     path: other.to_string(),
                     message: format!("unknown section `{other}`"),
@@ -526,6 +529,8 @@ struct RawConfig {
     chat: ChatConfig,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    followups: crate::domain::followup::FollowUpConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -1204,6 +1209,36 @@ impl RawConfig {
             }
         }
 
+        let f = &self.followups;
+        if let Some(x) = &f.export {
+            if !matches!(x.run, crate::domain::playbook::ExecutorSpec::Http { .. }) {
+                err(
+                    "followups.export.run".into(),
+                    "the export is an `http` action (a tracker's create-issue endpoint)".into(),
+                );
+            }
+            if x.when.is_some() || x.verify.is_some() || x.rollback.is_some() || x.auto {
+                err(
+                    "followups.export".into(),
+                    "`when`, `verify`, `rollback` and `auto` do not apply to the export (it runs once per follow-up)".into(),
+                );
+            }
+        }
+        for (key, v, min) in [
+            ("define_within_seconds", f.define_within_seconds, 1),
+            ("done_within_seconds", f.done_within_seconds, 1),
+            ("verify_within_seconds", f.verify_within_seconds, 1),
+            // Reminders more often than hourly would be noise, not reminders.
+            ("remind_every_seconds", f.remind_every_seconds, 3600),
+        ] {
+            if v < min {
+                err(
+                    format!("followups.{key}"),
+                    format!("must be at least {min}"),
+                );
+            }
+        }
+
         for (j, a) in self.escalation.oncall.iter().enumerate() {
             if let Err(m) = check_approver(a) {
                 err(format!("escalation.oncall[{j}]"), m);
@@ -1340,6 +1375,7 @@ impl RawConfig {
             escalation: self.escalation,
             chat: self.chat,
             api,
+            followups: self.followups,
         })
     }
 }
@@ -1478,6 +1514,20 @@ title = "Plain"
         assert!(e[0].starts_with("playbooks[0].actions[0].run"), "{e:?}");
         let e = errors("[engine]\ncard_coalesce_seconds = \"five\"\n");
         assert!(e[0].starts_with("engine.card_coalesce_seconds:"), "{e:?}");
+    }
+
+    #[test]
+    fn the_followup_export_is_an_http_action() {
+        let e = errors("[followups.export]\nid='x'\ntitle='X'\nrun={type='command', argv=['a']}\n");
+        assert!(e[0].starts_with("followups.export.run:"), "{e:?}");
+        let e = errors("[followups]\nremind_every_seconds = 60\n");
+        assert!(e[0].starts_with("followups.remind_every_seconds:"), "{e:?}");
+        let c = Config::from_toml(
+            "[followups.export]\nid='x'\ntitle='X'\nrun={type='http', url='http://127.0.0.1:1/issues'}\n",
+            &no_env,
+        )
+        .unwrap();
+        assert!(c.followups.export.is_some());
     }
 
     #[test]

@@ -416,6 +416,8 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
             auto_remediation_success_ratio: st.auto_remediation_success_rate,
             rca_completion_ratio: st.rca_completion_rate,
             recurrence_ratio: st.recurrence_rate,
+            followup_completion_ratio: st.followup_completion.rate,
+            followups_overdue: Some(st.followups_overdue as f64),
         },
     };
     let text = s.engine.metrics().render(scrape);

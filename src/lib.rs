@@ -4,7 +4,7 @@
 //! incident thread per event, triage, approvals, remediation, reports.
 //!
 //! # Layout
-//! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks and their `when` conditions (`condition`), policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
+//! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks and their `when` conditions (`condition`), follow-ups with their due dates and reminders (`followup`), policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
 //! - `engine`    — the core `handle`, which makes every decision (from the incident, the input and a read-only `View` of open incidents, executions and recent openings) and says what to write; its runner, which only applies decisions (group commit, outbox delivery, timers, the outcome numbers' book, the store's health for `/readyz`)
 //! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
 //! - `store`     — sled implementation of Store, its integrity manifest, and `store check/export/import` (versioned JSON lines)

@@ -209,6 +209,9 @@ pub enum TimerKind {
     ResolveAfterClear,
     /// The storm this incident's card summarizes may be over: check the rate again.
     StormLift,
+    /// A follow-up due date passed, or a resolved incident still has no follow-up: remind in
+    /// its thread (at most once per `[followups] remind_every_seconds`).
+    FollowUpReminder,
 }
 
 impl TimerKind {
@@ -221,6 +224,7 @@ impl TimerKind {
             TimerKind::VerifyDeadline => "verify_deadline",
             TimerKind::ResolveAfterClear => "resolve_after_clear",
             TimerKind::StormLift => "storm_lift",
+            TimerKind::FollowUpReminder => "followup_reminder",
         }
     }
 }
@@ -351,6 +355,33 @@ pub trait Executor: Send + Sync {
         action: &ActionSpec,
         spec: &VerifySpec,
     ) -> ExecOutcome;
+    /// [`Executor::plan`] for the export of follow-up `n` (from 1), with its values.
+    fn plan_followup(
+        &self,
+        _incident: &Incident,
+        _n: usize,
+        _followup: &crate::domain::followup::FollowUp,
+        _action: &ActionSpec,
+    ) -> Result<String, String> {
+        Err("this executor does not export follow-ups".into())
+    }
+    /// Runs the export of follow-up `n`; the link the response names, if any.
+    async fn run_followup(
+        &self,
+        _incident: &Incident,
+        _n: usize,
+        _followup: &crate::domain::followup::FollowUp,
+        _action: &ActionSpec,
+    ) -> (ExecOutcome, Option<String>) {
+        let summary = "this executor does not export follow-ups".to_string();
+        (
+            ExecOutcome {
+                success: false,
+                summary,
+            },
+            None,
+        )
+    }
 }
 
 /// Durable state. Synchronous: callers run it on a blocking thread.

@@ -196,6 +196,16 @@ pub mod metrics {
             "gauge",
             "Share of incidents whose fingerprint had an incident resolved within the recurrence window before it opened, last 30 days.",
         ),
+        (
+            "incidentd_followup_completion_ratio",
+            "gauge",
+            "Share of follow-ups (not dropped) of the last 30 days' incidents done and verified by their due dates.",
+        ),
+        (
+            "incidentd_followups_overdue",
+            "gauge",
+            "Follow-ups of the last 30 days' incidents past their current due date (done by, or verified by).",
+        ),
     ];
 
     /// The content type of [`Metrics::render`]'s text (OpenMetrics 1.0, which Prometheus
@@ -339,10 +349,12 @@ pub mod metrics {
         pub auto_remediation_success_ratio: Option<f64>,
         pub rca_completion_ratio: Option<f64>,
         pub recurrence_ratio: Option<f64>,
+        pub followup_completion_ratio: Option<f64>,
+        pub followups_overdue: Option<f64>,
     }
 
     impl Outcomes {
-        fn named(&self) -> [(&'static str, Option<f64>); 11] {
+        fn named(&self) -> [(&'static str, Option<f64>); 13] {
             [
                 ("incidentd_mttr_seconds", self.mttr_seconds),
                 ("incidentd_mttr_median_seconds", self.mttr_median_seconds),
@@ -367,6 +379,11 @@ pub mod metrics {
                 ),
                 ("incidentd_rca_completion_ratio", self.rca_completion_ratio),
                 ("incidentd_recurrence_ratio", self.recurrence_ratio),
+                (
+                    "incidentd_followup_completion_ratio",
+                    self.followup_completion_ratio,
+                ),
+                ("incidentd_followups_overdue", self.followups_overdue),
             ]
         }
     }
@@ -807,6 +824,8 @@ pub mod metrics {
                 auto_remediation_success_ratio: Some(1.0),
                 rca_completion_ratio: Some(1.0),
                 recurrence_ratio: Some(1.0),
+                followup_completion_ratio: Some(0.5),
+                followups_overdue: Some(2.0),
             };
             let text = m.render(Scrape {
                 chat_connected: vec![("discord".into(), false)],

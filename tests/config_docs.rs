@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "[[console.users]]\n@ = 1",
     "[escalation]\n@ = 1",
     "[chat]\n@ = 1",
+    "[followups]\n@ = 1",
     "[api]\n@ = 1",
     "[[api.tokens]]\n@ = 1",
 ];

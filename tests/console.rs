@@ -617,6 +617,46 @@ async fn pasted_alert_opens_an_incident_and_commands_and_replies_work() {
     .await;
     assert!(!v["text"].as_str().unwrap().is_empty());
 
+    // Follow-ups: the same subcommands, and the report's buttons as console buttons.
+    let say = |text: &'static str| {
+        let (c, csrf) = (&c, &csrf);
+        let url = app.url("/console/post");
+        async move {
+            post(c, url, &[("text", text), ("csrf", csrf)], None)
+                .await
+                .1
+        }
+    };
+    let v = say("/incident followup add INC-1 process: write the runbook @alice").await;
+    assert_eq!(v["text"], "Follow-up added to INC-1.", "{v}");
+    let v = say("/incident followup list INC-1").await;
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .contains("#1 write the runbook — @alice (process, open, due"),
+        "{v}"
+    );
+    assert_eq!(v["ephemeral"], true);
+    // The report's "Done #1" button, as the console posts it (Alice owns it and responds).
+    let (s, v) = post(
+        &c,
+        app.url("/console/button"),
+        &[("action_id", "fu-done:INC-1:1"), ("csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["text"], "Follow-up #1 of INC-1 is done.", "{v}");
+    let v = say("/incident followups mine").await;
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .contains("☑ #1 write the runbook"),
+        "{v}"
+    );
+
     // A reply in the thread: shown live and written to the timeline.
     let (s, v) = post(
         &c,

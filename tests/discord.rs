@@ -854,7 +854,7 @@ async fn long_reports_stay_within_discord_limits_and_lost_answers_do_not_double_
         .collect();
     // The follow-ups were added concurrently, so which ones fit before the cut varies.
     assert!(
-        text.contains("# Post-incident report: INC-1") && text.contains("## Follow-ups"),
+        text.contains("# Post-incident report: INC-1") && text.contains("## Improvements"),
         "{text}"
     );
     assert!(text.contains("item ") && text.contains("@owner"), "{text}");
@@ -1335,5 +1335,126 @@ async fn alerts_posted_before_a_new_ready_are_read_back_from_history_once() {
         },
     )
     .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followups_are_set_by_subcommands_and_the_reports_buttons() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(dir.path()).await;
+    let fake = &rig.fake;
+    let a = alert(fake, "10.0.3.7:8080");
+    card_in_thread(fake, a).await;
+    let text = |r: &Req| r.body["content"].as_str().unwrap_or_default().to_string();
+
+    // Anyone may add one: type and owner are options; the owner is a mention.
+    let owner = format!("<@{BOB}>");
+    let t = fake.command(
+        INCIDENTS,
+        BOB,
+        &[],
+        "followup",
+        &[
+            ("id", "INC-1"),
+            ("text", "add an error-budget alert"),
+            ("owner", owner.as_str()),
+            ("type", "process"),
+        ],
+    );
+    assert!(text(&command_answer(fake, t).await).contains("Follow-up added to INC-1"));
+    let t = fake.command(INCIDENTS, ALICE, &[], "followup-list", &[("id", "INC-1")]);
+    let list = command_answer(fake, t).await;
+    assert_eq!(list.body["flags"], 64, "listing is private: {}", list.body);
+    assert!(
+        text(&list).contains("#1 add an error-budget alert")
+            && text(&list).contains("(process, open, due"),
+        "{}",
+        list.body
+    );
+    // Resolving posts the report, its last message with the follow-ups' buttons.
+    let t = fake.command(
+        INCIDENTS,
+        ALICE,
+        &[APPROVERS],
+        "resolve",
+        &[("id", "INC-1")],
+    );
+    assert!(text(&command_answer(fake, t).await).contains("INC-1 resolved"));
+    let report = fake
+        .wait("the report with buttons", |f| {
+            f.messages_in(a).into_iter().find(|m| {
+                m.components.as_array().is_some_and(|c| !c.is_empty())
+                    && custom_ids(m).iter().any(|c| c == "fu-add:INC-1")
+            })
+        })
+        .await;
+    assert_eq!(custom_ids(&report), ["fu-add:INC-1", "fu-done:INC-1:1"]);
+    assert!(
+        report.embeds.to_string().contains("Improvements"),
+        "{}",
+        report.embeds
+    );
+    // "Add follow-up" answers privately with how.
+    let t = fake.click(report.id, "fu-add:INC-1", ALICE, &[]);
+    let hint = fake
+        .wait("the add hint", |f| {
+            f.interaction_requests(&t)
+                .into_iter()
+                .find(|r| r.method == "POST" && r.path.starts_with("/api/v10/webhooks/"))
+        })
+        .await;
+    assert_eq!(hint.body["flags"], 64);
+    assert!(
+        text(&hint).contains("/incident followup add INC-1"),
+        "{}",
+        hint.body
+    );
+    // "Done" by neither owner nor responder: refused privately.
+    let t = fake.click(report.id, "fu-done:INC-1:1", ALICE, &[]);
+    let refusal = fake
+        .wait("the refusal", |f| {
+            f.interaction_requests(&t)
+                .into_iter()
+                .find(|r| r.method == "POST" && r.path.starts_with("/api/v10/webhooks/"))
+        })
+        .await;
+    assert!(
+        text(&refusal).contains("not a responder"),
+        "{}",
+        refusal.body
+    );
+    // By its owner: done, noted in the thread without pinging anyone.
+    fake.click(report.id, "fu-done:INC-1:1", BOB, &[]);
+    let note = fake
+        .wait("the done note", |f| {
+            f.messages_in(a)
+                .into_iter()
+                .find(|m| m.content.contains("Follow-up #1 of INC-1 done by"))
+        })
+        .await;
+    assert!(
+        note.content.contains("followup verify INC-1 1"),
+        "{}",
+        note.content
+    );
+    // Verifying takes a responder.
+    let t = fake.command(
+        INCIDENTS,
+        BOB,
+        &[],
+        "followup-verify",
+        &[("id", "INC-1"), ("number", "1")],
+    );
+    assert!(text(&command_answer(fake, t).await).contains("not a responder"));
+    let t = fake.command(
+        INCIDENTS,
+        ALICE,
+        &[APPROVERS],
+        "followup-verify",
+        &[("id", "INC-1"), ("number", "1")],
+    );
+    assert!(text(&command_answer(fake, t).await).contains("Follow-up #1 of INC-1 is verified"));
+    let t = fake.command(INCIDENTS, BOB, &[], "followups", &[("which", "overdue")]);
+    assert!(text(&command_answer(fake, t).await).contains("No overdue follow-ups"));
     rig.stop().await;
 }

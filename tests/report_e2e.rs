@@ -296,7 +296,7 @@ async fn a_scripted_incident_ends_with_its_report_in_every_thread_and_counted_in
         "*Actions taken*".to_string(),
         format!("`restart` Restart the API — *Succeeded*, approved/decided by {approver}: exit 0"),
         "verified".to_string(),
-        "*Follow-ups*".to_string(),
+        "*Improvements*".to_string(),
         "*Timeline*".to_string(),
     ] {
         assert!(blocks.contains(&want), "missing {want} in {blocks}");
@@ -511,6 +511,7 @@ fn huge_report() -> incidentd::domain::report::Report {
             .map(|i| ReportFollowUp {
                 text: format!("follow-up {i} {}", "f".repeat(300)),
                 owner: None,
+                ..Default::default()
             })
             .collect(),
         timeline: (0..300)

@@ -1279,3 +1279,269 @@ async fn alerts_lost_in_a_socket_outage_are_read_back_from_history_once() {
     .await;
     rig.stop().await;
 }
+
+/// The `action_id`s of a message's buttons.
+fn button_ids(m: &FakeMessage) -> Vec<String> {
+    m.blocks
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["action_id"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followups_are_set_by_subcommands_and_the_reports_buttons() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    // Anyone may add one; the type and a mentioned owner come from the text.
+    let r = rig
+        .fake
+        .command(
+            "UBOB",
+            "followup add INC-1 process: add a deadlock alert <@UBOB>",
+        )
+        .await;
+    assert_eq!(r["text"], "Follow-up added to INC-1.", "{r}");
+    let a = alert.clone();
+    rig.fake
+        .wait("the follow-up note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a) && m.text.contains("Follow-up #1 for INC-1")
+            })
+        })
+        .await;
+    let r = rig.fake.command("UEVE", "followup list INC-1").await;
+    assert_eq!(r["response_type"], "ephemeral");
+    let t = r["text"].as_str().unwrap();
+    assert!(
+        t.contains("#1 add a deadlock alert — &lt;@UBOB&gt; (process, open, due"),
+        "{t}"
+    );
+    // Resolving posts the report with the follow-ups' buttons.
+    let r = rig.fake.command("UAPPROVER", "resolve INC-1").await;
+    assert_eq!(r["text"], "INC-1 resolved.", "{r}");
+    rig.fake
+        .wait("the report with buttons", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.text.starts_with("📋 INC-1") && !button_ids(m).is_empty())
+        })
+        .await;
+    let report = rig
+        .fake
+        .messages()
+        .into_iter()
+        .find(|m| m.text.starts_with("📋 INC-1") && !button_ids(m).is_empty())
+        .unwrap();
+    assert_eq!(button_ids(&report), ["fu-add:INC-1", "fu-done:INC-1:1"]);
+    let all = card_text(&report);
+    assert!(all.contains("*Improvements*"), "{all}");
+    assert!(all.contains("☐ #1 add a deadlock alert"), "{all}");
+    // "Add follow-up" says how, privately.
+    rig.fake.click("UEVE", &report, "fu-add:INC-1");
+    rig.fake
+        .wait("the add hint", |f| {
+            f.ephemerals().iter().any(|e| {
+                e["user"] == "UEVE"
+                    && e["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("/incident followup add INC-1"))
+            })
+        })
+        .await;
+    // "Done" by someone who neither owns it nor responds: refused privately and recorded.
+    rig.fake.click("UEVE", &report, "fu-done:INC-1:1");
+    rig.fake
+        .wait("the refusal", |f| {
+            f.ephemerals().iter().any(|e| {
+                e["user"] == "UEVE"
+                    && e["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("not a responder"))
+            })
+        })
+        .await;
+    // By its owner: done.
+    rig.fake.click("UBOB", &report, "fu-done:INC-1:1");
+    let a = alert.clone();
+    rig.fake
+        .wait("the done note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a)
+                    && m.text.contains("Follow-up #1 of INC-1 done by")
+            })
+        })
+        .await;
+    let r = rig.fake.command("UBOB", "followups mine").await;
+    let t = r["text"].as_str().unwrap();
+    assert!(t.contains("`INC-1` ☑ #1") && t.contains("verify by"), "{t}");
+    // Verifying takes a responder.
+    let r = rig.fake.command("UBOB", "followup verify INC-1 1").await;
+    assert!(
+        r["text"].as_str().unwrap().contains("not a responder"),
+        "{r}"
+    );
+    let r = rig
+        .fake
+        .command("UAPPROVER", "followup verify INC-1 1")
+        .await;
+    assert_eq!(r["text"], "Follow-up #1 of INC-1 is verified.", "{r}");
+    let r = rig.fake.command("UBOB", "followups").await;
+    assert_eq!(r["text"], "No follow-ups to do. 🎉", "{r}");
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    let types: Vec<&str> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|t| t.starts_with("follow_up") || *t == "refused")
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "follow_up_added",
+            "refused",
+            "follow_up_changed",
+            "refused",
+            "follow_up_changed"
+        ],
+        "{d}"
+    );
+    // The numbers: one follow-up, done and verified on time; nothing overdue.
+    let st = rig.get("/api/v1/stats?days=7").await;
+    assert_eq!(st["followup_completion"]["numerator"], 1, "{st}");
+    assert_eq!(st["followup_completion"]["denominator"], 1, "{st}");
+    assert_eq!(st["followups_overdue"], 0, "{st}");
+    let metrics = rig
+        .http
+        .get(format!("{}/metrics", rig.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("incidentd_followup_completion_ratio 1.0")
+            && metrics.contains("incidentd_followups_overdue 0.0"),
+        "{metrics}"
+    );
+    rig.stop().await;
+}
+
+/// A tracker's "create issue" endpoint on loopback: records each body; answers 201 with the
+/// issue's `html_url`, or 500 when the title asks for it.
+async fn tracker() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+    let seen: Seen = Default::default();
+    let app = Router::new()
+        .route(
+            "/repos/acme/api/issues",
+            post(
+                |State(seen): State<Seen>, Json(body): Json<Value>| async move {
+                    let n = {
+                        let mut s = seen.lock().unwrap();
+                        s.push(body.clone());
+                        s.len()
+                    };
+                    if body["title"].as_str().unwrap_or("").contains("fail") {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({})));
+                    }
+                    let url = format!("https://tracker.example/acme/api/issues/{n}");
+                    (
+                        StatusCode::CREATED,
+                        Json(json!({ "number": n, "html_url": url })),
+                    )
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_followup_is_exported_once_and_keeps_its_link() {
+    let (base, seen) = tracker().await;
+    let export = format!(
+        "{POLICY}\n[followups.export]\nid = \"tracker\"\ntitle = \"Create a tracker issue\"\n\
+         allowed_pattern = '(?s).{{1,300}}'\ntimeout_seconds = 5\n\
+         run = {{ type = \"http\", method = \"POST\", url = \"{base}/repos/acme/api/issues\", expect_status = 201, \
+         body = {{ title = \"{{incident.id}} follow-up #{{followup.number}}: {{followup.text}}\", labels = [\"{{followup.kind}}\", \"incident\"] }} }}\n"
+    );
+    let rig = Rig::launch(
+        "socket",
+        FakeSlack::start().await,
+        tempfile::tempdir().unwrap(),
+        &export,
+    )
+    .await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    rig.fake
+        .command(
+            "UBOB",
+            "followup add INC-1 process: add a deadlock alert @bob",
+        )
+        .await;
+    let a = alert.clone();
+    rig.fake
+        .wait("the export's link in the thread", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a)
+                    && m.text
+                        .contains("tracked at https://tracker.example/acme/api/issues/1")
+            })
+        })
+        .await;
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0]["title"], "INC-1 follow-up #1: add a deadlock alert");
+        assert_eq!(s[0]["labels"], json!(["process", "incident"]));
+    }
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(
+        d["incident"]["followups"][0]["link"], "https://tracker.example/acme/api/issues/1",
+        "{d}"
+    );
+    let x = &d["executions"].as_array().unwrap()[0];
+    assert_eq!(x["key"], "INC-1:followup-export:1");
+    assert_eq!(x["status"], "succeeded");
+    // A failing export is reported and not retried; the follow-up stays, without a link.
+    rig.fake
+        .command("UBOB", "followup add INC-1 this will fail")
+        .await;
+    let a = alert.clone();
+    rig.fake
+        .wait("the export failure note", |f| {
+            f.messages().iter().any(|m| {
+                m.thread_ts.as_deref() == Some(&a) && m.text.contains("could not be exported")
+            })
+        })
+        .await;
+    let r = rig.fake.command("UBOB", "followup list INC-1").await;
+    let t = r["text"].as_str().unwrap();
+    assert!(
+        t.contains("#1 add a deadlock alert") && t.contains("tracker.example/acme/api/issues/1"),
+        "{t}"
+    );
+    let d = rig.get("/api/v1/incidents/INC-1").await;
+    assert!(d["incident"]["followups"][1]["link"].is_null(), "{d}");
+    let statuses: Vec<&str> = d["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["status"].as_str())
+        .collect();
+    assert_eq!(statuses.len(), 2, "one execution per follow-up: {d}");
+    assert!(statuses.contains(&"failed"), "{d}");
+    // Each follow-up was sent exactly once (no retry of the 500, no resend of #1).
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    rig.stop().await;
+}

@@ -12,7 +12,8 @@ use tracing::{debug, error, info_span, Instrument};
 use crate::config::Config;
 use crate::domain::alert::Platform;
 use crate::domain::card::ButtonAction;
-use crate::domain::command::{self, Command, ListScope, HELP};
+use crate::domain::command::{self, Command, FollowUpScope, ListScope, HELP};
+use crate::domain::followup::FollowUpChange;
 use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::policy::Actor;
 use crate::domain::report::render_markdown;
@@ -259,6 +260,15 @@ impl ChatService {
             ButtonAction::Escalate(i) => Command::Escalate(i),
             ButtonAction::Resolve(i) => Command::Resolve(i, None),
             ButtonAction::Preview(i, a) => return self.preview(i, &a).await,
+            ButtonAction::FollowUpAdd(i) => {
+                return ChatReply::private(format!(
+                    "Add a follow-up with `/incident followup add {i} [technical:|process:|organizational:] <what> [@owner]`, e.g. `/incident followup add {i} process: page the database team earlier <@you>`."
+                ))
+            }
+            ButtonAction::FollowUpDone(i, n) => Command::FollowUpSet(i, n, FollowUpChange::Done),
+            ButtonAction::FollowUpVerify(i, n) => {
+                Command::FollowUpSet(i, n, FollowUpChange::Verified)
+            }
         };
         self.mutate(actor, command).await
     }
@@ -312,6 +322,27 @@ impl ChatService {
                 Ok(st) => ChatReply::private(stats::render_text(&st)),
                 Err(e) => internal(e),
             },
+            Command::FollowUpList(id) => match self.load(id).await {
+                Ok(Some(inc)) => ChatReply::private(render_followups(&inc, self.engine.now())),
+                Ok(None) => ChatReply::private(format!("{id} does not exist")),
+                Err(e) => internal(e),
+            },
+            Command::FollowUps(scope) => {
+                let filter = IncidentFilter {
+                    limit: FOLLOWUP_SCAN,
+                    ..Default::default()
+                };
+                let s = self.store.clone();
+                match blocking(move || s.list_incidents(&filter)).await {
+                    Ok(list) => ChatReply::private(render_pending_followups(
+                        &list,
+                        scope,
+                        &actor,
+                        self.engine.now(),
+                    )),
+                    Err(e) => internal(e),
+                }
+            }
             Command::New(title) => self.open(actor, &title).await,
             other => self.mutate(actor, other).await,
         }
@@ -426,8 +457,13 @@ fn describe(c: &Command) -> String {
         Command::Assign(i, who) => format!("{i} assigned to {who}."),
         Command::Severity(i, s) => format!("{i} is now {s}."),
         Command::RootCause(i, c, _) => format!("Root cause of {i} set: {}.", c.label()),
-        Command::FollowUp(i, _, _) => format!("Follow-up added to {i}."),
+        Command::FollowUp(i, ..) => format!("Follow-up added to {i}."),
+        Command::FollowUpSet(i, n, c) => {
+            format!("Follow-up #{n} of {i} is {}.", c.state().label())
+        }
         Command::Help
+        | Command::FollowUpList(_)
+        | Command::FollowUps(_)
         | Command::New(_)
         | Command::List { .. }
         | Command::Status(_)
@@ -435,6 +471,68 @@ fn describe(c: &Command) -> String {
         | Command::Report(_)
         | Command::Stats(_) => String::new(),
     }
+}
+
+/// The most recent incidents `/incident followups` looks through.
+pub const FOLLOWUP_SCAN: usize = 500;
+
+/// `/incident followup list INC-n`: every follow-up with its state and due date.
+pub fn render_followups(inc: &Incident, now: chrono::DateTime<chrono::Utc>) -> String {
+    if inc.followups.is_empty() {
+        return format!(
+            "{} has no follow-ups yet: `/incident followup add {} <item> [@owner]`.",
+            inc.id, inc.id
+        );
+    }
+    let mut s = format!("Follow-ups of `{}` — {}\n", inc.id, inc.title);
+    for (i, f) in inc.followups.iter().enumerate() {
+        let _ = writeln!(s, "• {}", f.line(i + 1, now));
+    }
+    s
+}
+
+/// `/incident followups [mine|overdue]`: follow-ups still to do or verify, across the most
+/// recent [`FOLLOWUP_SCAN`] incidents, overdue first.
+pub fn render_pending_followups(
+    list: &[Incident],
+    scope: FollowUpScope,
+    actor: &Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut rows: Vec<(bool, chrono::DateTime<chrono::Utc>, String)> = Vec::new();
+    for inc in list {
+        for (i, f) in inc.followups.iter().enumerate() {
+            let Some(deadline) = f.deadline() else {
+                continue;
+            };
+            let overdue = f.is_overdue(now);
+            let keep = match scope {
+                FollowUpScope::Pending => true,
+                FollowUpScope::Mine => f.is_owner(actor),
+                FollowUpScope::Overdue => overdue,
+            };
+            if keep {
+                rows.push((
+                    !overdue,
+                    deadline,
+                    format!("• `{}` {}", inc.id, f.line(i + 1, now)),
+                ));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return match scope {
+            FollowUpScope::Pending => "No follow-ups to do. 🎉".into(),
+            FollowUpScope::Mine => "No follow-ups of yours to do.".into(),
+            FollowUpScope::Overdue => "No overdue follow-ups. 🎉".into(),
+        };
+    }
+    rows.sort();
+    let mut s = String::new();
+    for (_, _, line) in rows {
+        let _ = writeln!(s, "{line}");
+    }
+    s
 }
 
 /// `/incident list`: one line per incident.
@@ -511,4 +609,102 @@ pub fn render_status(inc: &Incident, cfg: &Config) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::alert::{Alert, AlertSource, AlertStatus};
+    use crate::domain::followup::FollowUpKind;
+    use crate::engine::{handle, Ctx, NoView};
+    use chrono::{Duration, TimeZone, Utc};
+
+    /// `/incident followups [mine|overdue]` by the injected time: overdue first, only the
+    /// asker's with `mine`, nothing finished.
+    #[test]
+    fn pending_followups_by_scope_and_time() {
+        let cfg = Config::builtin();
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let ctx = |secs: i64| Ctx {
+            now: t0 + Duration::seconds(secs),
+            next_id: IncidentId(1),
+            history: &[],
+            recent: None,
+            view: &NoView,
+        };
+        let alert = Alert {
+            source: AlertSource::Alertmanager,
+            fingerprint: "fp".into(),
+            status: AlertStatus::Firing,
+            title: "Disk full".into(),
+            description: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+            starts_at: None,
+            ends_at: None,
+            links: vec![],
+            origin: None,
+            group_labels: Default::default(),
+        };
+        let mut inc = handle(None, Input::Alert(alert), &cfg, ctx(0))
+            .unwrap()
+            .incident
+            .unwrap();
+        let bob = Actor::new(Platform::Slack, "UBOB");
+        for (text, owner, at) in [
+            ("early", "<@UBOB>", 0),
+            ("late", "@carol", 3 * 86_400),
+            ("dropped", "<@UBOB>", 0),
+        ] {
+            let c = Command::FollowUp(
+                inc.id,
+                text.into(),
+                Some(owner.into()),
+                FollowUpKind::Technical,
+            );
+            inc = handle(
+                Some(inc),
+                Input::Command {
+                    actor: bob.clone(),
+                    command: c,
+                },
+                &cfg,
+                ctx(at),
+            )
+            .unwrap()
+            .incident
+            .unwrap();
+        }
+        inc.followups[2].state = crate::domain::followup::FollowUpState::Dropped;
+        let list = [inc];
+        // Day 8: #1 (due day 7) is overdue, #2 (due day 10) is not.
+        let now = t0 + Duration::days(8);
+        let all = render_pending_followups(&list, FollowUpScope::Pending, &bob, now);
+        let lines: Vec<&str> = all.lines().collect();
+        assert_eq!(lines.len(), 2, "{all}");
+        assert!(
+            lines[0].contains("#1 early") && lines[0].contains("OVERDUE"),
+            "{all}"
+        );
+        assert!(
+            lines[1].contains("#2 late") && !lines[1].contains("OVERDUE"),
+            "{all}"
+        );
+        let overdue = render_pending_followups(&list, FollowUpScope::Overdue, &bob, now);
+        assert!(
+            overdue.contains("#1 early") && !overdue.contains("#2"),
+            "{overdue}"
+        );
+        let mine = render_pending_followups(&list, FollowUpScope::Mine, &bob, now);
+        assert!(
+            mine.contains("#1 early") && !mine.contains("late"),
+            "{mine}"
+        );
+        // Day 6: nothing overdue yet.
+        let early = t0 + Duration::days(6);
+        assert_eq!(
+            render_pending_followups(&list, FollowUpScope::Overdue, &bob, early),
+            "No overdue follow-ups. 🎉"
+        );
+    }
 }

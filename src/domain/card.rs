@@ -166,6 +166,12 @@ pub enum ButtonAction {
     Preview(IncidentId, String),
     Escalate(IncidentId),
     Resolve(IncidentId),
+    /// "Add follow-up": says how (a subcommand hint; the text cannot come from a button).
+    FollowUpAdd(IncidentId),
+    /// Follow-up `n` is done.
+    FollowUpDone(IncidentId, u32),
+    /// Follow-up `n`'s effect is verified.
+    FollowUpVerify(IncidentId, u32),
 }
 
 impl ButtonAction {
@@ -178,6 +184,9 @@ impl ButtonAction {
             ButtonAction::Preview(i, a) => format!("preview:{i}:{a}"),
             ButtonAction::Escalate(i) => format!("escalate:{i}"),
             ButtonAction::Resolve(i) => format!("resolve:{i}"),
+            ButtonAction::FollowUpAdd(i) => format!("fu-add:{i}"),
+            ButtonAction::FollowUpDone(i, n) => format!("fu-done:{i}:{n}"),
+            ButtonAction::FollowUpVerify(i, n) => format!("fu-verify:{i}:{n}"),
         }
     }
 
@@ -197,6 +206,19 @@ impl ButtonAction {
             "approve" => ButtonAction::Approve(id, need(action)?),
             "reject" => ButtonAction::Reject(id, need(action)?),
             "preview" => ButtonAction::Preview(id, need(action)?),
+            "fu-add" => ButtonAction::FollowUpAdd(id),
+            "fu-done" | "fu-verify" => {
+                let n = need(action)?
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("button {s:?} names no follow-up"))?;
+                if verb == "fu-done" {
+                    ButtonAction::FollowUpDone(id, n)
+                } else {
+                    ButtonAction::FollowUpVerify(id, n)
+                }
+            }
             other => return Err(format!("unknown button {other:?}")),
         })
     }
@@ -208,7 +230,10 @@ impl ButtonAction {
             | ButtonAction::Resolve(i)
             | ButtonAction::Approve(i, _)
             | ButtonAction::Reject(i, _)
-            | ButtonAction::Preview(i, _) => *i,
+            | ButtonAction::Preview(i, _)
+            | ButtonAction::FollowUpAdd(i)
+            | ButtonAction::FollowUpDone(i, _)
+            | ButtonAction::FollowUpVerify(i, _) => *i,
         }
     }
 }

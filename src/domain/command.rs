@@ -2,6 +2,7 @@
 //! Adapters only pass the text and who typed it; errors are user-facing and say what would work.
 
 use super::classify::RootCause;
+use super::followup::{FollowUpChange, FollowUpKind};
 use super::incident::IncidentId;
 use super::severity::Severity;
 
@@ -10,6 +11,17 @@ pub enum ListScope {
     Open,
     Resolved,
     All,
+}
+
+/// Which follow-ups `/incident followups` lists, across incidents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUpScope {
+    /// Every open or done (unverified) follow-up.
+    Pending,
+    /// Pending ones owned by whoever asks.
+    Mine,
+    /// Pending ones past their due date.
+    Overdue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +50,14 @@ pub enum Command {
     /// Re-triage.
     Severity(IncidentId, Severity),
     RootCause(IncidentId, RootCause, Option<String>),
-    /// A follow-up item, optionally with an owner (`@name`).
-    FollowUp(IncidentId, String, Option<String>),
+    /// A follow-up item, optionally with an owner (`@name`), of a type (§9.2).
+    FollowUp(IncidentId, String, Option<String>, FollowUpKind),
+    /// Follow-up `n` (from 1) of the incident is done, verified or dropped.
+    FollowUpSet(IncidentId, u32, FollowUpChange),
+    /// The incident's follow-ups.
+    FollowUpList(IncidentId),
+    /// Follow-ups across incidents.
+    FollowUps(FollowUpScope),
 }
 
 impl Command {
@@ -53,6 +71,8 @@ impl Command {
                 | Command::Timeline(_)
                 | Command::Report(_)
                 | Command::Stats(_)
+                | Command::FollowUpList(_)
+                | Command::FollowUps(_)
         )
     }
 }
@@ -69,7 +89,10 @@ pub const HELP: &str = "\
 • `assign INC-n @user` — assign an owner
 • `severity INC-n P0|P1|P2|P3` — re-triage (recorded)
 • `rootcause INC-n CATEGORY [text]` — confirm the root cause (configuration, resource_limits, external_dependency, model_defect, unknown)
-• `followup INC-n TEXT [@owner]` — add a follow-up item to the report
+• `followup add INC-n [technical:|process:|organizational:] TEXT [@owner]` — add a follow-up (improvement) to the report (`followup INC-n TEXT` also works)
+• `followup done|verify INC-n N` / `followup drop INC-n N REASON` — move follow-up N along (open → done → verified) or drop it
+• `followup list INC-n` — the incident's follow-ups with their state and due dates
+• `followups [mine|overdue]` — follow-ups still to do, across incidents
 • `resolve INC-n [note]` — resolve
 • `reopen INC-n` — reopen a resolved incident
 • `timeline INC-n` — what happened, in order
@@ -195,27 +218,83 @@ pub fn parse(text: &str) -> Result<Command, String> {
             Command::RootCause(i, cause, opt(text.trim().to_string()))
         }
         "followup" | "follow-up" => {
-            let (i, text) = id(rest)?;
-            if text.is_empty() {
-                return Err(
-                    "`followup` needs the item, e.g. `/incident followup INC-1 add a rate-limit alert @bob`"
-                        .into(),
-                );
-            }
-            // A trailing `@name` (or a chat mention, `<@U1>`) is the owner.
-            let (item, owner) = match text.rsplit_once(' ') {
-                Some((item, last))
-                    if (last.starts_with('@') && last.len() > 1)
-                        || (last.starts_with("<@") && last.ends_with('>')) =>
-                {
-                    (item.trim().to_string(), Some(last.to_string()))
+            let (sub, after) = split_word(rest);
+            match sub.to_ascii_lowercase().as_str() {
+                "add" => followup_add(id(after)?)?,
+                "list" | "ls" => Command::FollowUpList(id(after)?.0),
+                v @ ("done" | "verify" | "verified" | "drop") => {
+                    let (i, rest) = id(after)?;
+                    let (n, reason) = split_word(&rest);
+                    let n = n
+                        .trim_start_matches('#')
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            format!("`followup {v}` needs the follow-up's number, e.g. `/incident followup {v} {i} 1` (see `/incident followup list {i}`)")
+                        })?;
+                    let change = match v {
+                        "done" => FollowUpChange::Done,
+                        "drop" => {
+                            let reason = reason.trim();
+                            if reason.is_empty() {
+                                return Err(format!(
+                                    "`followup drop` needs a reason, e.g. `/incident followup drop {i} {n} superseded by #2`"
+                                ));
+                            }
+                            FollowUpChange::Dropped {
+                                reason: reason.to_string(),
+                            }
+                        }
+                        _ => FollowUpChange::Verified,
+                    };
+                    Command::FollowUpSet(i, n, change)
                 }
-                _ => (text, None),
-            };
-            Command::FollowUp(i, item, owner)
+                _ => followup_add(id(rest)?)?,
+            }
+        }
+        "followups" | "follow-ups" => {
+            let w = rest.trim().to_ascii_lowercase();
+            Command::FollowUps(match w.as_str() {
+                "" | "open" | "pending" | "all" => FollowUpScope::Pending,
+                "mine" | "my" => FollowUpScope::Mine,
+                "overdue" | "late" => FollowUpScope::Overdue,
+                _ => return Err(format!("`followups` takes mine or overdue, not {w:?}")),
+            })
         }
         other => return Err(format!("unknown command `{other}`. Try `/incident help`.")),
     })
+}
+
+/// `followup add INC-n [type:] TEXT [@owner]`.
+fn followup_add((i, text): (IncidentId, String)) -> Result<Command, String> {
+    if text.is_empty() {
+        return Err(
+            "`followup` needs the item, e.g. `/incident followup add INC-1 process: add a rate-limit alert @bob`"
+                .into(),
+        );
+    }
+    // A leading `process:` (or `technical:`, `organizational:`) is the type.
+    let (first, after) = split_word(&text);
+    let (kind, text) = match first
+        .strip_suffix(':')
+        .and_then(FollowUpKind::parse)
+        .filter(|_| !after.trim().is_empty())
+    {
+        Some(k) => (k, after.trim().to_string()),
+        None => (FollowUpKind::Technical, text),
+    };
+    // A trailing `@name` (or a chat mention, `<@U1>`) is the owner.
+    let (item, owner) = match text.rsplit_once(' ') {
+        Some((item, last))
+            if (last.starts_with('@') && last.len() > 1)
+                || (last.starts_with("<@") && last.ends_with('>')) =>
+        {
+            (item.trim().to_string(), Some(last.to_string()))
+        }
+        _ => (text, None),
+    };
+    Ok(Command::FollowUp(i, item, owner, kind))
 }
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -315,15 +394,99 @@ mod tests {
             Ok(Command::FollowUp(
                 i,
                 "add a rate-limit alert".into(),
-                Some("@bob".into())
+                Some("@bob".into()),
+                FollowUpKind::Technical
             ))
         );
         assert_eq!(
             parse("followup INC-3 write the runbook"),
-            Ok(Command::FollowUp(i, "write the runbook".into(), None))
+            Ok(Command::FollowUp(
+                i,
+                "write the runbook".into(),
+                None,
+                FollowUpKind::Technical
+            ))
         );
         assert!(!parse("report INC-3").unwrap().is_mutation());
         assert!(parse("severity INC-3 P0").unwrap().is_mutation());
+    }
+
+    #[test]
+    fn followup_subcommands() {
+        let i = IncidentId(3);
+        assert_eq!(
+            parse("followup add INC-3 process: review the on-call rota <@U1>"),
+            Ok(Command::FollowUp(
+                i,
+                "review the on-call rota".into(),
+                Some("<@U1>".into()),
+                FollowUpKind::Process
+            ))
+        );
+        // A type word without the colon, or with nothing after it, is part of the text.
+        assert_eq!(
+            parse("followup add INC-3 process the backlog"),
+            Ok(Command::FollowUp(
+                i,
+                "process the backlog".into(),
+                None,
+                FollowUpKind::Technical
+            ))
+        );
+        assert_eq!(
+            parse("followup INC-3 org: hire"),
+            Ok(Command::FollowUp(
+                i,
+                "hire".into(),
+                None,
+                FollowUpKind::Organizational
+            ))
+        );
+        assert_eq!(
+            parse("followup done INC-3 2"),
+            Ok(Command::FollowUpSet(i, 2, FollowUpChange::Done))
+        );
+        assert_eq!(
+            parse("followup verify INC-3 #1"),
+            Ok(Command::FollowUpSet(i, 1, FollowUpChange::Verified))
+        );
+        assert_eq!(
+            parse("followup drop INC-3 1 superseded by #2"),
+            Ok(Command::FollowUpSet(
+                i,
+                1,
+                FollowUpChange::Dropped {
+                    reason: "superseded by #2".into()
+                }
+            ))
+        );
+        assert!(parse("followup drop INC-3 1")
+            .unwrap_err()
+            .contains("needs a reason"));
+        assert!(parse("followup done INC-3")
+            .unwrap_err()
+            .contains("needs the follow-up's number"));
+        assert!(parse("followup done INC-3 0").is_err());
+        assert!(parse("followup add INC-3")
+            .unwrap_err()
+            .contains("needs the item"));
+        assert_eq!(parse("followup list INC-3"), Ok(Command::FollowUpList(i)));
+        assert_eq!(
+            parse("followups"),
+            Ok(Command::FollowUps(FollowUpScope::Pending))
+        );
+        assert_eq!(
+            parse("followups mine"),
+            Ok(Command::FollowUps(FollowUpScope::Mine))
+        );
+        assert_eq!(
+            parse("followups OVERDUE"),
+            Ok(Command::FollowUps(FollowUpScope::Overdue))
+        );
+        assert!(parse("followups yours").is_err());
+        assert!(parse("followup done INC-3 1").unwrap().is_mutation());
+        assert!(!parse("followup list INC-3").unwrap().is_mutation());
+        assert!(!parse("followups").unwrap().is_mutation());
     }
 
     #[test]

@@ -282,6 +282,24 @@ pub enum EventKind {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
+        #[serde(default)]
+        kind: super::followup::FollowUpKind,
+    },
+    /// Follow-up `n` (from 1) changed state.
+    FollowUpChanged {
+        n: u32,
+        text: String,
+        to: super::followup::FollowUpState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A reminder about overdue follow-ups (`overdue`: their numbers) or, `undefined`, about a
+    /// resolved incident without any.
+    FollowUpReminder {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        overdue: Vec<u32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        undefined: bool,
     },
     /// A command someone was not allowed to run.
     Refused {
@@ -380,10 +398,30 @@ impl TimelineEvent {
                 Some(t) => format!("Root cause set by {who}: {} — {t}", category.label()),
                 None => format!("Root cause set by {who}: {}", category.label()),
             },
-            EventKind::FollowUpAdded { text, owner } => match owner {
-                Some(o) => format!("Follow-up by {who}: {text} (owner {o})"),
-                None => format!("Follow-up by {who}: {text}"),
+            EventKind::FollowUpAdded { text, owner, kind } => match owner {
+                Some(o) => format!("Follow-up ({}) by {who}: {text} (owner {o})", kind.label()),
+                None => format!("Follow-up ({}) by {who}: {text}", kind.label()),
             },
+            EventKind::FollowUpChanged {
+                n,
+                text,
+                to,
+                reason,
+            } => match reason {
+                Some(r) => format!("Follow-up #{n} ({text}) {} by {who}: {r}", to.label()),
+                None => format!("Follow-up #{n} ({text}) {} by {who}", to.label()),
+            },
+            EventKind::FollowUpReminder { overdue, undefined } => {
+                let mut parts = vec![];
+                if *undefined {
+                    parts.push("no follow-up defined yet".to_string());
+                }
+                if !overdue.is_empty() {
+                    let ns: Vec<String> = overdue.iter().map(|n| format!("#{n}")).collect();
+                    parts.push(format!("overdue follow-ups {}", ns.join(", ")));
+                }
+                format!("Reminder: {}", parts.join("; "))
+            }
             EventKind::Refused { what, reason } => format!("Refused {what} by {who}: {reason}"),
             EventKind::Verified {
                 action,
@@ -495,6 +533,9 @@ pub struct Incident {
     pub root_cause: Option<RootCauseInfo>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub followups: Vec<FollowUp>,
+    /// What follow-up reminders have said so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<super::followup::Reminders>,
     /// When the first action succeeded (time to mitigate).
     #[serde(
         default,
@@ -728,14 +769,7 @@ pub struct RootCauseInfo {
     pub confirmed_by: Option<Actor>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FollowUp {
-    pub text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    pub added_by: Actor,
-    pub at: DateTime<Utc>,
-}
+pub use super::followup::FollowUp;
 
 /// A resolved incident as remembered per fingerprint, for recurrence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -878,6 +912,7 @@ pub(crate) mod tests_support {
             assignee: None,
             root_cause: None,
             followups: vec![],
+            reminders: None,
             mitigated_at: None,
             recurrence: None,
             tally: Some(Default::default()),

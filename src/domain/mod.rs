@@ -5,6 +5,7 @@ pub mod card;
 pub mod classify;
 pub mod command;
 pub mod condition;
+pub mod followup;
 pub mod incident;
 pub mod playbook;
 pub mod policy;

@@ -255,12 +255,31 @@ impl ReportAction {
     }
 }
 
-/// An improvement item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Most buttons a report carries (two Discord rows).
+pub const REPORT_BUTTONS: usize = 10;
+
+/// An improvement item and where it is in its life.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportFollowUp {
     pub text: String,
     #[serde(default)]
     pub owner: Option<String>,
+    /// Its number on the incident (from 1; 0 in reports stored before numbers existed).
+    #[serde(default)]
+    pub n: usize,
+    #[serde(default)]
+    pub kind: super::followup::FollowUpKind,
+    #[serde(default)]
+    pub state: super::followup::FollowUpState,
+    /// Its next deadline (done by, or verified by), while it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// The dropped one's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Where it is tracked (the export's returned link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 impl ReportFollowUp {
@@ -272,9 +291,46 @@ impl ReportFollowUp {
             .unwrap_or_default()
     }
 
-    /// The follow-up as one chat list item (an unticked box).
+    /// `#2 ` (nothing for reports stored before numbers existed).
+    pub fn number(&self) -> String {
+        if self.n == 0 {
+            String::new()
+        } else {
+            format!("#{} ", self.n)
+        }
+    }
+
+    /// ` (process · done · verify by 2026-12-08 12:00 UTC)`.
+    pub fn state_suffix(&self) -> String {
+        let mut s = format!(" ({} · {}", self.kind.label(), self.state.label());
+        if let Some(d) = self.deadline {
+            let what = if self.state == super::followup::FollowUpState::Open {
+                "due"
+            } else {
+                "verify by"
+            };
+            s.push_str(&format!(" · {what} {}", d.format("%Y-%m-%d %H:%M UTC")));
+        }
+        if let Some(r) = &self.reason {
+            s.push_str(&format!(": {r}"));
+        }
+        if let Some(l) = &self.link {
+            s.push_str(&format!(" · {l}"));
+        }
+        s.push(')');
+        s
+    }
+
+    /// The follow-up as one chat list item, its box showing its state.
     pub fn chat_line(&self) -> String {
-        format!("• ☐ {}{}", self.text, self.owner_suffix())
+        format!(
+            "• {} {}{}{}{}",
+            self.state.mark(),
+            self.number(),
+            self.text,
+            self.owner_suffix(),
+            self.state_suffix()
+        )
     }
 }
 
@@ -403,9 +459,16 @@ pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Cla
         followups: inc
             .followups
             .iter()
-            .map(|f| ReportFollowUp {
+            .enumerate()
+            .map(|(i, f)| ReportFollowUp {
                 text: f.text.clone(),
                 owner: f.owner.clone(),
+                n: i + 1,
+                kind: f.kind,
+                state: f.state,
+                deadline: f.deadline(),
+                reason: f.dropped_reason.clone(),
+                link: f.link.clone(),
             })
             .collect(),
         timeline: super::incident::shown_timeline(timeline)
@@ -506,6 +569,36 @@ impl Report {
         )
     }
 
+    /// The report's buttons: "Add follow-up", then "Done #n" for open follow-ups and
+    /// "Verified #n" for done ones, at most [`REPORT_BUTTONS`] in all (the rest by command).
+    pub fn buttons(&self) -> Vec<super::card::Button> {
+        use super::card::{Button, ButtonAction, ButtonStyle};
+        use super::followup::FollowUpState;
+        let i = self.incident;
+        let mut v = vec![Button {
+            label: "Add follow-up".into(),
+            action: ButtonAction::FollowUpAdd(i),
+            style: ButtonStyle::Primary,
+        }];
+        for f in self.followups.iter().filter(|f| f.n > 0) {
+            let n = f.n as u32;
+            let (label, action) = match f.state {
+                FollowUpState::Open => (format!("Done #{n}"), ButtonAction::FollowUpDone(i, n)),
+                FollowUpState::Done => {
+                    (format!("Verified #{n}"), ButtonAction::FollowUpVerify(i, n))
+                }
+                _ => continue,
+            };
+            v.push(Button {
+                label,
+                action,
+                style: ButtonStyle::Default,
+            });
+        }
+        v.truncate(REPORT_BUTTONS);
+        v
+    }
+
     /// The hint shown when there are no follow-ups.
     pub fn followup_hint(&self) -> String {
         format!(
@@ -560,12 +653,23 @@ impl Report {
                 a.outcome_suffix()
             );
         }
-        let _ = writeln!(s, "\n## Follow-ups\n");
+        let _ = writeln!(s, "\n## Improvements\n");
         if self.followups.is_empty() {
             let _ = writeln!(s, "{}", self.followup_hint());
         }
         for f in &self.followups {
-            let _ = writeln!(s, "- [ ] {}{}", f.text, f.owner_suffix());
+            let tick = match f.state {
+                super::followup::FollowUpState::Open => "[ ]",
+                _ => "[x]",
+            };
+            let _ = writeln!(
+                s,
+                "- {tick} {}{}{}{}",
+                f.number(),
+                f.text,
+                f.owner_suffix(),
+                f.state_suffix()
+            );
         }
         let _ = writeln!(s, "\n## Timeline\n");
         if self.timeline.is_empty() {
@@ -789,18 +893,22 @@ mod tests {
             text: Some("upstream 503s".into()),
             confirmed_by: None,
         });
-        inc.followups.push(FollowUp {
-            text: "add a circuit breaker".into(),
-            owner: Some("@bob".into()),
-            added_by: alice.clone(),
-            at: t,
-        });
-        inc.followups.push(FollowUp {
-            text: "alert earlier".into(),
-            owner: None,
-            added_by: alice.clone(),
-            at: t,
-        });
+        inc.followups.push(FollowUp::new(
+            "add a circuit breaker".into(),
+            Some("@bob".into()),
+            Default::default(),
+            &alice,
+            t,
+            &Default::default(),
+        ));
+        inc.followups.push(FollowUp::new(
+            "alert earlier".into(),
+            None,
+            Default::default(),
+            &alice,
+            t,
+            &Default::default(),
+        ));
         let timeline = vec![
             TimelineEvent {
                 at: t,
@@ -911,10 +1019,10 @@ mod tests {
 - `restart` RESTART — Succeeded, decided by slack:U1, discord:42: exit 0 in 1.2 s\n\
 - `scale` SCALE — Rejected, decided by discord:42\n\
 \n\
-## Follow-ups\n\
+## Improvements\n\
 \n\
-- [ ] add a circuit breaker — @bob\n\
-- [ ] alert earlier\n\
+- [ ] #1 add a circuit breaker — @bob (technical · open · due 2026-12-06 12:00 UTC)\n\
+- [ ] #2 alert earlier (technical · open · due 2026-12-06 12:00 UTC)\n\
 \n\
 ## Timeline\n\
 \n\
@@ -982,12 +1090,14 @@ mod tests {
             text: Some("bad env".into()),
             confirmed_by: Some(alice.clone()),
         });
-        inc.followups.push(FollowUp {
-            text: "add a config check".into(),
-            owner: Some("@bob".into()),
-            added_by: alice.clone(),
-            at: t,
-        });
+        inc.followups.push(FollowUp::new(
+            "add a config check".into(),
+            Some("@bob".into()),
+            Default::default(),
+            &alice,
+            t,
+            &Default::default(),
+        ));
         let timeline = vec![TimelineEvent {
             at: t,
             actor: Actor::system(),
@@ -1006,7 +1116,7 @@ mod tests {
             "| Scope | service=payments |",
             "**Configuration** — bad env (confirmed by slack:U1)",
             "- `restart` Restart — Succeeded, decided by slack:U1: exit 0 in 1.2 s",
-            "- [ ] add a config check — @bob",
+            "- [ ] #1 add a config check — @bob (technical · open · due",
             "`restart` succeeded: exit 0 in 1.2 s",
         ] {
             assert!(md.contains(want), "missing {want:?} in\n{md}");
@@ -1069,6 +1179,7 @@ pub(crate) mod samples {
             followups: vec![ReportFollowUp {
                 text: "add a circuit breaker".into(),
                 owner: Some("@bob".into()),
+                ..Default::default()
             }],
             timeline: vec![
                 ReportEntry {
@@ -1111,6 +1222,7 @@ pub(crate) mod samples {
             .map(|i| ReportFollowUp {
                 text: format!("follow-up {i} {}", "f".repeat(400)),
                 owner: Some(format!("@owner{i}")),
+                ..Default::default()
             })
             .collect();
         r.timeline = (0..300)

@@ -15,6 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::classify::RootCause;
+use super::followup::FollowUpState;
 use super::incident::{ActionStatus, Incident, IncidentId, Status};
 use super::severity::Severity;
 
@@ -98,6 +99,11 @@ pub struct Stats {
     pub auto_remediation: Ratio,
     pub rca_completion: Ratio,
     pub recurrence: Ratio,
+    /// Follow-ups (not dropped) of the window's incidents that were done and verified on time.
+    pub followup_completion: Ratio,
+    /// Follow-ups of the window's incidents past their current due date (done by, or verified
+    /// by) at the time of asking.
+    pub followups_overdue: usize,
     /// The four rates alone (as before; the same values as the ratios above).
     pub manual_intervention_rate: Option<f64>,
     pub auto_remediation_success_rate: Option<f64>,
@@ -145,6 +151,11 @@ pub struct Facts {
     /// Automatic actions with an outcome, and those that succeeded.
     pub auto_done: u32,
     pub auto_ok: u32,
+    /// Follow-ups not dropped, and those of them done and verified on time.
+    pub followups: u32,
+    pub followups_on_time: u32,
+    /// The current due dates (done by, verified by) of the follow-ups still open or done.
+    pub followup_deadlines: Vec<DateTime<Utc>>,
 }
 
 impl Facts {
@@ -173,6 +184,17 @@ impl Facts {
             recurred: inc.recurrence.is_some(),
             auto_done,
             auto_ok,
+            followups: inc
+                .followups
+                .iter()
+                .filter(|f| f.state != FollowUpState::Dropped)
+                .count() as u32,
+            followups_on_time: inc
+                .followups
+                .iter()
+                .filter(|f| f.completed_on_time())
+                .count() as u32,
+            followup_deadlines: inc.followups.iter().filter_map(|f| f.deadline()).collect(),
         }
     }
 }
@@ -234,6 +256,15 @@ const EMPTY: Row = Row {
     present: false,
 };
 
+/// An incident's follow-ups as the numbers need them.
+#[derive(Debug, Clone, Default)]
+struct FollowUpRow {
+    total: u32,
+    on_time: u32,
+    /// Current due dates of those still open or done (ms).
+    deadlines: Vec<i64>,
+}
+
 /// Rows per chunk of the book.
 const CHUNK: usize = 4096;
 
@@ -244,6 +275,8 @@ const CHUNK: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Book {
     chunks: Vec<Box<[Row]>>,
+    /// Follow-ups, for the incidents that have any (most have none: no room in every row).
+    followups: HashMap<u64, FollowUpRow>,
     kinds: Vec<String>,
     kind_ids: HashMap<String, u32>,
 }
@@ -306,6 +339,18 @@ impl Book {
                 k
             }
         };
+        if f.followups > 0 || !f.followup_deadlines.is_empty() {
+            self.followups.insert(
+                id.0,
+                FollowUpRow {
+                    total: f.followups,
+                    on_time: f.followups_on_time,
+                    deadlines: f.followup_deadlines.iter().map(|t| ms(*t)).collect(),
+                },
+            );
+        } else {
+            self.followups.remove(&id.0);
+        }
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         *self.slot(id) = Row {
             opened: ms(f.opened_at),
@@ -387,6 +432,22 @@ impl Book {
             auto_done += r.auto_done as usize;
             auto_ok += r.auto_ok as usize;
         }
+        let (mut fu_total, mut fu_on_time) = (0usize, 0usize);
+        let now_ms = ms(now);
+        for (id, f) in &self.followups {
+            let i = *id as usize;
+            let in_window = self
+                .chunks
+                .get(i / CHUNK)
+                .map(|c| c[i % CHUNK])
+                .is_some_and(|r| r.present && r.opened >= since);
+            if in_window {
+                fu_total += f.total as usize;
+                fu_on_time += f.on_time as usize;
+                s.followups_overdue += f.deadlines.iter().filter(|d| **d <= now_ms).count();
+            }
+        }
+        s.followup_completion = Ratio::of(fu_on_time, fu_total);
         for (i, n) in by_sev.iter().enumerate().filter(|(_, n)| **n > 0) {
             s.by_severity
                 .insert(super::severity::ALL[i].to_string(), *n);
@@ -586,6 +647,13 @@ pub fn render_text(s: &Stats) -> String {
         parts(&s.recurrence),
         pct(Some(t.recurrence_rate))
     );
+    let _ = writeln!(
+        out,
+        "{} Follow-ups done and verified on time {}; overdue now: {}",
+        mark(s.followup_completion.rate.map(|_| s.followups_overdue == 0)),
+        parts(&s.followup_completion),
+        s.followups_overdue
+    );
     if !s.by_severity.is_empty() {
         let by: Vec<String> = s
             .by_severity
@@ -612,6 +680,79 @@ mod tests {
 
     fn at(now: DateTime<Utc>, mins_ago: i64) -> DateTime<Utc> {
         now - Duration::minutes(mins_ago)
+    }
+
+    /// Follow-up completion and overdue against a hand-counted ground truth.
+    #[test]
+    fn followup_numbers_match_a_hand_count() {
+        use crate::domain::followup::{FollowUp, FollowUpChange, FollowUpConfig, FollowUpKind};
+        let cfg = FollowUpConfig::default();
+        let now = Utc::now();
+        let day = Duration::days(1);
+        let who = Actor::new(Platform::Slack, "U1");
+        // A follow-up added `added` days ago, then moved along at the given days ago.
+        let f = |added: i64, done: Option<i64>, verified: Option<i64>, dropped: bool| {
+            let mut f = FollowUp::new(
+                "x".into(),
+                None,
+                FollowUpKind::Technical,
+                &who,
+                now - day * added as i32,
+                &cfg,
+            );
+            if let Some(d) = done {
+                f.apply(&FollowUpChange::Done, &who, now - day * d as i32, &cfg)
+                    .unwrap();
+            }
+            if let Some(v) = verified {
+                f.apply(&FollowUpChange::Verified, &who, now - day * v as i32, &cfg)
+                    .unwrap();
+            }
+            if dropped {
+                f.apply(
+                    &FollowUpChange::Dropped { reason: "r".into() },
+                    &who,
+                    now,
+                    &cfg,
+                )
+                .unwrap();
+            }
+            f
+        };
+        let mut a = incident();
+        a.id = IncidentId(1);
+        a.opened_at = now - day * 20;
+        a.followups = vec![
+            f(20, Some(15), Some(10), false), // on time: done day 5 of 7, verified 5 days later
+            f(20, Some(10), Some(5), false),  // done late (day 10): not on time
+            f(20, None, None, true),          // dropped: counts nowhere
+            f(10, None, None, false),         // open, due 3 days ago: overdue
+            f(2, None, None, false),          // open, due in 5 days
+        ];
+        let mut b = incident();
+        b.id = IncidentId(2);
+        b.opened_at = now - day * 25;
+        b.followups = vec![
+            f(25, Some(20), None, false), // done, verify due 13 days ago: overdue
+            f(25, Some(3), None, false),  // done late, verify due in 4 days: not overdue
+        ];
+        let mut c = incident();
+        c.id = IncidentId(3);
+        c.opened_at = now - day * 40; // outside a 30-day window
+        c.followups = vec![f(40, None, None, false)];
+        let all = [a, b, c];
+        let s = compute(&all, now, 30);
+        // By hand: not dropped = 4 (a) + 2 (b) = 6; on time = 1; overdue = 1 (a) + 1 (b).
+        assert_eq!(s.followup_completion, Ratio::of(1, 6));
+        assert_eq!(s.followups_overdue, 2);
+        // A 45-day window takes c in: one more follow-up, open and overdue.
+        let s = compute(&all, now, 45);
+        assert_eq!(s.followup_completion, Ratio::of(1, 7));
+        assert_eq!(s.followups_overdue, 3);
+        // Asked 35 days ago (c alone in the window): c's follow-up, due 33 days ago, was not
+        // overdue yet; asked 30 days ago it was.
+        assert_eq!(compute(&all, now - day * 35, 60).followups_overdue, 0);
+        assert_eq!(compute(&all, now - day * 30, 60).followups_overdue, 1);
     }
 
     #[test]

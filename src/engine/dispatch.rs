@@ -36,6 +36,9 @@ async fn run_one(
         warn!(execution = %key, "The execution's incident is missing.");
         return;
     };
+    if let Some(n) = super::export_number(&x.action) {
+        return export(engine, cfg, executor, key, inc, n).await;
+    }
     let spec = super::action_spec(&inc, &x.action, &cfg).cloned();
     let finish = |success: bool, summary: String| Input::ExecutionFinished {
         incident: x.incident,
@@ -90,6 +93,61 @@ async fn run_one(
     }
     if success {
         verify(&engine, &store, &*executor, x.incident, &spec).await;
+    }
+}
+
+/// A follow-up's export: the same steps as an action (`Started` durable before the request,
+/// never re-run after a crash), with the follow-up's values, reporting the link it got back.
+async fn export(
+    engine: Engine,
+    cfg: Arc<Config>,
+    executor: Arc<dyn Executor>,
+    key: String,
+    inc: crate::domain::incident::Incident,
+    n: usize,
+) {
+    let finish = |success: bool, summary: String, link: Option<String>| Input::FollowUpExported {
+        incident: inc.id,
+        n: n as u32,
+        key: key.clone(),
+        success,
+        summary,
+        link,
+    };
+    let (Some(spec), Some(f)) = (cfg.followups.export.clone(), inc.followups.get(n - 1)) else {
+        let _ = engine
+            .submit_one(finish(false, "no export is configured".into(), None))
+            .await;
+        return;
+    };
+    let preview = match executor.plan_followup(&inc, n, f, &spec) {
+        Ok(p) => p,
+        Err(refusal) => {
+            let _ = engine
+                .submit_one(finish(false, format!("refused: {refusal}"), None))
+                .await;
+            return;
+        }
+    };
+    let started = engine
+        .submit_one(Input::ExecutionStarted {
+            incident: inc.id,
+            action: super::export_action(n),
+            key: key.clone(),
+            preview,
+        })
+        .await;
+    if let Err(e) = started {
+        info!(execution = %key, reason = %e, "Not launching the export.");
+        return;
+    }
+    info!(execution = %key, "Exporting the follow-up.");
+    let (out, link) = executor.run_followup(&inc, n, f, &spec).await;
+    if let Err(e) = engine
+        .submit_one(finish(out.success, out.summary, link))
+        .await
+    {
+        warn!(execution = %key, error = %e, "Cannot record the export's outcome; it stays Started and will be marked interrupted on restart.");
     }
 }
 

@@ -15,8 +15,9 @@ use crate::domain::alert::{Alert, AlertStatus};
 use crate::domain::card::{build_card, IncidentCard};
 use crate::domain::command::Command;
 use crate::domain::condition::Facts;
+use crate::domain::followup::{self, FollowUpChange, FollowUpState};
 use crate::domain::incident::{
-    ActionState, ActionStatus, AlertGroup, EventKind, FollowUp, Incident, IncidentId, MemberChange,
+    ActionState, ActionStatus, AlertGroup, EventKind, Incident, IncidentId, MemberChange,
     PastIncident, Recurrence, RootCauseInfo, Status, StormMember, StormSummary, TimelineEvent,
 };
 use crate::domain::playbook::{ActionSpec, VerifySpec};
@@ -94,6 +95,15 @@ pub enum Input {
     StormJoined {
         lead: IncidentId,
         member: StormMember,
+    },
+    /// A follow-up's export (`[followups.export]`) finished; `link` is what its response named.
+    FollowUpExported {
+        incident: IncidentId,
+        n: u32,
+        key: String,
+        success: bool,
+        summary: String,
+        link: Option<String>,
     },
 }
 
@@ -274,6 +284,20 @@ pub fn handle(
         .map(|i| (i.id, i.status.is_active(), i.acknowledged_at.is_some()))
         .collect();
     let by_person = matches!(&input, Input::Command { actor, .. } if !actor.is_system());
+    // The follow-up reminder armed for the incident: the one its state implies, unless it just
+    // fired (a fired timer is no longer armed).
+    let fired = match &input {
+        Input::Timer(t) if t.kind == TimerKind::FollowUpReminder => Some(t.incident),
+        _ => None,
+    };
+    let reminders_before: Vec<(IncidentId, Option<DateTime<Utc>>)> = incident
+        .iter()
+        .chain(ctx.recent)
+        .map(|i| {
+            let armed = followup::next_reminder(i, &cfg.followups).filter(|_| fired != Some(i.id));
+            (i.id, armed)
+        })
+        .collect();
     let received = match &input {
         Input::Alert(a) | Input::Triaged(a, _) => Some(Observed::AlertReceived {
             source: a.source.as_str(),
@@ -315,6 +339,22 @@ pub fn handle(
         _ => {}
     }
     let inc = d.incident.as_ref().expect("checked");
+    // Follow-up reminders: armed for the next due date, re-armed as follow-ups change.
+    let armed = reminders_before
+        .iter()
+        .find(|r| r.0 == inc.id)
+        .and_then(|r| r.1);
+    let next = followup::next_reminder(inc, &cfg.followups);
+    if next != armed {
+        d.effects.push(match next {
+            Some(at) => Effect::ArmTimer(Timer {
+                incident: inc.id,
+                kind: TimerKind::FollowUpReminder,
+                at,
+            }),
+            None => Effect::DisarmTimer(TimerKind::FollowUpReminder),
+        });
+    }
     let mut observed = observe(inc, &d.events, cfg);
     if d.created {
         observed.push(Observed::IncidentOpened {
@@ -514,6 +554,58 @@ fn decide(
             d.incident = Some(inc);
             Ok(d)
         }
+        Input::FollowUpExported {
+            incident: id,
+            n,
+            key,
+            success,
+            summary,
+            link,
+        } => {
+            let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            d.executions
+                .extend(ctx.view.execution(&key).map(|x| Execution {
+                    status: if success {
+                        ExecutionStatus::Succeeded
+                    } else {
+                        ExecutionStatus::Failed
+                    },
+                    updated_at: ctx.now,
+                    ..x
+                }));
+            let action = export_action(n as usize);
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: Actor::system(),
+                kind: EventKind::ExecutionFinished {
+                    action,
+                    execution: key,
+                    success,
+                    summary: summary.clone(),
+                },
+            });
+            let f = inc.followups.get_mut((n as usize).wrapping_sub(1));
+            let text = f.as_ref().map(|f| f.text.clone()).unwrap_or_default();
+            d.effects.push(note(match (success, &link) {
+                (true, Some(l)) => {
+                    if let Some(f) = f {
+                        f.link = Some(l.clone());
+                    }
+                    format!("🔗 Follow-up #{n} of {} ({text}) is tracked at {l}", inc.id)
+                }
+                (true, None) => format!(
+                    "🔗 Follow-up #{n} of {} ({text}) exported ({summary}); the answer named no link.",
+                    inc.id
+                ),
+                (false, _) => format!(
+                    "⚠️ Follow-up #{n} of {} ({text}) could not be exported: {summary}. It is not retried; track it by hand.",
+                    inc.id
+                ),
+            }));
+            d.incident = Some(inc);
+            Ok(d)
+        }
         Input::ExecutionInterrupted {
             incident: id,
             action,
@@ -532,11 +624,17 @@ fn decide(
                     execution: key,
                 },
             });
-            d.effects.push(Effect::Chat(ChatBody::Note {
-                mentions: vec![],
-                text: format!(
+            let text = match export_number(&action) {
+                Some(n) => format!(
+                    "⚠️ The export of follow-up #{n} was running when incidentd stopped. Whether the tracker got it is unknown and it will not be re-sent: check the tracker."
+                ),
+                None => format!(
                     "⚠️ `{action}` was running when incidentd stopped. Its outcome is unknown and it will not be re-run automatically: check the system, then resolve or escalate."
                 ),
+            };
+            d.effects.push(Effect::Chat(ChatBody::Note {
+                mentions: vec![],
+                text,
             }));
             push_card(&mut inc, ctx, &mut d);
             d.incident = Some(inc);
@@ -572,6 +670,9 @@ fn recurrence(ctx: Ctx<'_>, cfg: &Config) -> Option<Recurrence> {
 pub fn action_spec<'a>(inc: &Incident, action: &str, cfg: &'a Config) -> Option<&'a ActionSpec> {
     if action == PAGER_ACTION {
         return cfg.escalation.pager.as_ref();
+    }
+    if export_number(action).is_some() {
+        return cfg.followups.export.as_ref();
     }
     inc.playbook
         .as_deref()
@@ -774,6 +875,11 @@ fn command_name(c: &Command) -> &'static str {
         Command::Severity(..) => "severity",
         Command::RootCause(..) => "rootcause",
         Command::FollowUp(..) => "followup",
+        Command::FollowUpSet(_, _, c) => match c {
+            FollowUpChange::Done => "followup done",
+            FollowUpChange::Verified => "followup verify",
+            FollowUpChange::Dropped { .. } => "followup drop",
+        },
         Command::Note(..) => "note",
         Command::Approve(..) => "approve",
         Command::Reject(..) => "reject",
@@ -784,13 +890,19 @@ fn command_name(c: &Command) -> &'static str {
 /// The incident a command is about.
 pub fn command_target(c: &Command) -> Option<IncidentId> {
     match c {
-        Command::Help | Command::New(_) | Command::List { .. } | Command::Stats(_) => None,
+        Command::Help
+        | Command::New(_)
+        | Command::List { .. }
+        | Command::Stats(_)
+        | Command::FollowUps(_) => None,
         Command::Timeline(i)
         | Command::Report(i)
         | Command::Assign(i, _)
         | Command::Severity(i, _)
         | Command::RootCause(i, _, _)
-        | Command::FollowUp(i, _, _)
+        | Command::FollowUp(i, ..)
+        | Command::FollowUpSet(i, ..)
+        | Command::FollowUpList(i)
         | Command::Status(i)
         | Command::Ack(i)
         | Command::Resolve(i, _)
@@ -904,6 +1016,7 @@ fn on_alert(
                 assignee: None,
                 root_cause: None,
                 followups: vec![],
+                reminders: None,
                 mitigated_at: None,
                 recurrence: None,
                 tally: Some(Default::default()),
@@ -1496,9 +1609,63 @@ fn on_timer(incident: Option<Incident>, t: Timer, cfg: &Config, ctx: Ctx<'_>) ->
         }
         TimerKind::ResolveAfterClear => resolve_after_clear(&mut inc, cfg, ctx, &mut d),
         TimerKind::StormLift => storm_lift(&mut inc, cfg, ctx, &mut d),
+        TimerKind::FollowUpReminder => remind_followups(&mut inc, cfg, ctx, &mut d),
     }
     d.incident = Some(inc);
     d
+}
+
+/// Follow-up reminders: one note for everything overdue and not yet reminded about (a
+/// resolved incident still without follow-ups, follow-ups past their due date), mentioning the
+/// owners that were given as chat mentions when `[followups] mention_owners` is on. Nothing
+/// within `remind_every_seconds` of the last one: the handler re-arms the timer for then.
+fn remind_followups(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
+    let due = followup::due_reminders(inc, &cfg.followups, ctx.now);
+    if due.is_empty() {
+        return;
+    }
+    let id = inc.id;
+    let mut lines = Vec::new();
+    let mut mentions: Vec<String> = Vec::new();
+    let mut overdue = Vec::new();
+    let mut undefined = false;
+    for x in &due {
+        match x {
+            followup::Due::Undefined { resolved_at } => {
+                undefined = true;
+                // Rounded down to hours (or days beyond two): a reminder is not a stopwatch.
+                let hours = (ctx.now - *resolved_at).num_hours().max(0);
+                let ago = if hours >= 48 {
+                    format!("{} days", hours / 24)
+                } else {
+                    format!("{hours} h")
+                };
+                lines.push(format!(
+                    "• {id} was resolved {ago} ago and has no follow-up yet: add one with `/incident followup add {id} <item> [@owner]` (or say why none is needed)."
+                ));
+            }
+            followup::Due::Overdue { n, .. } => {
+                let f = &inc.followups[n - 1];
+                overdue.push(*n as u32);
+                lines.push(format!("• {}", f.line(*n, ctx.now)));
+                if cfg.followups.mention_owners {
+                    if let Some(m) = f.owner_mention.as_ref().filter(|m| !mentions.contains(m)) {
+                        mentions.push(m.clone());
+                    }
+                }
+            }
+        }
+    }
+    followup::mark_reminded(inc, &due, ctx.now);
+    d.events.push(TimelineEvent {
+        at: ctx.now,
+        actor: Actor::system(),
+        kind: EventKind::FollowUpReminder { overdue, undefined },
+    });
+    d.effects.push(Effect::Chat(ChatBody::Note {
+        text: format!("⏰ Follow-up reminder for {id}:\n{}", lines.join("\n")),
+        mentions,
+    }));
 }
 
 /// The quiet period after the clear is over: resolve, unless the alert fired again, someone
@@ -1615,6 +1782,19 @@ fn escalate(
 /// The action id of the configured pager (`[escalation.pager]`).
 pub const PAGER_ACTION: &str = "pager";
 
+/// The execution action of follow-up `n`'s export: `followup-export:n`.
+pub fn export_action(n: usize) -> String {
+    format!("followup-export:{n}")
+}
+
+/// The follow-up number of an export's execution action.
+pub fn export_number(action: &str) -> Option<usize> {
+    action
+        .strip_prefix("followup-export:")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+}
+
 fn on_command(
     mut inc: Incident,
     actor: Actor,
@@ -1628,12 +1808,19 @@ fn on_command(
         inc.transition(to, &actor, ctx.now, note)
             .map_err(|e| UserError(e.to_string()))
     };
-    // Invariant 5: state changes (other than notes and follow-ups) need someone the policy
-    // trusts at this severity; a refusal is answered privately and recorded.
-    let needs_responder = !matches!(
-        command,
-        Command::Note(..) | Command::FollowUp(..) | Command::Approve(..) | Command::Reject(..)
-    );
+    // Invariant 5: state changes (other than notes and new follow-ups) need someone the policy
+    // trusts at this severity; a refusal is answered privately and recorded. A follow-up's
+    // owner may mark it done; verifying or dropping it takes a responder.
+    let needs_responder = match &command {
+        Command::Note(..) | Command::FollowUp(..) | Command::Approve(..) | Command::Reject(..) => {
+            false
+        }
+        Command::FollowUpSet(_, n, FollowUpChange::Done) => !inc
+            .followups
+            .get((*n as usize).wrapping_sub(1))
+            .is_some_and(|f| f.is_owner(&actor)),
+        _ => true,
+    };
     if needs_responder && command.is_mutation() {
         let mut at = vec![inc.severity];
         if let Command::Severity(_, to) = &command {
@@ -1659,7 +1846,9 @@ fn on_command(
         | Command::Status(_)
         | Command::Timeline(_)
         | Command::Report(_)
-        | Command::Stats(_) => {
+        | Command::Stats(_)
+        | Command::FollowUpList(_)
+        | Command::FollowUps(_) => {
             return Err(UserError("read-only commands are not engine inputs".into()));
         }
         Command::New(_) => {
@@ -1719,26 +1908,89 @@ fn on_command(
                 d.effects.push(Effect::Chat(ChatBody::RenderReport));
             }
         }
-        Command::FollowUp(_, text, owner) => {
-            inc.followups.push(FollowUp {
-                text: text.clone(),
-                owner: owner.clone(),
-                added_by: actor.clone(),
-                at: ctx.now,
-            });
+        Command::FollowUp(_, text, owner, kind) => {
+            let f = followup::FollowUp::new(
+                text.clone(),
+                owner.clone(),
+                kind,
+                &actor,
+                ctx.now,
+                &cfg.followups,
+            );
+            let due = f.due;
+            inc.followups.push(f);
+            let n = inc.followups.len();
+            if cfg.followups.export.is_some() {
+                // Once per follow-up: the key is the follow-up's, so it is never queued twice.
+                let action = export_action(n);
+                let key = format!("{}:{action}", inc.id);
+                queue_execution(&inc, &action, &key, ctx, &mut d);
+            }
             d.events.push(TimelineEvent {
                 at: ctx.now,
                 actor: actor.clone(),
                 kind: EventKind::FollowUpAdded {
                     text: text.clone(),
                     owner: owner.clone(),
+                    kind,
                 },
             });
             d.effects.push(note(format!(
-                "📌 Follow-up for {}: {text}{}",
+                "📌 Follow-up #{n} for {} ({}): {text}{}{}. Mark it with `/incident followup done {} {n}`.",
                 inc.id,
-                owner.map(|o| format!(" (owner {o})")).unwrap_or_default()
+                kind.label(),
+                owner.map(|o| format!(" (owner {o})")).unwrap_or_default(),
+                due.map(|d| format!(", due {}", d.format("%Y-%m-%d %H:%M UTC")))
+                    .unwrap_or_default(),
+                inc.id,
             )));
+            d.incident = Some(inc);
+            return Ok(d);
+        }
+        Command::FollowUpSet(_, n, change) => {
+            let count = inc.followups.len();
+            let Some(f) = inc.followups.get_mut((n as usize).wrapping_sub(1)) else {
+                return Err(UserError(if count == 0 {
+                    format!("{} has no follow-ups", inc.id)
+                } else {
+                    format!(
+                        "{} has no follow-up #{n}; its follow-ups are #1 to #{count}",
+                        inc.id
+                    )
+                }));
+            };
+            f.apply(&change, &actor, ctx.now, &cfg.followups)
+                .map_err(|e| UserError(format!("Follow-up #{n} of {}: {e}", inc.id)))?;
+            let text = f.text.clone();
+            let verify_due = f.verify_due;
+            let reason = match &change {
+                FollowUpChange::Dropped { reason } => Some(reason.clone()),
+                _ => None,
+            };
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::FollowUpChanged {
+                    n,
+                    text: text.clone(),
+                    to: change.state(),
+                    reason: reason.clone(),
+                },
+            });
+            let id = inc.id;
+            d.effects.push(note(match change.state() {
+                FollowUpState::Done => format!(
+                    "☑ Follow-up #{n} of {id} done by {who}: {text}. Verify its effect by {} with `/incident followup verify {id} {n}`.",
+                    verify_due.map_or("—".into(), |d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                ),
+                FollowUpState::Verified => {
+                    format!("✅ Follow-up #{n} of {id} verified by {who}: {text}.")
+                }
+                _ => format!(
+                    "✖ Follow-up #{n} of {id} dropped by {who}: {text} — {}",
+                    reason.unwrap_or_default()
+                ),
+            }));
             d.incident = Some(inc);
             return Ok(d);
         }

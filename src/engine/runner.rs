@@ -92,6 +92,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// The outcome numbers, updated as decisions become durable.
     book: Arc<StatsBook>,
+    /// The writer's clock (what is overdue is read by it).
+    clock: Arc<dyn Clock>,
 }
 
 /// What the writer tells the rest of the shell after each durable commit.
@@ -154,6 +156,7 @@ impl Engine {
                 .min(std::time::Duration::from_secs(5)),
         ));
         let engine_cfg = cfg.clone();
+        let engine_clock = clock.clone();
         let book = StatsBook::new();
         book.build_in_background(store.clone());
         let syncer = Syncer {
@@ -206,6 +209,7 @@ impl Engine {
                 open,
                 metrics,
                 book,
+                clock: engine_clock,
             },
             Notifications {
                 outbox: outbox_rx,
@@ -286,7 +290,12 @@ impl Engine {
 
     /// The outcome numbers (docs/metrics.md) over incidents opened in the last `days`.
     pub async fn stats(&self, days: u32) -> Result<Stats, StoreError> {
-        self.book.stats(chrono::Utc::now(), days).await
+        self.book.stats(self.clock.now(), days).await
+    }
+
+    /// The time by the engine's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     /// Incidents not yet resolved.
@@ -1024,6 +1033,7 @@ impl Batch<'_> {
             Input::ExecutionStarted { incident, .. }
             | Input::ExecutionFinished { incident, .. }
             | Input::ExecutionInterrupted { incident, .. }
+            | Input::FollowUpExported { incident, .. }
             | Input::VerificationFinished { incident, .. } => Some(*incident),
             Input::StormJoined { lead, .. } => Some(*lead),
         };

@@ -9,6 +9,7 @@ use crate::domain::policy::Refusal;
 
 mod clears;
 mod conditions;
+mod followups;
 mod groups;
 mod previews;
 mod storms;
@@ -440,7 +441,12 @@ fn retriage_root_cause_followups_and_assignment() {
     let d = cmd(
         &inc,
         "U9",
-        Command::FollowUp(inc.id, "add a check".into(), Some("@bob".into())),
+        Command::FollowUp(
+            inc.id,
+            "add a check".into(),
+            Some("@bob".into()),
+            crate::domain::followup::FollowUpKind::Technical,
+        ),
         4,
     )
     .unwrap();

@@ -153,8 +153,18 @@ pub fn plan(
     incident: &Incident,
     kubectl_bin: &str,
 ) -> Result<Plan, TemplateError> {
+    plan_for(action, incident, None, kubectl_bin)
+}
+
+/// [`plan`] with a follow-up's values (`{followup.text}` …) for its export.
+pub fn plan_for(
+    action: &ActionSpec,
+    incident: &Incident,
+    followup: Option<(usize, &crate::domain::followup::FollowUp)>,
+    kubectl_bin: &str,
+) -> Result<Plan, TemplateError> {
     let allowed = compile_allowed(action.allowed_pattern.as_deref())?;
-    let ctx = TemplateContext { incident };
+    let ctx = TemplateContext { incident, followup };
     let timeout_seconds = action.timeout_seconds;
     Ok(match &action.run {
         ExecutorSpec::Command { argv } => Plan::Command {
@@ -209,6 +219,27 @@ pub fn plan(
             }
         }
     })
+}
+
+/// The link a tracker's "create issue" answer names: `html_url`, `web_url`, `url`, `link` or
+/// `self` (the first that is an http(s) URL), at the top level or under `data`. `None` when
+/// the body is not JSON or names none.
+pub fn link_in_response(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let keys = ["html_url", "web_url", "url", "link", "self"];
+    let found = [&v, &v["data"]].into_iter().find_map(|o| {
+        keys.iter().find_map(|k| {
+            o[*k]
+                .as_str()
+                .filter(|u| {
+                    (u.starts_with("https://") || u.starts_with("http://"))
+                        && u.len() <= 500
+                        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+                })
+                .map(String::from)
+        })
+    });
+    found
 }
 
 /// What happened when a plan ran. `stdout` holds the response body for HTTP plans. Every field
@@ -625,6 +656,63 @@ mod tests {
     use super::*;
     use crate::domain::incident::tests_support::incident;
     use serde_json::json;
+
+    #[test]
+    fn the_link_a_tracker_answers_with() {
+        assert_eq!(
+            link_in_response(
+                r#"{"html_url":"https://github.com/a/b/issues/3","url":"https://api.github.com/x"}"#
+            )
+            .as_deref(),
+            Some("https://github.com/a/b/issues/3")
+        );
+        assert_eq!(
+            link_in_response(r#"{"data":{"web_url":"https://gitlab.example/i/4"}}"#).as_deref(),
+            Some("https://gitlab.example/i/4")
+        );
+        for body in [
+            "not json",
+            r#"{"url":"javascript:alert(1)"}"#,
+            r#"{"url":"https://x.example/a b"}"#,
+            r#"{"id":7}"#,
+        ] {
+            assert_eq!(link_in_response(body), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn followup_values_are_templated_only_for_an_export() {
+        use crate::domain::followup::{FollowUp, FollowUpKind};
+        let inc = incident();
+        let by = crate::domain::policy::Actor::system();
+        let f = FollowUp::new(
+            "add an alert".into(),
+            Some("@bob".into()),
+            FollowUpKind::Process,
+            &by,
+            inc.opened_at,
+            &Default::default(),
+        );
+        let mut a = action(ExecutorSpec::Http {
+            method: "POST".into(),
+            url: "http://127.0.0.1:1/issues".into(),
+            headers: Default::default(),
+            body: Some(
+                json!({ "title": "{followup.number}: {followup.text} ({followup.kind}, {followup.owner})" }),
+            ),
+            expect_status: 201,
+        });
+        a.allowed_pattern = Some("(?s).{1,200}".into());
+        let Plan::Http { body, .. } = plan_for(&a, &inc, Some((2, &f)), "kubectl").unwrap() else {
+            panic!("an http plan")
+        };
+        assert_eq!(body.unwrap()["title"], "2: add an alert (process, @bob)");
+        let e = plan(&a, &inc, "kubectl").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown placeholder {followup."),
+            "{e}"
+        );
+    }
 
     fn action(run: ExecutorSpec) -> ActionSpec {
         ActionSpec {

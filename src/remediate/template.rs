@@ -28,10 +28,14 @@ use crate::domain::incident::Incident;
 use crate::domain::playbook::DEFAULT_ALLOWED_PATTERN;
 
 /// Values a template may use: `{labels.NAME}`, `{annotations.NAME}`, `{incident.id}` (INC-n),
-/// `{incident.severity}`, `{incident.kind}`, `{incident.fingerprint}`.
+/// `{incident.severity}`, `{incident.kind}`, `{incident.fingerprint}`;
+/// for a follow-up's export also `{followup.number}`, `{followup.text}`, `{followup.owner}`,
+/// `{followup.kind}`, `{followup.due}`.
 #[derive(Debug, Clone, Copy)]
 pub struct TemplateContext<'a> {
     pub incident: &'a Incident,
+    /// The follow-up being exported, with its number (from 1).
+    pub followup: Option<(usize, &'a crate::domain::followup::FollowUp)>,
 }
 
 /// Why an action cannot be templated. The text is written for the person who clicked "approve".
@@ -292,6 +296,24 @@ fn lookup<'a>(name: &str, ctx: &TemplateContext<'a>) -> Result<Cow<'a, str>, Tem
             "incident.severity" => Ok(Cow::Borrowed(inc.severity.as_str())),
             "incident.kind" => Ok(Cow::Borrowed(inc.kind.as_str())),
             "incident.fingerprint" => Ok(Cow::Borrowed(inc.fingerprint.as_str())),
+            f if f.starts_with("followup.") && ctx.followup.is_some() => {
+                let (n, fu) = ctx.followup.expect("checked");
+                match f {
+                    "followup.number" => Ok(Cow::Owned(n.to_string())),
+                    "followup.text" => Ok(Cow::Borrowed(fu.text.as_str())),
+                    "followup.owner" => fu
+                        .owner
+                        .as_deref()
+                        .map(Cow::Borrowed)
+                        .ok_or_else(|| TemplateError::Missing("follow-up owner".into())),
+                    "followup.kind" => Ok(Cow::Borrowed(fu.kind.label())),
+                    "followup.due" => fu
+                        .due
+                        .map(|d| Cow::Owned(d.format("%Y-%m-%d").to_string()))
+                        .ok_or_else(|| TemplateError::Missing("follow-up due date".into())),
+                    _ => Err(TemplateError::UnknownPlaceholder(format!("{{{name}}}"))),
+                }
+            }
             _ => Err(TemplateError::UnknownPlaceholder(format!("{{{name}}}"))),
         },
     }
@@ -354,7 +376,14 @@ mod tests {
     }
 
     fn exp(template: &str, inc: &Incident) -> Result<String, TemplateError> {
-        expand(template, &TemplateContext { incident: inc }, &default_re())
+        expand(
+            template,
+            &TemplateContext {
+                incident: inc,
+                followup: None,
+            },
+            &default_re(),
+        )
     }
 
     #[test]
@@ -479,7 +508,10 @@ mod tests {
     #[test]
     fn custom_pattern_may_allow_spaces_and_is_anchored() {
         let inc = inc_with(&[("reason", "disk full on node 3")]);
-        let ctx = TemplateContext { incident: &inc };
+        let ctx = TemplateContext {
+            incident: &inc,
+            followup: None,
+        };
         let spaces = compile_allowed(Some("[a-z0-9 ]+")).unwrap();
         assert_eq!(
             expand("{labels.reason}", &ctx, &spaces).unwrap(),
@@ -508,7 +540,10 @@ mod tests {
     #[test]
     fn argv_is_expanded_element_wise_never_split() {
         let inc = inc_with(&[("reason", "disk full; reboot"), ("service", "api")]);
-        let ctx = TemplateContext { incident: &inc };
+        let ctx = TemplateContext {
+            incident: &inc,
+            followup: None,
+        };
         let permissive = compile_allowed(Some("[a-z ;]+")).unwrap();
         let argv: Vec<String> = [
             "notify",
@@ -538,7 +573,10 @@ mod tests {
     #[test]
     fn argv_refuses_values_that_would_become_options() {
         let inc = inc_with(&[("ns", "--kubeconfig=/tmp/evil"), ("n", "-1")]);
-        let ctx = TemplateContext { incident: &inc };
+        let ctx = TemplateContext {
+            incident: &inc,
+            followup: None,
+        };
         let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let err = expand_argv(
             &argv(&["kubectl", "-n", "{labels.ns}"]),
@@ -578,7 +616,10 @@ mod tests {
             ("evil_host", "evil.example/x"),
             ("service", "api"),
         ]);
-        let ctx = TemplateContext { incident: &inc };
+        let ctx = TemplateContext {
+            incident: &inc,
+            followup: None,
+        };
         let url = |t: &str| expand_url(t, &ctx, &default_re());
         // A path value is one segment: `/` is encoded, so `..` inside it climbs nothing.
         assert_eq!(
@@ -626,7 +667,10 @@ mod tests {
         }
         // The allowed pattern still applies first.
         let inc = inc_with(&[("service", "a b")]);
-        let ctx = TemplateContext { incident: &inc };
+        let ctx = TemplateContext {
+            incident: &inc,
+            followup: None,
+        };
         assert!(matches!(
             expand_url("http://h/{labels.service}", &ctx, &default_re()),
             Err(TemplateError::NotAllowed { .. })
@@ -636,7 +680,10 @@ mod tests {
     #[test]
     fn json_expands_string_leaves_only() {
         let inc = inc_with(&[("service", "api")]);
-        let ctx = TemplateContext { incident: &inc };
+        let ctx = TemplateContext {
+            incident: &inc,
+            followup: None,
+        };
         let body = json!({
             "{labels.service}": "{labels.service}",
             "count": 3,

@@ -86,6 +86,17 @@ impl TestApp {
         Self::launch(dir, config, &|_| None, None, Some(sink), outbox, false).await
     }
 
+    /// The app on an injected clock (timers fire by it).
+    pub async fn start_with_clock(
+        dir: &Path,
+        config: &str,
+        clock: Arc<dyn incidentd::ports::Clock>,
+    ) -> TestApp {
+        let mut cfg = Config::from_toml(config, &|_| None).expect("test config");
+        cfg.store.path = dir.join("store");
+        Self::launch_cfg(cfg, None, None, fast_outbox(), clock, false).await
+    }
+
     /// The app on an injected store instead of the one at `[store] path`.
     pub async fn start_on_store(
         dir: &Path,
@@ -115,6 +126,17 @@ impl TestApp {
     ) -> TestApp {
         let mut cfg = Config::from_toml(config, env).expect("test config");
         cfg.store.path = dir.join("store");
+        Self::launch_cfg(cfg, store, sink, outbox, Arc::new(SystemClock), chat).await
+    }
+
+    async fn launch_cfg(
+        cfg: Config,
+        store: Option<Arc<dyn incidentd::ports::Store>>,
+        sink: Option<Arc<dyn incidentd::ports::ChatPort>>,
+        outbox: OutboxConfig,
+        clock: Arc<dyn incidentd::ports::Clock>,
+        chat: bool,
+    ) -> TestApp {
         let port = Arc::new(RecordingPort::new("test"));
         let mut sinks: Vec<Arc<dyn incidentd::ports::ChatPort>> = vec![port.clone()];
         sinks.extend(sink);
@@ -127,7 +149,7 @@ impl TestApp {
             vec![]
         };
         let deps = Deps {
-            clock: Arc::new(SystemClock),
+            clock,
             surfaces,
             sinks,
             outbox,

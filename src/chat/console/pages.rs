@@ -362,15 +362,22 @@ pub fn report(r: &Report) -> Markup {
                     }
                 }
             }
-            h4 { "Follow-ups" }
+            h4 { "Improvements" }
             @if r.followups.is_empty() {
                 p { (rich(&r.followup_hint())) }
             } @else {
                 ul.followups {
                     @for f in &r.followups {
-                        li { "☐ " (f.text) @if let Some(o) = &f.owner { " — " (o) } }
+                        li { (f.state.mark()) " " (f.number()) (f.text) @if let Some(o) = &f.owner { " — " (o) } (f.state_suffix()) }
                     }
                 }
+            }
+            // The follow-ups' buttons (sent with the page's CSRF token by console.js).
+            form.buttons method="post" action="/console/button" data-ajax aria-label=(format!("Follow-ups of {id}")) {
+                @for b in r.buttons() {
+                    button type="submit" name="action_id" value=(b.action.encode()) class=(button_class(b.style)) { (b.label) }
+                }
+                div.ephemeral role="status" aria-live="polite" hidden {}
             }
             details.report-timeline {
                 summary { "Timeline (" (r.timeline.len()) " events)" }
@@ -743,6 +750,20 @@ pub fn stats_page(v: &Viewer, view: &StatsView) -> Markup {
                             td { "incidents whose alert came back after a resolution" }
                             td { "< " (pct(t.recurrence_rate)) }
                             td { (verdict(s.recurrence.rate.map(|r| r < t.recurrence_rate))) }
+                        }
+                        tr {
+                            th scope="row" { "Follow-up completion" }
+                            td.v { (percent(&s.followup_completion)) }
+                            td { "follow-ups done and verified on time" }
+                            td { "—" }
+                            td {}
+                        }
+                        tr {
+                            th scope="row" { "Overdue follow-ups" }
+                            td.v { (s.followups_overdue) }
+                            td { "past their done-by or verify-by date now" }
+                            td { "0" }
+                            td { (verdict(Some(s.followups_overdue == 0))) }
                         }
                     }
                 }

@@ -100,12 +100,47 @@ pub const SUBCOMMANDS: &[(&str, &str, &[CommandOpt])] = &[
     ),
     (
         "followup",
-        "Add a follow-up item to the report",
+        "Add a follow-up (improvement) to the report",
         &[
             ID,
             ("text", "The item", true),
             ("owner", "Who owns it, e.g. @bob", false),
+            // Read first (a `type:` prefix of the text); Discord lists required options first.
+            (
+                "type",
+                "technical, process or organizational (default technical)",
+                false,
+            ),
         ],
+    ),
+    (
+        "followup-done",
+        "Mark a follow-up done",
+        &[ID, ("number", "The follow-up's number, e.g. 1", true)],
+    ),
+    (
+        "followup-verify",
+        "Mark a done follow-up's effect verified",
+        &[ID, ("number", "The follow-up's number, e.g. 1", true)],
+    ),
+    (
+        "followup-drop",
+        "Drop a follow-up, saying why",
+        &[
+            ID,
+            ("number", "The follow-up's number, e.g. 1", true),
+            ("reason", "Why it is dropped", true),
+        ],
+    ),
+    (
+        "followup-list",
+        "An incident's follow-ups with their state and due dates",
+        &[ID],
+    ),
+    (
+        "followups",
+        "Follow-ups still to do, across incidents",
+        &[("which", "mine or overdue (default: all still to do)", false)],
     ),
     ("timeline", "What happened, in order", &[ID]),
     ("report", "The post-incident report", &[ID]),
@@ -125,7 +160,14 @@ const ID: CommandOpt = ("id", "Incident id, e.g. INC-42", true);
 fn read_only(sub: &str) -> bool {
     matches!(
         sub,
-        "help" | "list" | "status" | "timeline" | "report" | "stats"
+        "help"
+            | "list"
+            | "status"
+            | "timeline"
+            | "report"
+            | "stats"
+            | "followup-list"
+            | "followups"
     )
 }
 
@@ -154,6 +196,16 @@ pub fn incident_command() -> CreateCommand {
                         opt = opt.add_string_choice(c.label(), c.as_str());
                     }
                 }
+                "type" => {
+                    for t in ["technical", "process", "organizational"] {
+                        opt = opt.add_string_choice(t, t);
+                    }
+                }
+                "which" => {
+                    for t in ["mine", "overdue"] {
+                        opt = opt.add_string_choice(t, t);
+                    }
+                }
                 _ => {}
             }
             sub = sub.add_sub_option(opt);
@@ -171,7 +223,8 @@ pub fn command_text(options: &[CommandDataOption]) -> String {
     let CommandDataOptionValue::SubCommand(given) = &first.value else {
         return "help".into();
     };
-    let mut words = vec![first.name.clone()];
+    // `followup-done` is the text language's `followup done`.
+    let mut words = vec![first.name.replacen("followup-", "followup ", 1)];
     let schema = SUBCOMMANDS
         .iter()
         .find(|(n, _, _)| *n == first.name)
@@ -186,6 +239,12 @@ pub fn command_text(options: &[CommandDataOption]) -> String {
             };
             let text = text.trim();
             if text.is_empty() {
+                continue;
+            }
+            // The text language reads a follow-up's type as its text's `type:` prefix.
+            if *name == "type" {
+                let at = 2.min(words.len());
+                words.insert(at, format!("{text}:"));
                 continue;
             }
             // The text language reads a follow-up's owner as a trailing `@name`.
@@ -761,7 +820,10 @@ mod tests {
                     named("severity", "p1"),
                     named("category", "external_dependency"),
                     named("window", "30d"),
-                    named("title", "Checkout slow")
+                    named("title", "Checkout slow"),
+                    named("number", "1"),
+                    named("reason", "superseded"),
+                    named("type", "process")
                 ]),
             ));
             assert!(
@@ -783,6 +845,7 @@ mod tests {
             "severity",
             "rootcause",
             "followup",
+            "followups",
             "resolve",
             "reopen",
             "timeline",
@@ -813,6 +876,38 @@ mod tests {
             assert_eq!(text, "followup INC-2 add a rate-limit alert @bob");
             assert!(matches!(parse(&text), Ok(Command::FollowUp(..))), "{text}");
         }
+        let text = command_text(&options(
+            "followup",
+            json!([
+                named("id", "INC-2"),
+                named("text", "review the rota"),
+                named("type", "process")
+            ]),
+        ));
+        assert_eq!(text, "followup INC-2 process: review the rota");
+        assert!(matches!(
+            parse(&text),
+            Ok(Command::FollowUp(
+                _,
+                _,
+                None,
+                crate::domain::followup::FollowUpKind::Process
+            ))
+        ));
+        let text = command_text(&options(
+            "followup-drop",
+            json!([
+                named("reason", "superseded"),
+                named("number", "2"),
+                named("id", "INC-2")
+            ]),
+        ));
+        assert_eq!(text, "followup drop INC-2 2 superseded");
+        assert!(
+            matches!(parse(&text), Ok(Command::FollowUpSet(..))),
+            "{text}"
+        );
+        assert!(SUBCOMMANDS.len() <= 25, "Discord allows 25 subcommands");
         assert_eq!(
             command_text(&options(
                 "rootcause",
@@ -885,7 +980,11 @@ mod tests {
         assert!(subs.len() <= 25);
         for s in subs {
             let name = s["name"].as_str().unwrap();
-            assert!(name.len() <= 32 && name.chars().all(|c| c.is_ascii_lowercase()));
+            // Discord's rule for names: `^[-_'\p{L}\p{N}…]{1,32}$`, lowercase where cased.
+            assert!(
+                name.len() <= 32 && name.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{name}"
+            );
             assert!(s["description"].as_str().unwrap().chars().count() <= 100);
         }
         assert!(read_only("list") && read_only("status") && !read_only("ack"));

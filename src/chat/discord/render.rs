@@ -7,7 +7,7 @@ use tracing::warn;
 
 use crate::domain::alert::AlertStatus;
 use crate::domain::card::{truncate_chars, ButtonStyle, IncidentCard};
-use crate::domain::incident::{ActionStatus, Status};
+use crate::domain::incident::{ActionStatus, IncidentId, Status};
 use crate::domain::report::{cut_visibly, group_lines, Report};
 use crate::domain::severity::{human_seconds, Severity};
 
@@ -214,11 +214,15 @@ pub fn embed(card: &IncidentCard) -> Value {
 /// Button rows: ≤ 5 rows of ≤ 5 buttons. A button whose id would not fit Discord's 100
 /// characters is left out (with a warning) rather than failing the whole message.
 pub fn components(card: &IncidentCard) -> Value {
+    button_rows(&card.buttons, card.incident)
+}
+
+fn button_rows(given: &[crate::domain::card::Button], incident: IncidentId) -> Value {
     let mut buttons = Vec::new();
-    for b in &card.buttons {
+    for b in given {
         let id = b.action.encode();
         if id.chars().count() > CUSTOM_ID_MAX {
-            warn!(incident = %card.incident, custom_id = %id, "Button id too long for Discord; button left out.");
+            warn!(incident = %incident, custom_id = %id, "Button id too long for Discord; button left out.");
             continue;
         }
         let style = match b.style {
@@ -234,7 +238,7 @@ pub fn components(card: &IncidentCard) -> Value {
         }));
     }
     if buttons.len() > ROWS_MAX * BUTTONS_PER_ROW {
-        warn!(incident = %card.incident, buttons = buttons.len(), "More buttons than Discord shows; the rest are left out.");
+        warn!(incident = %incident, buttons = buttons.len(), "More buttons than Discord shows; the rest are left out.");
         buttons.truncate(ROWS_MAX * BUTTONS_PER_ROW);
     }
     Value::Array(
@@ -390,7 +394,7 @@ pub fn report_messages(r: &Report) -> Vec<Value> {
     fields.extend(list_fields("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
     fields.extend(list_fields(
-        "Follow-ups",
+        "Improvements",
         "follow-ups",
         &followups,
         &r.followup_hint(),
@@ -478,7 +482,12 @@ pub fn report_messages(r: &Report) -> Vec<Value> {
                 embed["description"] = json!(description);
                 embed["timestamp"] = json!(r.resolved_at.unwrap_or(r.detected_at).to_rfc3339());
             }
-            json!({ "embeds": [embed], "allowed_mentions": { "parse": [] } })
+            let mut m = json!({ "embeds": [embed], "allowed_mentions": { "parse": [] } });
+            if i + 1 == n {
+                // The follow-ups' buttons, under the last part.
+                m["components"] = button_rows(&r.buttons(), r.incident);
+            }
+            m
         })
         .collect()
 }
@@ -723,8 +732,8 @@ mod report_tests {
             "• `restart` Restart the API — **Succeeded**, approved/decided by slack:UAPPROVER: exit 0 in 1.2 s"
         );
         assert_eq!(
-            field_value(m, "Follow-ups"),
-            "• ☐ add a circuit breaker — @bob"
+            field_value(m, "Improvements"),
+            "• ☐ add a circuit breaker — @bob (technical · open)"
         );
         assert!(field_value(m, "Timeline").contains("`12:03:10` `restart` succeeded"));
         assert!(!e["footer"]["text"].as_str().unwrap().contains("part"));

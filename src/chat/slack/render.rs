@@ -268,7 +268,7 @@ const REPORT_ITEM_CHARS: usize = 1000;
 /// Longest fact value (a kind name, the scope labels).
 const REPORT_FACT_CHARS: usize = 500;
 /// Content blocks per message: room is kept for the "left out" note and the closing context.
-const REPORT_CONTENT_BLOCKS: usize = MAX_BLOCKS - 2;
+const REPORT_CONTENT_BLOCKS: usize = MAX_BLOCKS - 3;
 
 /// The `block_id` of a report message's closing context: how a retried delivery finds the parts
 /// already in the thread.
@@ -422,7 +422,7 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
     pieces.extend(list_pieces("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
     pieces.extend(list_pieces(
-        "Follow-ups",
+        "Improvements",
         "follow-ups",
         &followups,
         &escape(&r.followup_hint()),
@@ -486,6 +486,31 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
             } else {
                 String::new()
             };
+            if i + 1 == n {
+                // The follow-ups' buttons, under the last part.
+                let buttons: Vec<Value> = r
+                    .buttons()
+                    .iter()
+                    .take(MAX_ACTIONS)
+                    .map(|b| {
+                        let mut e = json!({
+                            "type": "button",
+                            "text": { "type": "plain_text", "text": truncate_chars(&b.label, MAX_BUTTON_TEXT) },
+                            "action_id": b.action.encode(),
+                            "value": b.action.encode(),
+                        });
+                        if b.style == ButtonStyle::Primary {
+                            e["style"] = json!("primary");
+                        }
+                        e
+                    })
+                    .collect();
+                blocks.push(json!({
+                    "type": "actions",
+                    "block_id": truncate_chars(&format!("incidentd:report-actions:{}", r.incident), MAX_BLOCK_ID),
+                    "elements": buttons,
+                }));
+            }
             blocks.push(json!({
                 "type": "context",
                 "block_id": report_block_id(key, i),
