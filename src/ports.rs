@@ -348,6 +348,18 @@ pub trait Executor: Send + Sync {
         action: &ActionSpec,
         spec: &VerifySpec,
     ) -> ExecOutcome;
+    /// [`Executor::verify`], telling `checked` what each check saw as it happens (a Prometheus
+    /// verification reports every value it read). By default, only the outcome.
+    async fn verify_observed(
+        &self,
+        incident: &Incident,
+        action: &ActionSpec,
+        spec: &VerifySpec,
+        checked: &(dyn Fn(ExecOutcome) + Send + Sync),
+    ) -> ExecOutcome {
+        let _ = checked;
+        self.verify(incident, action, spec).await
+    }
 }
 
 /// Durable state. Synchronous: callers run it on a blocking thread.

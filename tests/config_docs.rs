@@ -26,6 +26,7 @@ const SECTIONS: &[&str] = &[
     "[chat]\n@ = 1",
     "[api]\n@ = 1",
     "[[api.tokens]]\n@ = 1",
+    "[prometheus]\n@ = 1",
 ];
 
 fn keys_of(snippet: &str) -> Vec<String> {

@@ -246,6 +246,13 @@ pub enum EventKind {
         ok: bool,
         summary: String,
     },
+    /// One check of a running verification: what it saw (a Prometheus query and its value)
+    /// and whether the condition held.
+    VerificationChecked {
+        action: String,
+        ok: bool,
+        summary: String,
+    },
     Note {
         text: String,
     },
@@ -370,6 +377,14 @@ impl TimelineEvent {
             } => format!(
                 "`{action}` {}: {summary}",
                 if *ok { "verified" } else { "did not verify" }
+            ),
+            EventKind::VerificationChecked {
+                action,
+                ok,
+                summary,
+            } => format!(
+                "Checked `{action}` ({}): {summary}",
+                if *ok { "holds" } else { "does not hold" }
             ),
             EventKind::Acknowledged => format!("Acknowledged by {who}"),
             EventKind::SeverityChanged { from, to } => {

@@ -8,6 +8,7 @@ pub mod condition;
 pub mod incident;
 pub mod playbook;
 pub mod policy;
+pub mod promql;
 pub mod report;
 pub mod rfc3339;
 pub mod severity;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
+use super::promql::QueryTemplate;
 
 /// A playbook from config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +94,54 @@ pub enum VerifySpec {
         #[serde(default = "default_within")]
         within_seconds: u64,
     },
+    /// A PromQL instant query against `[prometheus]` whose value must stay below (or above) a
+    /// threshold for `for_seconds`, checked every `interval_seconds` until `within_seconds`.
+    /// Every series the query returns must satisfy the condition; no data does not.
+    Prometheus {
+        query: QueryTemplate,
+        #[serde(default)]
+        below: Option<f64>,
+        #[serde(default)]
+        above: Option<f64>,
+        #[serde(default)]
+        for_seconds: u64,
+        #[serde(default = "default_within")]
+        within_seconds: u64,
+        #[serde(default = "default_interval")]
+        interval_seconds: u64,
+    },
+}
+
+/// The condition a Prometheus verification checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Below(f64),
+    Above(f64),
+}
+
+impl Threshold {
+    /// Strictly below or above: a value at the threshold does not pass.
+    pub fn holds(self, value: f64) -> bool {
+        match self {
+            Threshold::Below(t) => value < t,
+            Threshold::Above(t) => value > t,
+        }
+    }
+
+    pub fn value(self) -> f64 {
+        match self {
+            Threshold::Below(t) | Threshold::Above(t) => t,
+        }
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threshold::Below(t) => write!(f, "< {t}"),
+            Threshold::Above(t) => write!(f, "> {t}"),
+        }
+    }
 }
 
 fn default_within() -> u64 {
@@ -107,7 +156,19 @@ impl VerifySpec {
         match self {
             VerifySpec::Http { within_seconds, .. }
             | VerifySpec::Command { within_seconds, .. }
-            | VerifySpec::AlertResolves { within_seconds } => *within_seconds,
+            | VerifySpec::AlertResolves { within_seconds }
+            | VerifySpec::Prometheus { within_seconds, .. } => *within_seconds,
+        }
+    }
+
+    /// The threshold of a Prometheus verification (`below` wins if, wrongly, both are set;
+    /// the config refuses that).
+    pub fn threshold(&self) -> Option<Threshold> {
+        match self {
+            VerifySpec::Prometheus { below, above, .. } => {
+                below.map(Threshold::Below).or(above.map(Threshold::Above))
+            }
+            _ => None,
         }
     }
 
@@ -122,8 +183,35 @@ impl VerifySpec {
             VerifySpec::AlertResolves { within_seconds } => {
                 format!("the alert resolves within {within_seconds} s")
             }
+            VerifySpec::Prometheus {
+                query,
+                for_seconds,
+                within_seconds,
+                ..
+            } => prometheus_summary(
+                query.source(),
+                self.threshold(),
+                *for_seconds,
+                *within_seconds,
+            ),
         }
     }
+}
+
+/// One line for a Prometheus verification: `` `QUERY` < 0.01 for 60 s (within 300 s)``.
+pub fn prometheus_summary(
+    query: &str,
+    threshold: Option<Threshold>,
+    for_seconds: u64,
+    within_seconds: u64,
+) -> String {
+    let cond = threshold.map_or_else(|| "(no threshold)".into(), |t| t.to_string());
+    let held = if for_seconds > 0 {
+        format!(" for {for_seconds} s")
+    } else {
+        String::new()
+    };
+    format!("`{query}` {cond}{held} (within {within_seconds} s)")
 }
 
 /// The pattern template values must match when an action does not set its own.

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::domain::incident::Status;
 use crate::domain::playbook::VerifySpec;
 use crate::ports::blocking;
-use crate::ports::{Executor, IncidentFilter, Store};
+use crate::ports::{ExecOutcome, Executor, IncidentFilter, Store};
 
 /// One execution, start to finish.
 async fn run_one(
@@ -116,7 +116,38 @@ async fn verify(
     if inc.status != Status::Verifying || inc.verifying.as_deref() != Some(spec.id.as_str()) {
         return;
     }
-    let out = executor.verify(&inc, spec, v).await;
+    // Each check is recorded as it happens (its value in the thread and the timeline), before
+    // the outcome: the checks go through a channel the submitting loop below drains.
+    let (tx, mut rx) = mpsc::unbounded_channel::<ExecOutcome>();
+    let checked = move |c: ExecOutcome| {
+        let _ = tx.send(c);
+    };
+    let submit_check = |c: ExecOutcome| Input::VerificationCheck {
+        incident,
+        action: spec.id.clone(),
+        ok: c.success,
+        summary: c.summary,
+    };
+    let out = {
+        let run = executor.verify_observed(&inc, spec, v, &checked);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                out = &mut run => break out,
+                Some(c) = rx.recv() => {
+                    if let Err(e) = engine.submit_one(submit_check(c)).await {
+                        warn!(%incident, error = %e, "Cannot record a verification check.");
+                    }
+                }
+            }
+        }
+    };
+    drop(checked);
+    while let Some(c) = rx.recv().await {
+        if let Err(e) = engine.submit_one(submit_check(c)).await {
+            warn!(%incident, error = %e, "Cannot record a verification check.");
+        }
+    }
     let input = Input::VerificationFinished {
         incident,
         action: spec.id.clone(),

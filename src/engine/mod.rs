@@ -83,6 +83,13 @@ pub enum Input {
         ok: bool,
         summary: String,
     },
+    /// One check of a running verification and what it saw (a Prometheus query's value).
+    VerificationCheck {
+        incident: IncidentId,
+        action: String,
+        ok: bool,
+        summary: String,
+    },
     /// Found `Started` after a restart.
     ExecutionInterrupted {
         incident: IncidentId,
@@ -490,6 +497,34 @@ fn decide(
             if inc.status == Status::Verifying && inc.verifying.as_deref() == Some(action.as_str())
             {
                 verification_done(&mut inc, &action, ok, summary, cfg, ctx, &mut d);
+            }
+            d.incident = Some(inc);
+            Ok(d)
+        }
+        Input::VerificationCheck {
+            incident: id,
+            action,
+            ok,
+            summary,
+        } => {
+            let inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            // Only while that verification runs: a late check after its outcome is not news.
+            if inc.status == Status::Verifying && inc.verifying.as_deref() == Some(action.as_str())
+            {
+                d.effects.push(note(format!(
+                    "{} `{action}` check: {summary}",
+                    if ok { "🟢" } else { "🟡" }
+                )));
+                d.events.push(TimelineEvent {
+                    at: ctx.now,
+                    actor: Actor::system(),
+                    kind: EventKind::VerificationChecked {
+                        action,
+                        ok,
+                        summary,
+                    },
+                });
             }
             d.incident = Some(inc);
             Ok(d)

@@ -997,7 +997,8 @@ impl Batch<'_> {
             Input::ExecutionStarted { incident, .. }
             | Input::ExecutionFinished { incident, .. }
             | Input::ExecutionInterrupted { incident, .. }
-            | Input::VerificationFinished { incident, .. } => Some(*incident),
+            | Input::VerificationFinished { incident, .. }
+            | Input::VerificationCheck { incident, .. } => Some(*incident),
         };
         // An alert always gives its incident back (the core's contract, checked below), so
         // it is moved into the core; other inputs may be refused and get a copy.

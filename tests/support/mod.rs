@@ -3,6 +3,7 @@
 
 pub mod fake_discord;
 pub mod faulty_store;
+pub mod prometheus;
 pub mod sse;
 
 use std::path::Path;
@@ -102,7 +103,9 @@ impl TestApp {
             surfaces: vec![],
             sinks,
             outbox,
-            executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
+            executor: Arc::new(incidentd::app::PlaybookExecutor::for_config(
+                "kubectl", &cfg,
+            )),
             store,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

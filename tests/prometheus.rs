@@ -1,0 +1,284 @@
+//! Prometheus verification against a real Prometheus (Debian's `prometheus`, started on
+//! loopback, scraping a target whose values the test scripts): a verification that holds
+//! resolves the incident, one that does not rolls the action back, a Prometheus that never
+//! answers fails the check in bounded time, and a hostile label value cannot change the query.
+
+mod support;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use incidentd::domain::promql::QueryTemplate;
+use incidentd::remediate::prometheus::Prometheus;
+use support::prometheus::{PromServer, Target};
+use support::TestApp;
+
+/// One playbook: an automatic action verified by `query` below 0.05 for 2 s, with a rollback.
+fn config(prom_url: &str, timeout_seconds: u64, within: u64) -> String {
+    format!(
+        r#"
+[prometheus]
+url = "{prom_url}"
+timeout_seconds = {timeout_seconds}
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+[[playbooks.actions]]
+id = "fallback"
+title = "Switch to the fallback"
+auto = true
+rollback = "undo"
+run = {{ type = "command", argv = ["/bin/true"] }}
+verify = {{ type = "prometheus", query = 'max(errors_ratio{{service="{{labels.service}}"}})', below = 0.05, for_seconds = 2, within_seconds = {within}, interval_seconds = 1 }}
+[[playbooks.actions]]
+id = "undo"
+title = "Undo the fallback"
+run = {{ type = "command", argv = ["/bin/true"] }}
+
+[policy.P2]
+approvers = ["slack:U1"]
+"#
+    )
+}
+
+/// A P2 rate-limit alert (kind tool_api_failure) for `service`.
+async fn fire(app: &TestApp, service: &str) {
+    let body = serde_json::json!({
+        "title": "Payments API rate limit",
+        "severity": "warning",
+        "labels": { "alertname": "RateLimited", "service": service }
+    });
+    let (s, v) = app.post_json("/api/v1/alerts", &body.to_string()).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Waits (bounded) until INC-1 satisfies `pred`; returns its detail (incident and timeline).
+async fn wait_incident(
+    app: &TestApp,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+        if pred(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not reached: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn timeline(v: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
+    v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// The text of a thread note ("" for anything else).
+fn note(r: &incidentd::chat::recording::Recorded) -> &str {
+    match &r.body {
+        incidentd::ports::Delivery::Note { text, .. } => text,
+        _ => "",
+    }
+}
+
+fn undo_succeeded(v: &serde_json::Value) -> bool {
+    v["incident"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["id"] == "undo" && a["status"] == "succeeded")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_that_holds_resolves_the_incident_and_shows_each_value() {
+    let target = Target::start().await;
+    let Some(prom) = PromServer::start(&target).await else {
+        return;
+    };
+    target.set(r#"errors_ratio{service="api"}"#, 0.01);
+    target.set(r#"errors_ratio{service="web"}"#, 0.9);
+    prom.wait_values(r#"errors_ratio{service="api"}"#, &[0.01])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), &config(&prom.url, 2, 20), &|_| None).await;
+    fire(&app, "api").await;
+    let v = wait_incident(&app, |v| v["incident"]["status"] == "resolved").await;
+    let checks = timeline(&v, "verification_checked");
+    // Held for 2 s with a check every second: at least three checks, each with the value.
+    assert!(checks.len() >= 3, "{checks:#?}");
+    for c in &checks {
+        assert_eq!(c["ok"], true, "{c}");
+        let s = c["summary"].as_str().unwrap();
+        assert!(
+            s.starts_with(r#"`max(errors_ratio{service="api"})` = 0.01 (< 0.05 ✓"#),
+            "{s}"
+        );
+    }
+    let verified = timeline(&v, "verified");
+    assert_eq!(verified.len(), 1);
+    assert_eq!(verified[0]["ok"], true);
+    assert!(
+        verified[0]["summary"].as_str().unwrap().contains("for 2 s"),
+        "{verified:?}"
+    );
+    assert!(!undo_succeeded(&v), "no rollback");
+    // The thread shows each value (notes may be coalesced into fewer messages).
+    let chat = app
+        .wait_chat(|r| r.iter().any(|m| note(m).contains("`fallback` verified")))
+        .await;
+    let text: String = chat.iter().map(note).collect::<Vec<_>>().join("\n");
+    assert!(
+        text.contains("Verifying: Prometheus `max(errors_ratio{service=\"api\"})` < 0.05 for 2 s"),
+        "{text}"
+    );
+    assert!(
+        text.matches("`fallback` check: `max(errors_ratio{service=\"api\"})` = 0.01")
+            .count()
+            >= 3,
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_that_does_not_hold_rolls_the_action_back() {
+    let target = Target::start().await;
+    let Some(prom) = PromServer::start(&target).await else {
+        return;
+    };
+    target.set(r#"errors_ratio{service="api"}"#, 0.5);
+    prom.wait_values(r#"errors_ratio{service="api"}"#, &[0.5])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), &config(&prom.url, 2, 3), &|_| None).await;
+    fire(&app, "api").await;
+    let v = wait_incident(&app, |v| {
+        undo_succeeded(v) && v["incident"]["status"] == "escalated"
+    })
+    .await;
+    let checks = timeline(&v, "verification_checked");
+    assert!(!checks.is_empty());
+    for c in &checks {
+        assert_eq!(c["ok"], false, "{c}");
+        assert!(
+            c["summary"].as_str().unwrap().contains("= 0.5 (< 0.05 ✗)"),
+            "{c}"
+        );
+    }
+    let verified = timeline(&v, "verified");
+    assert_eq!(verified[0]["ok"], false);
+    let why = verified[0]["summary"].as_str().unwrap();
+    assert!(
+        why.contains("did not stay < 0.05 for 2 s within 3 s; last: 0.5"),
+        "{why}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_that_never_answers_fails_the_check_in_bounded_time() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), &config(&url, 1, 3), &|_| None).await;
+    let started = std::time::Instant::now();
+    fire(&app, "api").await;
+    let v = wait_incident(&app, |v| {
+        undo_succeeded(v) && v["incident"]["status"] == "escalated"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let checks = timeline(&v, "verification_checked");
+    assert!(!checks.is_empty());
+    assert!(checks.iter().all(|c| c["summary"]
+        .as_str()
+        .unwrap()
+        .contains("Prometheus did not answer within 1 s")));
+    let verified = timeline(&v, "verified");
+    assert!(
+        verified[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("last: Prometheus did not answer within 1 s"),
+        "{verified:?}"
+    );
+    held.abort();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_label_value_cannot_change_the_query() {
+    let target = Target::start().await;
+    let Some(prom) = PromServer::start(&target).await else {
+        return;
+    };
+    target.set(r#"errors_ratio{service="api"}"#, 0.5);
+    // A real label value full of quoting characters (exposition-format escaped).
+    target.set(r#"errors_ratio{service="we\"ird\\na}me"}"#, 0.25);
+    prom.wait_values("count(errors_ratio)", &[2.0]).await;
+
+    let template = r#"max(errors_ratio{service="{labels.service}"})"#;
+    let hostile = r#"x"}) or vector(0) #"#;
+    // Pasted in naively, the value would turn the query into `… or vector(0)`: 0, which passes.
+    let naive = template.replace("{labels.service}", hostile);
+    assert_eq!(
+        prom.values(&naive).await,
+        [0.0],
+        "the value is really hostile"
+    );
+    // Quoted, it is only a label value: no such series, no data.
+    let t = QueryTemplate::parse(template).unwrap();
+    let quoted = |v: &str| {
+        t.render(|_| Ok::<_, ()>(Cow::Owned(v.to_string())))
+            .unwrap()
+    };
+    let client = Prometheus::new(
+        &prom.url,
+        None,
+        Duration::from_secs(5),
+        reqwest::Client::new(),
+    );
+    assert_eq!(client.instant(&quoted(hostile)).await.unwrap(), []);
+    // And quoting keeps meaning: the odd but real value finds its series.
+    let odd = client.instant(&quoted("we\"ird\\na}me")).await.unwrap();
+    assert_eq!(odd.len(), 1);
+    assert_eq!(odd[0].value, 0.25);
+
+    // Through the app: the verification sees no data, fails, and rolls back.
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), &config(&prom.url, 2, 3), &|_| None).await;
+    fire(&app, hostile).await;
+    let v = wait_incident(&app, |v| {
+        undo_succeeded(v) && v["incident"]["status"] == "escalated"
+    })
+    .await;
+    let checks = timeline(&v, "verification_checked");
+    assert!(!checks.is_empty());
+    for c in &checks {
+        assert_eq!(c["ok"], false, "{c}");
+        let s = c["summary"].as_str().unwrap();
+        assert!(
+            s.starts_with(r#"`max(errors_ratio{service="x\"}) or vector(0) #"})` = no data"#),
+            "{s}"
+        );
+    }
+    app.stop().await;
+}
