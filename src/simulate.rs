@@ -176,6 +176,19 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
                     "             verify: {}",
                     crate::remediate::preview::verification(spec, v, &inc)
                 );
+                if let crate::domain::playbook::VerifySpec::Prometheus {
+                    interval_seconds, ..
+                } = v
+                {
+                    let at = cfg
+                        .prometheus
+                        .as_ref()
+                        .map_or("<no [prometheus]>".to_string(), |p| p.url.clone());
+                    let _ = writeln!(
+                        out,
+                        "             asks: POST {at}/api/v1/query every {interval_seconds} s"
+                    );
+                }
             }
             if let Some(rb) = &spec.rollback {
                 let _ = writeln!(out, "             rollback if not verified: {rb}");
@@ -253,6 +266,37 @@ run = { type = "http", url = "http://127.0.0.1:1/model" }
             origin: None,
             group_labels: Default::default(),
         }
+    }
+
+    #[test]
+    fn shows_the_prometheus_queries_it_would_run() {
+        let cfg = Config::from_toml(
+            r#"
+[prometheus]
+url = "http://prom.internal:9090"
+[[rules]]
+name = "ml"
+match = { team = "ml" }
+playbook = "model-output"
+[[playbooks]]
+id = "model-output"
+title = "Model output failures"
+[[playbooks.actions]]
+id = "fallback"
+title = "Switch to the fallback model"
+run = { type = "http", url = "http://127.0.0.1:1/model" }
+verify = { type = "prometheus", query = 'sum(rate(invalid_outputs_total{team="{labels.team}"}[5m]))', below = 0.5, for_seconds = 60, within_seconds = 300, interval_seconds = 10 }
+"#,
+            &|_| None,
+        )
+        .unwrap();
+        let mut a = alert("0.3");
+        a.labels.insert("team".into(), "ml".into());
+        let out = render(&[a], &cfg);
+        assert!(
+            out.contains("             verify: Prometheus `sum(rate(invalid_outputs_total{team=\"ml\"}[5m]))` < 0.5 for 60 s (within 300 s)\n             asks: POST http://prom.internal:9090/api/v1/query every 10 s\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -217,6 +217,10 @@ pub struct ReportAction {
     /// The last run's one-line outcome (`exit 0 in 1.2 s`).
     #[serde(default)]
     pub outcome: Option<String>,
+    /// How its verification ended, with the evidence seen at the time (`verified: `…` = 0.01,
+    /// < 0.05 for 60 s (5 checks)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 impl ReportAction {
@@ -234,12 +238,19 @@ impl ReportAction {
         format!("{:?}", self.status)
     }
 
-    /// `: exit 0 in 1.2 s`, or nothing when it never ran.
+    /// `: exit 0 in 1.2 s`, or nothing when it never ran; then `; verified: …` when it was
+    /// verified (or not).
     pub fn outcome_suffix(&self) -> String {
-        self.outcome
+        let mut s = self
+            .outcome
             .as_deref()
             .map(|o| format!(": {o}"))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(v) = &self.verification {
+            s.push_str("; ");
+            s.push_str(v);
+        }
+        s
     }
 
     /// The action as one chat list item; `bold` is the platform's bold marker (`*`, `**`).
@@ -357,6 +368,17 @@ pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Cla
                     _ => None,
                 })
                 .filter(|s| !s.is_empty()),
+            verification: timeline.iter().rev().find_map(|e| match &e.kind {
+                EventKind::Verified {
+                    action,
+                    ok,
+                    summary,
+                } if *action == a.id => Some(format!(
+                    "{}: {summary}",
+                    if *ok { "verified" } else { "did not verify" }
+                )),
+                _ => None,
+            }),
         })
         .collect();
     Report {
@@ -868,6 +890,44 @@ mod tests {
         assert_eq!(back, r);
     }
 
+    #[test]
+    fn actions_carry_the_verification_evidence_seen_at_the_time() {
+        let (inc, mut timeline) = rich();
+        let at = timeline[1].at;
+        for (ok, summary) in [
+            (
+                false,
+                "`q` did not stay < 0.05 within 60 s; last: 0.5 (12 checks)",
+            ),
+            (
+                true,
+                "`max(errors{service=\"api\"})` = 0.01, < 0.05 for 60 s (7 checks)",
+            ),
+        ] {
+            timeline.push(TimelineEvent {
+                at,
+                actor: Actor::system(),
+                kind: EventKind::Verified {
+                    action: "restart".into(),
+                    ok,
+                    summary: summary.into(),
+                },
+            });
+        }
+        let r = build_report(&inc, &timeline, &classifier());
+        // The last verification counts.
+        assert_eq!(
+            r.actions[0].verification.as_deref(),
+            Some("verified: `max(errors{service=\"api\"})` = 0.01, < 0.05 for 60 s (7 checks)")
+        );
+        assert_eq!(r.actions[1].verification, None);
+        assert!(r.to_markdown().contains(
+            "- `restart` RESTART — Succeeded, decided by slack:U1, discord:42: exit 0 in 1.2 s; verified: `max(errors{service=\"api\"})` = 0.01, < 0.05 for 60 s (7 checks)\n"
+        ));
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
     /// The export is rendered from the structured report; its text is pinned here (it is what
     /// `/incident report`, `report.md` and `incidentd report` print).
     #[test]
@@ -1065,6 +1125,7 @@ pub(crate) mod samples {
                 approved_by: vec!["slack:UAPPROVER".into()],
                 decided_by: Some("slack:UAPPROVER".into()),
                 outcome: Some("exit 0 in 1.2 s".into()),
+                verification: None,
             }],
             followups: vec![ReportFollowUp {
                 text: "add a circuit breaker".into(),
@@ -1105,6 +1166,7 @@ pub(crate) mod samples {
                 approved_by: vec![format!("slack:U{i}"), "<!here>".into()],
                 decided_by: None,
                 outcome: Some("o".repeat(2000)),
+                verification: Some("v".repeat(2000)),
             })
             .collect();
         r.followups = (0..40)

@@ -357,6 +357,7 @@ pub fn report(r: &Report) -> Markup {
                             code { (a.id) } " " (a.title) " — " strong { (a.status_label()) }
                             ", approved/decided by " (a.deciders())
                             @if let Some(o) = &a.outcome { ": " (o) }
+                            @if let Some(v) = &a.verification { "; " (v) }
                         }
                     }
                 }
