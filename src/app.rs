@@ -63,7 +63,10 @@ impl Deps {
             clock: Arc::new(SystemClock),
             surfaces,
             sinks: vec![],
-            outbox: OutboxConfig::default(),
+            outbox: OutboxConfig {
+                charts: charts_for(cfg),
+                ..OutboxConfig::default()
+            },
             executor: Arc::new(PlaybookExecutor::for_config("kubectl", cfg)),
             store: None,
         })
@@ -97,6 +100,20 @@ impl PlaybookExecutor {
         x.prometheus = prometheus_client(cfg);
         x
     }
+}
+
+/// Charts on cards from the config's `[prometheus]` (none without it).
+pub fn charts_for(cfg: &Config) -> Option<Arc<dyn crate::ports::ChartSource>> {
+    let prometheus = prometheus_client(cfg)?;
+    let playbooks = cfg.playbooks.iter().filter_map(|p| {
+        p.chart_query
+            .clone()
+            .map(|q| (p.id.clone(), q, p.chart_threshold))
+    });
+    Some(Arc::new(remediate::prometheus::PrometheusCharts::new(
+        &prometheus,
+        playbooks,
+    )))
 }
 
 /// The client of the config's `[prometheus]`.

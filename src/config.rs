@@ -997,6 +997,18 @@ impl RawConfig {
                     "set either this or auto_resolve (which resolves at once on the clear)".into(),
                 );
             }
+            if pb.chart_query.is_some() && self.prometheus.is_none() {
+                err(
+                    format!("{at}.chart_query"),
+                    "a chart needs a [prometheus] section (url)".into(),
+                );
+            }
+            if pb.chart_threshold.is_some_and(|t| !t.is_finite()) {
+                err(
+                    format!("{at}.chart_threshold"),
+                    "must be a finite number".into(),
+                );
+            }
             if !seen.insert(pb.id.clone()) {
                 err(
                     format!("{at}.id"),

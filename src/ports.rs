@@ -362,6 +362,15 @@ pub trait Executor: Send + Sync {
     }
 }
 
+/// The metric behind an incident, for its card (the shell asks when it renders a card for
+/// delivery; the engine never does).
+#[async_trait]
+pub trait ChartSource: Send + Sync {
+    /// The series over the last 30 minutes, or `None` — no query, no answer in time, no data.
+    /// Never an error: a card without its chart is still the card.
+    async fn chart(&self, incident: &Incident) -> Option<crate::domain::chart::Chart>;
+}
+
 /// Durable state. Synchronous: callers run it on a blocking thread.
 pub trait Store: Send + Sync {
     fn get_incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError>;

@@ -212,6 +212,20 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
                 );
             }
         }
+        // The card's chart: the query the shell will run when it renders the card.
+        if let Some(p) = &cfg.prometheus {
+            let playbook = inc.playbook.as_deref().and_then(|p| cfg.playbook(p));
+            let named =
+                playbook.and_then(|pb| Some((pb.chart_query.as_ref()?, pb.chart_threshold)));
+            if let Some((q, t)) = crate::remediate::prometheus::chart_query(named, &inc) {
+                let _ = writeln!(
+                    out,
+                    "chart:       `{q}` over the last 30 min{} (POST {}/api/v1/query_range)",
+                    t.map(|t| format!(", threshold {t}")).unwrap_or_default(),
+                    p.url
+                );
+            }
+        }
         for l in &inc.links {
             let _ = writeln!(out, "link:        {}: {}", l.title, l.url);
         }
@@ -293,10 +307,30 @@ verify = { type = "prometheus", query = 'sum(rate(invalid_outputs_total{team="{l
         let mut a = alert("0.3");
         a.labels.insert("team".into(), "ml".into());
         let out = render(&[a], &cfg);
+        assert!(!out.contains("chart:"), "no chart without a query: {out}");
         assert!(
             out.contains("             verify: Prometheus `sum(rate(invalid_outputs_total{team=\"ml\"}[5m]))` < 0.5 for 60 s (within 300 s)\n             asks: POST http://prom.internal:9090/api/v1/query every 10 s\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn shows_the_chart_query_of_the_alert() {
+        let cfg =
+            Config::from_toml("[prometheus]\nurl = \"http://prom:9090\"\n", &|_| None).unwrap();
+        let mut a = alert("0.3");
+        a.links.push(crate::domain::alert::Link {
+            title: "Source".into(),
+            url: "http://p/graph?g0.expr=errors_ratio+%3E+0.05".into(),
+        });
+        let out = render(&[a.clone()], &cfg);
+        assert!(
+            out.contains("chart:       `errors_ratio` over the last 30 min, threshold 0.05 (POST http://prom:9090/api/v1/query_range)\n"),
+            "{out}"
+        );
+        // Without [prometheus], nothing would be asked.
+        let out = render(&[a], &Config::from_toml("", &|_| None).unwrap());
+        assert!(!out.contains("chart:"), "{out}");
     }
 
     #[test]

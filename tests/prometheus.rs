@@ -282,3 +282,152 @@ async fn a_hostile_label_value_cannot_change_the_query() {
     }
     app.stop().await;
 }
+
+/// An Alertmanager webhook whose alert carries its expression in the generator URL.
+fn alertmanager_with_expr(expr: &str) -> String {
+    let url = format!(
+        "http://prometheus:9090/graph?g0.expr={}&g0.tab=1",
+        form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
+    );
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"HighErrorRate\"}",
+        "status": "firing",
+        "receiver": "incidentd",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": { "alertname": "HighErrorRate", "service": "api", "severity": "warning" },
+            "annotations": { "summary": "API rate limit errors" },
+            "startsAt": "2026-11-29T12:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": url,
+            "fingerprint": "f1"
+        }]
+    })
+    .to_string()
+}
+
+fn chart_config(prom_url: &str) -> String {
+    format!(
+        r#"
+[engine]
+card_coalesce_seconds = 0
+
+[prometheus]
+url = "{prom_url}"
+"#
+    )
+}
+
+/// The cards delivered so far, with their charts.
+fn cards(r: &[incidentd::chat::recording::Recorded]) -> Vec<incidentd::domain::card::IncidentCard> {
+    r.iter()
+        .filter_map(|m| match &m.body {
+            incidentd::ports::Delivery::PostCard { card }
+            | incidentd::ports::Delivery::UpdateCard { card } => Some(card.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_chart_the_alert_metric_and_refresh_it_when_edited() {
+    let target = Target::start().await;
+    let Some(prom) = PromServer::start(&target).await else {
+        return;
+    };
+    target.set(r#"errors_ratio{service="api"}"#, 0.5);
+    prom.wait_values(r#"errors_ratio{service="api"}"#, &[0.5])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), &chart_config(&prom.url), &|_| None).await;
+    let body = alertmanager_with_expr(r#"errors_ratio{service="api"} > 0.05"#);
+    let (s, v) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(s, 200, "{v}");
+    let got = app.wait_chat(|r| !cards(r).is_empty()).await;
+    let card = cards(&got).remove(0);
+    let chart = card.chart.clone().expect("the card has its chart");
+    // The alert's condition is the threshold; the chart shows its left side.
+    assert_eq!(chart.query, r#"errors_ratio{service="api"}"#);
+    assert_eq!(chart.threshold, Some(0.05));
+    assert_eq!(chart.current(), Some(0.5));
+    assert!(chart.points.iter().all(|p| p.1 == 0.5), "{chart:?}");
+    // A known series: every point at 0.5, far above the threshold → full bars.
+    let bars = "█".repeat(chart.sparkline(30).chars().count());
+    assert!(!bars.is_empty());
+    let line = format!("{bars} now 0.5 · threshold 0.05 · 30 min");
+    assert_eq!(chart.line(incidentd::domain::chart::show_value), line);
+    // As Slack and Discord show it.
+    let slack = serde_json::to_string(&incidentd::chat::slack::render::card_blocks(&card)).unwrap();
+    assert!(
+        slack.contains(&format!(
+            r#""*Metric* `errors_ratio{{service=\"api\"}}`\n{line}""#
+        )),
+        "{slack}"
+    );
+    let discord = incidentd::chat::discord::render::card_message(&card).to_string();
+    assert!(
+        discord.contains(&format!(
+            r#""value":"`errors_ratio{{service=\"api\"}}`\n{line}""#
+        )),
+        "{discord}"
+    );
+    // The value changes; the next edit of the card shows it.
+    target.set(r#"errors_ratio{service="api"}"#, 0.9);
+    prom.wait_values(r#"errors_ratio{service="api"}"#, &[0.9])
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, _) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+        assert_eq!(s, 200);
+        let now = cards(&app.port.delivered());
+        if now
+            .last()
+            .and_then(|c| c.chart.as_ref())
+            .and_then(|c| c.current())
+            == Some(0.9)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no edit showed 0.9: {now:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_comes_without_its_chart_when_prometheus_does_not_answer() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), &chart_config(&url), &|_| None).await;
+    let started = std::time::Instant::now();
+    let body = alertmanager_with_expr(r#"errors_ratio{service="api"} > 0.05"#);
+    let (s, _) = app.post_json("/api/v1/alerts/alertmanager", &body).await;
+    assert_eq!(s, 200);
+    let got = app.wait_chat(|r| !cards(r).is_empty()).await;
+    assert_eq!(cards(&got)[0].chart, None);
+    // Delivered after the chart's timeout (2 s), not after the configured 5 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // No note about it in the thread.
+    assert!(got.iter().all(|m| !note(m).contains("Prometheus")));
+    held.abort();
+    app.stop().await;
+}

@@ -44,6 +44,10 @@ pub struct IncidentCard {
     /// (firing), pod=a (resolved)", most recent first, cut with "and N more".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<String>,
+    /// The metric behind the incident over the last 30 minutes, added by the shell when the
+    /// card is rendered for delivery (never by the engine); `None` without Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<super::chart::Chart>,
 }
 
 /// Alerts of a group named on the card; the rest are counted.
@@ -269,6 +273,7 @@ pub fn build_card(
                 inc.source.as_str()
             )
         }),
+        chart: None,
     }
 }
 

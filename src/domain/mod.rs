@@ -2,6 +2,7 @@
 
 pub mod alert;
 pub mod card;
+pub mod chart;
 pub mod classify;
 pub mod command;
 pub mod condition;

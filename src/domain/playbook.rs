@@ -26,6 +26,14 @@ pub struct Playbook {
     pub resolve_after_clear_seconds: Option<u64>,
     #[serde(default)]
     pub actions: Vec<ActionSpec>,
+    /// The metric the card charts over the last 30 minutes (PromQL, templated like a
+    /// Prometheus verification); without it, the alert's own expression (`g0.expr` of its
+    /// generator URL) is charted. Needs `[prometheus]`.
+    #[serde(default)]
+    pub chart_query: Option<QueryTemplate>,
+    /// The line drawn on that chart (for the alert's expression, its trailing `> N`).
+    #[serde(default)]
+    pub chart_threshold: Option<f64>,
 }
 
 /// One recommended action.

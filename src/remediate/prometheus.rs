@@ -7,16 +7,20 @@
 //! it. The bearer token is sent as a header and never appears in errors or logs.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::domain::chart::{
+    expr_from_url, split_threshold, Chart, CHART_STEP_SECONDS, CHART_WINDOW_SECONDS,
+};
 use crate::domain::incident::Incident;
 use crate::domain::playbook::{Threshold, VerifySpec};
 use crate::domain::promql::QueryTemplate;
-use crate::ports::ExecOutcome;
+use crate::ports::{ChartSource, ExecOutcome};
 
 use super::template::{lookup, TemplateContext, TemplateError};
 
@@ -289,25 +293,7 @@ pub fn render(query: &QueryTemplate, incident: &Incident) -> Result<String, Temp
     query.render(|name| lookup(name, &ctx).map(|v| Cow::Owned(v.into_owned())))
 }
 
-/// A number as people read it: at most 4 decimals, no trailing zeros (`0.0123`, `37`, `1.5`).
-pub fn show_value(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    let s = if v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.4}")
-    };
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
+pub use crate::domain::chart::show_value;
 
 /// What one check saw: whether every series meets the threshold, and how to say it.
 pub fn judge(answer: &Result<Vec<Sample>, QueryError>, threshold: Threshold) -> (bool, String) {
@@ -448,6 +434,108 @@ pub async fn verify(
     }
 }
 
+/// Charts for cards, from Prometheus: the playbook's `chart_query` (values quoted like any
+/// playbook query) or else the alert's own expression, over the last 30 minutes. A card is
+/// delivered whether or not its chart comes: a short timeout, failures only at debug level,
+/// and a cache (answers and failures alike) so that a dead Prometheus costs one timeout per
+/// query per [`CHART_CACHE`], not one per card edit.
+pub struct PrometheusCharts {
+    prometheus: Prometheus,
+    playbooks: HashMap<String, (QueryTemplate, Option<f64>)>,
+    cache: Mutex<HashMap<String, (tokio::time::Instant, Option<Chart>)>>,
+}
+
+/// How long a fetched chart (or a failure) is reused.
+pub const CHART_CACHE: Duration = Duration::from_secs(5);
+/// The longest a card's delivery waits for its chart.
+pub const CHART_TIMEOUT: Duration = Duration::from_secs(2);
+/// Queries remembered at most (the cache starts afresh beyond).
+const CHART_CACHE_ENTRIES: usize = 1024;
+
+impl PrometheusCharts {
+    /// `prometheus` with its timeout cut to [`CHART_TIMEOUT`]; `playbooks`: (playbook id,
+    /// chart query, threshold).
+    pub fn new(
+        prometheus: &Prometheus,
+        playbooks: impl IntoIterator<Item = (String, QueryTemplate, Option<f64>)>,
+    ) -> PrometheusCharts {
+        let mut prometheus = prometheus.clone();
+        prometheus.timeout = prometheus.timeout.min(CHART_TIMEOUT);
+        PrometheusCharts {
+            prometheus,
+            playbooks: playbooks
+                .into_iter()
+                .map(|(id, q, t)| (id, (q, t)))
+                .collect(),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The query charted for this incident and its threshold, if there is one.
+    pub fn query_for(&self, inc: &Incident) -> Option<(String, Option<f64>)> {
+        let playbook = inc.playbook.as_deref().and_then(|p| self.playbooks.get(p));
+        chart_query(playbook.map(|(q, t)| (q, *t)), inc)
+    }
+}
+
+/// The query a card charts and its threshold: the playbook's `chart_query` (templated and
+/// quoted; a missing label means no chart), else the alert's expression from a generator URL
+/// among its links, split at its trailing condition.
+pub fn chart_query(
+    playbook: Option<(&QueryTemplate, Option<f64>)>,
+    inc: &Incident,
+) -> Option<(String, Option<f64>)> {
+    if let Some((q, t)) = playbook {
+        return render(q, inc).ok().map(|q| (q, t));
+    }
+    let expr = inc.links.iter().find_map(|l| expr_from_url(&l.url))?;
+    Some(split_threshold(&expr))
+}
+
+#[async_trait::async_trait]
+impl ChartSource for PrometheusCharts {
+    async fn chart(&self, inc: &Incident) -> Option<Chart> {
+        let (query, threshold) = self.query_for(inc)?;
+        let now = tokio::time::Instant::now();
+        if let Some((at, chart)) = self.cache.lock().unwrap().get(&query) {
+            if now.duration_since(*at) < CHART_CACHE {
+                return chart.clone();
+            }
+        }
+        let end = Utc::now();
+        let start = end - chrono::Duration::seconds(CHART_WINDOW_SECONDS);
+        let step = Duration::from_secs(CHART_STEP_SECONDS);
+        let chart = match self.prometheus.range(&query, start, end, step).await {
+            Ok(series) => {
+                let n = series.len();
+                series
+                    .into_iter()
+                    .filter(|s| !s.points.is_empty())
+                    .max_by(|a, b| {
+                        let last = |s: &Series| s.points.last().map_or(f64::MIN, |p| p.1);
+                        last(a).total_cmp(&last(b))
+                    })
+                    .map(|s| Chart {
+                        query: query.clone(),
+                        points: s.points,
+                        threshold,
+                        series: n,
+                    })
+            }
+            Err(e) => {
+                tracing::debug!(incident = %inc.id, error = %e, "No chart for the card.");
+                None
+            }
+        };
+        let mut cache = self.cache.lock().unwrap();
+        if cache.len() >= CHART_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(query, (now, chart.clone()));
+        chart
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +601,29 @@ mod tests {
         let mut now = Hold::new(Duration::ZERO);
         let held = now.check(at(0), true);
         assert!(now.done(held));
+    }
+
+    #[test]
+    fn the_chart_query_is_the_playbooks_else_the_alerts_expression() {
+        let mut inc = incident();
+        inc.labels.insert("service".into(), "a\"pi".into());
+        inc.links.push(crate::domain::alert::Link {
+            title: "Source".into(),
+            url: "http://p:9090/graph?g0.expr=rate%28x%5B5m%5D%29+%3E+3&g0.tab=1".into(),
+        });
+        assert_eq!(
+            chart_query(None, &inc),
+            Some(("rate(x[5m])".into(), Some(3.0)))
+        );
+        let q = QueryTemplate::parse(r#"latency{service="{labels.service}"}"#).unwrap();
+        assert_eq!(
+            chart_query(Some((&q, Some(2.0))), &inc),
+            Some((r#"latency{service="a\"pi"}"#.into(), Some(2.0)))
+        );
+        let missing = QueryTemplate::parse(r#"x{a="{labels.nope}"}"#).unwrap();
+        assert_eq!(chart_query(Some((&missing, None)), &inc), None);
+        inc.links.clear();
+        assert_eq!(chart_query(None, &inc), None);
     }
 
     #[test]

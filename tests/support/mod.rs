@@ -102,7 +102,11 @@ impl TestApp {
             clock: Arc::new(SystemClock),
             surfaces: vec![],
             sinks,
-            outbox,
+            // Charts on cards when the config names a Prometheus, as `Deps::from_config` does.
+            outbox: OutboxConfig {
+                charts: incidentd::app::charts_for(&cfg),
+                ..outbox
+            },
             executor: Arc::new(incidentd::app::PlaybookExecutor::for_config(
                 "kubectl", &cfg,
             )),

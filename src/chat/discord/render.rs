@@ -107,6 +107,8 @@ fn field(name: &str, value: String, inline: bool) -> Value {
     })
 }
 
+use crate::domain::chart::show_value;
+
 /// The card's embed.
 pub fn embed(card: &IncidentCard) -> Value {
     let title = truncate_chars(
@@ -153,6 +155,15 @@ pub fn embed(card: &IncidentCard) -> Value {
         fields.push(field(
             "Recurrence",
             truncate_chars(r, FIELD_VALUE_MAX),
+            false,
+        ));
+    }
+    if let Some(c) = &card.chart {
+        // The query comes from the alert: no backticks to break out of its code span.
+        let query = truncate_chars(&c.query.replace('`', "'"), 300);
+        fields.push(field(
+            "Metric",
+            format!("`{query}`\n{}", c.line(show_value)),
             false,
         ));
     }
@@ -533,6 +544,7 @@ mod tests {
             origin: None,
             alerts: Some("2 firing, 1 resolved: pod=b (firing), pod=a (resolved)".into()),
             storm: None,
+            chart: None,
         }
     }
 
@@ -574,6 +586,47 @@ mod tests {
         assert_eq!(row[0]["style"], 1);
         assert_eq!(row[1]["custom_id"], "reject:INC-7:restart");
         assert_eq!(row[1]["style"], 4);
+    }
+
+    #[test]
+    fn the_metric_shows_as_a_sparkline_with_its_current_value_and_threshold() {
+        let mut c = card();
+        c.chart = Some(crate::domain::chart::Chart {
+            query: "errors_ratio{service=\"api\"} `@everyone`".into(),
+            points: (0..8)
+                .map(|i| (60.0 * i as f64, i as f64 / 100.0))
+                .collect(),
+            threshold: Some(0.05),
+            series: 1,
+        });
+        let m = card_message(&c);
+        assert_eq!(
+            m["allowed_mentions"]["parse"],
+            json!([]),
+            "nobody is pinged"
+        );
+        let v = m["embeds"][0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "Metric")
+            .expect("a Metric field")["value"]
+            .as_str()
+            .unwrap();
+        let spark = format!(
+            "▁{}▂{}▃{}▄{}▅{}▆{}▇{}█",
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(4),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3)
+        );
+        assert_eq!(
+            v,
+            format!("`errors_ratio{{service=\"api\"}} '@everyone'`\n{spark} now 0.07 · threshold 0.05 · 30 min")
+        );
     }
 
     #[test]

@@ -158,6 +158,15 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
     if let Some(r) = &card.recurrence {
         blocks.push(json!({ "type": "section", "text": mrkdwn(format!("*Recurrence*\n{}", escape_within(r, MAX_SECTION_TEXT - 20)), MAX_SECTION_TEXT) }));
     }
+    if let Some(c) = &card.chart {
+        // The query comes from the alert: escaped, and no backticks to break out of the code.
+        let query = escape(&truncate_chars(&c.query, 300)).replace('`', "'");
+        let line = format!(
+            "*Metric* `{query}`\n{}",
+            c.line(crate::domain::chart::show_value)
+        );
+        blocks.push(json!({ "type": "section", "text": mrkdwn(line, MAX_SECTION_TEXT) }));
+    }
     let links: Vec<String> = card
         .links
         .iter()
@@ -633,6 +642,38 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("Failed"), "{all}");
+    }
+
+    #[test]
+    fn the_metric_shows_as_a_sparkline_with_its_current_value_and_threshold() {
+        let mut c = card();
+        c.chart = Some(crate::domain::chart::Chart {
+            query: "errors{a=\"<!channel>\"} `x`".into(),
+            points: (0..8).map(|i| (60.0 * i as f64, i as f64)).collect(),
+            threshold: Some(3.0),
+            series: 3,
+        });
+        let blocks = card_blocks(&c);
+        check_limits(&blocks);
+        let metric = mrkdwn_of(&blocks)
+            .into_iter()
+            .find(|t| t.starts_with("*Metric*"))
+            .expect("a metric section");
+        let spark = format!(
+            "▁{}▂{}▃{}▄{}▅{}▆{}▇{}█",
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(4),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3)
+        );
+        assert_eq!(
+            metric,
+            format!("*Metric* `errors{{a=\"&lt;!channel&gt;\"}} 'x'`\n{spark} now 7 · threshold 3 · 30 min · highest of 3 series")
+        );
+        assert_mrkdwn_well_formed(&metric);
     }
 
     #[test]

@@ -187,6 +187,14 @@ fn a_prometheus_verification_needs_the_section_and_one_threshold() {
             "prometheus.timeout_seconds: 0 is out of range: give 1 to 300"
         ]
     );
+    let chart = "[[playbooks]]\nid = \"c\"\ntitle = \"C\"\nchart_query = 'up{job=\"{labels.job}\"}'\nchart_threshold = nan\n";
+    assert_eq!(
+        errors(chart),
+        [
+            "playbooks[0].chart_query: a chart needs a [prometheus] section (url)",
+            "playbooks[0].chart_threshold: must be a finite number"
+        ]
+    );
     let tok = PROM.replace(
         "[prometheus]\n",
         "[prometheus]\ntoken_env = \"PROM_TOKEN\"\n",
