@@ -311,6 +311,17 @@ pub async fn run(
         notes.executions,
         stop_rx.clone(),
     )));
+    // Root-cause evidence, when a Prometheus is configured (the engine only asks then).
+    if let Some(prometheus) = prometheus_client(&cfg) {
+        workers.push(tokio::spawn(crate::engine::dispatch::run_evidence(
+            engine.clone(),
+            store.clone(),
+            cfg.clone(),
+            Arc::new(remediate::prometheus::PrometheusEvidence { prometheus }),
+            notes.evidence,
+            stop_rx.clone(),
+        )));
+    }
     // Tell each interrupted execution's thread that a human must decide.
     for x in recovery.interrupted {
         let input = Input::ExecutionInterrupted {

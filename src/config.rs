@@ -1003,6 +1003,31 @@ impl RawConfig {
                     "a chart needs a [prometheus] section (url)".into(),
                 );
             }
+            for (j, e) in pb.evidence.iter().enumerate() {
+                let at = format!("{at}.evidence[{j}]");
+                if self.prometheus.is_none() {
+                    err(
+                        at.clone(),
+                        "evidence queries need a [prometheus] section (url)".into(),
+                    );
+                }
+                if e.name.trim().is_empty() {
+                    err(format!("{at}.name"), "must not be empty".into());
+                }
+                if e.above.is_some() && e.below.is_some() {
+                    err(at.clone(), "give at most one of below or above".into());
+                }
+                if e.root_cause.is_some() && e.threshold().is_none() {
+                    err(
+                        format!("{at}.root_cause"),
+                        "needs a threshold (below or above) that makes the evidence conclusive"
+                            .into(),
+                    );
+                }
+                if e.threshold().is_some_and(|t| !t.value().is_finite()) {
+                    err(at.clone(), "the threshold must be a finite number".into());
+                }
+            }
             if pb.chart_threshold.is_some_and(|t| !t.is_finite()) {
                 err(
                     format!("{at}.chart_threshold"),

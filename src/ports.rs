@@ -371,6 +371,31 @@ pub trait ChartSource: Send + Sync {
     async fn chart(&self, incident: &Incident) -> Option<crate::domain::chart::Chart>;
 }
 
+/// What one evidence query found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceFound {
+    /// The spec's name (`429 rate`).
+    pub name: String,
+    /// The query as it ran.
+    pub query: String,
+    /// The value(s), or why there is none.
+    pub summary: String,
+    /// When it was read.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// It met its threshold.
+    pub conclusive: bool,
+}
+
+/// Runs a playbook's evidence queries for an incident (the shell, after the engine asked).
+#[async_trait]
+pub trait EvidenceSource: Send + Sync {
+    async fn gather(
+        &self,
+        incident: &Incident,
+        specs: &[crate::domain::playbook::EvidenceSpec],
+    ) -> Vec<EvidenceFound>;
+}
+
 /// Durable state. Synchronous: callers run it on a blocking thread.
 pub trait Store: Send + Sync {
     fn get_incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError>;

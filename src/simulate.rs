@@ -212,9 +212,27 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
                 );
             }
         }
-        // The card's chart: the query the shell will run when it renders the card.
+        // The card's chart and the evidence queries: what the shell will ask Prometheus.
         if let Some(p) = &cfg.prometheus {
             let playbook = inc.playbook.as_deref().and_then(|p| cfg.playbook(p));
+            for e in playbook.map(|p| p.evidence.as_slice()).unwrap_or_default() {
+                let q = crate::remediate::prometheus::render(&e.query, &inc)
+                    .map(|q| format!("`{q}`"))
+                    .unwrap_or_else(|err| format!("not run: {err}"));
+                let cond = match (e.threshold(), e.root_cause) {
+                    (Some(t), Some(rc)) => format!(
+                        " {t} ⇒ {}{}",
+                        rc.label().to_lowercase(),
+                        e.reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                    (Some(t), None) => format!(" {t}"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "evidence:    {}: {q}{cond}", e.name);
+            }
             let named =
                 playbook.and_then(|pb| Some((pb.chart_query.as_ref()?, pb.chart_threshold)));
             if let Some((q, t)) = crate::remediate::prometheus::chart_query(named, &inc) {
@@ -310,6 +328,36 @@ verify = { type = "prometheus", query = 'sum(rate(invalid_outputs_total{team="{l
         assert!(!out.contains("chart:"), "no chart without a query: {out}");
         assert!(
             out.contains("             verify: Prometheus `sum(rate(invalid_outputs_total{team=\"ml\"}[5m]))` < 0.5 for 60 s (within 300 s)\n             asks: POST http://prom.internal:9090/api/v1/query every 10 s\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn shows_the_evidence_queries() {
+        let cfg = Config::from_toml(
+            r#"
+[prometheus]
+url = "http://prom:9090"
+[[rules]]
+name = "ml"
+match = { team = "ml" }
+playbook = "model-output"
+[[playbooks]]
+id = "model-output"
+title = "Model output failures"
+[[playbooks.evidence]]
+name = "429 rate"
+query = 'sum(rate(upstream{team="{labels.team}",code="429"}[5m]))'
+above = 5
+root_cause = "external_dependency"
+reason = "rate limit"
+"#,
+            &|_| None,
+        )
+        .unwrap();
+        let out = render(&[alert("0.3")], &cfg);
+        assert!(
+            out.contains("evidence:    429 rate: `sum(rate(upstream{team=\"ml\",code=\"429\"}[5m]))` > 5 ⇒ external dependency: rate limit\n"),
             "{out}"
         );
     }

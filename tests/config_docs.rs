@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "[api]\n@ = 1",
     "[[api.tokens]]\n@ = 1",
     "[prometheus]\n@ = 1",
+    "[[playbooks]]\nid = 'a'\ntitle = 'A'\n[[playbooks.evidence]]\n@ = 1",
 ];
 
 fn keys_of(snippet: &str) -> Vec<String> {

@@ -431,3 +431,93 @@ async fn a_card_comes_without_its_chart_when_prometheus_does_not_answer() {
     held.abort();
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclusive_evidence_names_the_root_cause_in_the_timeline_and_the_report() {
+    let target = Target::start().await;
+    let Some(prom) = PromServer::start(&target).await else {
+        return;
+    };
+    target.set(r#"upstream_429_per_second{service="api"}"#, 37.0);
+    target.set(r#"cpu_saturation{service="api"}"#, 0.4);
+    prom.wait_values(r#"upstream_429_per_second{service="api"}"#, &[37.0])
+        .await;
+    prom.wait_values(r#"cpu_saturation{service="api"}"#, &[0.4])
+        .await;
+    let config = format!(
+        r#"
+[prometheus]
+url = "{}"
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+[[playbooks.evidence]]
+name = "CPU saturation"
+query = 'max(cpu_saturation{{service="{{labels.service}}"}})'
+above = 0.9
+root_cause = "resource_limits"
+reason = "CPU saturation"
+[[playbooks.evidence]]
+name = "429 rate"
+query = 'sum(upstream_429_per_second{{service="{{labels.service}}"}})'
+above = 5
+root_cause = "external_dependency"
+reason = "rate limit"
+
+[policy.P2]
+approvers = ["slack:U1"]
+"#,
+        prom.url
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), &config, &|_| None).await;
+    fire(&app, "api").await;
+    let v = wait_incident(&app, |v| !timeline(v, "evidence").is_empty()).await;
+    let evidence = timeline(&v, "evidence");
+    assert_eq!(evidence.len(), 2, "{evidence:#?}");
+    assert_eq!(evidence[0]["name"], "CPU saturation");
+    assert_eq!(evidence[0]["summary"], "0.4");
+    assert_eq!(evidence[0]["conclusive"], false);
+    assert_eq!(evidence[1]["name"], "429 rate");
+    assert_eq!(evidence[1]["summary"], "37");
+    assert_eq!(evidence[1]["conclusive"], true);
+    assert_eq!(
+        evidence[1]["query"],
+        r#"sum(upstream_429_per_second{service="api"})"#
+    );
+    let rc = &v["incident"]["root_cause"];
+    assert_eq!(rc["category"], "external_dependency", "{rc}");
+    let text = rc["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("429 rate 37 at ")
+            && text.ends_with(" UTC ⇒ external dependency: rate limit"),
+        "{text}"
+    );
+    // The thread says it, and the report lists the evidence under Root cause.
+    app.wait_chat(|r| {
+        r.iter()
+            .any(|m| note(m).contains("Suggested root cause: 429 rate 37 at"))
+    })
+    .await;
+    let md = app
+        .http
+        .get(app.url("/api/v1/incidents/INC-1/report.md"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        md.contains("**External dependency** — 429 rate 37 at "),
+        "{md}"
+    );
+    assert!(
+        md.contains("Evidence:\n\n- CPU saturation = 0.4 at "),
+        "{md}"
+    );
+    assert!(md.contains(" UTC, conclusive\n"), "{md}");
+    app.stop().await;
+}

@@ -253,6 +253,14 @@ pub enum EventKind {
         ok: bool,
         summary: String,
     },
+    /// A root-cause evidence query's answer when the incident opened; `conclusive` when it met
+    /// its threshold.
+    Evidence {
+        name: String,
+        query: String,
+        summary: String,
+        conclusive: bool,
+    },
     Note {
         text: String,
     },
@@ -385,6 +393,15 @@ impl TimelineEvent {
             } => format!(
                 "Checked `{action}` ({}): {summary}",
                 if *ok { "holds" } else { "does not hold" }
+            ),
+            EventKind::Evidence {
+                name,
+                query,
+                summary,
+                conclusive,
+            } => format!(
+                "Evidence: {name} = {summary}{} (`{query}`)",
+                if *conclusive { ", conclusive" } else { "" }
             ),
             EventKind::Acknowledged => format!("Acknowledged by {who}"),
             EventKind::SeverityChanged { from, to } => {

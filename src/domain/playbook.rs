@@ -34,6 +34,39 @@ pub struct Playbook {
     /// The line drawn on that chart (for the alert's expression, its trailing `> N`).
     #[serde(default)]
     pub chart_threshold: Option<f64>,
+    /// Root-cause evidence queries, run when an incident of this playbook opens.
+    #[serde(default)]
+    pub evidence: Vec<EvidenceSpec>,
+}
+
+/// A root-cause evidence query (`[[playbooks.evidence]]`): its value goes on the timeline and
+/// into the report; when it meets its threshold it is conclusive and suggests `root_cause`,
+/// with `reason`, instead of the keywords.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceSpec {
+    /// What it measures, as people say it (`429 rate`).
+    pub name: String,
+    /// PromQL, templated like a verification query.
+    pub query: QueryTemplate,
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// The category it points to when conclusive.
+    #[serde(default)]
+    pub root_cause: Option<super::classify::RootCause>,
+    /// Why, in a few words (`rate limit`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl EvidenceSpec {
+    pub fn threshold(&self) -> Option<Threshold> {
+        self.below
+            .map(Threshold::Below)
+            .or(self.above.map(Threshold::Above))
+    }
 }
 
 /// One recommended action.

@@ -338,6 +338,10 @@ pub struct Report {
     pub description: Option<String>,
     #[serde(default)]
     pub root_cause: Option<ReportRootCause>,
+    /// What the playbook's evidence queries found, as read at the time (`429 rate = 37 at
+    /// 14:23 UTC, conclusive`): the Root cause section lists it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
     #[serde(default)]
     pub actions: Vec<ReportAction>,
     #[serde(default)]
@@ -421,6 +425,22 @@ pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Cla
             text: rc.text.clone(),
             confirmed_by: rc.confirmed_by.as_ref().map(|a| a.display()),
         }),
+        evidence: timeline
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Evidence {
+                    name,
+                    summary,
+                    conclusive,
+                    ..
+                } => Some(format!(
+                    "{name} = {summary} at {} UTC{}",
+                    e.at.format("%H:%M"),
+                    if *conclusive { ", conclusive" } else { "" }
+                )),
+                _ => None,
+            })
+            .collect(),
         actions,
         followups: inc
             .followups
@@ -565,6 +585,12 @@ impl Report {
             }
             None => {
                 let _ = writeln!(s, "Not determined.");
+            }
+        }
+        if !self.evidence.is_empty() {
+            let _ = writeln!(s, "\nEvidence:\n");
+            for e in &self.evidence {
+                let _ = writeln!(s, "- {e}");
             }
         }
         let _ = writeln!(s, "\n## Actions taken\n");
@@ -928,6 +954,37 @@ mod tests {
         assert_eq!(back, r);
     }
 
+    #[test]
+    fn the_root_cause_section_lists_the_evidence_read_at_the_time() {
+        let (inc, mut timeline) = rich();
+        let at = timeline[1].at;
+        for (name, summary, conclusive) in [("CPU", "0.4", false), ("429 rate", "37", true)] {
+            timeline.push(TimelineEvent {
+                at,
+                actor: Actor::system(),
+                kind: EventKind::Evidence {
+                    name: name.into(),
+                    query: "q".into(),
+                    summary: summary.into(),
+                    conclusive,
+                },
+            });
+        }
+        let r = build_report(&inc, &timeline, &classifier());
+        assert_eq!(
+            r.evidence,
+            [
+                "CPU = 0.4 at 12:03 UTC",
+                "429 rate = 37 at 12:03 UTC, conclusive"
+            ]
+        );
+        let md = r.to_markdown();
+        assert!(
+            md.contains("\n\nEvidence:\n\n- CPU = 0.4 at 12:03 UTC\n- 429 rate = 37 at 12:03 UTC, conclusive\n\n## Actions taken"),
+            "{md}"
+        );
+    }
+
     /// The export is rendered from the structured report; its text is pinned here (it is what
     /// `/incident report`, `report.md` and `incidentd report` print).
     #[test]
@@ -1118,6 +1175,7 @@ pub(crate) mod samples {
                 text: Some("the card processor answered 503".into()),
                 confirmed_by: Some("slack:U2".into()),
             }),
+            evidence: vec![],
             actions: vec![ReportAction {
                 id: "restart".into(),
                 title: "Restart the API".into(),

@@ -231,3 +231,48 @@ pub async fn run_dispatcher(
     running.abort_all();
     while running.join_next().await.is_some() {}
 }
+
+/// Runs the evidence queries the engine asked for, one incident at a time (each query is
+/// bounded by the Prometheus timeout), and reports what they found, until shutdown. Evidence
+/// only reads: an incident whose queries were lost to a restart simply has none.
+pub async fn run_evidence(
+    engine: Engine,
+    store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    source: Arc<dyn crate::ports::EvidenceSource>,
+    mut asked: mpsc::UnboundedReceiver<crate::domain::incident::IncidentId>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let id = tokio::select! {
+            id = asked.recv() => match id {
+                Some(id) => id,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let s = store.clone();
+        let Ok(Some(inc)) = blocking(move || s.get_incident(id)).await else {
+            continue;
+        };
+        let Some(pb) = inc.playbook.as_deref().and_then(|p| cfg.playbook(p)) else {
+            continue;
+        };
+        let found = tokio::select! {
+            f = source.gather(&inc, &pb.evidence) => f,
+            _ = shutdown.changed() => return,
+        };
+        if found.is_empty() {
+            continue;
+        }
+        if let Err(e) = engine
+            .submit_one(Input::Evidence {
+                incident: id,
+                found,
+            })
+            .await
+        {
+            warn!(incident = %id, error = %e, "Cannot record the evidence.");
+        }
+    }
+}

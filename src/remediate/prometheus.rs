@@ -536,6 +536,49 @@ impl ChartSource for PrometheusCharts {
     }
 }
 
+/// Root-cause evidence from Prometheus: each spec's query (templated and quoted) as an instant
+/// query; conclusive when every series meets its threshold.
+pub struct PrometheusEvidence {
+    pub prometheus: Prometheus,
+}
+
+#[async_trait::async_trait]
+impl crate::ports::EvidenceSource for PrometheusEvidence {
+    async fn gather(
+        &self,
+        inc: &Incident,
+        specs: &[crate::domain::playbook::EvidenceSpec],
+    ) -> Vec<crate::ports::EvidenceFound> {
+        let mut found = Vec::new();
+        for spec in specs {
+            let (query, summary, conclusive) = match render(&spec.query, inc) {
+                Err(e) => (
+                    spec.query.source().to_string(),
+                    format!("not run: {e}"),
+                    false,
+                ),
+                Ok(q) => {
+                    let answer = self.prometheus.instant(&q).await;
+                    let (holds, shown) = match spec.threshold() {
+                        Some(t) => judge(&answer, t),
+                        // Without a threshold it is shown, never conclusive.
+                        None => (false, judge(&answer, Threshold::Above(f64::NEG_INFINITY)).1),
+                    };
+                    (q, shown, holds && spec.threshold().is_some())
+                }
+            };
+            found.push(crate::ports::EvidenceFound {
+                name: spec.name.clone(),
+                query,
+                summary,
+                at: Utc::now(),
+                conclusive,
+            });
+        }
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -349,6 +349,11 @@ pub fn report(r: &Report) -> Markup {
                     None => { "Not determined." },
                 }
             }
+            @if !r.evidence.is_empty() {
+                ul.evidence aria-label="Evidence" {
+                    @for e in &r.evidence { li { (e) } }
+                }
+            }
             h4 { "Actions taken" }
             @if r.actions.is_empty() {
                 p { "None." }

@@ -394,6 +394,10 @@ pub fn report_messages(r: &Report) -> Vec<Value> {
         cut_visibly(&rc, FIELD_VALUE_MAX),
         false,
     ));
+    if !r.evidence.is_empty() {
+        let lines: Vec<String> = r.evidence.iter().map(|e| item(format!("• {e}"))).collect();
+        fields.extend(list_fields("Evidence", "evidence", &lines, ""));
+    }
     let actions: Vec<String> = r.actions.iter().map(|a| item(a.chat_line("**"))).collect();
     fields.extend(list_fields("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();

@@ -424,6 +424,10 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
     };
     pieces.push(text_piece(format!("*Root cause*\n{rc}")));
     let item = |s: String| escape_within(&s, REPORT_ITEM_CHARS);
+    if !r.evidence.is_empty() {
+        let lines: Vec<String> = r.evidence.iter().map(|e| item(format!("• {e}"))).collect();
+        pieces.extend(list_pieces("Evidence", "evidence", &lines, ""));
+    }
     let actions: Vec<String> = r.actions.iter().map(|a| item(a.chat_line("*"))).collect();
     pieces.extend(list_pieces("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();

@@ -3,6 +3,7 @@
 //! not after it.
 
 use super::*;
+use crate::domain::classify::RootCause;
 
 const PROM: &str = r#"
 [prometheus]
@@ -207,4 +208,133 @@ fn a_prometheus_verification_needs_the_section_and_one_threshold() {
     let p = c.prometheus.unwrap();
     assert_eq!(p.token.unwrap().expose(), "s3cret");
     assert_eq!(p.timeout, std::time::Duration::from_secs(5));
+}
+
+const EVIDENCE: &str = r#"
+[prometheus]
+url = "http://127.0.0.1:9"
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+[[playbooks.evidence]]
+name = "CPU"
+query = 'max(cpu{service="{labels.service}"})'
+above = 0.9
+root_cause = "resource_limits"
+reason = "CPU saturation"
+[[playbooks.evidence]]
+name = "429 rate"
+query = 'sum(rate(upstream{service="{labels.service}",code="429"}[5m]))'
+above = 5
+root_cause = "external_dependency"
+reason = "rate limit"
+
+[policy.P2]
+approvers = ["slack:U1"]
+"#;
+
+fn found(name: &str, summary: &str, conclusive: bool) -> crate::ports::EvidenceFound {
+    crate::ports::EvidenceFound {
+        name: name.into(),
+        query: format!("q_{name}"),
+        summary: summary.into(),
+        at: Utc.with_ymd_and_hms(2026, 11, 29, 14, 23, 5).unwrap(),
+        conclusive,
+    }
+}
+
+fn opened(cfg: &Config) -> Decision {
+    let mut a = alert("Orders API 503 errors", "warning", AlertStatus::Firing);
+    a.labels.insert("service".into(), "api".into());
+    handle(None, Input::Alert(a), cfg, ctx(0)).unwrap()
+}
+
+#[test]
+fn an_incident_asks_for_evidence_only_with_queries_and_a_prometheus() {
+    let cfg = Config::from_toml(EVIDENCE, &|_| None).unwrap();
+    assert!(opened(&cfg).effects.contains(&Effect::GatherEvidence));
+    assert!(!opened(&prom()).effects.contains(&Effect::GatherEvidence));
+    let without = EVIDENCE.replace("[prometheus]\nurl = \"http://127.0.0.1:9\"\n", "");
+    let e = Config::from_toml(&without, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("playbooks[0].evidence[0]: evidence queries need a [prometheus] section (url)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn conclusive_evidence_suggests_the_root_cause_with_its_reason() {
+    let cfg = Config::from_toml(EVIDENCE, &|_| None).unwrap();
+    let inc = opened(&cfg).incident.unwrap();
+    // From the keywords, before any evidence.
+    let keywords = inc.root_cause.clone().unwrap();
+    assert_eq!(keywords.confirmed_by, None);
+    let d = handle(
+        Some(inc.clone()),
+        Input::Evidence {
+            incident: inc.id,
+            found: vec![found("CPU", "0.4", false), found("429 rate", "37", true)],
+        },
+        &cfg,
+        ctx(10),
+    )
+    .unwrap();
+    let rc = d.incident.as_ref().unwrap().root_cause.clone().unwrap();
+    assert_eq!(rc.category, RootCause::ExternalDependency);
+    assert_eq!(
+        rc.text.as_deref(),
+        Some("429 rate 37 at 14:23 UTC ⇒ external dependency: rate limit")
+    );
+    assert_eq!(
+        notes(&d),
+        ["🔎 Evidence:\n• CPU = 0.4 (> 0.9 ✗)\n• 429 rate = 37 (> 5 ✓)\nSuggested root cause: 429 rate 37 at 14:23 UTC ⇒ external dependency: rate limit"]
+    );
+    let described: Vec<String> = d.events.iter().map(|e| e.describe()).collect();
+    assert_eq!(
+        described,
+        [
+            "Evidence: CPU = 0.4 (`q_CPU`)",
+            "Evidence: 429 rate = 37, conclusive (`q_429 rate`)"
+        ]
+    );
+
+    // Nothing conclusive: the keywords' suggestion stays.
+    let d = handle(
+        Some(inc.clone()),
+        Input::Evidence {
+            incident: inc.id,
+            found: vec![found("429 rate", "no data", false)],
+        },
+        &cfg,
+        ctx(10),
+    )
+    .unwrap();
+    assert_eq!(d.incident.unwrap().root_cause, Some(keywords));
+
+    // A person's confirmed root cause is never replaced.
+    let mut confirmed = inc.clone();
+    confirmed.root_cause = Some(RootCauseInfo {
+        category: RootCause::Configuration,
+        text: Some("bad flag".into()),
+        confirmed_by: Some(Actor::system()),
+    });
+    let d = handle(
+        Some(confirmed.clone()),
+        Input::Evidence {
+            incident: inc.id,
+            found: vec![found("429 rate", "37", true)],
+        },
+        &cfg,
+        ctx(10),
+    )
+    .unwrap();
+    assert_eq!(
+        d.incident.as_ref().unwrap().root_cause,
+        confirmed.root_cause
+    );
+    assert_eq!(notes(&d), ["🔎 Evidence:\n• 429 rate = 37 (> 5 ✓)"]);
 }
