@@ -188,8 +188,10 @@ impl Prometheus {
     ) -> Result<Vec<Series>, QueryError> {
         let params = [
             ("query", query.to_string()),
-            ("start", start.timestamp().to_string()),
-            ("end", end.timestamp().to_string()),
+            // Milliseconds: a whole-second `end` can fall before the newest sample, which
+            // would then be missing from the last step.
+            ("start", unix_seconds(start)),
+            ("end", unix_seconds(end)),
             ("step", format!("{}s", step.as_secs().max(1))),
         ];
         let data = self.call("query_range", &params).await?;
@@ -258,6 +260,10 @@ impl Prometheus {
             Err(e) => Err(QueryError::Unreadable(e.to_string())),
         }
     }
+}
+
+fn unix_seconds(t: DateTime<Utc>) -> String {
+    format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
 }
 
 async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, QueryError> {
