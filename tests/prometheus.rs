@@ -536,3 +536,52 @@ approvers = ["slack:U1"]
     assert!(md.contains(" UTC, conclusive\n"), "{md}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_token_is_sent_and_never_shown_and_a_refused_query_is_final() {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+    // A stand-in that records the Authorization header and refuses the query as Prometheus
+    // does (400 bad_data), echoing the header back in its error.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/prefix/api/v1/query",
+        axum::routing::post(move |headers: HeaderMap| {
+            let s = s.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                s.lock().unwrap().push(auth.clone());
+                (
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"status": "error", "errorType": "bad_data", "error": "parse error"})
+                        .to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/prefix/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = Prometheus::new(
+        &url,
+        Some("s3cret-token".into()),
+        Duration::from_secs(5),
+        reqwest::Client::new(),
+    );
+    assert!(!format!("{client:?}").contains("s3cret"));
+    let err = client.instant("up{").await.unwrap_err();
+    assert_eq!(seen.lock().unwrap().as_slice(), ["Bearer s3cret-token"]);
+    assert!(err.is_permanent(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "Prometheus refused the query: bad_data: parse error"
+    );
+    server.abort();
+}
