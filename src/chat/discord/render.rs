@@ -754,6 +754,28 @@ mod report_tests {
     }
 
     #[test]
+    fn the_evidence_is_listed_after_the_root_cause() {
+        let mut r = samples::small();
+        r.evidence = vec![
+            "CPU = 0.4 at 12:03 UTC".into(),
+            "429 rate = 37 at 12:03 UTC, conclusive".into(),
+        ];
+        let messages = report_messages(&r);
+        check(&messages[0]);
+        assert_eq!(
+            field_value(&messages[0], "Evidence"),
+            "• CPU = 0.4 at 12:03 UTC\n• 429 rate = 37 at 12:03 UTC, conclusive"
+        );
+        // None: no section.
+        let m = report_messages(&samples::small());
+        assert!(m[0]["embeds"][0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["name"] != "Evidence"));
+    }
+
+    #[test]
     fn a_small_report_is_one_message_with_every_section() {
         let messages = report_messages(&samples::small());
         assert_eq!(messages.len(), 1);

@@ -737,6 +737,29 @@ mod tests {
     }
 
     #[test]
+    fn the_evidence_is_listed_after_the_root_cause() {
+        let mut r = crate::domain::report::samples::small();
+        r.evidence = vec![
+            "CPU = 0.4 at 12:03 UTC".into(),
+            "<!channel> = 37 at 12:03 UTC, conclusive".into(),
+        ];
+        let messages = report_messages(&r, "k");
+        check_limits(&messages[0].blocks);
+        let all = all_text(&messages);
+        assert!(
+            all.contains("*Evidence*\\n• CPU = 0.4 at 12:03 UTC\\n• &lt;!channel&gt; = 37 at 12:03 UTC, conclusive"),
+            "{all}"
+        );
+        let rc = all.find("*Root cause*").unwrap();
+        assert!(rc < all.find("*Evidence*").unwrap());
+        assert!(!all_text(&report_messages(
+            &crate::domain::report::samples::small(),
+            "k"
+        ))
+        .contains("*Evidence*"));
+    }
+
+    #[test]
     fn a_small_report_is_one_message_with_every_section() {
         let r = crate::domain::report::samples::small();
         let messages = report_messages(&r, "incidentd:slack:9");
