@@ -24,6 +24,7 @@ use crate::engine::runner::{Engine, Folding};
 use crate::engine::Input;
 use crate::http::{router, AppState};
 use crate::ports::{ChatPort, Clock, ExecOutcome, Executor, Store, SystemClock};
+use crate::remediate::prometheus::Prometheus;
 use crate::remediate::{self, RetryPolicy};
 use crate::store::SledStore;
 
@@ -62,8 +63,11 @@ impl Deps {
             clock: Arc::new(SystemClock),
             surfaces,
             sinks: vec![],
-            outbox: OutboxConfig::default(),
-            executor: Arc::new(PlaybookExecutor::new("kubectl")),
+            outbox: OutboxConfig {
+                charts: charts_for(cfg),
+                ..OutboxConfig::default()
+            },
+            executor: Arc::new(PlaybookExecutor::for_config("kubectl", cfg)),
             store: None,
         })
     }
@@ -75,16 +79,53 @@ pub struct PlaybookExecutor {
     http: reqwest::Client,
     kubectl_bin: String,
     retry: RetryPolicy,
+    /// `[prometheus]`, for Prometheus verifications.
+    prometheus: Option<Prometheus>,
 }
 
 impl PlaybookExecutor {
+    /// Without Prometheus: a Prometheus verification fails, saying so.
     pub fn new(kubectl_bin: &str) -> Self {
         PlaybookExecutor {
             http: reqwest::Client::new(),
             kubectl_bin: kubectl_bin.to_string(),
             retry: RetryPolicy::default(),
+            prometheus: None,
         }
     }
+
+    /// With the config's `[prometheus]`, if any.
+    pub fn for_config(kubectl_bin: &str, cfg: &Config) -> Self {
+        let mut x = PlaybookExecutor::new(kubectl_bin);
+        x.prometheus = prometheus_client(cfg);
+        x
+    }
+}
+
+/// Charts on cards from the config's `[prometheus]` (none without it).
+pub fn charts_for(cfg: &Config) -> Option<Arc<dyn crate::ports::ChartSource>> {
+    let prometheus = prometheus_client(cfg)?;
+    let playbooks = cfg.playbooks.iter().filter_map(|p| {
+        p.chart_query
+            .clone()
+            .map(|q| (p.id.clone(), q, p.chart_threshold))
+    });
+    Some(Arc::new(remediate::prometheus::PrometheusCharts::new(
+        &prometheus,
+        playbooks,
+    )))
+}
+
+/// The client of the config's `[prometheus]`.
+pub fn prometheus_client(cfg: &Config) -> Option<Prometheus> {
+    cfg.prometheus.as_ref().map(|p| {
+        Prometheus::new(
+            &p.url,
+            p.token.as_ref().map(|t| t.expose().to_string()),
+            p.timeout,
+            reqwest::Client::new(),
+        )
+    })
 }
 
 #[async_trait::async_trait]
@@ -165,6 +206,20 @@ impl Executor for PlaybookExecutor {
         action: &ActionSpec,
         spec: &VerifySpec,
     ) -> ExecOutcome {
+        self.verify_observed(incident, action, spec, &|_| {}).await
+    }
+
+    async fn verify_observed(
+        &self,
+        incident: &Incident,
+        action: &ActionSpec,
+        spec: &VerifySpec,
+        checked: &(dyn Fn(ExecOutcome) + Send + Sync),
+    ) -> ExecOutcome {
+        if let VerifySpec::Prometheus { .. } = spec {
+            let prometheus = self.prometheus.as_ref();
+            return remediate::prometheus::verify(prometheus, spec, incident, checked).await;
+        }
         let fail = |summary: String| ExecOutcome {
             success: false,
             summary,
@@ -194,7 +249,7 @@ impl Executor for PlaybookExecutor {
                             .is_none_or(|b| out.stdout.contains(b))
                 }
                 VerifySpec::Command { expect_exit, .. } => out.exit_code == Some(*expect_exit),
-                VerifySpec::AlertResolves { .. } => false,
+                VerifySpec::AlertResolves { .. } | VerifySpec::Prometheus { .. } => false,
             };
             if passed {
                 return ExecOutcome {
@@ -303,6 +358,17 @@ pub async fn run(
         notes.executions,
         stop_rx.clone(),
     )));
+    // Root-cause evidence, when a Prometheus is configured (the engine only asks then).
+    if let Some(prometheus) = prometheus_client(&cfg) {
+        workers.push(tokio::spawn(crate::engine::dispatch::run_evidence(
+            engine.clone(),
+            store.clone(),
+            cfg.clone(),
+            Arc::new(remediate::prometheus::PrometheusEvidence { prometheus }),
+            notes.evidence,
+            stop_rx.clone(),
+        )));
+    }
     // Tell each interrupted execution's thread that a human must decide.
     for x in recovery.interrupted {
         let input = Input::ExecutionInterrupted {

@@ -214,6 +214,20 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[followups]`: due dates and reminders of post-incident follow-ups.
     pub followups: crate::domain::followup::FollowUpConfig,
+    /// Present when `[prometheus]` is in the file: evidence queries and Prometheus
+    /// verifications are possible.
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// `[prometheus]`: where evidence and verification queries go.
+#[derive(Debug, Clone)]
+pub struct PrometheusConfig {
+    /// Base URL (`http://prometheus:9090`, or with a path prefix).
+    pub url: String,
+    /// Bearer token from the environment variable `token_env`, if set.
+    pub token: Option<Secret>,
+    /// Longest wait for one query's answer.
+    pub timeout: std::time::Duration,
 }
 
 /// `[api]`: who may act on incidents through the REST API.
@@ -478,6 +492,7 @@ impl RawConfig {
                 "chat" => raw.chat = section(&key, value, e).unwrap_or_default(),
                 "api" => raw.api = section(&key, value, e).unwrap_or_default(),
                 "followups" => raw.followups = section(&key, value, e).unwrap_or_default(),
+                "prometheus" => raw.prometheus = section(&key, value, e),
                 other => e.push(ConfigError {
                     path: other.to_string(),
                     message: format!("unknown section `{other}`"),
@@ -531,6 +546,114 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     followups: crate::domain::followup::FollowUpConfig,
+    prometheus: Option<RawPrometheus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheus {
+    url: String,
+    /// Environment variable holding a bearer token; unset: no `Authorization` header.
+    token_env: Option<String>,
+    #[serde(default = "default_prometheus_timeout")]
+    timeout_seconds: u64,
+}
+
+fn default_prometheus_timeout() -> u64 {
+    5
+}
+
+/// `[prometheus]`: an http(s) URL, a bounded timeout, the token's variable set.
+fn validate_prometheus(
+    raw: Option<&RawPrometheus>,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(String, String),
+) -> Option<PrometheusConfig> {
+    let raw = raw?;
+    let url = raw.url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#']) {
+        err(
+            "prometheus.url".into(),
+            format!("{url:?} is not an http(s) base URL (no query or fragment)"),
+        );
+    }
+    if !(1..=300).contains(&raw.timeout_seconds) {
+        err(
+            "prometheus.timeout_seconds".into(),
+            format!("{} is out of range: give 1 to 300", raw.timeout_seconds),
+        );
+    }
+    let token = match raw.token_env.as_deref() {
+        None => None,
+        Some(var) => match env(var) {
+            Some(v) if !v.trim().is_empty() => Some(Secret(v)),
+            _ => {
+                err(
+                    "prometheus.token_env".into(),
+                    format!("environment variable {var} is not set"),
+                );
+                None
+            }
+        },
+    };
+    Some(PrometheusConfig {
+        url: url.to_string(),
+        token,
+        timeout: std::time::Duration::from_secs(raw.timeout_seconds),
+    })
+}
+
+/// A Prometheus verification: one threshold, a hold shorter than the time allowed, a
+/// `[prometheus]` to ask.
+fn validate_prometheus_verify(
+    v: &VerifySpec,
+    at: &str,
+    configured: bool,
+    err: &mut dyn FnMut(String, String),
+) {
+    let VerifySpec::Prometheus {
+        below,
+        above,
+        for_seconds,
+        within_seconds,
+        interval_seconds,
+        ..
+    } = v
+    else {
+        return;
+    };
+    if !configured {
+        err(
+            format!("{at}.verify"),
+            "a prometheus verification needs a [prometheus] section (url)".into(),
+        );
+    }
+    match (below, above) {
+        (Some(_), Some(_)) | (None, None) => err(
+            format!("{at}.verify"),
+            "give exactly one of below or above".into(),
+        ),
+        (Some(t), None) | (None, Some(t)) if !t.is_finite() => err(
+            format!(
+                "{at}.verify.{}",
+                if below.is_some() { "below" } else { "above" }
+            ),
+            "must be a finite number".into(),
+        ),
+        _ => {}
+    }
+    if *interval_seconds == 0 {
+        err(
+            format!("{at}.verify.interval_seconds"),
+            "must be at least 1".into(),
+        );
+    }
+    if for_seconds >= within_seconds {
+        err(
+            format!("{at}.verify.for_seconds"),
+            format!("{for_seconds} s cannot be held within {within_seconds} s: make within_seconds longer"),
+        );
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -810,6 +933,7 @@ impl RawConfig {
             grafana: secret("grafana", &self.webhooks.grafana),
             generic: secret("generic", &self.webhooks.generic),
         };
+        let prometheus = validate_prometheus(self.prometheus.as_ref(), env, &mut err);
 
         if self.engine.max_description_chars < 80 {
             err(
@@ -876,6 +1000,43 @@ impl RawConfig {
                 err(
                     format!("{at}.resolve_after_clear_seconds"),
                     "set either this or auto_resolve (which resolves at once on the clear)".into(),
+                );
+            }
+            if pb.chart_query.is_some() && self.prometheus.is_none() {
+                err(
+                    format!("{at}.chart_query"),
+                    "a chart needs a [prometheus] section (url)".into(),
+                );
+            }
+            for (j, e) in pb.evidence.iter().enumerate() {
+                let at = format!("{at}.evidence[{j}]");
+                if self.prometheus.is_none() {
+                    err(
+                        at.clone(),
+                        "evidence queries need a [prometheus] section (url)".into(),
+                    );
+                }
+                if e.name.trim().is_empty() {
+                    err(format!("{at}.name"), "must not be empty".into());
+                }
+                if e.above.is_some() && e.below.is_some() {
+                    err(at.clone(), "give at most one of below or above".into());
+                }
+                if e.root_cause.is_some() && e.threshold().is_none() {
+                    err(
+                        format!("{at}.root_cause"),
+                        "needs a threshold (below or above) that makes the evidence conclusive"
+                            .into(),
+                    );
+                }
+                if e.threshold().is_some_and(|t| !t.value().is_finite()) {
+                    err(at.clone(), "the threshold must be a finite number".into());
+                }
+            }
+            if pb.chart_threshold.is_some_and(|t| !t.is_finite()) {
+                err(
+                    format!("{at}.chart_threshold"),
+                    "must be a finite number".into(),
                 );
             }
             if !seen.insert(pb.id.clone()) {
@@ -958,6 +1119,7 @@ impl RawConfig {
                             "must be between 1 and 3600".into(),
                         );
                     }
+                    validate_prometheus_verify(v, &at, self.prometheus.is_some(), &mut err);
                     match v {
                         VerifySpec::Http { url, .. }
                             if !(url.starts_with("http://") || url.starts_with("https://")) =>
@@ -1376,6 +1538,7 @@ impl RawConfig {
             chat: self.chat,
             api,
             followups: self.followups,
+            prometheus,
         })
     }
 }

@@ -4,12 +4,12 @@
 //! incident thread per event, triage, approvals, remediation, reports.
 //!
 //! # Layout
-//! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks and their `when` conditions (`condition`), follow-ups with their due dates and reminders (`followup`), policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
+//! - `domain`    — pure types and rules: alert, incident state machine, severity, classification, playbooks and their `when` conditions (`condition`), follow-ups with their due dates and reminders (`followup`), PromQL query templates that quote label values (`promql`), the card's metric chart and sparkline (`chart`), policy, card, commands, the outcome numbers (`stats`: one function, docs/metrics.md) and the timeline fold they read (`tally`)
 //! - `engine`    — the core `handle`, which makes every decision (from the incident, the input and a read-only `View` of open incidents, executions and recent openings) and says what to write; its runner, which only applies decisions (group commit, outbox delivery, timers, the outcome numbers' book, the store's health for `/readyz`)
 //! - `ports`     — traits the engine needs (Store, ChatPort, Clock) and the records they exchange
 //! - `store`     — sled implementation of Store, its integrity manifest, and `store check/export/import` (versioned JSON lines)
 //! - `ingest`    — webhook decoders (Alertmanager, Grafana, generic) and the chat-message alert parser
-//! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction; `preview`: what cards, notes and `simulate` show, from the same templating
+//! - `remediate` — executors: templating (element-wise, allow-listed), command/kubectl and HTTP runs with timeout, retry, redaction; `preview`: what cards, notes and `simulate` show, from the same templating; `prometheus`: the Prometheus API client, Prometheus verifications, card charts and root-cause evidence
 //! - `chat`      — chat surfaces: the web console (default surface and dashboard), Slack, Discord, and a recording port for tests; `service` interprets every surface's messages, buttons and commands into engine inputs (the engine knows nothing of `ingest`)
 //! - `http`      — axum router: webhooks, read API, health
 //! - `config`    — TOML → validated Config

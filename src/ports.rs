@@ -382,6 +382,52 @@ pub trait Executor: Send + Sync {
             None,
         )
     }
+    /// [`Executor::verify`], telling `checked` what each check saw as it happens (a Prometheus
+    /// verification reports every value it read). By default, only the outcome.
+    async fn verify_observed(
+        &self,
+        incident: &Incident,
+        action: &ActionSpec,
+        spec: &VerifySpec,
+        checked: &(dyn Fn(ExecOutcome) + Send + Sync),
+    ) -> ExecOutcome {
+        let _ = checked;
+        self.verify(incident, action, spec).await
+    }
+}
+
+/// The metric behind an incident, for its card (the shell asks when it renders a card for
+/// delivery; the engine never does).
+#[async_trait]
+pub trait ChartSource: Send + Sync {
+    /// The series over the last 30 minutes, or `None` — no query, no answer in time, no data.
+    /// Never an error: a card without its chart is still the card.
+    async fn chart(&self, incident: &Incident) -> Option<crate::domain::chart::Chart>;
+}
+
+/// What one evidence query found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceFound {
+    /// The spec's name (`429 rate`).
+    pub name: String,
+    /// The query as it ran.
+    pub query: String,
+    /// The value(s), or why there is none.
+    pub summary: String,
+    /// When it was read.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// It met its threshold.
+    pub conclusive: bool,
+}
+
+/// Runs a playbook's evidence queries for an incident (the shell, after the engine asked).
+#[async_trait]
+pub trait EvidenceSource: Send + Sync {
+    async fn gather(
+        &self,
+        incident: &Incident,
+        specs: &[crate::domain::playbook::EvidenceSpec],
+    ) -> Vec<EvidenceFound>;
 }
 
 /// Durable state. Synchronous: callers run it on a blocking thread.

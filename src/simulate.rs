@@ -176,6 +176,19 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
                     "             verify: {}",
                     crate::remediate::preview::verification(spec, v, &inc)
                 );
+                if let crate::domain::playbook::VerifySpec::Prometheus {
+                    interval_seconds, ..
+                } = v
+                {
+                    let at = cfg
+                        .prometheus
+                        .as_ref()
+                        .map_or("<no [prometheus]>".to_string(), |p| p.url.clone());
+                    let _ = writeln!(
+                        out,
+                        "             asks: POST {at}/api/v1/query every {interval_seconds} s"
+                    );
+                }
             }
             if let Some(rb) = &spec.rollback {
                 let _ = writeln!(out, "             rollback if not verified: {rb}");
@@ -196,6 +209,38 @@ pub fn render(alerts: &[Alert], cfg: &Config) -> String {
                     out,
                     "action:      {} — skipped: {c} is false ({values})",
                     spec.id
+                );
+            }
+        }
+        // The card's chart and the evidence queries: what the shell will ask Prometheus.
+        if let Some(p) = &cfg.prometheus {
+            let playbook = inc.playbook.as_deref().and_then(|p| cfg.playbook(p));
+            for e in playbook.map(|p| p.evidence.as_slice()).unwrap_or_default() {
+                let q = crate::remediate::prometheus::render(&e.query, &inc)
+                    .map(|q| format!("`{q}`"))
+                    .unwrap_or_else(|err| format!("not run: {err}"));
+                let cond = match (e.threshold(), e.root_cause) {
+                    (Some(t), Some(rc)) => format!(
+                        " {t} ⇒ {}{}",
+                        rc.label().to_lowercase(),
+                        e.reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                    (Some(t), None) => format!(" {t}"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "evidence:    {}: {q}{cond}", e.name);
+            }
+            let named =
+                playbook.and_then(|pb| Some((pb.chart_query.as_ref()?, pb.chart_threshold)));
+            if let Some((q, t)) = crate::remediate::prometheus::chart_query(named, &inc) {
+                let _ = writeln!(
+                    out,
+                    "chart:       `{q}` over the last 30 min{} (POST {}/api/v1/query_range)",
+                    t.map(|t| format!(", threshold {t}")).unwrap_or_default(),
+                    p.url
                 );
             }
         }
@@ -253,6 +298,87 @@ run = { type = "http", url = "http://127.0.0.1:1/model" }
             origin: None,
             group_labels: Default::default(),
         }
+    }
+
+    #[test]
+    fn shows_the_prometheus_queries_it_would_run() {
+        let cfg = Config::from_toml(
+            r#"
+[prometheus]
+url = "http://prom.internal:9090"
+[[rules]]
+name = "ml"
+match = { team = "ml" }
+playbook = "model-output"
+[[playbooks]]
+id = "model-output"
+title = "Model output failures"
+[[playbooks.actions]]
+id = "fallback"
+title = "Switch to the fallback model"
+run = { type = "http", url = "http://127.0.0.1:1/model" }
+verify = { type = "prometheus", query = 'sum(rate(invalid_outputs_total{team="{labels.team}"}[5m]))', below = 0.5, for_seconds = 60, within_seconds = 300, interval_seconds = 10 }
+"#,
+            &|_| None,
+        )
+        .unwrap();
+        let mut a = alert("0.3");
+        a.labels.insert("team".into(), "ml".into());
+        let out = render(&[a], &cfg);
+        assert!(!out.contains("chart:"), "no chart without a query: {out}");
+        assert!(
+            out.contains("             verify: Prometheus `sum(rate(invalid_outputs_total{team=\"ml\"}[5m]))` < 0.5 for 60 s (within 300 s)\n             asks: POST http://prom.internal:9090/api/v1/query every 10 s\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn shows_the_evidence_queries() {
+        let cfg = Config::from_toml(
+            r#"
+[prometheus]
+url = "http://prom:9090"
+[[rules]]
+name = "ml"
+match = { team = "ml" }
+playbook = "model-output"
+[[playbooks]]
+id = "model-output"
+title = "Model output failures"
+[[playbooks.evidence]]
+name = "429 rate"
+query = 'sum(rate(upstream{team="{labels.team}",code="429"}[5m]))'
+above = 5
+root_cause = "external_dependency"
+reason = "rate limit"
+"#,
+            &|_| None,
+        )
+        .unwrap();
+        let out = render(&[alert("0.3")], &cfg);
+        assert!(
+            out.contains("evidence:    429 rate: `sum(rate(upstream{team=\"ml\",code=\"429\"}[5m]))` > 5 ⇒ external dependency: rate limit\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn shows_the_chart_query_of_the_alert() {
+        let cfg =
+            Config::from_toml("[prometheus]\nurl = \"http://prom:9090\"\n", &|_| None).unwrap();
+        let mut a = alert("0.3");
+        a.links.push(crate::domain::alert::Link {
+            title: "Source".into(),
+            url: "http://p/graph?g0.expr=errors_ratio+%3E+0.05".into(),
+        });
+        let out = render(&[a.clone()], &cfg);
+        assert!(
+            out.contains("chart:       `errors_ratio` over the last 30 min, threshold 0.05 (POST http://prom:9090/api/v1/query_range)\n"),
+            "{out}"
+        );
+        // Without [prometheus], nothing would be asked.
+        let out = render(&[a], &Config::from_toml("", &|_| None).unwrap());
+        assert!(!out.contains("chart:"), "{out}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ const SECTIONS: &[&str] = &[
     "[followups]\n@ = 1",
     "[api]\n@ = 1",
     "[[api.tokens]]\n@ = 1",
+    "[prometheus]\n@ = 1",
+    "[[playbooks]]\nid = 'a'\ntitle = 'A'\n[[playbooks.evidence]]\n@ = 1",
 ];
 
 fn keys_of(snippet: &str) -> Vec<String> {

@@ -304,7 +304,8 @@ impl World {
                 }
                 Effect::DisarmTimer(k) => self.timers.retain(|x| !(x.0 == id && x.1 == k)),
                 Effect::Execute { action, key } => self.queue.push((id, action, key)),
-                Effect::Chat(_) => {}
+                // Evidence only reads and adds timeline entries; it moves no number here.
+                Effect::Chat(_) | Effect::GatherEvidence => {}
             }
         }
         self.incidents.insert(id, inc);

@@ -506,6 +506,7 @@ fn huge_report() -> incidentd::domain::report::Report {
         recurrence: None,
         description: Some("d".repeat(10_000)),
         root_cause: None,
+        evidence: vec![],
         actions: vec![],
         followups: (0..40)
             .map(|i| ReportFollowUp {

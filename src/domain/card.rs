@@ -44,6 +44,10 @@ pub struct IncidentCard {
     /// (firing), pod=a (resolved)", most recent first, cut with "and N more".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<String>,
+    /// The metric behind the incident over the last 30 minutes, added by the shell when the
+    /// card is rendered for delivery (never by the engine); `None` without Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<super::chart::Chart>,
     /// On the card whose thread is its source's storm thread: the storm's incidents, summarized
     /// (see [`storm_summary_line`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +354,7 @@ pub fn build_card(
                 inc.source.as_str()
             )
         }),
+        chart: None,
     }
 }
 

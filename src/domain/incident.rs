@@ -246,6 +246,21 @@ pub enum EventKind {
         ok: bool,
         summary: String,
     },
+    /// One check of a running verification: what it saw (a Prometheus query and its value)
+    /// and whether the condition held.
+    VerificationChecked {
+        action: String,
+        ok: bool,
+        summary: String,
+    },
+    /// A root-cause evidence query's answer when the incident opened; `conclusive` when it met
+    /// its threshold.
+    Evidence {
+        name: String,
+        query: String,
+        summary: String,
+        conclusive: bool,
+    },
     Note {
         text: String,
     },
@@ -430,6 +445,23 @@ impl TimelineEvent {
             } => format!(
                 "`{action}` {}: {summary}",
                 if *ok { "verified" } else { "did not verify" }
+            ),
+            EventKind::VerificationChecked {
+                action,
+                ok,
+                summary,
+            } => format!(
+                "Checked `{action}` ({}): {summary}",
+                if *ok { "holds" } else { "does not hold" }
+            ),
+            EventKind::Evidence {
+                name,
+                query,
+                summary,
+                conclusive,
+            } => format!(
+                "Evidence: {name} = {summary}{} (`{query}`)",
+                if *conclusive { ", conclusive" } else { "" }
             ),
             EventKind::Acknowledged => format!("Acknowledged by {who}"),
             EventKind::SeverityChanged { from, to } => {

@@ -2,6 +2,7 @@
 
 pub mod alert;
 pub mod card;
+pub mod chart;
 pub mod classify;
 pub mod command;
 pub mod condition;
@@ -9,6 +10,7 @@ pub mod followup;
 pub mod incident;
 pub mod playbook;
 pub mod policy;
+pub mod promql;
 pub mod report;
 pub mod rfc3339;
 pub mod severity;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
+use super::promql::QueryTemplate;
 
 /// A playbook from config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,47 @@ pub struct Playbook {
     pub resolve_after_clear_seconds: Option<u64>,
     #[serde(default)]
     pub actions: Vec<ActionSpec>,
+    /// The metric the card charts over the last 30 minutes (PromQL, templated like a
+    /// Prometheus verification); without it, the alert's own expression (`g0.expr` of its
+    /// generator URL) is charted. Needs `[prometheus]`.
+    #[serde(default)]
+    pub chart_query: Option<QueryTemplate>,
+    /// The line drawn on that chart (for the alert's expression, its trailing `> N`).
+    #[serde(default)]
+    pub chart_threshold: Option<f64>,
+    /// Root-cause evidence queries, run when an incident of this playbook opens.
+    #[serde(default)]
+    pub evidence: Vec<EvidenceSpec>,
+}
+
+/// A root-cause evidence query (`[[playbooks.evidence]]`): its value goes on the timeline and
+/// into the report; when it meets its threshold it is conclusive and suggests `root_cause`,
+/// with `reason`, instead of the keywords.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceSpec {
+    /// What it measures, as people say it (`429 rate`).
+    pub name: String,
+    /// PromQL, templated like a verification query.
+    pub query: QueryTemplate,
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// The category it points to when conclusive.
+    #[serde(default)]
+    pub root_cause: Option<super::classify::RootCause>,
+    /// Why, in a few words (`rate limit`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl EvidenceSpec {
+    pub fn threshold(&self) -> Option<Threshold> {
+        self.below
+            .map(Threshold::Below)
+            .or(self.above.map(Threshold::Above))
+    }
 }
 
 /// One recommended action.
@@ -93,6 +135,54 @@ pub enum VerifySpec {
         #[serde(default = "default_within")]
         within_seconds: u64,
     },
+    /// A PromQL instant query against `[prometheus]` whose value must stay below (or above) a
+    /// threshold for `for_seconds`, checked every `interval_seconds` until `within_seconds`.
+    /// Every series the query returns must satisfy the condition; no data does not.
+    Prometheus {
+        query: QueryTemplate,
+        #[serde(default)]
+        below: Option<f64>,
+        #[serde(default)]
+        above: Option<f64>,
+        #[serde(default)]
+        for_seconds: u64,
+        #[serde(default = "default_within")]
+        within_seconds: u64,
+        #[serde(default = "default_interval")]
+        interval_seconds: u64,
+    },
+}
+
+/// The condition a Prometheus verification checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Below(f64),
+    Above(f64),
+}
+
+impl Threshold {
+    /// Strictly below or above: a value at the threshold does not pass.
+    pub fn holds(self, value: f64) -> bool {
+        match self {
+            Threshold::Below(t) => value < t,
+            Threshold::Above(t) => value > t,
+        }
+    }
+
+    pub fn value(self) -> f64 {
+        match self {
+            Threshold::Below(t) | Threshold::Above(t) => t,
+        }
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threshold::Below(t) => write!(f, "< {t}"),
+            Threshold::Above(t) => write!(f, "> {t}"),
+        }
+    }
 }
 
 fn default_within() -> u64 {
@@ -107,7 +197,19 @@ impl VerifySpec {
         match self {
             VerifySpec::Http { within_seconds, .. }
             | VerifySpec::Command { within_seconds, .. }
-            | VerifySpec::AlertResolves { within_seconds } => *within_seconds,
+            | VerifySpec::AlertResolves { within_seconds }
+            | VerifySpec::Prometheus { within_seconds, .. } => *within_seconds,
+        }
+    }
+
+    /// The threshold of a Prometheus verification (`below` wins if, wrongly, both are set;
+    /// the config refuses that).
+    pub fn threshold(&self) -> Option<Threshold> {
+        match self {
+            VerifySpec::Prometheus { below, above, .. } => {
+                below.map(Threshold::Below).or(above.map(Threshold::Above))
+            }
+            _ => None,
         }
     }
 
@@ -122,8 +224,35 @@ impl VerifySpec {
             VerifySpec::AlertResolves { within_seconds } => {
                 format!("the alert resolves within {within_seconds} s")
             }
+            VerifySpec::Prometheus {
+                query,
+                for_seconds,
+                within_seconds,
+                ..
+            } => prometheus_summary(
+                query.source(),
+                self.threshold(),
+                *for_seconds,
+                *within_seconds,
+            ),
         }
     }
+}
+
+/// One line for a Prometheus verification: `` `QUERY` < 0.01 for 60 s (within 300 s)``.
+pub fn prometheus_summary(
+    query: &str,
+    threshold: Option<Threshold>,
+    for_seconds: u64,
+    within_seconds: u64,
+) -> String {
+    let cond = threshold.map_or_else(|| "(no threshold)".into(), |t| t.to_string());
+    let held = if for_seconds > 0 {
+        format!(" for {for_seconds} s")
+    } else {
+        String::new()
+    };
+    format!("`{query}` {cond}{held} (within {within_seconds} s)")
 }
 
 /// The pattern template values must match when an action does not set its own.

@@ -217,6 +217,10 @@ pub struct ReportAction {
     /// The last run's one-line outcome (`exit 0 in 1.2 s`).
     #[serde(default)]
     pub outcome: Option<String>,
+    /// How its verification ended, with the evidence seen at the time (`verified: `…` = 0.01,
+    /// < 0.05 for 60 s (5 checks)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 impl ReportAction {
@@ -234,12 +238,19 @@ impl ReportAction {
         format!("{:?}", self.status)
     }
 
-    /// `: exit 0 in 1.2 s`, or nothing when it never ran.
+    /// `: exit 0 in 1.2 s`, or nothing when it never ran; then `; verified: …` when it was
+    /// verified (or not).
     pub fn outcome_suffix(&self) -> String {
-        self.outcome
+        let mut s = self
+            .outcome
             .as_deref()
             .map(|o| format!(": {o}"))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(v) = &self.verification {
+            s.push_str("; ");
+            s.push_str(v);
+        }
+        s
     }
 
     /// The action as one chat list item; `bold` is the platform's bold marker (`*`, `**`).
@@ -383,6 +394,10 @@ pub struct Report {
     pub description: Option<String>,
     #[serde(default)]
     pub root_cause: Option<ReportRootCause>,
+    /// What the playbook's evidence queries found, as read at the time (`429 rate = 37 at
+    /// 14:23 UTC, conclusive`): the Root cause section lists it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
     #[serde(default)]
     pub actions: Vec<ReportAction>,
     #[serde(default)]
@@ -413,6 +428,17 @@ pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Cla
                     _ => None,
                 })
                 .filter(|s| !s.is_empty()),
+            verification: timeline.iter().rev().find_map(|e| match &e.kind {
+                EventKind::Verified {
+                    action,
+                    ok,
+                    summary,
+                } if *action == a.id => Some(format!(
+                    "{}: {summary}",
+                    if *ok { "verified" } else { "did not verify" }
+                )),
+                _ => None,
+            }),
         })
         .collect();
     Report {
@@ -455,6 +481,22 @@ pub fn build_report(inc: &Incident, timeline: &[TimelineEvent], classifier: &Cla
             text: rc.text.clone(),
             confirmed_by: rc.confirmed_by.as_ref().map(|a| a.display()),
         }),
+        evidence: timeline
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Evidence {
+                    name,
+                    summary,
+                    conclusive,
+                    ..
+                } => Some(format!(
+                    "{name} = {summary} at {} UTC{}",
+                    e.at.format("%H:%M"),
+                    if *conclusive { ", conclusive" } else { "" }
+                )),
+                _ => None,
+            })
+            .collect(),
         actions,
         followups: inc
             .followups
@@ -636,6 +678,12 @@ impl Report {
             }
             None => {
                 let _ = writeln!(s, "Not determined.");
+            }
+        }
+        if !self.evidence.is_empty() {
+            let _ = writeln!(s, "\nEvidence:\n");
+            for e in &self.evidence {
+                let _ = writeln!(s, "- {e}");
             }
         }
         let _ = writeln!(s, "\n## Actions taken\n");
@@ -976,6 +1024,75 @@ mod tests {
         assert_eq!(back, r);
     }
 
+    #[test]
+    fn actions_carry_the_verification_evidence_seen_at_the_time() {
+        let (inc, mut timeline) = rich();
+        let at = timeline[1].at;
+        for (ok, summary) in [
+            (
+                false,
+                "`q` did not stay < 0.05 within 60 s; last: 0.5 (12 checks)",
+            ),
+            (
+                true,
+                "`max(errors{service=\"api\"})` = 0.01, < 0.05 for 60 s (7 checks)",
+            ),
+        ] {
+            timeline.push(TimelineEvent {
+                at,
+                actor: Actor::system(),
+                kind: EventKind::Verified {
+                    action: "restart".into(),
+                    ok,
+                    summary: summary.into(),
+                },
+            });
+        }
+        let r = build_report(&inc, &timeline, &classifier());
+        // The last verification counts.
+        assert_eq!(
+            r.actions[0].verification.as_deref(),
+            Some("verified: `max(errors{service=\"api\"})` = 0.01, < 0.05 for 60 s (7 checks)")
+        );
+        assert_eq!(r.actions[1].verification, None);
+        assert!(r.to_markdown().contains(
+            "- `restart` RESTART — Succeeded, decided by slack:U1, discord:42: exit 0 in 1.2 s; verified: `max(errors{service=\"api\"})` = 0.01, < 0.05 for 60 s (7 checks)\n"
+        ));
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn the_root_cause_section_lists_the_evidence_read_at_the_time() {
+        let (inc, mut timeline) = rich();
+        let at = timeline[1].at;
+        for (name, summary, conclusive) in [("CPU", "0.4", false), ("429 rate", "37", true)] {
+            timeline.push(TimelineEvent {
+                at,
+                actor: Actor::system(),
+                kind: EventKind::Evidence {
+                    name: name.into(),
+                    query: "q".into(),
+                    summary: summary.into(),
+                    conclusive,
+                },
+            });
+        }
+        let r = build_report(&inc, &timeline, &classifier());
+        assert_eq!(
+            r.evidence,
+            [
+                "CPU = 0.4 at 12:03 UTC",
+                "429 rate = 37 at 12:03 UTC, conclusive"
+            ]
+        );
+        let md = r.to_markdown();
+        assert!(
+            md.contains("\n\nEvidence:\n\n- CPU = 0.4 at 12:03 UTC\n- 429 rate = 37 at 12:03 UTC, conclusive\n\n## Actions taken"),
+            "{md}"
+        );
+    }
+
     /// The export is rendered from the structured report; its text is pinned here (it is what
     /// `/incident report`, `report.md` and `incidentd report` print).
     #[test]
@@ -1168,6 +1285,7 @@ pub(crate) mod samples {
                 text: Some("the card processor answered 503".into()),
                 confirmed_by: Some("slack:U2".into()),
             }),
+            evidence: vec![],
             actions: vec![ReportAction {
                 id: "restart".into(),
                 title: "Restart the API".into(),
@@ -1175,6 +1293,7 @@ pub(crate) mod samples {
                 approved_by: vec!["slack:UAPPROVER".into()],
                 decided_by: Some("slack:UAPPROVER".into()),
                 outcome: Some("exit 0 in 1.2 s".into()),
+                verification: None,
             }],
             followups: vec![ReportFollowUp {
                 text: "add a circuit breaker".into(),
@@ -1216,6 +1335,7 @@ pub(crate) mod samples {
                 approved_by: vec![format!("slack:U{i}"), "<!here>".into()],
                 decided_by: None,
                 outcome: Some("o".repeat(2000)),
+                verification: Some("v".repeat(2000)),
             })
             .collect();
         r.followups = (0..40)

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::domain::incident::Status;
 use crate::domain::playbook::VerifySpec;
 use crate::ports::blocking;
-use crate::ports::{Executor, IncidentFilter, Store};
+use crate::ports::{ExecOutcome, Executor, IncidentFilter, Store};
 
 /// One execution, start to finish.
 async fn run_one(
@@ -174,7 +174,38 @@ async fn verify(
     if inc.status != Status::Verifying || inc.verifying.as_deref() != Some(spec.id.as_str()) {
         return;
     }
-    let out = executor.verify(&inc, spec, v).await;
+    // Each check is recorded as it happens (its value in the thread and the timeline), before
+    // the outcome: the checks go through a channel the submitting loop below drains.
+    let (tx, mut rx) = mpsc::unbounded_channel::<ExecOutcome>();
+    let checked = move |c: ExecOutcome| {
+        let _ = tx.send(c);
+    };
+    let submit_check = |c: ExecOutcome| Input::VerificationCheck {
+        incident,
+        action: spec.id.clone(),
+        ok: c.success,
+        summary: c.summary,
+    };
+    let out = {
+        let run = executor.verify_observed(&inc, spec, v, &checked);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                out = &mut run => break out,
+                Some(c) = rx.recv() => {
+                    if let Err(e) = engine.submit_one(submit_check(c)).await {
+                        warn!(%incident, error = %e, "Cannot record a verification check.");
+                    }
+                }
+            }
+        }
+    };
+    drop(checked);
+    while let Some(c) = rx.recv().await {
+        if let Err(e) = engine.submit_one(submit_check(c)).await {
+            warn!(%incident, error = %e, "Cannot record a verification check.");
+        }
+    }
     let input = Input::VerificationFinished {
         incident,
         action: spec.id.clone(),
@@ -257,4 +288,49 @@ pub async fn run_dispatcher(
     }
     running.abort_all();
     while running.join_next().await.is_some() {}
+}
+
+/// Runs the evidence queries the engine asked for, one incident at a time (each query is
+/// bounded by the Prometheus timeout), and reports what they found, until shutdown. Evidence
+/// only reads: an incident whose queries were lost to a restart simply has none.
+pub async fn run_evidence(
+    engine: Engine,
+    store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    source: Arc<dyn crate::ports::EvidenceSource>,
+    mut asked: mpsc::UnboundedReceiver<crate::domain::incident::IncidentId>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let id = tokio::select! {
+            id = asked.recv() => match id {
+                Some(id) => id,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let s = store.clone();
+        let Ok(Some(inc)) = blocking(move || s.get_incident(id)).await else {
+            continue;
+        };
+        let Some(pb) = inc.playbook.as_deref().and_then(|p| cfg.playbook(p)) else {
+            continue;
+        };
+        let found = tokio::select! {
+            f = source.gather(&inc, &pb.evidence) => f,
+            _ = shutdown.changed() => return,
+        };
+        if found.is_empty() {
+            continue;
+        }
+        if let Err(e) = engine
+            .submit_one(Input::Evidence {
+                incident: id,
+                found,
+            })
+            .await
+        {
+            warn!(incident = %id, error = %e, "Cannot record the evidence.");
+        }
+    }
 }

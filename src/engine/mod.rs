@@ -84,6 +84,18 @@ pub enum Input {
         ok: bool,
         summary: String,
     },
+    /// One check of a running verification and what it saw (a Prometheus query's value).
+    VerificationCheck {
+        incident: IncidentId,
+        action: String,
+        ok: bool,
+        summary: String,
+    },
+    /// What the playbook's evidence queries found.
+    Evidence {
+        incident: IncidentId,
+        found: Vec<crate::ports::EvidenceFound>,
+    },
     /// Found `Started` after a restart.
     ExecutionInterrupted {
         incident: IncidentId,
@@ -121,6 +133,8 @@ pub enum Effect {
         action: String,
         key: String,
     },
+    /// Run the playbook's root-cause evidence queries for this incident (they only read).
+    GatherEvidence,
 }
 
 /// A user-facing error: shown in chat as is ("INC-4 is already resolved").
@@ -606,6 +620,41 @@ fn decide(
             d.incident = Some(inc);
             Ok(d)
         }
+        Input::VerificationCheck {
+            incident: id,
+            action,
+            ok,
+            summary,
+        } => {
+            let inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            // Only while that verification runs: a late check after its outcome is not news.
+            if inc.status == Status::Verifying && inc.verifying.as_deref() == Some(action.as_str())
+            {
+                d.effects.push(note(format!(
+                    "{} `{action}` check: {summary}",
+                    if ok { "🟢" } else { "🟡" }
+                )));
+                d.events.push(TimelineEvent {
+                    at: ctx.now,
+                    actor: Actor::system(),
+                    kind: EventKind::VerificationChecked {
+                        action,
+                        ok,
+                        summary,
+                    },
+                });
+            }
+            d.incident = Some(inc);
+            Ok(d)
+        }
+        Input::Evidence {
+            incident: id,
+            found,
+        } => {
+            let inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            Ok(on_evidence(inc, found, cfg))
+        }
         Input::ExecutionInterrupted {
             incident: id,
             action,
@@ -782,6 +831,84 @@ fn on_execution_finished(
             .push(note(format!("✅ `{action}` succeeded: {summary}")));
     }
     push_card(&mut inc, ctx, &mut d);
+    d.incident = Some(inc);
+    d
+}
+
+/// Evidence on the timeline and in the thread; the first conclusive finding whose spec names
+/// a root cause becomes the suggested root cause, with the reason stated, unless a person
+/// already confirmed one (then the keywords' suggestion stays too when nothing is conclusive).
+fn on_evidence(
+    mut inc: Incident,
+    found: Vec<crate::ports::EvidenceFound>,
+    cfg: &Config,
+) -> Decision {
+    let mut d = Decision::default();
+    let specs = inc
+        .playbook
+        .as_deref()
+        .and_then(|p| cfg.playbook(p))
+        .map(|p| p.evidence.as_slice())
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    let mut suggested = None;
+    for f in found {
+        let spec = specs.iter().find(|s| s.name == f.name);
+        let cond = spec
+            .and_then(|s| s.threshold())
+            .map(|t| format!(" ({t} {})", if f.conclusive { "✓" } else { "✗" }))
+            .unwrap_or_default();
+        lines.push(format!("• {} = {}{cond}", f.name, f.summary));
+        if suggested.is_none() && f.conclusive {
+            if let Some(category) = spec.and_then(|s| s.root_cause) {
+                let reason = spec.and_then(|s| s.reason.as_deref()).unwrap_or("");
+                let text = format!(
+                    "{} {} at {} UTC ⇒ {}{}",
+                    f.name,
+                    f.summary,
+                    f.at.format("%H:%M"),
+                    category.label().to_lowercase(),
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    }
+                );
+                suggested = Some((category, text));
+            }
+        }
+        d.events.push(TimelineEvent {
+            at: f.at,
+            actor: Actor::system(),
+            kind: EventKind::Evidence {
+                name: f.name,
+                query: f.query,
+                summary: f.summary,
+                conclusive: f.conclusive,
+            },
+        });
+    }
+    if lines.is_empty() {
+        d.incident = Some(inc);
+        return d;
+    }
+    let confirmed = inc
+        .root_cause
+        .as_ref()
+        .is_some_and(|r| r.confirmed_by.is_some());
+    let mut text = format!("🔎 Evidence:\n{}", lines.join("\n"));
+    match suggested {
+        Some((category, why)) if !confirmed => {
+            text.push_str(&format!("\nSuggested root cause: {why}"));
+            inc.root_cause = Some(RootCauseInfo {
+                category,
+                text: Some(why),
+                confirmed_by: None,
+            });
+        }
+        _ => {}
+    }
+    d.effects.push(note(text));
     d.incident = Some(inc);
     d
 }
@@ -1057,6 +1184,14 @@ fn on_alert(
                 _ => start_auto_actions(&mut inc, cfg, ctx, &mut d),
             }
             arm_deadlines(&inc, cfg, ctx, &mut d);
+            let evidence = inc
+                .playbook
+                .as_deref()
+                .and_then(|p| cfg.playbook(p))
+                .is_some_and(|p| !p.evidence.is_empty());
+            if evidence && cfg.prometheus.is_some() {
+                d.effects.push(Effect::GatherEvidence);
+            }
             d.effects
                 .insert(0, Effect::Chat(ChatBody::RenderCard { post: true }));
             if storming.is_some() && inc.severity > Severity::P1 {

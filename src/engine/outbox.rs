@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 use super::runner::Engine;
 use super::Input;
 use crate::config::Config;
-use crate::domain::incident::IncidentId;
+use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::severity::Severity;
 use crate::ports::blocking;
 use crate::ports::{
@@ -50,6 +50,8 @@ pub struct OutboxConfig {
     pub call_timeout: Duration,
     /// Where delivery counts and latencies are recorded.
     pub metrics: Arc<Metrics>,
+    /// Draws the metric on cards as they are rendered for delivery (`None`: no charts).
+    pub charts: Option<Arc<dyn crate::ports::ChartSource>>,
 }
 
 impl Default for OutboxConfig {
@@ -62,6 +64,7 @@ impl Default for OutboxConfig {
             max_backoff: Duration::from_secs(300),
             call_timeout: Duration::from_secs(15),
             metrics: Arc::new(Metrics::new()),
+            charts: None,
         }
     }
 }
@@ -114,11 +117,15 @@ fn is_card_edit(body: &ChatBody) -> bool {
 }
 
 /// What the port is given: stored card and report entries are built from the incident as it
-/// is now.
-fn render(store: &dyn Store, config: &Config, entry: &OutboxEntry) -> Result<Delivery, StoreError> {
+/// is now. A card comes with its incident (for its chart).
+fn render(
+    store: &dyn Store,
+    config: &Config,
+    entry: &OutboxEntry,
+) -> Result<(Delivery, Option<Incident>), StoreError> {
     let pending = entry.body.pending();
     if let Pending::Ready(d) = pending {
-        return Ok(d);
+        return Ok((d, None));
     }
     let Some(inc) = store.get_incident(entry.incident)? else {
         return Err(StoreError::Storage(format!(
@@ -132,15 +139,16 @@ fn render(store: &dyn Store, config: &Config, entry: &OutboxEntry) -> Result<Del
         Pending::RenderReport => {
             let timeline = store.timeline(entry.incident)?;
             let report = crate::domain::report::build_report(&inc, &timeline, &config.classifier);
-            return Ok(Delivery::Report { report });
+            return Ok((Delivery::Report { report }, None));
         }
     };
     let card = crate::engine::card(&inc, config);
-    Ok(if post {
+    let d = if post {
         Delivery::PostCard { card }
     } else {
         Delivery::UpdateCard { card }
-    })
+    };
+    Ok((d, Some(inc)))
 }
 
 /// How urgent a queued entry is. Across incidents the most urgent goes first; within one
@@ -423,7 +431,7 @@ pub async fn run_outbox(
                     let thread = s.thread_for(&sk, e2.incident)?;
                     Ok((thread, render(&*s, &conf, &e2)?))
                 });
-                let (thread, mut rendered) = match looked_up.await {
+                let (thread, (mut rendered, card_of)) = match looked_up.await {
                     Ok(t) => t,
                     Err(e) => {
                         error!(sink = %sink, error = %e, "Cannot read the thread or the incident; retrying.");
@@ -435,6 +443,15 @@ pub async fn run_outbox(
                 };
                 if group.len() > 1 {
                     rendered = coalesced(&group);
+                }
+                // The metric on the card, fetched now (bounded; absent when it does not come),
+                // so every post and edit shows the series as it is at delivery.
+                if let (Some(charts), Some(inc)) = (&cfg.charts, &card_of) {
+                    if let Delivery::PostCard { card } | Delivery::UpdateCard { card } =
+                        &mut rendered
+                    {
+                        card.chart = charts.chart(inc).await;
+                    }
                 }
                 call_started = Instant::now();
                 let msg = OutboundMessage {

@@ -108,6 +108,8 @@ pub struct Notifications {
     pub timers: mpsc::UnboundedReceiver<Timer>,
     /// Keys of executions queued by committed decisions.
     pub executions: mpsc::UnboundedReceiver<String>,
+    /// Incidents whose evidence queries committed decisions asked for.
+    pub evidence: mpsc::UnboundedReceiver<IncidentId>,
 }
 
 impl Engine {
@@ -147,6 +149,7 @@ impl Engine {
         let (outbox_tx, outbox_rx) = watch::channel(durable);
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
+        let (evidence_tx, evidence_rx) = mpsc::unbounded_channel();
         let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_DEPTH);
         let alive = Arc::new(AtomicBool::new(true));
         // A sync slower than a request may wait is a stalled disk.
@@ -168,6 +171,7 @@ impl Engine {
             outbox_tx,
             timer_tx,
             exec_tx,
+            evidence_tx,
         };
         let writer = Writer {
             store,
@@ -216,6 +220,7 @@ impl Engine {
                 armed: stored_timers,
                 timers: timer_rx,
                 executions: exec_rx,
+                evidence: evidence_rx,
             },
             handle,
         ))
@@ -471,6 +476,7 @@ struct Committed {
     max_seq: Option<u64>,
     timers: Vec<Timer>,
     queued: Vec<String>,
+    gather: Vec<IncidentId>,
     started: std::time::Instant,
     /// Dropped by the syncer, off the writer's path.
     writes: WriteSet,
@@ -583,6 +589,7 @@ impl Writer {
             fingerprints: HashMap::new(),
             executions: HashMap::new(),
             queued: Vec::new(),
+            gather: Vec::new(),
             histories: HashMap::new(),
             observed: Vec::new(),
             w: WriteSet::default(),
@@ -611,6 +618,7 @@ impl Writer {
         let newly_armed = std::mem::take(&mut batch.newly_armed);
         let changed_timers = std::mem::take(&mut batch.timers);
         let queued = std::mem::take(&mut batch.queued);
+        let gather = std::mem::take(&mut batch.gather);
         let observed = std::mem::take(&mut batch.observed);
         let mut w = batch.w;
         // Only the latest version of each incident is written, however many inputs touched it.
@@ -682,6 +690,7 @@ impl Writer {
                     max_seq: w.outbox.iter().map(|e| e.seq).max(),
                     timers: newly_armed,
                     queued,
+                    gather,
                     started,
                     writes: w,
                 };
@@ -731,6 +740,7 @@ struct Syncer {
     outbox_tx: watch::Sender<u64>,
     timer_tx: mpsc::UnboundedSender<Timer>,
     exec_tx: mpsc::UnboundedSender<String>,
+    evidence_tx: mpsc::UnboundedSender<IncidentId>,
 }
 
 impl Syncer {
@@ -812,6 +822,9 @@ impl Syncer {
         for key in c.queued {
             let _ = self.exec_tx.send(key);
         }
+        for id in c.gather {
+            let _ = self.evidence_tx.send(id);
+        }
         for (reply, results) in c.replies {
             let _ = reply.send(Ok(results));
         }
@@ -878,6 +891,8 @@ struct Batch<'a> {
     executions: HashMap<String, Execution>,
     /// Executions queued by this batch, handed to the executor after the commit.
     queued: Vec<String>,
+    /// Incidents whose evidence this batch asked for, handed over after the commit.
+    gather: Vec<IncidentId>,
     histories: HashMap<String, Vec<PastIncident>>,
     /// Metric events of this batch, recorded only once it is durable.
     observed: Vec<Observed>,
@@ -1034,7 +1049,9 @@ impl Batch<'_> {
             | Input::ExecutionFinished { incident, .. }
             | Input::ExecutionInterrupted { incident, .. }
             | Input::FollowUpExported { incident, .. }
-            | Input::VerificationFinished { incident, .. } => Some(*incident),
+            | Input::VerificationFinished { incident, .. }
+            | Input::VerificationCheck { incident, .. }
+            | Input::Evidence { incident, .. } => Some(*incident),
             Input::StormJoined { lead, .. } => Some(*lead),
         };
         // An alert always gives its incident back (the core's contract, checked below), so
@@ -1144,6 +1161,7 @@ impl Batch<'_> {
                 Effect::ArmTimer(t) => self.arm(t),
                 Effect::DisarmTimer(kind) => self.disarm(id, kind),
                 Effect::Execute { key, .. } => self.queued.push(key),
+                Effect::GatherEvidence => self.gather.push(id),
             }
         }
         self.incidents.insert(id, inc);

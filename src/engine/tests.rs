@@ -9,6 +9,7 @@ use crate::domain::policy::Refusal;
 
 mod clears;
 mod conditions;
+mod evidence;
 mod followups;
 mod groups;
 mod previews;

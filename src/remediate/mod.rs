@@ -19,6 +19,7 @@
 pub mod command;
 pub mod http;
 pub mod preview;
+pub mod prometheus;
 pub mod template;
 
 use std::cmp::Reverse;

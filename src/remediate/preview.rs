@@ -3,7 +3,7 @@
 //! `{labels.x}` is shown expanded, and a value the templating would refuse shows the refusal.
 
 use crate::domain::incident::Incident;
-use crate::domain::playbook::{ActionSpec, ExecutorSpec, VerifySpec};
+use crate::domain::playbook::{prometheus_summary, ActionSpec, ExecutorSpec, VerifySpec};
 
 /// The program kubectl plans name in previews (what production runs).
 const KUBECTL: &str = "kubectl";
@@ -17,7 +17,8 @@ pub fn action(action: &ActionSpec, incident: &Incident) -> String {
 }
 
 /// An HTTP or command verification as an action of its own, with the action's templating
-/// rules (allowed pattern, timeout), and its interval; `None` for "the alert resolves".
+/// rules (allowed pattern, timeout), and its interval; `None` for "the alert resolves" and
+/// for a Prometheus query (which has its own templating, [`super::prometheus::render`]).
 pub fn check(action: &ActionSpec, spec: &VerifySpec) -> Option<(ActionSpec, u64)> {
     let (run, interval) = match spec {
         VerifySpec::Http {
@@ -43,7 +44,7 @@ pub fn check(action: &ActionSpec, spec: &VerifySpec) -> Option<(ActionSpec, u64)
             ExecutorSpec::Command { argv: argv.clone() },
             *interval_seconds,
         ),
-        VerifySpec::AlertResolves { .. } => return None,
+        VerifySpec::AlertResolves { .. } | VerifySpec::Prometheus { .. } => return None,
     };
     Some((
         ActionSpec {
@@ -57,8 +58,24 @@ pub fn check(action: &ActionSpec, spec: &VerifySpec) -> Option<(ActionSpec, u64)
 }
 
 /// One line: how the action's effect is verified for this incident (`GET http://… answers
-/// 200`, `` `probe checkout` exits 0``, `the alert resolves within 300 s`).
+/// 200`, `` `probe checkout` exits 0``, `the alert resolves within 300 s`,
+/// ``Prometheus `QUERY` < 0.01 for 60 s (within 300 s)`` with the query as it will run).
 pub fn verification(action: &ActionSpec, spec: &VerifySpec, incident: &Incident) -> String {
+    if let VerifySpec::Prometheus {
+        query,
+        for_seconds,
+        within_seconds,
+        ..
+    } = spec
+    {
+        return match super::prometheus::render(query, incident) {
+            Ok(q) => format!(
+                "Prometheus {}",
+                prometheus_summary(&q, spec.threshold(), *for_seconds, *within_seconds)
+            ),
+            Err(e) => format!("Prometheus {} (cannot run: {e})", spec.summary()),
+        };
+    }
     let Some((check, _)) = check(action, spec) else {
         return spec.summary();
     };

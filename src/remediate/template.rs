@@ -279,7 +279,10 @@ fn render_with(
     Ok(Rendered { text, leading })
 }
 
-fn lookup<'a>(name: &str, ctx: &TemplateContext<'a>) -> Result<Cow<'a, str>, TemplateError> {
+pub(crate) fn lookup<'a>(
+    name: &str,
+    ctx: &TemplateContext<'a>,
+) -> Result<Cow<'a, str>, TemplateError> {
     let inc = ctx.incident;
     let map_value = |map: &'a std::collections::BTreeMap<String, String>, what: &str, key: &str| {
         map.get(key)

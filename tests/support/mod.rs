@@ -4,6 +4,7 @@
 pub mod alertmanager;
 pub mod fake_discord;
 pub mod faulty_store;
+pub mod prometheus;
 pub mod sse;
 
 use std::path::Path;
@@ -152,8 +153,14 @@ impl TestApp {
             clock,
             surfaces,
             sinks,
-            outbox,
-            executor: Arc::new(incidentd::app::PlaybookExecutor::new("kubectl")),
+            // Charts on cards when the config names a Prometheus, as `Deps::from_config` does.
+            outbox: OutboxConfig {
+                charts: incidentd::app::charts_for(&cfg),
+                ..outbox
+            },
+            executor: Arc::new(incidentd::app::PlaybookExecutor::for_config(
+                "kubectl", &cfg,
+            )),
             store,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

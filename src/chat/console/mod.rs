@@ -97,6 +97,8 @@ pub enum FeedEvent {
 #[derive(Default)]
 struct Feed {
     threads: HashMap<IncidentId, VecDeque<ThreadItem>>,
+    /// The chart of each thread's latest card (for the incident page), evicted with it.
+    charts: HashMap<IncidentId, crate::domain::chart::Chart>,
     /// Thread creation order, for eviction.
     order: VecDeque<IncidentId>,
     channel: VecDeque<ChannelMessage>,
@@ -110,6 +112,7 @@ impl Feed {
             if self.order.len() >= THREADS {
                 if let Some(old) = self.order.pop_front() {
                     self.threads.remove(&old);
+                    self.charts.remove(&old);
                 }
             }
             self.order.push_back(id);
@@ -123,6 +126,19 @@ impl Feed {
             t.pop_front();
         }
         t.push_back(item);
+    }
+
+    /// Remembers (or forgets) the card's chart, for a thread still kept (so the charts are
+    /// bounded with the threads).
+    fn keep_chart(&mut self, card: &IncidentCard) {
+        match &card.chart {
+            Some(c) if self.threads.contains_key(&card.incident) => {
+                self.charts.insert(card.incident, c.clone());
+            }
+            _ => {
+                self.charts.remove(&card.incident);
+            }
+        }
     }
 
     /// False when `key` was delivered before (a redelivery after a lost acknowledgement).
@@ -173,6 +189,11 @@ impl ConsolePort {
             .get(&id)
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The chart on the latest card delivered for an incident, if it had one.
+    pub fn chart(&self, id: IncidentId) -> Option<crate::domain::chart::Chart> {
+        self.feed.lock().unwrap().charts.get(&id).cloned()
     }
 
     /// The latest alert-channel messages, oldest first.
@@ -243,6 +264,7 @@ impl ChatPort for ConsolePort {
                         card.title
                     );
                     feed.thread(card.incident);
+                    feed.keep_chart(card);
                     FeedEvent::Card {
                         card: Box::new(card.clone()),
                         new: true,
@@ -250,6 +272,7 @@ impl ChatPort for ConsolePort {
                 }
                 Delivery::UpdateCard { card } => {
                     info!(incident = %card.incident, status = card.status.as_str(), count = card.alert_count, "Card updated.");
+                    feed.keep_chart(card);
                     FeedEvent::Card {
                         card: Box::new(card.clone()),
                         new: false,

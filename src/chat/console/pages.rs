@@ -10,6 +10,7 @@ use super::stats::{bar_chart, trend_chart, StatsView, WINDOWS};
 use super::{ChannelMessage, ThreadItem, ALERT_CHANNEL};
 use crate::domain::alert::AlertStatus;
 use crate::domain::card::{ButtonStyle, IncidentCard};
+use crate::domain::chart::{show_value, Chart};
 use crate::domain::incident::{shown_timeline, Incident, Status, TimelineEvent, ALL_STATUSES};
 use crate::domain::report::Report;
 use crate::domain::severity::{human_seconds, ALL};
@@ -240,6 +241,7 @@ pub fn card(c: &IncidentCard, csrf: &str, t: &Times) -> Markup {
             @if let Some(a) = &c.acknowledged_by { div { dt { "Acknowledged by" } dd { (a) } } }
             @if let Some(p) = &c.playbook { div { dt { "Playbook" } dd { (p) } } }
         }
+        @if let Some(chart) = &c.chart { (metric_chart(chart)) }
         @if !c.links.is_empty() {
             ul.links aria-label="Links" {
                 @for l in &c.links {
@@ -348,6 +350,11 @@ pub fn report(r: &Report) -> Markup {
                     None => { "Not determined." },
                 }
             }
+            @if !r.evidence.is_empty() {
+                ul.evidence aria-label="Evidence" {
+                    @for e in &r.evidence { li { (e) } }
+                }
+            }
             h4 { "Actions taken" }
             @if r.actions.is_empty() {
                 p { "None." }
@@ -358,6 +365,7 @@ pub fn report(r: &Report) -> Markup {
                             code { (a.id) } " " (a.title) " — " strong { (a.status_label()) }
                             ", approved/decided by " (a.deciders())
                             @if let Some(o) = &a.outcome { ": " (o) }
+                            @if let Some(v) = &a.verification { "; " (v) }
                         }
                     }
                 }
@@ -392,6 +400,78 @@ pub fn report(r: &Report) -> Markup {
                 }
             }
             p.hint { "Markdown: " a href={ "/api/v1/incidents/" (id) "/report.md" } { "download" } }
+        }
+    }
+}
+
+/// The metric behind an incident (its card's chart) as an SVG line over the last 30 minutes,
+/// with the threshold as a dashed line and the current value. Every text (the query comes
+/// from the alert) goes through maud's escaping; the coordinates are numbers we computed.
+pub fn metric_chart(c: &Chart) -> Markup {
+    const W: f64 = 600.0;
+    const H: f64 = 120.0;
+    const PAD: f64 = 8.0;
+    let pts: Vec<(f64, f64)> = c
+        .points
+        .iter()
+        .copied()
+        .filter(|p| p.1.is_finite())
+        .collect();
+    let (lo, hi) = pts
+        .iter()
+        .map(|p| p.1)
+        .chain(c.threshold.filter(|t| t.is_finite()))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 1.0, lo + 1.0)
+    };
+    let (t0, t1) = (
+        pts.first().map_or(0.0, |p| p.0),
+        pts.last().map_or(1.0, |p| p.0),
+    );
+    let x = |t: f64| {
+        if t1 > t0 {
+            PAD + (t - t0) / (t1 - t0) * (W - 2.0 * PAD)
+        } else {
+            W - PAD
+        }
+    };
+    let y = |v: f64| PAD + (hi - v) / (hi - lo) * (H - 2.0 * PAD);
+    let line: Vec<String> = pts
+        .iter()
+        .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+        .collect();
+    let now = c.current().map(show_value);
+    let label = format!(
+        "{}: now {}{}, last 30 min",
+        c.query,
+        now.as_deref().unwrap_or("no data"),
+        c.threshold
+            .map(|t| format!(", threshold {}", show_value(t)))
+            .unwrap_or_default()
+    );
+    html! {
+        figure.metric {
+            svg class="chart metric" role="img" viewBox=(format!("0 0 {W} {H}")) width=(W) height=(H)
+                aria-label=(label) {
+                title { (label) }
+                @if let Some(t) = c.threshold.filter(|t| t.is_finite()) {
+                    line class="threshold" x1=(PAD) x2=(W - PAD) y1=(format!("{:.1}", y(t))) y2=(format!("{:.1}", y(t)))
+                        stroke-dasharray="4 3" {}
+                }
+                polyline class="series" fill="none" points=(line.join(" ")) {}
+            }
+            figcaption {
+                code { (c.query) }
+                " — now " (now.as_deref().unwrap_or("no data"))
+                @if let Some(t) = c.threshold { " · threshold " (show_value(t)) }
+                " · last 30 min"
+                @if c.series > 1 { " · highest of " (c.series) " series" }
+            }
         }
     }
 }
@@ -891,6 +971,48 @@ mod tests {
         assert!(html.contains("value=\"tok&quot;en\""));
         assert!(html.contains("Kind &lt;i&gt;"));
         assert!(html.contains("<code>&lt;script&gt;x&lt;/script&gt;</code>"));
+    }
+
+    #[test]
+    fn a_known_series_draws_a_known_chart_and_its_text_is_escaped() {
+        let chart = Chart {
+            query: r#"errors{a="</title><script>x</script>"}"#.into(),
+            points: vec![(0.0, 0.0), (60.0, 1.0), (120.0, 0.5)],
+            threshold: Some(0.5),
+            series: 2,
+        };
+        let html = metric_chart(&chart).into_string();
+        // x spans 8..592 over the time, y 8..112 over 0..1 (top is high).
+        assert!(
+            html.contains(r#"points="8.0,112.0 300.0,8.0 592.0,60.0""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"y1="60.0" y2="60.0" stroke-dasharray="4 3""#),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;/title&gt;&lt;script&gt;"), "{html}");
+        assert!(
+            html.contains(" — now 0.5 · threshold 0.5 · last 30 min · highest of 2 series"),
+            "{html}"
+        );
+        // On the card, in the thread.
+        let mut c = hostile_card();
+        c.chart = Some(chart);
+        let html = card(
+            &c,
+            "t",
+            &Times::of(
+                &crate::domain::incident::tests_support::incident(),
+                Utc::now(),
+            ),
+        )
+        .into_string();
+        assert!(
+            html.contains("<figure class=\"metric\"><svg class=\"chart metric\""),
+            "{html}"
+        );
     }
 
     #[test]

@@ -711,7 +711,9 @@ async fn incident(
             .into_response();
     };
     let cfg = st.0.service.config();
-    let card = crate::engine::card(&inc, cfg);
+    let mut card = crate::engine::card(&inc, cfg);
+    // The chart as the last delivered card had it (fetched by the outbox, not here).
+    card.chart = st.0.port.chart(id);
     let report = crate::domain::report::render_markdown(&inc, &timeline, &cfg.classifier);
     pages::incident_page(
         &v,

@@ -107,6 +107,8 @@ fn field(name: &str, value: String, inline: bool) -> Value {
     })
 }
 
+use crate::domain::chart::show_value;
+
 /// The card's embed.
 pub fn embed(card: &IncidentCard) -> Value {
     let title = truncate_chars(
@@ -156,6 +158,15 @@ pub fn embed(card: &IncidentCard) -> Value {
         fields.push(field(
             "Recurrence",
             truncate_chars(r, FIELD_VALUE_MAX),
+            false,
+        ));
+    }
+    if let Some(c) = &card.chart {
+        // The query comes from the alert: no backticks to break out of its code span.
+        let query = truncate_chars(&c.query.replace('`', "'"), 300);
+        fields.push(field(
+            "Metric",
+            format!("`{query}`\n{}", c.line(show_value)),
             false,
         ));
     }
@@ -390,6 +401,10 @@ pub fn report_messages(r: &Report) -> Vec<Value> {
         cut_visibly(&rc, FIELD_VALUE_MAX),
         false,
     ));
+    if !r.evidence.is_empty() {
+        let lines: Vec<String> = r.evidence.iter().map(|e| item(format!("• {e}"))).collect();
+        fields.extend(list_fields("Evidence", "evidence", &lines, ""));
+    }
     let actions: Vec<String> = r.actions.iter().map(|a| item(a.chat_line("**"))).collect();
     fields.extend(list_fields("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
@@ -546,6 +561,7 @@ mod tests {
             alerts: Some("2 firing, 1 resolved: pod=b (firing), pod=a (resolved)".into()),
             storm: None,
             storm_summary: None,
+            chart: None,
         }
     }
 
@@ -587,6 +603,47 @@ mod tests {
         assert_eq!(row[0]["style"], 1);
         assert_eq!(row[1]["custom_id"], "reject:INC-7:restart");
         assert_eq!(row[1]["style"], 4);
+    }
+
+    #[test]
+    fn the_metric_shows_as_a_sparkline_with_its_current_value_and_threshold() {
+        let mut c = card();
+        c.chart = Some(crate::domain::chart::Chart {
+            query: "errors_ratio{service=\"api\"} `@everyone`".into(),
+            points: (0..8)
+                .map(|i| (60.0 * i as f64, i as f64 / 100.0))
+                .collect(),
+            threshold: Some(0.05),
+            series: 1,
+        });
+        let m = card_message(&c);
+        assert_eq!(
+            m["allowed_mentions"]["parse"],
+            json!([]),
+            "nobody is pinged"
+        );
+        let v = m["embeds"][0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "Metric")
+            .expect("a Metric field")["value"]
+            .as_str()
+            .unwrap();
+        let spark = format!(
+            "▁{}▂{}▃{}▄{}▅{}▆{}▇{}█",
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(4),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3)
+        );
+        assert_eq!(
+            v,
+            format!("`errors_ratio{{service=\"api\"}} '@everyone'`\n{spark} now 0.07 · threshold 0.05 · 30 min")
+        );
     }
 
     #[test]
@@ -707,6 +764,28 @@ mod report_tests {
             .unwrap_or_else(|| panic!("no field {name}"))["value"]
             .as_str()
             .unwrap()
+    }
+
+    #[test]
+    fn the_evidence_is_listed_after_the_root_cause() {
+        let mut r = samples::small();
+        r.evidence = vec![
+            "CPU = 0.4 at 12:03 UTC".into(),
+            "429 rate = 37 at 12:03 UTC, conclusive".into(),
+        ];
+        let messages = report_messages(&r);
+        check(&messages[0]);
+        assert_eq!(
+            field_value(&messages[0], "Evidence"),
+            "• CPU = 0.4 at 12:03 UTC\n• 429 rate = 37 at 12:03 UTC, conclusive"
+        );
+        // None: no section.
+        let m = report_messages(&samples::small());
+        assert!(m[0]["embeds"][0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["name"] != "Evidence"));
     }
 
     #[test]

@@ -161,6 +161,15 @@ pub fn card_blocks(card: &IncidentCard) -> Vec<Value> {
     if let Some(r) = &card.recurrence {
         blocks.push(json!({ "type": "section", "text": mrkdwn(format!("*Recurrence*\n{}", escape_within(r, MAX_SECTION_TEXT - 20)), MAX_SECTION_TEXT) }));
     }
+    if let Some(c) = &card.chart {
+        // The query comes from the alert: escaped, and no backticks to break out of the code.
+        let query = escape(&truncate_chars(&c.query, 300)).replace('`', "'");
+        let line = format!(
+            "*Metric* `{query}`\n{}",
+            c.line(crate::domain::chart::show_value)
+        );
+        blocks.push(json!({ "type": "section", "text": mrkdwn(line, MAX_SECTION_TEXT) }));
+    }
     let links: Vec<String> = card
         .links
         .iter()
@@ -418,6 +427,10 @@ pub fn report_messages(r: &Report, key: &str) -> Vec<ReportMessage> {
     };
     pieces.push(text_piece(format!("*Root cause*\n{rc}")));
     let item = |s: String| escape_within(&s, REPORT_ITEM_CHARS);
+    if !r.evidence.is_empty() {
+        let lines: Vec<String> = r.evidence.iter().map(|e| item(format!("• {e}"))).collect();
+        pieces.extend(list_pieces("Evidence", "evidence", &lines, ""));
+    }
     let actions: Vec<String> = r.actions.iter().map(|a| item(a.chat_line("*"))).collect();
     pieces.extend(list_pieces("Actions taken", "actions", &actions, "None."));
     let followups: Vec<String> = r.followups.iter().map(|f| item(f.chat_line())).collect();
@@ -664,6 +677,38 @@ mod tests {
     }
 
     #[test]
+    fn the_metric_shows_as_a_sparkline_with_its_current_value_and_threshold() {
+        let mut c = card();
+        c.chart = Some(crate::domain::chart::Chart {
+            query: "errors{a=\"<!channel>\"} `x`".into(),
+            points: (0..8).map(|i| (60.0 * i as f64, i as f64)).collect(),
+            threshold: Some(3.0),
+            series: 3,
+        });
+        let blocks = card_blocks(&c);
+        check_limits(&blocks);
+        let metric = mrkdwn_of(&blocks)
+            .into_iter()
+            .find(|t| t.starts_with("*Metric*"))
+            .expect("a metric section");
+        let spark = format!(
+            "▁{}▂{}▃{}▄{}▅{}▆{}▇{}█",
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(4),
+            " ".repeat(3),
+            " ".repeat(3),
+            " ".repeat(3)
+        );
+        assert_eq!(
+            metric,
+            format!("*Metric* `errors{{a=\"&lt;!channel&gt;\"}} 'x'`\n{spark} now 7 · threshold 3 · 30 min · highest of 3 series")
+        );
+        assert_mrkdwn_well_formed(&metric);
+    }
+
+    #[test]
     fn huge_cards_stay_within_block_kit_limits() {
         let mut c = card();
         c.title = "T".repeat(1000);
@@ -717,6 +762,29 @@ mod tests {
             .map(|m| serde_json::to_string(&m.blocks).unwrap())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn the_evidence_is_listed_after_the_root_cause() {
+        let mut r = crate::domain::report::samples::small();
+        r.evidence = vec![
+            "CPU = 0.4 at 12:03 UTC".into(),
+            "<!channel> = 37 at 12:03 UTC, conclusive".into(),
+        ];
+        let messages = report_messages(&r, "k");
+        check_limits(&messages[0].blocks);
+        let all = all_text(&messages);
+        assert!(
+            all.contains("*Evidence*\\n• CPU = 0.4 at 12:03 UTC\\n• &lt;!channel&gt; = 37 at 12:03 UTC, conclusive"),
+            "{all}"
+        );
+        let rc = all.find("*Root cause*").unwrap();
+        assert!(rc < all.find("*Evidence*").unwrap());
+        assert!(!all_text(&report_messages(
+            &crate::domain::report::samples::small(),
+            "k"
+        ))
+        .contains("*Evidence*"));
     }
 
     #[test]

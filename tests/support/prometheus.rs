@@ -1,0 +1,191 @@
+//! A real Prometheus for tests: the `prometheus` binary (Debian's package) started on loopback
+//! with a temporary config and storage, scraping every second a tiny target the test serves and
+//! whose metric values the test scripts.
+//!
+//! Without the binary the tests that need it skip with a note, except in CI (`CI` set), where
+//! they fail: a CI run must never pass by skipping.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::get;
+
+/// The scrape target: `GET /metrics` answers the scripted series in the text format.
+pub struct Target {
+    pub addr: std::net::SocketAddr,
+    series: Arc<Mutex<BTreeMap<String, f64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Target {
+    pub async fn start() -> Target {
+        let series: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
+        let s = series.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            get(move || {
+                let s = s.clone();
+                async move {
+                    let mut body = String::new();
+                    for (name, v) in s.lock().unwrap().iter() {
+                        body.push_str(&format!("{name} {v}\n"));
+                    }
+                    ([("content-type", "text/plain; version=0.0.4")], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Target { addr, series, task }
+    }
+
+    /// Sets one series, written as in the exposition format: `errors_ratio{service="api"}`.
+    pub fn set(&self, series: &str, value: f64) {
+        self.series
+            .lock()
+            .unwrap()
+            .insert(series.to_string(), value);
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A running Prometheus; killed when dropped.
+pub struct PromServer {
+    pub url: String,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+/// The binary, or `None` (with a note) when it is missing outside CI; in CI a missing binary
+/// fails the test.
+pub fn binary() -> Option<String> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("prometheus"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => Some(p.to_string_lossy().into_owned()),
+        None if std::env::var_os("CI").is_some() => {
+            panic!(
+                "prometheus is not installed (apt-get install prometheus); CI must run these tests"
+            )
+        }
+        None => {
+            eprintln!("note: prometheus is not installed; skipping this test (apt-get install prometheus)");
+            None
+        }
+    }
+}
+
+impl PromServer {
+    /// Starts Prometheus scraping `target` every second and waits (bounded) until it is ready.
+    pub async fn start(target: &Target) -> Option<PromServer> {
+        let bin = binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: scripted\n    static_configs:\n      - targets: ['{}']\n",
+                target.addr
+            ),
+        )
+        .unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = tokio::process::Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting prometheus");
+        let server = PromServer {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+            http: reqwest::Client::new(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = server.http.get(server.url("/-/ready")).send().await {
+                if r.status() == 200 {
+                    return Some(server);
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prometheus did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// The values of an instant query now (one per series).
+    pub async fn values(&self, query: &str) -> Vec<f64> {
+        let v: serde_json::Value = self
+            .http
+            .get(self.url("/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "success", "{query}: {v}");
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["value"][1].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// Waits (bounded) until `query` answers exactly `want`: the scripted values were scraped.
+    pub async fn wait_values(&self, query: &str, want: &[f64]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.values(query).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{query} answers {got:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for PromServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
