@@ -15,7 +15,7 @@ use crate::chat::discord::DiscordSurface;
 use crate::chat::service::ChatService;
 use crate::chat::slack::SlackSurface;
 use crate::chat::Surface;
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::domain::incident::Incident;
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::engine::dispatch::run_dispatcher;
@@ -25,6 +25,7 @@ use crate::engine::Input;
 use crate::http::{router, AppState};
 use crate::ports::{ChatPort, Clock, ExecOutcome, Executor, Store, SystemClock};
 use crate::remediate::{self, RetryPolicy};
+use crate::store::pg::PgStore;
 use crate::store::SledStore;
 
 /// What the app runs against; tests swap the clock and the chat sinks.
@@ -189,14 +190,26 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let store: Arc<dyn Store> = match deps.store.clone() {
         Some(store) => store,
-        None => {
-            let (path, cache_mb) = (cfg.store.path.clone(), cfg.store.cache_mb);
-            Arc::new(
-                tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, cache_mb))
+        None => match &cfg.store.backend {
+            StoreBackend::Sled => {
+                let (path, cache_mb) = (cfg.store.path.clone(), cfg.store.cache_mb);
+                Arc::new(
+                    tokio::task::spawn_blocking(move || {
+                        SledStore::open_with_cache(&path, cache_mb)
+                    })
                     .await?
                     .context("opening the store")?,
-            )
-        }
+                )
+            }
+            StoreBackend::Postgres { url } => {
+                let url = url.expose().to_owned();
+                Arc::new(
+                    tokio::task::spawn_blocking(move || PgStore::open(&url, None))
+                        .await?
+                        .context("opening the PostgreSQL store")?,
+                )
+            }
+        },
     };
     let now = deps.clock.now();
     let s = store.clone();
