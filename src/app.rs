@@ -222,14 +222,14 @@ pub async fn run(
     ports.extend(deps.sinks.iter().cloned());
     let sink_names = ports.iter().map(|p| p.name().to_string()).collect();
     let metrics = deps.outbox.metrics.clone();
-    let (engine, notes, writer) = Engine::start_with(
-        store.clone(),
-        cfg.clone(),
-        deps.clock.clone(),
-        sink_names,
-        metrics,
-        Folding::default(),
-    )?;
+    // Start-up reads the store: on a blocking thread, like every store call.
+    let (engine, notes, writer) = {
+        let (store, cfg, clock) = (store.clone(), cfg.clone(), deps.clock.clone());
+        tokio::task::spawn_blocking(move || {
+            Engine::start_with(store, cfg, clock, sink_names, metrics, Folding::default())
+        })
+        .await??
+    };
     // The timers are the ones the engine read (once) to re-arm them.
     info!(
         incidents = recovery.incidents,

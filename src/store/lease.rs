@@ -19,7 +19,8 @@ fn pg(e: postgres::Error) -> StoreError {
     StoreError::Storage(format!("PostgreSQL: {e}"))
 }
 
-/// One replica's handle on the lease row (its own connection).
+/// One replica's handle on the lease row (its own connection). Blocking: use it from a thread
+/// of its own (or a blocking one).
 pub struct Lease {
     client: Client,
     url: String,

@@ -38,8 +38,42 @@ const POOL_IDLE: usize = 8;
 
 /// A connection and the statements prepared on it.
 struct Conn {
-    client: Client,
+    /// Always `Some` until dropped.
+    client: Option<Client>,
     stmts: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn new(client: Client) -> Conn {
+        Conn {
+            client: Some(client),
+            stmts: HashMap::new(),
+        }
+    }
+
+    fn parts(&mut self) -> (&mut Client, &mut HashMap<&'static str, Statement>) {
+        (
+            self.client.as_mut().expect("a connection until dropped"),
+            &mut self.stmts,
+        )
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(|c| c.is_closed())
+    }
+}
+
+impl Drop for Conn {
+    /// The client's drop blocks on its own runtime to close the connection, which panics on an
+    /// async thread (where the last `Arc` of a store may well be dropped): close it on a
+    /// thread of its own.
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = std::thread::Builder::new()
+                .name("incidentd-pg-close".into())
+                .spawn(move || drop(c));
+        }
+    }
 }
 
 /// Prepares `sql` once per connection.
@@ -145,10 +179,7 @@ impl PgStore {
             .get(0);
         let s = PgStore {
             url: url.to_owned(),
-            idle: Mutex::new(vec![Conn {
-                client,
-                stmts: HashMap::new(),
-            }]),
+            idle: Mutex::new(vec![Conn::new(client)]),
             term,
             deposed: tokio::sync::watch::channel(false).0,
             outbox_len: AtomicUsize::new(n as usize),
@@ -170,14 +201,11 @@ impl PgStore {
     fn with<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, Refused>) -> Result<T, StoreError> {
         let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut conn = match conn {
-            Some(c) if !c.client.is_closed() => c,
-            _ => Conn {
-                client: connect(&self.url)?,
-                stmts: HashMap::new(),
-            },
+            Some(c) if !c.is_closed() => c,
+            _ => Conn::new(connect(&self.url)?),
         };
         let r = f(&mut conn);
-        if !conn.client.is_closed() {
+        if !conn.is_closed() {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < POOL_IDLE {
                 idle.push(conn);
@@ -205,15 +233,16 @@ impl PgStore {
         f: impl FnOnce(Vec<postgres::Row>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let rows = self.with(|c| {
-            let st = match c.stmts.get(sql) {
+            let (client, stmts) = c.parts();
+            let st = match stmts.get(sql) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = c.client.prepare(sql)?;
-                    c.stmts.insert(sql, s.clone());
+                    let s = client.prepare(sql)?;
+                    stmts.insert(sql, s.clone());
                     s
                 }
             };
-            Ok(c.client.query(&st, params)?)
+            Ok(client.query(&st, params)?)
         })?;
         f(rows)
     }
@@ -227,11 +256,12 @@ impl PgStore {
         ) -> Result<T, Refused>,
     ) -> Result<T, StoreError> {
         self.with(|c| {
-            let mut tx = c.client.transaction()?;
+            let (client, stmts) = c.parts();
+            let mut tx = client.transaction()?;
             if let Some(term) = self.term {
                 let st = stmt(
                     &mut tx,
-                    &mut c.stmts,
+                    stmts,
                     "SELECT term FROM lease WHERE id = 1 FOR KEY SHARE",
                 )?;
                 let now: i64 = tx.query_opt(&st, &[])?.map(|r| r.get(0)).unwrap_or(0);
@@ -239,7 +269,7 @@ impl PgStore {
                     return Err(Refused::Fenced(now));
                 }
             }
-            let v = f(&mut tx, &mut c.stmts)?;
+            let v = f(&mut tx, stmts)?;
             tx.commit()?;
             Ok(v)
         })
