@@ -28,7 +28,10 @@ use crate::remediate::{self, RetryPolicy};
 use crate::store::pg::PgStore;
 use crate::store::SledStore;
 
+mod replica;
+
 /// What the app runs against; tests swap the clock and the chat sinks.
+#[derive(Clone)]
 pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// Chat platforms (outbound port + inbound connections).
@@ -180,14 +183,33 @@ const STOP_HTTP_MAX: Duration = Duration::from_secs(5);
 const STOP_FLUSH_MAX: Duration = Duration::from_secs(3);
 
 /// Runs until `shutdown` resolves, then stops accepting, finishes what was accepted, and
-/// flushes the store.
+/// flushes the store. With `[store] backend = "postgres"` (and no store injected), runs as one
+/// of N replicas: a standby until it takes the lease, then the leader (docs/replicas.md).
 pub async fn run(
     cfg: Config,
     listener: TcpListener,
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let cfg = Arc::new(cfg);
+    if let (None, StoreBackend::Postgres { url }) = (&deps.store, &cfg.store.backend) {
+        let url = url.expose().to_owned();
+        return replica::run(Arc::new(cfg), listener, deps, url, shutdown).await;
+    }
+    run_node(Arc::new(cfg), listener, deps, None, shutdown).await
+}
+
+/// The leader's view of its lease, when running as a replica: chat delivery and action launches
+/// check it (the database fences commits; these are not commits).
+type Leading = Option<Arc<crate::store::lease::Leadership>>;
+
+/// The app on one store: intake, writer, workers, surfaces, until `shutdown`.
+async fn run_node(
+    cfg: Arc<Config>,
+    listener: TcpListener,
+    deps: Deps,
+    leading: Leading,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match deps.store.clone() {
         Some(store) => store,
         None => match &cfg.store.backend {
@@ -220,6 +242,14 @@ pub async fn run(
 
     let mut ports: Vec<Arc<dyn ChatPort>> = deps.surfaces.iter().map(|s| s.port()).collect();
     ports.extend(deps.sinks.iter().cloned());
+    let mut executor = deps.executor.clone();
+    if let Some(l) = &leading {
+        ports = ports
+            .into_iter()
+            .map(|p| Arc::new(replica::FencedPort::new(p, l.clone())) as Arc<dyn ChatPort>)
+            .collect();
+        executor = Arc::new(replica::FencedExecutor::new(executor, l.clone()));
+    }
     let sink_names = ports.iter().map(|p| p.name().to_string()).collect();
     let metrics = deps.outbox.metrics.clone();
     // Start-up reads the store: on a blocking thread, like every store call.
@@ -264,7 +294,7 @@ pub async fn run(
         engine.clone(),
         store.clone(),
         cfg.clone(),
-        deps.executor.clone(),
+        executor.clone(),
         queued,
         notes.executions,
         stop_rx.clone(),
@@ -296,7 +326,7 @@ pub async fn run(
             engine.clone(),
             store.clone(),
             cfg.clone(),
-            deps.executor.clone(),
+            executor.clone(),
             surface.platform(),
             surface.port().name(),
             surface.alert_channels(),

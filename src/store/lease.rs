@@ -22,10 +22,23 @@ fn pg(e: postgres::Error) -> StoreError {
 /// One replica's handle on the lease row (its own connection). Blocking: use it from a thread
 /// of its own (or a blocking one).
 pub struct Lease {
-    client: Client,
+    /// Always `Some` until dropped.
+    client: Option<Client>,
     url: String,
     holder: String,
     validity: Duration,
+}
+
+impl Drop for Lease {
+    /// A client's drop blocks on its own runtime, which panics on an async thread (where a
+    /// leader's renewal task may be aborted): close it on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = std::thread::Builder::new()
+                .name("incidentd-pg-close".into())
+                .spawn(move || drop(c));
+        }
+    }
 }
 
 /// Who holds the lease now.
@@ -43,7 +56,7 @@ impl Lease {
         let mut client = super::pg::connect(url)?;
         super::pg::schema::migrate(&mut client)?;
         Ok(Lease {
-            client,
+            client: Some(client),
             url: url.to_owned(),
             holder: holder.to_owned(),
             validity,
@@ -59,10 +72,10 @@ impl Lease {
     }
 
     fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.is_closed() {
-            self.client = super::pg::connect(&self.url)?;
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(super::pg::connect(&self.url)?);
         }
-        Ok(&mut self.client)
+        Ok(self.client.as_mut().expect("just connected"))
     }
 
     fn millis(&self) -> f64 {
@@ -77,6 +90,10 @@ impl Lease {
         let holder = self.holder.clone();
         let c = self.client()?;
         let mut tx = c.transaction().map_err(pg)?;
+        // Bounded: the old leader's transactions in flight end within its session's idle
+        // timeout (see `pg::connect`); never wait longer than that and a bit.
+        tx.batch_execute("SET LOCAL lock_timeout = '5s'")
+            .map_err(pg)?;
         let row = tx
             .query_one(
                 "SELECT holder, expires_at < clock_timestamp() FROM lease WHERE id = 1 FOR UPDATE",

@@ -102,10 +102,15 @@ pub fn connect(url: &str) -> Result<Client, StoreError> {
     let mut client = cfg
         .connect(postgres::NoTls)
         .map_err(|e| StoreError::Storage(format!("cannot connect to PostgreSQL: {e}")))?;
-    // The durability the contract promises, whatever the server's default; and no statement
-    // may hang a writer for ever.
+    // The durability the contract promises, whatever the server's default; no statement may
+    // hang a writer for ever; and a process paused inside a transaction (SIGSTOP, a frozen VM)
+    // loses its session after 2 s, releasing its hold on the lease row, so a take-over is not
+    // blocked by a leader that cannot commit anyway.
     client
-        .batch_execute("SET synchronous_commit = on; SET statement_timeout = '30s'")
+        .batch_execute(
+            "SET synchronous_commit = on; SET statement_timeout = '30s'; \
+             SET idle_in_transaction_session_timeout = '2s'",
+        )
         .map_err(pg)?;
     Ok(client)
 }
