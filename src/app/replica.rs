@@ -338,3 +338,88 @@ impl Executor for FencedExecutor {
         self.inner.verify(incident, action, spec).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::recording::RecordingPort;
+    use crate::domain::incident::IncidentId;
+    use crate::ports::Delivery;
+
+    fn msg(body: &Delivery) -> OutboundMessage<'_> {
+        OutboundMessage {
+            key: "incidentd:test:1".into(),
+            incident: IncidentId(1),
+            thread: None,
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_lease_lapsed_posts_nothing() {
+        let port = Arc::new(RecordingPort::new("test"));
+        let leadership = Arc::new(Leadership::new(Instant::now(), Duration::from_secs(5)));
+        let fenced = FencedPort::new(port.clone(), leadership.clone());
+        assert_eq!(fenced.name(), "test");
+        let note = Delivery::Note {
+            text: "hi".into(),
+            mentions: vec![],
+        };
+        fenced.deliver(msg(&note)).await.unwrap();
+        assert_eq!(port.attempts(), 1);
+        leadership.lost();
+        let e = fenced.deliver(msg(&note)).await.unwrap_err();
+        // Transient: the entry stays queued for the new leader, under the same key.
+        assert!(matches!(e, ChatError::Transient(_)), "{e:?}");
+        assert_eq!(port.attempts(), 1, "nothing reached the platform");
+    }
+
+    /// Counts runs.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Executor for Counting {
+        fn plan(&self, _: &Incident, _: &ActionSpec) -> Result<String, String> {
+            Ok("plan".into())
+        }
+        async fn run(&self, _: &Incident, _: &ActionSpec) -> ExecOutcome {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ExecOutcome {
+                success: true,
+                summary: "ran".into(),
+            }
+        }
+        async fn verify(&self, _: &Incident, _: &ActionSpec, _: &VerifySpec) -> ExecOutcome {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ExecOutcome {
+                success: true,
+                summary: "verified".into(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_lease_lapsed_launches_nothing() {
+        let inner = Arc::new(Counting(Default::default()));
+        let leadership = Arc::new(Leadership::new(Instant::now(), Duration::from_secs(5)));
+        let ex = FencedExecutor::new(inner.clone(), leadership.clone());
+        let inc: Incident = serde_json::from_value(serde_json::json!({
+            "id": 1, "fingerprint": "f", "title": "t", "source": "generic", "severity": "P2",
+            "kind": "unclassified", "status": "open", "alert_status": "firing", "labels": {},
+            "annotations": {}, "links": [], "opened_at": chrono::Utc::now(),
+            "last_seen_at": chrono::Utc::now(), "alert_count": 1, "timeline_len": 0
+        }))
+        .unwrap();
+        let action: ActionSpec = serde_json::from_value(serde_json::json!({
+            "id": "a", "title": "A", "run": { "type": "command", "argv": ["/bin/true"] }
+        }))
+        .unwrap();
+        assert!(ex.run(&inc, &action).await.success);
+        leadership.lost();
+        let out = ex.run(&inc, &action).await;
+        assert!(!out.success);
+        assert!(out.summary.contains("lease lapsed"), "{}", out.summary);
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(ex.plan(&inc, &action).unwrap(), "plan");
+    }
+}
