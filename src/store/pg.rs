@@ -1,7 +1,11 @@
 //! The PostgreSQL implementation of [`Store`], for replicas sharing one database
 //! (docs/replicas.md). Same contract as the sled store: one group commit is one transaction,
-//! durable when `COMMIT` returns (`synchronous_commit = on` on every connection), so `flush`
-//! has nothing left to do.
+//! applied by `commit` and made durable by `flush`, which the writer's syncer calls before
+//! anyone is answered. As with sled the two overlap: `commit` returns without waiting for the
+//! WAL flush (`synchronous_commit = off` on the pool's connections), so the writer prepares the
+//! next group while `flush` (a one-row transaction committed with `synchronous_commit = on`,
+//! which returns once the WAL is flushed past every earlier commit) makes the previous one
+//! durable. Nothing is acknowledged before that flush.
 //!
 //! Values are the serde_json documents the sled store writes, in `text` columns; keys are real
 //! columns (`COLLATE "C"` where sled orders by bytes, so both list in the same order).
@@ -115,6 +119,17 @@ pub fn connect(url: &str) -> Result<Client, StoreError> {
     Ok(client)
 }
 
+/// A connection of the store's pool: pipelined, its transactions commit without waiting for the
+/// WAL flush (`synchronous_commit = off`), and [`Store::flush`] waits for it.
+fn store_conn(url: &str, pipelined: bool) -> Result<Client, StoreError> {
+    let mut c = connect(url)?;
+    if pipelined {
+        c.batch_execute("SET synchronous_commit = off")
+            .map_err(pg)?;
+    }
+    Ok(c)
+}
+
 fn pg(e: postgres::Error) -> StoreError {
     StoreError::Storage(format!("PostgreSQL: {e}"))
 }
@@ -169,6 +184,8 @@ pub struct PgStore {
     outbox_len: AtomicUsize,
     /// The block of outbox sequence numbers reserved: (next, end).
     seq: Mutex<(u64, u64)>,
+    /// Transactions commit asynchronously and `flush` makes them durable (see the module doc).
+    pipelined: bool,
 }
 
 impl PgStore {
@@ -176,7 +193,15 @@ impl PgStore {
     /// the outbox. `term`: the leader term every write must still hold (`None`: no fencing, for
     /// the `store` commands and single-process use).
     pub fn open(url: &str, term: Option<i64>) -> Result<PgStore, StoreError> {
-        let mut client = connect(url)?;
+        Self::open_with(url, term, true)
+    }
+
+    /// As [`PgStore::open`]; `pipelined` false commits every transaction with
+    /// `synchronous_commit = on` (each `COMMIT` waits for its WAL flush, and `flush` has nothing
+    /// to do) instead of committing asynchronously and making them durable at `flush` (for
+    /// measurements: BENCHMARKS.md).
+    pub fn open_with(url: &str, term: Option<i64>, pipelined: bool) -> Result<PgStore, StoreError> {
+        let mut client = store_conn(url, pipelined)?;
         schema::migrate(&mut client)?;
         let n: i64 = client
             .query_one("SELECT count(*) FROM outbox", &[])
@@ -189,6 +214,7 @@ impl PgStore {
             deposed: tokio::sync::watch::channel(false).0,
             outbox_len: AtomicUsize::new(n as usize),
             seq: Mutex::new((0, 0)),
+            pipelined,
         };
         Ok(s)
     }
@@ -207,7 +233,7 @@ impl PgStore {
         let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut conn = match conn {
             Some(c) if !c.is_closed() => c,
-            _ => Conn::new(connect(&self.url)?),
+            _ => Conn::new(store_conn(&self.url, self.pipelined)?),
         };
         let r = f(&mut conn);
         if !conn.is_closed() {
@@ -586,8 +612,26 @@ impl Store for PgStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        // `COMMIT` returned after the WAL was flushed (synchronous_commit = on): nothing left.
-        Ok(())
+        if !self.pipelined {
+            // `COMMIT` returned after the WAL was flushed (synchronous_commit = on).
+            return Ok(());
+        }
+        // A barrier: a transaction that writes one WAL record and commits with
+        // synchronous_commit on returns once the WAL is flushed up to its commit record, so
+        // every transaction committed before it is durable too (the WAL is one sequence).
+        self.with(|c| {
+            let (client, stmts) = c.parts();
+            let mut tx = client.transaction()?;
+            let st = stmt(
+                &mut tx,
+                stmts,
+                "UPDATE meta SET value = value WHERE key = 'schema_version'",
+            )?;
+            tx.batch_execute("SET LOCAL synchronous_commit = on")?;
+            tx.execute(&st, &[])?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn outbox_pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
