@@ -20,6 +20,8 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// The server's options (`pg_ctl -o`).
+    opts: String,
 }
 
 static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
@@ -83,6 +85,11 @@ impl Cluster {
     /// Initializes and starts a cluster in a new temporary directory. `fsync` off makes tests
     /// faster; benchmarks keep it on (the durability they measure).
     pub fn start(fsync: bool) -> Result<Cluster, String> {
+        Self::start_with(fsync, "")
+    }
+
+    /// As [`Cluster::start`], with more server options (`-c name=value …`).
+    pub fn start_with(fsync: bool, extra: &str) -> Result<Cluster, String> {
         let bin = find_bin().ok_or("PostgreSQL (initdb, pg_ctl) is not installed")?;
         let as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -105,11 +112,17 @@ impl Cluster {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
+        let opts = format!(
+            "-p {port} -h 127.0.0.1 -k {} -c fsync={} -c max_connections=200 -c shared_buffers=64MB {extra}",
+            dir.display(),
+            if fsync { "on" } else { "off" }
+        );
         let c = Cluster {
             bin,
             dir,
             port,
             as_postgres,
+            opts,
         };
         let data = c.data();
         let data = data.to_str().ok_or("temp dir is not UTF-8")?;
@@ -128,28 +141,45 @@ impl Cluster {
                 "--no-sync",
             ],
         )?;
-        let opts = format!(
-            "-p {port} -h 127.0.0.1 -k {} -c fsync={} -c max_connections=200 -c shared_buffers=64MB",
-            c.dir.display(),
-            if fsync { "on" } else { "off" }
-        );
-        let log = c.dir.join("log");
-        c.run(
+        c.start_server()?;
+        Ok(c)
+    }
+
+    fn start_server(&self) -> Result<(), String> {
+        let data = self.data();
+        let log = self.dir.join("log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                data,
+                &data.to_string_lossy(),
                 "-o",
-                &opts,
+                &self.opts,
                 "-l",
-                log.to_str().unwrap_or("/dev/null"),
+                &log.to_string_lossy(),
                 "-w",
                 "-t",
                 "60",
                 "start",
             ],
+        )
+    }
+
+    /// Stops the server as a crash does (`-m immediate`: no checkpoint, shared memory lost; the
+    /// next start replays the WAL), then starts it again.
+    pub fn crash_and_restart(&self) -> Result<(), String> {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         )?;
-        Ok(c)
+        self.start_server()
     }
 
     fn data(&self) -> PathBuf {

@@ -188,3 +188,34 @@ fn outbox_sequence_numbers_grow_across_stores_and_an_import_floor() {
     b.ensure_next_seq(1_000_000).unwrap();
     assert!(b.next_seq().unwrap() >= 1_000_000);
 }
+
+#[test]
+fn what_flush_made_durable_survives_a_server_crash() {
+    // A cluster of its own, with fsync on and a WAL writer that would not write the WAL for
+    // 10 s: an asynchronously committed transaction is then only in shared memory, lost by an
+    // immediate stop, unless `flush` forced the WAL out.
+    let Some(_) = crate::store::pgtest::cluster() else {
+        return;
+    };
+    let c = crate::store::pgtest::Cluster::start_with(true, "-c wal_writer_delay=10s")
+        .expect("a cluster of its own");
+    let url = c.create_database("crash").unwrap();
+    let s = PgStore::open(&url, None).unwrap();
+    s.commit(&WriteSet {
+        incidents: vec![note_incident(1)],
+        next_id: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    drop(s);
+    c.crash_and_restart().unwrap();
+    let s = PgStore::open(&url, None).unwrap();
+    let found = (
+        s.next_incident_id().unwrap(),
+        s.get_incident(IncidentId(1)).unwrap().is_some(),
+    );
+    drop(s);
+    c.stop();
+    assert_eq!(found, (2, true), "acknowledged after flush, then lost");
+}
