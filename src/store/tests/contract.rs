@@ -57,6 +57,8 @@ macro_rules! contract {
 }
 
 contract!(
+    listing_filters_limits_and_reads_every_incident_in_order,
+    chat_cursors_and_sequence_numbers_survive_a_reopen,
     commit_is_atomic_across_trees_and_survives_reopen,
     outbox_completion_records_threads_and_dead_letters_are_kept,
     a_thread_that_is_its_own_channel_is_found_by_that_channel,
@@ -326,4 +328,90 @@ fn the_quiet_period_timer_is_stored_under_a_stable_name_and_survives_a_reopen(b:
         s.timers().unwrap(),
         [timer(5, TimerKind::AckDeadline, 1), clear]
     );
+}
+
+fn listing_filters_limits_and_reads_every_incident_in_order(b: &dyn Backend) {
+    let s = b.open();
+    let mut incidents: Vec<Incident> = (1..=1203).map(|n| incident(n, &format!("fp{n}"))).collect();
+    for i in incidents.iter_mut().filter(|i| i.id.0 % 3 == 0) {
+        i.status = Status::Resolved;
+    }
+    s.commit(&WriteSet {
+        incidents,
+        next_id: Some(1204),
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    let ids = |f: IncidentFilter| -> Vec<u64> {
+        s.list_incidents(&f)
+            .unwrap()
+            .iter()
+            .map(|i| i.id.0)
+            .collect()
+    };
+    assert_eq!(ids(IncidentFilter::default()).len(), 1203, "every page");
+    assert_eq!(
+        ids(IncidentFilter {
+            limit: 3,
+            ..Default::default()
+        }),
+        [1203, 1202, 1201],
+        "newest first"
+    );
+    assert_eq!(
+        ids(IncidentFilter {
+            active: Some(false),
+            limit: 2,
+            ..Default::default()
+        }),
+        [1203, 1200]
+    );
+    assert_eq!(
+        ids(IncidentFilter {
+            active: Some(true),
+            ..Default::default()
+        })
+        .len(),
+        802
+    );
+    let mut seen = Vec::new();
+    s.for_each_incident(&mut |i| {
+        seen.push(i.id.0);
+        seen.len() < 600
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 600, "stops when told");
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 600, "no incident twice");
+    assert_eq!(s.next_incident_id().unwrap(), 1204);
+}
+
+fn chat_cursors_and_sequence_numbers_survive_a_reopen(b: &dyn Backend) {
+    let last = {
+        let s = b.open();
+        assert_eq!(s.chat_cursor("slack:C1").unwrap(), None);
+        s.set_chat_cursor("slack:C1", "1700000000.000100").unwrap();
+        s.set_chat_cursor("slack:C1", "1700000000.000200").unwrap();
+        s.set_chat_cursor("discord:9", "42").unwrap();
+        let a = s.next_seq().unwrap();
+        let b2 = s.next_seq().unwrap();
+        assert!(b2 > a, "increasing");
+        s.commit(&WriteSet {
+            outbox: vec![entry(b2, "slack", 1)],
+            ..Default::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+        b2
+    };
+    let s = b.open();
+    assert_eq!(
+        s.chat_cursor("slack:C1").unwrap().as_deref(),
+        Some("1700000000.000200")
+    );
+    assert_eq!(s.chat_cursor("discord:9").unwrap().as_deref(), Some("42"));
+    // A restarted store never gives a sequence number out again (idempotency keys).
+    assert!(s.next_seq().unwrap() > last);
 }
