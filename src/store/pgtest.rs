@@ -92,6 +92,7 @@ impl Cluster {
     pub fn start_with(fsync: bool, extra: &str) -> Result<Cluster, String> {
         let bin = find_bin().ok_or("PostgreSQL (initdb, pg_ctl) is not installed")?;
         let as_postgres = is_root();
+        sweep_stale(&bin, as_postgres);
         let dir = std::env::temp_dir().join(format!(
             "incidentd-pg-{}-{}",
             std::process::id(),
@@ -222,6 +223,35 @@ impl Cluster {
             ],
         );
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Stops and removes the clusters of processes that are gone (a test binary that aborted cannot
+/// stop its own at exit).
+fn sweep_stale(bin: &Path, as_postgres: bool) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("incidentd-pg-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let c = Cluster {
+            bin: bin.to_path_buf(),
+            dir: e.path(),
+            port: 0,
+            as_postgres,
+            opts: String::new(),
+        };
+        c.stop();
     }
 }
 
