@@ -14,7 +14,15 @@
 //! - `dedup`: 100 000 alerts over exactly 100 fingerprints, 100 per request, 8 senders; then
 //!   `GET /api/v1/incidents?status=all&limit=1000` must show exactly 100 incidents of this run;
 //! - `sled-baseline`: raw sled in a temp dir with the batched shape and the same durability:
-//!   per "request" 100 inserts of 1 KiB (`--sled-value-bytes`) and one `flush`, from 8 threads.
+//!   per "request" 100 inserts of 1 KiB (`--sled-value-bytes`) and one `flush`, from 8 threads;
+//! - `pg-baseline`: raw PostgreSQL with the batched shape and the same durability as the
+//!   PostgreSQL store: per "request" one transaction inserting 100 rows of 1 KiB
+//!   (`--sled-value-bytes`) with one multi-row `INSERT … SELECT FROM UNNEST`, committed with
+//!   `synchronous_commit = on`, from 8 connections.
+//!
+//! `--store postgres` runs the app on the PostgreSQL store instead of sled: a throw-away
+//! cluster (Debian's `initdb`/`pg_ctl`, `fsync = on`) on loopback, a fresh database per
+//! scenario, stopped at the end.
 //!
 //! For each it prints alerts, requests, errors, seconds, alerts/s, requests/s and per-request
 //! latency percentiles, then the ratio of incidentd's batched throughput to the sled baseline
@@ -77,6 +85,14 @@ enum Scenario {
     Batched,
     Dedup,
     SledBaseline,
+    PgBaseline,
+}
+
+/// The store the in-process app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    Sled,
+    Postgres,
 }
 
 #[derive(Debug, Parser)]
@@ -130,6 +146,9 @@ struct Args {
     /// `incidentd` binary does (to measure what that costs).
     #[arg(long)]
     keep_huge_pages: bool,
+    /// The in-process app's store (ignored with `--url`).
+    #[arg(long, value_enum, default_value = "sled")]
+    store: StoreKind,
     /// Hard cap per scenario: no new request starts after this many seconds.
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
@@ -607,7 +626,7 @@ struct LocalApp {
 }
 
 impl LocalApp {
-    async fn start(chat: Chat) -> anyhow::Result<LocalApp> {
+    async fn start(chat: Chat, pg: Option<String>) -> anyhow::Result<LocalApp> {
         let dir = tempfile::Builder::new()
             .prefix("incidentd-load")
             .tempdir()?;
@@ -632,6 +651,13 @@ impl LocalApp {
                 None
             }
         };
+        if let Some(url) = pg {
+            let store = tokio::task::spawn_blocking(move || {
+                incidentd::store::pg::PgStore::open(&url, None)
+            })
+            .await??;
+            deps.store = Some(Arc::new(store));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (shutdown, rx) = oneshot::channel::<()>();
@@ -727,12 +753,13 @@ async fn http_scenario(
     shape: &Shape,
     url: Option<&str>,
     chat: Chat,
+    pg: Option<String>,
     tag: &str,
     cap: Duration,
 ) -> Report {
     let local = match url {
         Some(_) => None,
-        None => match LocalApp::start(chat).await {
+        None => match LocalApp::start(chat, pg).await {
             Ok(app) => Some(app),
             Err(e) => {
                 let mut r = Report {
@@ -863,6 +890,108 @@ fn sled_baseline(
     report
 }
 
+/// Raw PostgreSQL with the batched shape and the PostgreSQL store's durability: per request one
+/// transaction inserting `per_request` rows of `value_bytes` (one multi-row statement) and a
+/// `COMMIT` with `synchronous_commit = on`, from `threads` connections.
+fn pg_baseline(
+    url: &str,
+    alerts: usize,
+    per_request: usize,
+    threads: usize,
+    value_bytes: usize,
+    cap: Duration,
+) -> Report {
+    let mut report = Report {
+        name: "pg-baseline".to_string(),
+        ..Report::default()
+    };
+    let setup = incidentd::store::pg::connect(url).and_then(|mut c| {
+        c.batch_execute("CREATE TABLE raw (id int8 PRIMARY KEY, body text NOT NULL)")
+            .map_err(|e| incidentd::ports::StoreError::Storage(e.to_string()))
+    });
+    if let Err(e) = setup {
+        report.error(format!("PostgreSQL: {e}"));
+        return report;
+    }
+    let requests = alerts.div_ceil(per_request);
+    let next = AtomicUsize::new(0);
+    let value = "Z".repeat(value_bytes);
+    let start = Instant::now();
+    let deadline = start + cap;
+    let per_thread: Vec<SenderStats> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut st = SenderStats::default();
+                    let mut c = match incidentd::store::pg::connect(url) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            st.errors.push(e.to_string());
+                            return st;
+                        }
+                    };
+                    let stmt = match c.prepare(
+                        "INSERT INTO raw (id, body) SELECT * FROM UNNEST($1::int8[], $2::text[])",
+                    ) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            st.errors.push(e.to_string());
+                            return st;
+                        }
+                    };
+                    while Instant::now() < deadline {
+                        let r = next.fetch_add(1, Ordering::Relaxed);
+                        if r >= requests {
+                            break;
+                        }
+                        let ids: Vec<i64> = (r * per_request..((r + 1) * per_request).min(alerts))
+                            .map(|k| k as i64)
+                            .collect();
+                        let bodies = vec![value.clone(); ids.len()];
+                        let n = ids.len();
+                        let t = Instant::now();
+                        let result = c.transaction().and_then(|mut tx| {
+                            tx.execute(&stmt, &[&ids, &bodies])?;
+                            tx.commit()
+                        });
+                        match result {
+                            Ok(()) => {
+                                st.latencies.push(t.elapsed());
+                                st.alerts += n;
+                                st.requests += 1;
+                            }
+                            Err(e) => st.errors.push(format!("request {r}: {e}")),
+                        }
+                    }
+                    st
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("pg worker"))
+            .collect()
+    });
+    report.elapsed = start.elapsed();
+    for st in per_thread {
+        report.alerts += st.alerts;
+        report.requests += st.requests;
+        report.latencies.extend(st.latencies);
+        for e in st.errors {
+            report.error(e);
+        }
+    }
+    report.latencies.sort_unstable();
+    if next.load(Ordering::Relaxed) < requests {
+        report.capped = true;
+        report.notes.push(format!("capped at {}s", cap.as_secs()));
+    }
+    report.notes.push(format!(
+        "{value_bytes} B values, synchronous_commit on, fsync on"
+    ));
+    report
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
@@ -902,11 +1031,22 @@ fn print_table(reports: &[Report]) {
             b.alerts_per_sec() / s.alerts_per_sec()
         );
     }
+    if let (Some(b), Some(s)) = (find("batched"), find("pg-baseline")) {
+        println!(
+            "\nincidentd batched / raw PostgreSQL: {:.0} / {:.0} alerts/s = {:.2}",
+            b.alerts_per_sec(),
+            s.alerts_per_sec(),
+            b.alerts_per_sec() / s.alerts_per_sec()
+        );
+    }
     println!(
         "\nTargets: >= {TARGET_ALERTS_PER_SEC:.0} alerts/s durable, p99 <= {} ms per request",
         TARGET_P99.as_millis()
     );
-    for r in reports.iter().filter(|r| r.name != "sled-baseline") {
+    for r in reports
+        .iter()
+        .filter(|r| r.name != "sled-baseline" && r.name != "pg-baseline")
+    {
         let rate = r.alerts_per_sec();
         let p99 = r.percentile(99.0);
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
@@ -958,6 +1098,29 @@ fn main() -> ExitCode {
         .as_secs();
     let tag = format!("{secs}-{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // A throw-away PostgreSQL with real durability, when the app or a baseline needs it.
+    let needs_pg = (args.store == StoreKind::Postgres && url.is_none())
+        || args.scenario.contains(&Scenario::PgBaseline);
+    let cluster = if needs_pg {
+        match incidentd::store::pgtest::Cluster::start(true) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("cannot start PostgreSQL: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let mut databases = 0;
+    let mut new_database = || -> Option<String> {
+        let c = cluster.as_ref()?;
+        databases += 1;
+        Some(
+            c.create_database(&format!("load{databases}"))
+                .expect("create a database"),
+        )
+    };
 
     let mut reports = Vec::new();
     for scenario in &args.scenario {
@@ -986,6 +1149,19 @@ fn main() -> ExitCode {
                 fingerprints: Some(args.dedup_fingerprints),
                 groups: None,
             },
+            Scenario::PgBaseline => {
+                eprintln!("running pg-baseline …");
+                let db = new_database().expect("a cluster");
+                reports.push(pg_baseline(
+                    &db,
+                    args.batched_alerts,
+                    args.batch_size,
+                    args.batched_senders,
+                    args.sled_value_bytes,
+                    cap,
+                ));
+                continue;
+            }
             Scenario::SledBaseline => {
                 eprintln!("running sled-baseline …");
                 reports.push(sled_baseline(
@@ -1002,16 +1178,31 @@ fn main() -> ExitCode {
             "running {} ({} alerts, {} per request, {} senders) …",
             shape.name, shape.alerts, shape.per_request, shape.senders
         );
-        reports.push(rt.block_on(http_scenario(&shape, url.as_deref(), args.chat, &tag, cap)));
+        let pg = match (args.store, &url) {
+            (StoreKind::Postgres, None) => new_database(),
+            _ => None,
+        };
+        reports.push(rt.block_on(http_scenario(
+            &shape,
+            url.as_deref(),
+            args.chat,
+            pg,
+            &tag,
+            cap,
+        )));
     }
     match &url {
         Some(u) => println!("target: {u}\n"),
         None => println!(
-            "target: in-process incidentd, a fresh temp store per scenario, chat sink {:?}\n",
-            args.chat
+            "target: in-process incidentd, a fresh temp store ({:?}) per scenario, chat sink {:?}\n",
+            args.store, args.chat
         ),
     }
     print_table(&reports);
+    drop(rt);
+    if let Some(c) = cluster {
+        c.stop();
+    }
     let errors: usize = reports.iter().map(|r| r.errors).sum();
     if errors > 0 {
         eprintln!("\n{errors} errors");

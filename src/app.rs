@@ -15,7 +15,7 @@ use crate::chat::discord::DiscordSurface;
 use crate::chat::service::ChatService;
 use crate::chat::slack::SlackSurface;
 use crate::chat::Surface;
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::domain::incident::Incident;
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::engine::dispatch::run_dispatcher;
@@ -26,9 +26,13 @@ use crate::http::{router, AppState};
 use crate::ports::{ChatPort, Clock, ExecOutcome, Executor, Store, SystemClock};
 use crate::remediate::prometheus::Prometheus;
 use crate::remediate::{self, RetryPolicy};
+use crate::store::pg::PgStore;
 use crate::store::SledStore;
 
+mod replica;
+
 /// What the app runs against; tests swap the clock and the chat sinks.
+#[derive(Clone)]
 pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// Chat platforms (outbound port + inbound connections).
@@ -281,24 +285,55 @@ const STOP_HTTP_MAX: Duration = Duration::from_secs(5);
 const STOP_FLUSH_MAX: Duration = Duration::from_secs(3);
 
 /// Runs until `shutdown` resolves, then stops accepting, finishes what was accepted, and
-/// flushes the store.
+/// flushes the store. With `[store] backend = "postgres"` (and no store injected), runs as one
+/// of N replicas: a standby until it takes the lease, then the leader (docs/replicas.md).
 pub async fn run(
     cfg: Config,
     listener: TcpListener,
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let cfg = Arc::new(cfg);
+    if let (None, StoreBackend::Postgres { url }) = (&deps.store, &cfg.store.backend) {
+        let url = url.expose().to_owned();
+        return replica::run(Arc::new(cfg), listener, deps, url, shutdown).await;
+    }
+    run_node(Arc::new(cfg), listener, deps, None, shutdown).await
+}
+
+/// The leader's view of its lease, when running as a replica: chat delivery and action launches
+/// check it (the database fences commits; these are not commits).
+type Leading = Option<Arc<crate::store::lease::Leadership>>;
+
+/// The app on one store: intake, writer, workers, surfaces, until `shutdown`.
+async fn run_node(
+    cfg: Arc<Config>,
+    listener: TcpListener,
+    deps: Deps,
+    leading: Leading,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match deps.store.clone() {
         Some(store) => store,
-        None => {
-            let (path, cache_mb) = (cfg.store.path.clone(), cfg.store.cache_mb);
-            Arc::new(
-                tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, cache_mb))
+        None => match &cfg.store.backend {
+            StoreBackend::Sled => {
+                let (path, cache_mb) = (cfg.store.path.clone(), cfg.store.cache_mb);
+                Arc::new(
+                    tokio::task::spawn_blocking(move || {
+                        SledStore::open_with_cache(&path, cache_mb)
+                    })
                     .await?
                     .context("opening the store")?,
-            )
-        }
+                )
+            }
+            StoreBackend::Postgres { url } => {
+                let url = url.expose().to_owned();
+                Arc::new(
+                    tokio::task::spawn_blocking(move || PgStore::open(&url, None))
+                        .await?
+                        .context("opening the PostgreSQL store")?,
+                )
+            }
+        },
     };
     let now = deps.clock.now();
     let s = store.clone();
@@ -309,16 +344,24 @@ pub async fn run(
 
     let mut ports: Vec<Arc<dyn ChatPort>> = deps.surfaces.iter().map(|s| s.port()).collect();
     ports.extend(deps.sinks.iter().cloned());
+    let mut executor = deps.executor.clone();
+    if let Some(l) = &leading {
+        ports = ports
+            .into_iter()
+            .map(|p| Arc::new(replica::FencedPort::new(p, l.clone())) as Arc<dyn ChatPort>)
+            .collect();
+        executor = Arc::new(replica::FencedExecutor::new(executor, l.clone()));
+    }
     let sink_names = ports.iter().map(|p| p.name().to_string()).collect();
     let metrics = deps.outbox.metrics.clone();
-    let (engine, notes, writer) = Engine::start_with(
-        store.clone(),
-        cfg.clone(),
-        deps.clock.clone(),
-        sink_names,
-        metrics,
-        Folding::default(),
-    )?;
+    // Start-up reads the store: on a blocking thread, like every store call.
+    let (engine, notes, writer) = {
+        let (store, cfg, clock) = (store.clone(), cfg.clone(), deps.clock.clone());
+        tokio::task::spawn_blocking(move || {
+            Engine::start_with(store, cfg, clock, sink_names, metrics, Folding::default())
+        })
+        .await??
+    };
     // The timers are the ones the engine read (once) to re-arm them.
     info!(
         incidents = recovery.incidents,
@@ -353,7 +396,7 @@ pub async fn run(
         engine.clone(),
         store.clone(),
         cfg.clone(),
-        deps.executor.clone(),
+        executor.clone(),
         queued,
         notes.executions,
         stop_rx.clone(),
@@ -396,7 +439,7 @@ pub async fn run(
             engine.clone(),
             store.clone(),
             cfg.clone(),
-            deps.executor.clone(),
+            executor.clone(),
             surface.platform(),
             surface.port().name(),
             surface.alert_channels(),

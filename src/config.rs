@@ -90,11 +90,24 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// sled (the default: one process, one disk) or PostgreSQL (replicas, docs/replicas.md).
+    pub backend: StoreBackend,
     pub path: PathBuf,
     /// Bound of sled's page cache, MiB.
     pub cache_mb: u64,
     /// The longest a request waits for its write to be durable before it fails with 503.
     pub write_timeout: std::time::Duration,
+    /// How long a leader's lease is valid without a renewal (PostgreSQL replicas).
+    pub lease: std::time::Duration,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// The embedded sled store at `[store] path`.
+    Sled,
+    /// PostgreSQL at the URL read from the variable `[store] url_env` names.
+    Postgres { url: Secret },
 }
 
 /// Optional bearer tokens, one per webhook endpoint.
@@ -779,6 +792,12 @@ impl Default for RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
+    #[serde(default = "default_backend")]
+    backend: String,
+    #[serde(default = "default_url_env")]
+    url_env: String,
+    #[serde(default = "default_lease")]
+    lease_seconds: u64,
     #[serde(default = "default_store")]
     path: PathBuf,
     #[serde(default = "default_cache_mb")]
@@ -789,6 +808,18 @@ struct RawStore {
 
 fn default_write_timeout() -> u64 {
     10
+}
+
+fn default_backend() -> String {
+    "sled".into()
+}
+
+fn default_url_env() -> String {
+    "INCIDENTD_DATABASE_URL".into()
+}
+
+fn default_lease() -> u64 {
+    5
 }
 
 fn default_cache_mb() -> u64 {
@@ -802,6 +833,9 @@ fn default_store() -> PathBuf {
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
+            backend: default_backend(),
+            url_env: default_url_env(),
+            lease_seconds: default_lease(),
             path: default_store(),
             cache_mb: default_cache_mb(),
             write_timeout_seconds: default_write_timeout(),
@@ -905,6 +939,40 @@ impl RawConfig {
         let store_path = env("INCIDENTD_STORE_PATH")
             .map(PathBuf::from)
             .unwrap_or(self.store.path);
+        let backend = match self.store.backend.as_str() {
+            "sled" => StoreBackend::Sled,
+            "postgres" => match env(&self.store.url_env) {
+                Some(url) if !url.is_empty() => StoreBackend::Postgres {
+                    url: Secret::new(url),
+                },
+                _ => {
+                    err(
+                        "store.url_env".into(),
+                        format!(
+                            "environment variable {} is not set (the PostgreSQL connection URL)",
+                            self.store.url_env
+                        ),
+                    );
+                    StoreBackend::Sled
+                }
+            },
+            other => {
+                err(
+                    "store.backend".into(),
+                    format!("{other:?} is not a store backend: give \"sled\" or \"postgres\""),
+                );
+                StoreBackend::Sled
+            }
+        };
+        if !(2..=300).contains(&self.store.lease_seconds) {
+            err(
+                "store.lease_seconds".into(),
+                format!(
+                    "{} is out of range: give 2 to 300",
+                    self.store.lease_seconds
+                ),
+            );
+        }
         if !(8..=65536).contains(&self.store.cache_mb) {
             err(
                 "store.cache_mb".into(),
@@ -1515,6 +1583,8 @@ impl RawConfig {
                 max_connections: self.server.max_connections,
             },
             store: StoreConfig {
+                backend,
+                lease: std::time::Duration::from_secs(self.store.lease_seconds),
                 path: store_path,
                 cache_mb: self.store.cache_mb,
                 write_timeout: std::time::Duration::from_secs(self.store.write_timeout_seconds),
@@ -1772,6 +1842,31 @@ title = "Plain"
         }
         let e = errors("[store]\ncache_mb = -1\n");
         assert!(e[0].starts_with("store.cache_mb"), "{e:?}");
+    }
+
+    #[test]
+    fn the_store_backend_is_sled_unless_postgres_is_asked_for_with_its_url() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert!(matches!(c.store.backend, StoreBackend::Sled));
+        assert_eq!(c.store.lease, std::time::Duration::from_secs(5));
+        let pg = "[store]\nbackend = \"postgres\"\nlease_seconds = 3\n";
+        let env = |k: &str| (k == "INCIDENTD_DATABASE_URL").then(|| "postgres://h/db".to_string());
+        let c = Config::from_toml(pg, &env).unwrap();
+        match &c.store.backend {
+            StoreBackend::Postgres { url } => assert_eq!(url.expose(), "postgres://h/db"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.store.lease, std::time::Duration::from_secs(3));
+        // The URL is a secret: never in the config's debug output.
+        assert!(!format!("{:?}", c.store).contains("postgres://h/db"));
+        let e = errors(pg);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("store.url_env: "), "{e:?}");
+        assert!(e[0].contains("INCIDENTD_DATABASE_URL"), "{e:?}");
+        let e = errors("[store]\nbackend = \"mysql\"\n");
+        assert!(e[0].starts_with("store.backend: "), "{e:?}");
+        let e = errors("[store]\nlease_seconds = 1\n");
+        assert!(e[0].starts_with("store.lease_seconds: "), "{e:?}");
     }
 
     #[test]

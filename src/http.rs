@@ -36,6 +36,23 @@ pub struct AppState {
     pub chat: Vec<Arc<Connection>>,
 }
 
+/// What a standby replica serves (docs/replicas.md): alive (`/healthz` 200) but not ready
+/// (`/readyz` 503), and 503 with `Retry-After: 1` on every other path, so a load balancer that
+/// routes on readiness sends webhooks to the leader and senders retry what reaches a standby.
+pub fn standby_router() -> Router {
+    let refuse = || async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "standby: another replica leads; retry\n",
+        )
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok (standby)" }))
+        .route("/readyz", get(refuse))
+        .fallback(refuse)
+}
+
 pub fn router(state: AppState) -> Router {
     let limit = state.cfg.server.max_body_bytes;
     Router::new()

@@ -204,7 +204,15 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let path = store.unwrap_or_else(|| cfg.store.path.clone());
-            match store_command(&path, cfg.store.cache_mb, command) {
+            let result = match &cfg.store.backend {
+                incidentd::config::StoreBackend::Sled => {
+                    store_command(&path, cfg.store.cache_mb, command)
+                }
+                incidentd::config::StoreBackend::Postgres { url } => {
+                    pg_store_command(url.expose(), command)
+                }
+            };
+            match result {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("incidentd store: {e:#}");
@@ -358,6 +366,69 @@ fn report(
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `incidentd store …` with `[store] backend = "postgres"`: the database the URL names.
+fn pg_store_command(url: &str, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
+    use incidentd::store::{export, pg::PgStore};
+    use std::io::Write;
+    let store = PgStore::open(url, None)?;
+    match cmd {
+        StoreCmd::Check => {
+            let r = export::check_portable(&store)?;
+            if r.problems.is_empty() {
+                println!(
+                    "store ok: {} incidents, {} timeline events, next id INC-{} (PostgreSQL)",
+                    r.incidents, r.events, r.next_id
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("store DAMAGED (PostgreSQL):");
+                for p in &r.problems {
+                    println!("  {p}");
+                }
+                Ok(ExitCode::from(1))
+            }
+        }
+        StoreCmd::Export { out, salvage } => {
+            let sum = match &out {
+                Some(file) => {
+                    let tmp = file.with_extension("partial");
+                    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                    let sum = export::export(&store, &mut w, salvage)?;
+                    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                    std::fs::rename(&tmp, file)?;
+                    sum
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::new(stdout.lock());
+                    let sum = export::export(&store, &mut w, salvage)?;
+                    w.flush()?;
+                    sum
+                }
+            };
+            eprintln!(
+                "exported {} incidents ({} records); next id INC-{}",
+                sum.incidents, sum.records, sum.next_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCmd::Import { from } => {
+            let sum = if from.as_os_str() == "-" {
+                export::import(&store, &mut std::io::stdin().lock())?
+            } else {
+                let f = std::fs::File::open(&from)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
+                export::import(&store, &mut std::io::BufReader::new(f))?
+            };
+            eprintln!(
+                "imported {} incidents ({} records) into PostgreSQL; next id INC-{}",
+                sum.incidents, sum.records, sum.next_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -320,6 +320,10 @@ pub enum StoreError {
     /// would serve missing data and give out ids again. The text says what and how to recover.
     #[error("{0}")]
     Damaged(String),
+    /// A replica's write was refused because another replica has taken over as leader (a newer
+    /// term holds the lease): this process must stop writing and acting (docs/replicas.md).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// What start-up recovery found and did.

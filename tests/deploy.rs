@@ -290,6 +290,73 @@ fn the_kubernetes_manifests_fit_together_and_their_config_is_valid() {
 }
 
 #[test]
+fn the_replicas_deployment_runs_three_on_postgresql_and_routes_to_the_leader() {
+    let mut by_kind = std::collections::BTreeMap::new();
+    let kustomization = &yaml_docs("deploy/kubernetes-replicas/kustomization.yaml")[0];
+    for f in kustomization["resources"].as_sequence().unwrap() {
+        let f = f.as_str().unwrap();
+        for doc in yaml_docs(&format!("deploy/kubernetes-replicas/{f}")) {
+            assert_eq!(doc["metadata"]["name"], "incidentd", "{f}");
+            by_kind.insert(doc["kind"].as_str().unwrap().to_string(), doc);
+        }
+    }
+    let kinds: Vec<&String> = by_kind.keys().collect();
+    assert_eq!(kinds, ["ConfigMap", "Deployment", "Secret", "Service"]);
+    let d = &by_kind["Deployment"]["spec"];
+    assert_eq!(d["replicas"], 3);
+    // Standbys are never Ready: a rollout must not wait for new pods to be Ready first.
+    assert_eq!(d["strategy"]["rollingUpdate"]["maxUnavailable"], "100%");
+    assert_eq!(d["strategy"]["rollingUpdate"]["maxSurge"], 0);
+    let pod = &d["template"]["spec"];
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 15);
+    let c = &pod["containers"][0];
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(
+        !mounts.contains(&"/var/lib/incidentd"),
+        "no store volume: {mounts:?}"
+    );
+    assert_eq!(
+        by_kind["Service"]["spec"]["ports"][0]["targetPort"],
+        c["ports"][0]["name"]
+    );
+    assert_eq!(
+        by_kind["Service"]["spec"]["selector"],
+        d["selector"]["matchLabels"]
+    );
+    // The config is valid with exactly the Secret's variables, and on PostgreSQL.
+    let secret = by_kind["Secret"]["stringData"]
+        .as_mapping()
+        .unwrap()
+        .clone();
+    let env = move |k: &str| {
+        secret
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(|v| v.to_string())
+    };
+    let toml = by_kind["ConfigMap"]["data"]["incidentd.toml"]
+        .as_str()
+        .unwrap();
+    let cfg = Config::from_toml(toml, &env).unwrap_or_else(|e| panic!("{e}"));
+    match &cfg.store.backend {
+        incidentd::config::StoreBackend::Postgres { url } => {
+            assert!(url.expose().starts_with("postgres://"), "a PostgreSQL URL")
+        }
+        other => panic!("the replicas' store is {other:?}"),
+    }
+    assert_eq!(cfg.server.listen.port(), 8080);
+    assert!(cfg.webhooks.alertmanager.is_some() && cfg.webhooks.grafana.is_some());
+}
+
+#[test]
 fn the_systemd_unit_is_hardened_and_keeps_state_in_its_state_directory() {
     let unit = read("deploy/systemd/incidentd.service");
     for want in [

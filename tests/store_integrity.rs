@@ -284,3 +284,129 @@ async fn export_and_import_round_trip_to_identical_api_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn incidentd_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args(args)
+        .env_remove("INCIDENTD_CONFIG")
+        .env_remove("INCIDENTD_LISTEN")
+        .env_remove("INCIDENTD_STORE_PATH")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sled_to_postgres_and_back_round_trips_to_identical_api_output() {
+    // The store's client blocks: set up off the async threads, as the app calls it.
+    let Some(url) = tokio::task::spawn_blocking(incidentd::store::pgtest::database)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(dir.path()).await;
+    for i in 1..=5 {
+        let (s, _) = app.post_json("/api/v1/alerts", &alert(i)).await;
+        assert_eq!(s, 200);
+    }
+    app.post_json("/api/v1/alerts", &alert(3)).await;
+    let (s, _) = app
+        .post_json(
+            "/api/v1/alerts/alertmanager",
+            &support::alertmanager("resolved", &[("HighLatency", "api", "critical", "firing")]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let before = api_view(&app, 6).await;
+    app.stop().await;
+
+    // sled → export → PostgreSQL (the binary, with a PostgreSQL config and the URL in the env).
+    let export = dir.path().join("from-sled.jsonl");
+    ok(&incidentd(&[
+        "store",
+        "export",
+        "--store",
+        dir.path().join("store").to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]));
+    let pg_config = dir.path().join("pg.toml");
+    std::fs::write(&pg_config, "[store]\nbackend = \"postgres\"\n").unwrap();
+    let env = [("INCIDENTD_DATABASE_URL", url.as_str())];
+    let pg = |args: &[&str]| {
+        let mut all = vec!["--config", pg_config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        incidentd_env(&all, &env)
+    };
+    ok(&pg(&[
+        "store",
+        "import",
+        "--from",
+        export.to_str().unwrap(),
+    ]));
+    let again = pg(&["store", "import", "--from", export.to_str().unwrap()]);
+    assert!(
+        !again.status.success(),
+        "a second import into a full database"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let check = pg(&["store", "check"]);
+    ok(&check);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(said.contains("store ok: 6 incidents"), "{said}");
+
+    // The app on PostgreSQL answers the same.
+    let u = url.clone();
+    let store = tokio::task::spawn_blocking(move || incidentd::store::pg::PgStore::open(&u, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let on_pg = tempfile::tempdir().unwrap();
+    let app = TestApp::start_on_store(
+        on_pg.path(),
+        support::TEST_CONFIG,
+        std::sync::Arc::new(store),
+    )
+    .await;
+    let after = api_view(&app, 6).await;
+    for ((p, a), (_, b)) in before.iter().zip(&after) {
+        assert_eq!(a, b, "{p} differs on PostgreSQL");
+    }
+    app.stop().await;
+
+    // PostgreSQL → export → a new sled store: the same again.
+    let back = dir.path().join("from-pg.jsonl");
+    ok(&pg(&["store", "export", "--out", back.to_str().unwrap()]));
+    let restored = tempfile::tempdir().unwrap();
+    ok(&incidentd(&[
+        "store",
+        "import",
+        "--store",
+        restored.path().join("store").to_str().unwrap(),
+        "--from",
+        back.to_str().unwrap(),
+    ]));
+    let app = TestApp::start(restored.path()).await;
+    let after = api_view(&app, 6).await;
+    for ((p, a), (_, b)) in before.iter().zip(&after) {
+        assert_eq!(a, b, "{p} differs after sled → PostgreSQL → sled");
+    }
+    let (s, body) = app.post_json("/api/v1/alerts", &alert(99)).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["results"][0]["incident"], "INC-7", "{body}");
+    app.stop().await;
+}

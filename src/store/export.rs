@@ -88,31 +88,69 @@ pub struct Summary {
     pub next_id: u64,
 }
 
+/// What export and import need of a store beyond [`Store`]: every record of the kinds the
+/// store's readers only ask for by key, and a way to write what `commit` does not. Both
+/// backends implement it, so an export of one imports into the other.
+pub trait Portable: Store {
+    /// Every incident, in id order. With `salvage`, unreadable records are listed in `skipped`
+    /// instead of failing.
+    fn export_incidents(
+        &self,
+        salvage: bool,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let _ = (salvage, skipped);
+        let mut out = Vec::new();
+        self.for_each_incident(&mut |i| {
+            out.push(i);
+            true
+        })?;
+        out.sort_by_key(|i| i.id);
+        Ok(out)
+    }
+    /// Every execution, in key order (`salvage` as for incidents).
+    fn export_executions(
+        &self,
+        salvage: bool,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<Execution>, StoreError>;
+    /// Every dead letter as kept (`{"entry": …, "error": …}`), `salvage` as for incidents.
+    fn export_dead_letters(
+        &self,
+        salvage: bool,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
+    /// Every queued outbox entry, all sinks, in sequence order.
+    fn all_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Every incident's thread on every sink.
+    fn all_threads(&self) -> Result<Vec<ThreadRecord>, StoreError>;
+    /// Records where an incident's thread is (as a delivered card does).
+    fn put_thread(&self, sink: &str, id: IncidentId, t: &ThreadRef) -> Result<(), StoreError>;
+    /// Keeps a dead letter as exported.
+    fn put_dead_letter(&self, record: &serde_json::Value) -> Result<(), StoreError>;
+    /// Nothing stored yet (an import's target must be empty).
+    fn is_empty(&self) -> Result<bool, StoreError>;
+    /// Makes the outbox sequence continue at or after `next`.
+    fn ensure_next_seq(&self, next: u64) -> Result<(), StoreError>;
+    /// The highest counters ever given out, where the store records them apart from its
+    /// records (sled's manifest); zero otherwise.
+    fn given_out(&self) -> super::Marks {
+        super::Marks::default()
+    }
+}
+
 /// Writes every record of `store` to `out`. With `salvage`, records that cannot be read are
 /// left out and listed in the summary instead of failing the export.
 pub fn export(
-    store: &SledStore,
+    store: &dyn Portable,
     out: &mut dyn Write,
     salvage: bool,
 ) -> Result<Summary, StoreError> {
     let mut sum = Summary::default();
     let io = |e: std::io::Error| StoreError::Storage(format!("cannot write the export: {e}"));
-    let marks = store.manifest_marks();
-    let mut incidents: Vec<Incident> = Vec::new();
-    let mut highest = 0u64;
-    for kv in store.incidents.iter() {
-        match kv
-            .map_err(storage)
-            .and_then(|(_, v)| dec::<Incident>("incidents", &v))
-        {
-            Ok(inc) => {
-                highest = highest.max(inc.id.0);
-                incidents.push(inc);
-            }
-            Err(e) if salvage => sum.skipped.push(format!("an incident: {e}")),
-            Err(e) => return Err(e),
-        }
-    }
+    let marks = store.given_out();
+    let incidents = store.export_incidents(salvage, &mut sum.skipped)?;
+    let highest = incidents.iter().map(|i| i.id.0).max().unwrap_or(0);
     let next_id = store
         .next_incident_id()
         .unwrap_or(1)
@@ -176,16 +214,11 @@ pub fn export(
     for (id, t) in per {
         line(&Record::Timers(id, t), &mut sum)?;
     }
-    for kv in store.executions.iter() {
-        let x: Option<Execution> = salvaged!(
-            "an execution",
-            kv.map_err(storage)
-                .and_then(|(_, v)| dec::<Execution>("executions", &v))
-                .map(Some)
-        );
-        if let Some(x) = x {
-            line(&Record::Execution(x), &mut sum)?;
-        }
+    let mut skipped = Vec::new();
+    let executions = store.export_executions(salvage, &mut skipped)?;
+    sum.skipped.append(&mut skipped);
+    for x in executions {
+        line(&Record::Execution(x), &mut sum)?;
     }
     let fps: Vec<String> = salvaged!("the history", store.history_fingerprints());
     for fp in fps {
@@ -202,16 +235,11 @@ pub fn export(
     for t in threads {
         line(&Record::Thread(t), &mut sum)?;
     }
-    for kv in store.dead.iter() {
-        let v: Option<serde_json::Value> = salvaged!(
-            "a dead letter",
-            kv.map_err(storage)
-                .and_then(|(_, v)| dec::<serde_json::Value>("outbox_dead", &v))
-                .map(Some)
-        );
-        if let Some(v) = v {
-            line(&Record::DeadLetter(v), &mut sum)?;
-        }
+    let mut skipped = Vec::new();
+    let dead = store.export_dead_letters(salvage, &mut skipped)?;
+    sum.skipped.append(&mut skipped);
+    for v in dead {
+        line(&Record::DeadLetter(v), &mut sum)?;
     }
     let end = Record::End(End {
         records: sum.records,
@@ -228,11 +256,11 @@ const IMPORT_BATCH: usize = 2048;
 
 /// Reads an export into `store`, which must be empty. Refuses a file of another format or
 /// version, a malformed line, and a file cut short (no `end` record, or a wrong count).
-pub fn import(store: &SledStore, input: &mut dyn BufRead) -> Result<Summary, StoreError> {
+pub fn import(store: &dyn Portable, input: &mut dyn BufRead) -> Result<Summary, StoreError> {
     let bad = |n: usize, e: &dyn std::fmt::Display| {
         StoreError::Storage(format!("line {n} of the export: {e}"))
     };
-    if store.next_incident_id()? != 1 || !store.state.is_empty() {
+    if store.next_incident_id()? != 1 || !store.is_empty()? {
         return Err(StoreError::Storage(
             "the store to import into is not empty: import into a new, empty directory".into(),
         ));
@@ -305,8 +333,7 @@ pub fn import(store: &SledStore, input: &mut dyn BufRead) -> Result<Summary, Sto
     // Ids and sequence numbers continue after the highest ever given out.
     w.next_id = Some(header.next_id);
     store.commit(&w)?;
-    while store.db.generate_id().map_err(storage)? < header.next_seq {}
-    store.high_seq.fetch_max(header.next_seq, Ordering::SeqCst);
+    store.ensure_next_seq(header.next_seq)?;
     store.flush()?;
     sum.next_id = header.next_id;
     Ok(sum)
@@ -325,9 +352,71 @@ impl SledStore {
             next_seq: now.next_seq.max(self.recorded.next_seq),
         }
     }
+}
 
-    /// Every queued outbox entry, all sinks, in sequence order.
-    pub fn all_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+/// Reads every value of a sled key space, listing unreadable ones in `skipped` (salvage).
+fn salvage_all<T: serde::de::DeserializeOwned>(
+    iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    tree: &'static str,
+    what: &str,
+    salvage: bool,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for kv in iter {
+        match kv.map_err(storage).and_then(|(_, v)| dec::<T>(tree, &v)) {
+            Ok(v) => out.push(v),
+            Err(e) if salvage => skipped.push(format!("{what}: {e}")),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+impl Portable for SledStore {
+    fn export_incidents(
+        &self,
+        salvage: bool,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<Incident>, StoreError> {
+        salvage_all(
+            self.incidents.iter(),
+            "incidents",
+            "an incident",
+            salvage,
+            skipped,
+        )
+    }
+
+    fn export_executions(
+        &self,
+        salvage: bool,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<Execution>, StoreError> {
+        salvage_all(
+            self.executions.iter(),
+            "executions",
+            "an execution",
+            salvage,
+            skipped,
+        )
+    }
+
+    fn export_dead_letters(
+        &self,
+        salvage: bool,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        salvage_all(
+            self.dead.iter(),
+            "outbox_dead",
+            "a dead letter",
+            salvage,
+            skipped,
+        )
+    }
+
+    fn all_outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         let _chunks = self.outbox_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for kv in self.outbox.iter() {
@@ -352,8 +441,7 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Every incident's thread on every sink.
-    pub fn all_threads(&self) -> Result<Vec<ThreadRecord>, StoreError> {
+    fn all_threads(&self) -> Result<Vec<ThreadRecord>, StoreError> {
         let mut out = Vec::new();
         for kv in self.threads.scan_prefix(b"i\0") {
             let (k, v) = kv.map_err(storage)?;
@@ -374,8 +462,7 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Records where an incident's thread is (as a delivered card does).
-    pub fn put_thread(&self, sink: &str, id: IncidentId, t: &ThreadRef) -> Result<(), StoreError> {
+    fn put_thread(&self, sink: &str, id: IncidentId, t: &ThreadRef) -> Result<(), StoreError> {
         let key = super::id_key(id);
         let idx = super::thread_index_key(sink, &t.channel, &t.message_id);
         let own = super::thread_index_key(sink, &t.channel, &t.channel);
@@ -389,8 +476,7 @@ impl SledStore {
         Ok(())
     }
 
-    /// Keeps a dead letter as exported (`{"entry": …, "error": …}`).
-    pub fn put_dead_letter(&self, record: &serde_json::Value) -> Result<(), StoreError> {
+    fn put_dead_letter(&self, record: &serde_json::Value) -> Result<(), StoreError> {
         let entry: OutboxEntry =
             serde_json::from_value(record["entry"].clone()).map_err(|e| StoreError::Codec {
                 tree: "outbox_dead",
@@ -403,6 +489,20 @@ impl SledStore {
             )
             .map_err(storage)?;
         Ok(())
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.state.is_empty() && self.threads.is_empty() && self.dead.is_empty())
+    }
+
+    fn ensure_next_seq(&self, next: u64) -> Result<(), StoreError> {
+        while self.db.generate_id().map_err(storage)? < next {}
+        self.high_seq.fetch_max(next, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn given_out(&self) -> super::Marks {
+        self.manifest_marks()
     }
 }
 
@@ -481,6 +581,73 @@ pub fn check(path: &std::path::Path, cache_mb: u64) -> Result<CheckReport, Store
         }
     }
     for (what, res) in [
+        ("the outbox", store.all_outbox().map(|_| ())),
+        ("the threads", store.all_threads().map(|_| ())),
+        (
+            "the open fingerprints",
+            store.open_fingerprints().map(|_| ()),
+        ),
+        ("the timers", store.timers().map(|_| ())),
+    ] {
+        if let Err(e) = res {
+            r.problems.push(format!("{what}: {e}"));
+        }
+    }
+    Ok(r)
+}
+
+/// `incidentd store check` for a store other than sled (PostgreSQL): every incident and
+/// timeline decoded, timeline lengths as recorded, ids 1 to the counter present, and every
+/// execution, outbox entry, thread, open fingerprint and timer decoded.
+pub fn check_portable(store: &dyn Portable) -> Result<CheckReport, StoreError> {
+    let mut r = CheckReport {
+        next_id: store.next_incident_id()?,
+        ..CheckReport::default()
+    };
+    let mut skipped = Vec::new();
+    let incidents = store.export_incidents(false, &mut skipped);
+    match incidents {
+        Ok(incidents) => {
+            for (n, inc) in incidents.iter().enumerate() {
+                if inc.id.0 != n as u64 + 1 {
+                    r.problems.push(format!(
+                        "INC-{} is missing (the next stored is {})",
+                        n + 1,
+                        inc.id
+                    ));
+                    break;
+                }
+            }
+            if incidents.len() as u64 + 1 != r.next_id {
+                r.problems.push(format!(
+                    "it holds {} incidents but its id counter says {}",
+                    incidents.len(),
+                    r.next_id
+                ));
+            }
+            for inc in incidents {
+                r.incidents += 1;
+                match store.timeline(inc.id) {
+                    Ok(t) if t.len() as u64 != u64::from(inc.timeline_len) => {
+                        r.problems.push(format!(
+                            "{} has {} timeline events, its record says {}",
+                            inc.id,
+                            t.len(),
+                            inc.timeline_len
+                        ))
+                    }
+                    Ok(t) => r.events += t.len() as u64,
+                    Err(e) => r.problems.push(format!("{}'s timeline: {e}", inc.id)),
+                }
+            }
+        }
+        Err(e) => r.problems.push(format!("the incidents: {e}")),
+    }
+    for (what, res) in [
+        (
+            "the executions",
+            store.export_executions(false, &mut skipped).map(|_| ()),
+        ),
         ("the outbox", store.all_outbox().map(|_| ())),
         ("the threads", store.all_threads().map(|_| ())),
         (

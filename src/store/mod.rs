@@ -42,7 +42,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use sled::{Batch, IVec, Tree};
 
 pub mod export;
+pub mod lease;
 pub mod manifest;
+pub mod pg;
+#[doc(hidden)]
+pub mod pgtest;
 
 use manifest::{Manifest, Marks};
 

@@ -421,6 +421,9 @@ impl Surface for ConsoleSurface {
     }
 
     fn routes(&self, service: ChatService) -> Option<axum::Router> {
+        // A new server starts (a replica that leads again after standing by): its live pages
+        // stream until it shuts down in turn.
+        self.closing.send_replace(false);
         Some(routes::router(routes::ConsoleState::new(
             service,
             self.port.clone(),
