@@ -132,6 +132,11 @@ async fn leader(
 fn config(dir: &Path, discord: &FakeDiscord, script: &Path) -> PathBuf {
     let text = format!(
         r#"
+# Every incident of the load must get a card of its own (the test counts them per incident),
+# so the storm guard, which would summarize most of them on one card, is off here.
+[engine]
+storm_new_incidents = 0
+
 [store]
 backend = "postgres"
 lease_seconds = 2
