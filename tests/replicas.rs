@@ -173,7 +173,29 @@ run = {{ type = "command", argv = ["{script}", "{{labels.host}}"] }}
 }
 
 /// Every acknowledged alert: (title, incident id).
-type Acked = Arc<Mutex<Vec<(String, String)>>>;
+/// Every acknowledged alert with the incident it went to, and their count to wait on.
+#[derive(Clone)]
+struct Acked {
+    list: Arc<Mutex<Vec<(String, String)>>>,
+    count: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Acked {
+    fn push(&self, title: String, incident: String) {
+        self.list.lock().unwrap().push((title, incident));
+        self.count.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `more` alerts beyond those acknowledged now have been acknowledged.
+    async fn more(&self, more: usize, within: Duration, what: &str) {
+        let target = *self.count.borrow() + more;
+        let mut rx = self.count.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|n| *n >= target))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: alerts are not being acknowledged"))
+            .unwrap();
+    }
+}
 
 /// Senders post distinct alerts to whichever replica takes them; every acknowledged alert is
 /// recorded with the incident it went to.
@@ -181,7 +203,10 @@ fn load(
     bases: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 ) -> (Acked, Vec<tokio::task::JoinHandle<()>>) {
-    let acked = Arc::new(Mutex::new(Vec::new()));
+    let acked = Acked {
+        list: Arc::new(Mutex::new(Vec::new())),
+        count: Arc::new(tokio::sync::watch::Sender::new(0)),
+    };
     let mut senders = Vec::new();
     for s in 0..3 {
         let (acked, bases, stop) = (acked.clone(), bases.clone(), stop.clone());
@@ -210,7 +235,7 @@ fn load(
                     Ok(r) if r.status() == 200 => {
                         let v: Value = r.json().await.unwrap();
                         let id = v["results"][0]["incident"].as_str().unwrap().to_string();
-                        acked.lock().unwrap().push((title, id));
+                        acked.push(title, id);
                         i += 1;
                     }
                     // Not the leader, or the leader died: the same alert goes to the next
@@ -335,15 +360,9 @@ async fn the_leader_dies_or_pauses_and_a_replica_takes_over_losing_and_repeating
     // SIGKILL the leader three times, at moments the load decides (after a varying number of
     // acknowledged alerts); each killed replica is started again (as a restarted pod).
     for (round, after) in [0usize, 40, 25].into_iter().enumerate() {
-        let target = acked.lock().unwrap().len() + after;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while acked.lock().unwrap().len() < target {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: alerts are not being acknowledged"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        acked
+            .more(after, Duration::from_secs(20), &format!("round {round}"))
+            .await;
         let killed_at = Instant::now();
         let _ = replicas[current].child.kill();
         let _ = replicas[current].child.wait();
@@ -355,19 +374,21 @@ async fn the_leader_dies_or_pauses_and_a_replica_takes_over_losing_and_repeating
     }
 
     // SIGSTOP the leader: another takes over; the paused one comes back deposed.
-    let target = acked.lock().unwrap().len() + 30;
-    while acked.lock().unwrap().len() < target {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    acked
+        .more(30, Duration::from_secs(20), "before the pause")
+        .await;
     let paused = current;
     let paused_at = Instant::now();
     signal(&replicas[paused].child, libc::SIGSTOP);
     let next = leader(&http, &replicas, Some(paused), Duration::from_secs(10)).await;
     failovers.push(paused_at.elapsed());
-    let target = acked.lock().unwrap().len() + 30;
-    while acked.lock().unwrap().len() < target {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    acked
+        .more(
+            30,
+            Duration::from_secs(20),
+            "while the old leader is paused",
+        )
+        .await;
     signal(&replicas[paused].child, libc::SIGCONT);
     // Its first write after waking is refused (fenced, or already back to standby).
     let r = http
@@ -405,7 +426,7 @@ async fn the_leader_dies_or_pauses_and_a_replica_takes_over_losing_and_repeating
         s.await.unwrap();
     }
     let leader_base = replicas[next].base.clone();
-    let acked = acked.lock().unwrap().clone();
+    let acked = acked.list.lock().unwrap().clone();
     assert!(acked.len() >= 100, "the load ran: {}", acked.len());
 
     // Nothing acknowledged lost, nothing duplicated.
