@@ -370,9 +370,40 @@ fn report(
 }
 
 /// `incidentd store …` with `[store] backend = "postgres"`: the database the URL names.
+/// `store export`: to a file (written aside, synced, then renamed into place, so a partial
+/// export never has the final name) or to standard output; says what it exported.
+fn export_to(
+    store: &dyn incidentd::store::export::Portable,
+    out: Option<&std::path::Path>,
+    salvage: bool,
+) -> anyhow::Result<incidentd::store::export::Summary> {
+    use std::io::Write;
+    let sum = match out {
+        Some(file) => {
+            let tmp = file.with_extension("partial");
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let sum = incidentd::store::export::export(store, &mut w, salvage)?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, file)?;
+            sum
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let sum = incidentd::store::export::export(store, &mut w, salvage)?;
+            w.flush()?;
+            sum
+        }
+    };
+    eprintln!(
+        "exported {} incidents ({} records); next id INC-{}",
+        sum.incidents, sum.records, sum.next_id
+    );
+    Ok(sum)
+}
+
 fn pg_store_command(url: &str, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
     use incidentd::store::{export, pg::PgStore};
-    use std::io::Write;
     let store = PgStore::open(url, None)?;
     match cmd {
         StoreCmd::Check => {
@@ -392,27 +423,7 @@ fn pg_store_command(url: &str, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
             }
         }
         StoreCmd::Export { out, salvage } => {
-            let sum = match &out {
-                Some(file) => {
-                    let tmp = file.with_extension("partial");
-                    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-                    let sum = export::export(&store, &mut w, salvage)?;
-                    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                    std::fs::rename(&tmp, file)?;
-                    sum
-                }
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut w = std::io::BufWriter::new(stdout.lock());
-                    let sum = export::export(&store, &mut w, salvage)?;
-                    w.flush()?;
-                    sum
-                }
-            };
-            eprintln!(
-                "exported {} incidents ({} records); next id INC-{}",
-                sum.incidents, sum.records, sum.next_id
-            );
+            export_to(&store, out.as_deref(), salvage)?;
             Ok(ExitCode::SUCCESS)
         }
         StoreCmd::Import { from } => {
@@ -435,7 +446,6 @@ fn pg_store_command(url: &str, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
 /// `incidentd store …`.
 fn store_command(path: &std::path::Path, cache_mb: u64, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
     use incidentd::store::{export, SledStore};
-    use std::io::Write;
     match cmd {
         StoreCmd::Check => {
             if !path.exists() {
@@ -466,27 +476,7 @@ fn store_command(path: &std::path::Path, cache_mb: u64, cmd: StoreCmd) -> anyhow
             } else {
                 SledStore::open_with_cache(path, cache_mb)?
             };
-            let sum = match &out {
-                Some(file) => {
-                    let tmp = file.with_extension("partial");
-                    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-                    let sum = export::export(&store, &mut w, salvage)?;
-                    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                    std::fs::rename(&tmp, file)?;
-                    sum
-                }
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut w = std::io::BufWriter::new(stdout.lock());
-                    let sum = export::export(&store, &mut w, salvage)?;
-                    w.flush()?;
-                    sum
-                }
-            };
-            eprintln!(
-                "exported {} incidents ({} records); next id INC-{}",
-                sum.incidents, sum.records, sum.next_id
-            );
+            let sum = export_to(&store, out.as_deref(), salvage)?;
             for s in &sum.skipped {
                 eprintln!("  left out (unreadable): {s}");
             }
