@@ -108,6 +108,9 @@ pub enum Input {
         lead: IncidentId,
         member: StormMember,
     },
+    /// The chart of the incident's card came after the card went out without it (the shell
+    /// fetches charts off the delivery path): the card is edited, coalesced like any edit.
+    ChartFetched { incident: IncidentId },
     /// A follow-up's export (`[followups.export]`) finished; `link` is what its response named.
     FollowUpExported {
         incident: IncidentId,
@@ -644,6 +647,16 @@ fn decide(
                         summary,
                     },
                 });
+            }
+            d.incident = Some(inc);
+            Ok(d)
+        }
+        Input::ChartFetched { incident: id } => {
+            let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            // A storm member has no card of its own (its storm thread summarizes it).
+            if inc.storm_thread.is_none() {
+                coalesce_card(&mut inc, cfg, ctx, &mut d);
             }
             d.incident = Some(inc);
             Ok(d)

@@ -1051,7 +1051,8 @@ impl Batch<'_> {
             | Input::FollowUpExported { incident, .. }
             | Input::VerificationFinished { incident, .. }
             | Input::VerificationCheck { incident, .. }
-            | Input::Evidence { incident, .. } => Some(*incident),
+            | Input::Evidence { incident, .. }
+            | Input::ChartFetched { incident } => Some(*incident),
             Input::StormJoined { lead, .. } => Some(*lead),
         };
         // An alert always gives its incident back (the core's contract, checked below), so

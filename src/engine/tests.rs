@@ -978,3 +978,47 @@ fn an_interrupted_action_shows_as_interrupted_not_failed() {
     let a = c.actions.iter().find(|a| a.id == "restart").unwrap();
     assert_eq!(a.status, ActionStatus::Interrupted);
 }
+
+#[test]
+fn a_chart_that_came_late_edits_the_card_coalesced_like_any_edit() {
+    let inc = open("Payments API rate limit", "warning");
+    let chart = |inc: &Incident, secs: i64| {
+        handle(
+            Some(inc.clone()),
+            Input::ChartFetched { incident: inc.id },
+            &cfg(),
+            ctx(secs),
+        )
+        .unwrap()
+    };
+    // Within the coalescing window of the card's post (5 s): held back for the flush timer.
+    let d = chart(&inc, 1);
+    assert!(chats(&d).is_empty(), "{:?}", d.effects);
+    let held = d.incident.clone().unwrap();
+    assert!(held.card_dirty);
+    assert!(d.effects.iter().any(|e| matches!(
+        e,
+        Effect::ArmTimer(Timer {
+            kind: TimerKind::CardFlush,
+            ..
+        })
+    )));
+    assert!(d.events.is_empty(), "no timeline entry for a chart");
+    // After it: an edit at once.
+    let d = chart(&inc, 6);
+    assert_eq!(chats(&d), [&ChatBody::RenderCard { post: false }]);
+    // An incident summarized in a storm thread has no card of its own to edit.
+    let mut member = inc.clone();
+    member.storm_thread = Some(IncidentId(99));
+    assert!(chats(&chart(&member, 6)).is_empty());
+    // An unknown incident is an error, not a card.
+    assert!(handle(
+        None,
+        Input::ChartFetched {
+            incident: IncidentId(42)
+        },
+        &cfg(),
+        ctx(6)
+    )
+    .is_err());
+}
