@@ -2202,8 +2202,16 @@ fn on_command(
             }));
         }
         Command::Escalate(_) => {
-            d.events
-                .push(transition(&mut inc, Status::Escalated, None)?);
+            // Recorded like an automatic escalation (an `Escalated` event, which the metrics
+            // count, then the status change with the same reason: shown as one line).
+            let reason = "escalated by hand".to_string();
+            let changed = transition(&mut inc, Status::Escalated, Some(reason.clone()))?;
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::Escalated { reason },
+            });
+            d.events.push(changed);
             d.effects.push(Effect::Chat(ChatBody::Note {
                 mentions: vec![],
                 text: format!("📣 Escalated by {who}."),

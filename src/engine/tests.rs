@@ -678,6 +678,49 @@ fn escalate() {
     assert!(e.0.contains("cannot become escalated"));
 }
 
+#[test]
+fn a_manual_escalation_is_recorded_and_counted_like_an_automatic_one() {
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(&inc, "U1", Command::Escalate(inc.id), 1).unwrap();
+    // The Escalated event, by the person, with why.
+    let escalated: Vec<&TimelineEvent> = d
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Escalated { .. }))
+        .collect();
+    assert_eq!(escalated.len(), 1, "{:?}", d.events);
+    assert_eq!(escalated[0].actor, user("U1"));
+    assert_eq!(
+        escalated[0].kind,
+        EventKind::Escalated {
+            reason: "escalated by hand".into()
+        }
+    );
+    // Counted where escalations are counted (incidentd_escalations_total).
+    assert_eq!(
+        d.observed
+            .iter()
+            .filter(|o| **o == Observed::Escalated)
+            .count(),
+        1
+    );
+    // Shown once in the timeline: the status change, saying who and why.
+    let lines: Vec<String> = crate::domain::incident::shown_timeline(&d.events)
+        .map(|e| e.describe())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("scalated"))
+            .collect::<Vec<_>>(),
+        [&format!(
+            "Escalated by {}: escalated by hand",
+            user("U1").display()
+        )],
+        "{lines:?}"
+    );
+}
+
 fn timers(d: &Decision) -> Vec<(TimerKind, i64)> {
     d.effects
         .iter()
