@@ -13,6 +13,7 @@ mod evidence;
 mod followups;
 mod groups;
 mod previews;
+mod refires;
 mod storms;
 mod writes;
 
