@@ -6,6 +6,10 @@
 //!
 //! `cargo run --example priority_latency -- [RUNS]` (default 10 priority runs and 1 FIFO run;
 //! a FIFO run takes about as many seconds as messages are queued ahead of the P0 card).
+//!
+//! With `PRIORITY_PROMETHEUS=hang`, the config also names a Prometheus that accepts every
+//! connection and never answers, and the playbook charts a per-service query, so every card
+//! (the P0's among them) has a chart to fetch from it; the FIFO run is left out.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -86,9 +90,45 @@ fn alert(service: &str, severity: &str) -> String {
     .to_string()
 }
 
+/// Connections the hanging Prometheus accepted (and never answered), over all runs.
+static HUNG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `PRIORITY_PROMETHEUS=hang`: cards chart a query from a Prometheus that never answers.
+fn hanging_prometheus() -> bool {
+    std::env::var("PRIORITY_PROMETHEUS").is_ok_and(|v| v == "hang")
+}
+
+/// The config, with a hanging Prometheus at `prometheus` when there is one.
+fn config(prometheus: Option<std::net::SocketAddr>) -> String {
+    match prometheus {
+        None => CONFIG.to_string(),
+        Some(addr) => {
+            CONFIG.replace(
+                "[[playbooks.actions]]",
+                "chart_query = 'errors_ratio{service=\"{labels.service}\"}'\n[[playbooks.actions]]",
+            ) + &format!("\n[prometheus]\nurl = \"http://{addr}\"\n")
+        }
+    }
+}
+
 /// One run: returns the P0 card's delay and how many messages the sink took before it.
 async fn run(priority: bool, offset: Duration) -> (Duration, usize) {
     let dir = tempfile::tempdir().unwrap();
+    // Accepts every connection and never says a word.
+    let prometheus = if hanging_prometheus() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = vec![];
+            while let Ok((c, _)) = silent.accept().await {
+                held.push(c);
+                HUNG.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Some(addr)
+    } else {
+        None
+    };
     let sink = Arc::new(Paced {
         next: Mutex::new(None),
         log: Mutex::new(vec![]),
@@ -98,7 +138,7 @@ async fn run(priority: bool, offset: Duration) -> (Duration, usize) {
         priority,
         ..OutboxConfig::default()
     };
-    let app = TestApp::start_with_sink(dir.path(), CONFIG, sink.clone(), outbox).await;
+    let app = TestApp::start_with_sink(dir.path(), &config(prometheus), sink.clone(), outbox).await;
     for i in 0..30 {
         let sev = if i % 2 == 0 { "warning" } else { "info" };
         let (status, body) = app
@@ -107,7 +147,8 @@ async fn run(priority: bool, offset: Duration) -> (Duration, usize) {
         assert_eq!(status, 200, "{body}");
     }
     // The burst's actions ran and their notes are queued (the unpaced recording sink saw them).
-    app.wait_chat(|d| {
+    // (Bounded, generously: cards that each waited for a hanging Prometheus took minutes.)
+    let burst = app.port.wait_for(|d| {
         let mut with_notes = std::collections::HashSet::new();
         for r in d {
             if let Delivery::Note { text, .. } = &r.body {
@@ -117,8 +158,10 @@ async fn run(priority: bool, offset: Duration) -> (Duration, usize) {
             }
         }
         with_notes.len() == 30
-    })
-    .await;
+    });
+    tokio::time::timeout(Duration::from_secs(600), burst)
+        .await
+        .expect("the burst's notes did not arrive");
     // At different points of the platform's one-second rhythm from run to run.
     tokio::time::sleep(offset).await;
     let t0 = Instant::now();
@@ -166,6 +209,13 @@ async fn main() {
         delays[delays.len() / 2].as_secs_f64(),
         delays[delays.len() - 1].as_secs_f64()
     );
+    if hanging_prometheus() {
+        println!(
+            "hanging Prometheus: {} chart queries held unanswered",
+            HUNG.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        return;
+    }
     let (d, before) = run(false, Duration::ZERO).await;
     println!(
         "fifo: P0 card after {:.3} s ({before} messages taken before it)",

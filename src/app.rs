@@ -19,7 +19,7 @@ use crate::config::{Config, StoreBackend};
 use crate::domain::incident::Incident;
 use crate::domain::playbook::{ActionSpec, VerifySpec};
 use crate::engine::dispatch::run_dispatcher;
-use crate::engine::outbox::{run_outbox, run_timers, OutboxConfig};
+use crate::engine::outbox::{run_chart_edits, run_outbox, run_timers, OutboxConfig};
 use crate::engine::runner::{Engine, Folding};
 use crate::engine::Input;
 use crate::http::{router, AppState};
@@ -375,6 +375,17 @@ async fn run_node(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
+    let mut outbox = deps.outbox.clone();
+    // Cards that went out without their chart are edited when it comes.
+    if outbox.charts.is_some() {
+        let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel();
+        outbox.chart_ready = Some(ready_tx);
+        workers.push(tokio::spawn(run_chart_edits(
+            engine.clone(),
+            ready_rx,
+            stop_rx.clone(),
+        )));
+    }
     for port in ports {
         workers.push(tokio::spawn(run_outbox(
             store.clone(),
@@ -382,9 +393,10 @@ async fn run_node(
             port,
             notes.outbox.clone(),
             stop_rx.clone(),
-            deps.outbox.clone(),
+            outbox.clone(),
         )));
     }
+    drop(outbox);
     workers.push(tokio::spawn(run_timers(
         engine.clone(),
         deps.clock.clone(),

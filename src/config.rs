@@ -141,6 +141,11 @@ pub struct EngineConfig {
     /// by a verified action) reopens that incident instead of opening a new one. 0: never.
     #[serde(default = "default_flap_window")]
     pub flap_window_seconds: u64,
+    /// How many times an automatic action runs on its own for one incident at most: its first
+    /// run, then once per reopen by a re-fire within the flap window after it had fixed the
+    /// incident. 1: never again on its own.
+    #[serde(default = "default_max_auto_runs")]
+    pub max_auto_runs: u32,
     /// Alerts whose source does not group them (everything but Alertmanager's `groupLabels`)
     /// are grouped by these labels: one incident per group. Only alerts with the first label
     /// are grouped; the others are used where present.
@@ -176,6 +181,10 @@ fn default_flap_window() -> u64 {
     600
 }
 
+fn default_max_auto_runs() -> u32 {
+    2
+}
+
 fn default_recurrence_days() -> u32 {
     30
 }
@@ -199,6 +208,7 @@ impl Default for EngineConfig {
             recurrence_days: default_recurrence_days(),
             resolve_after_clear_seconds: default_resolve_after_clear(),
             flap_window_seconds: default_flap_window(),
+            max_auto_runs: default_max_auto_runs(),
             group_by: default_group_by(),
             storm_new_incidents: default_storm_new_incidents(),
             storm_window_seconds: default_storm_window(),

@@ -455,15 +455,14 @@ async fn readiness(s: &AppState) -> Result<(), String> {
         return Err("engine stopped".into());
     }
     // While writes fail, each probe tries one sync: the first that succeeds makes it ready again
-    // (a freed disk, a remounted volume), without waiting for the next alert.
-    if let Err(why) = s.engine.store_health() {
+    // (a freed disk, a remounted volume), without waiting for the next alert — unless a webhook
+    // write failed: then only an alert stored again does (see `StoreHealth::check`).
+    if s.engine.store_health().is_err() {
         if s.engine.store_health_failing() {
             let probe = s.engine.sync();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), probe).await;
         }
-        if s.engine.store_health().is_err() {
-            return Err(why.to_string());
-        }
+        s.engine.store_health()?;
     }
     // A platform that refused the bot (wrong token, missing intent) will not come back by
     // itself: the bot is deaf there, so it is not ready.

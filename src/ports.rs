@@ -401,12 +401,29 @@ pub trait Executor: Send + Sync {
 }
 
 /// The metric behind an incident, for its card (the shell asks when it renders a card for
-/// delivery; the engine never does).
+/// delivery; the engine never does). Delivery never waits for it: a card shows the chart at
+/// hand, and a chart not at hand is fetched off the delivery path, then added by a card edit.
 #[async_trait]
 pub trait ChartSource: Send + Sync {
-    /// The series over the last 30 minutes, or `None` — no query, no answer in time, no data.
-    /// Never an error: a card without its chart is still the card.
-    async fn chart(&self, incident: &Incident) -> Option<crate::domain::chart::Chart>;
+    /// What the card shows now, without waiting: the chart from the cache, if any. When this
+    /// says `fetch`, the caller starts [`ChartSource::fetch`] off the delivery path (nobody is
+    /// fetching this query yet). An incident whose card goes without its chart is remembered,
+    /// and the fetch under way names it when the chart comes.
+    fn at_hand(&self, incident: &Incident) -> ChartAtHand;
+    /// Fetches this incident's chart into the cache (bounded by `[prometheus] timeout_seconds`)
+    /// and returns the incidents whose card went out without it while it was not at hand:
+    /// their cards are to be edited now (empty when no chart came: a failure, no data).
+    async fn fetch(&self, incident: &Incident) -> Vec<IncidentId>;
+}
+
+/// A card's chart as [`ChartSource::at_hand`] finds it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChartAtHand {
+    /// The series over the last 30 minutes, or `None` — no query, not fetched yet, no answer,
+    /// no data. Never an error: a card without its chart is still the card.
+    pub chart: Option<crate::domain::chart::Chart>,
+    /// Fetch it (new or fresher) off the delivery path.
+    pub fetch: bool,
 }
 
 /// What one evidence query found.

@@ -95,7 +95,7 @@ pub mod metrics {
             "counter",
             "Finished executions, by executor and outcome.",
         ),
-        ("incidentd_escalations_total", "counter", "Escalations."),
+        ("incidentd_escalations_total", "counter", "Escalations, automatic and by hand."),
         (
             "incidentd_chat_messages_ignored_total",
             "counter",

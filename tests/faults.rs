@@ -1,6 +1,6 @@
 //! Storage faults are loud and safe: a write that cannot be made durable fails its request with
-//! 503, nothing blocks, `/readyz` is 503 while writes fail and 200 again once they succeed, and
-//! shutdown ends even on a hung disk.
+//! 503, nothing blocks, `/readyz` is 503 while writes fail and 200 again once they succeed (after
+//! a failed webhook write: once an alert is stored again), and shutdown ends even on a hung disk.
 
 mod support;
 
@@ -74,11 +74,12 @@ async fn failing_writes_answer_503_and_readyz_follows_the_store() {
         assert_eq!(s, 503, "{body}");
     }
 
-    // Space is back: the next probe syncs, ready again, writes are acknowledged.
+    // Space is back: the next alert is stored and acknowledged, and that makes it ready (a
+    // probe's sync alone does not, after a failed webhook write: see the next test).
     store.fail_writes(false);
-    wait_readyz(&app, 200).await;
     let (s, body) = app.post_json("/api/v1/alerts", &alert("Disk D")).await;
     assert_eq!(s, 200, "{body}");
+    wait_readyz(&app, 200).await;
     app.stop().await;
     // No id was given out twice.
     let all = sled
@@ -90,6 +91,44 @@ async fn failing_writes_answer_503_and_readyz_follows_the_store() {
     ids.dedup();
     assert_eq!(ids.len(), n, "an id was reused: {ids:?}");
     assert!(all.iter().any(|i| i.title == "Disk D"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_stays_503_after_a_failed_webhook_write_until_an_alert_is_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn Store> =
+        Arc::new(incidentd::store::SledStore::open(&dir.path().join("faulty")).unwrap());
+    let store = FaultyStore::new(sled.clone());
+    let app = TestApp::start_on_store(dir.path(), &config(), store.clone()).await;
+    let (s, first) = app.post_json("/api/v1/alerts", &alert("Disk A")).await;
+    assert_eq!(s, 200, "{first}");
+    // Nearly full: an alert's write does not fit, smaller writes and syncs still do.
+    store.fail_incident_writes(true);
+    for n in 0..3 {
+        let (s, body) = app
+            .post_json("/api/v1/alerts", &alert(&format!("Disk B{n}")))
+            .await;
+        assert_eq!(s, 503, "{body}");
+        // Each probe syncs, and that sync succeeds: it does not make it ready, nor does the
+        // writer's own work in between (an engine sync, an empty group commit).
+        for _ in 0..3 {
+            let (status, why) = readyz(&app).await;
+            assert_eq!(
+                status, 503,
+                "ready again after a failed webhook write: {why}"
+            );
+            assert!(why.contains("alert"), "{why}");
+        }
+    }
+    // Room again: the next alert is stored and acknowledged, and that makes it ready.
+    store.fail_incident_writes(false);
+    let (status, _) = readyz(&app).await;
+    assert_eq!(status, 503, "not before an alert is stored");
+    let (s, body) = app.post_json("/api/v1/alerts", &alert("Disk C")).await;
+    assert_eq!(s, 200, "{body}");
+    let (status, why) = readyz(&app).await;
+    assert_eq!(status, 200, "{why}");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

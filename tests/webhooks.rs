@@ -815,3 +815,103 @@ async fn an_injected_store_is_the_one_the_app_uses() {
         "the configured path was not opened"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refire_after_an_automatic_fix_runs_the_fix_again_once_then_leaves_it_to_a_person() {
+    let config = r#"
+[engine]
+card_coalesce_seconds = 0
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+auto_resolve = true
+[[playbooks.actions]]
+id = "fallback"
+title = "Switch to the fallback"
+auto = true
+run = { type = "command", argv = ["/bin/true"] }
+
+[policy.P2]
+approvers = ["slack:U1"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(dir.path(), config, &|_| None).await;
+    let alert = |status: &str| {
+        serde_json::json!({
+            "title": "Payments API rate limit",
+            "severity": "warning",
+            "status": status,
+            "labels": { "alertname": "RateLimited", "service": "api" }
+        })
+        .to_string()
+    };
+    // Runs (n) of `fallback` finished successfully, per the incident's timeline.
+    let runs = |v: &serde_json::Value| -> Vec<String> {
+        v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "execution_finished" && e["success"] == true)
+            .map(|e| e["execution"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let wait_runs = |n: usize| {
+        let app = &app;
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+                if runs(&v).len() >= n {
+                    return v;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    for (round, want) in [(1, "INC-1:fallback"), (2, "INC-1:fallback#2")] {
+        // The second time it fires again after incidentd resolved it: reopened, and the fix
+        // runs again.
+        let (s, v) = app.post_json("/api/v1/alerts", &alert("firing")).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["results"][0]["incident"], "INC-1", "{v}");
+        let v = wait_runs(round).await;
+        assert_eq!(runs(&v).last().map(String::as_str), Some(want), "{v:#}");
+        let (s, _) = app.post_json("/api/v1/alerts", &alert("resolved")).await;
+        assert_eq!(s, 200);
+        let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+        assert_eq!(v["incident"]["status"], "resolved", "{v:#}");
+    }
+    // The third firing: the cap (2 runs) is reached; the thread says a person decides.
+    let (_, v) = app.post_json("/api/v1/alerts", &alert("firing")).await;
+    assert_eq!(v["results"][0]["incident"], "INC-1", "{v}");
+    app.wait_chat(|r| {
+        r.iter().any(|m| {
+            matches!(&m.body, Delivery::Note { text, .. }
+                if text.contains("`fallback` already ran 2 times for INC-1"))
+        })
+    })
+    .await;
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(runs(&v).len(), 2, "{v:#}");
+    assert_eq!(v["incident"]["status"], "open");
+    let notes: Vec<String> = app
+        .port
+        .delivered()
+        .iter()
+        .filter_map(|m| match &m.body {
+            Delivery::Note { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n
+                .contains("🔁 Running the automatic fix `fallback` again (run 2 of at most 2)")),
+        "{notes:#?}"
+    );
+    app.stop().await;
+}

@@ -108,6 +108,9 @@ pub enum Input {
         lead: IncidentId,
         member: StormMember,
     },
+    /// The chart of the incident's card came after the card went out without it (the shell
+    /// fetches charts off the delivery path): the card is edited, coalesced like any edit.
+    ChartFetched { incident: IncidentId },
     /// A follow-up's export (`[followups.export]`) finished; `link` is what its response named.
     FollowUpExported {
         incident: IncidentId,
@@ -644,6 +647,16 @@ fn decide(
                         summary,
                     },
                 });
+            }
+            d.incident = Some(inc);
+            Ok(d)
+        }
+        Input::ChartFetched { incident: id } => {
+            let mut inc = incident.ok_or_else(|| UserError(format!("{id} does not exist")))?;
+            let mut d = Decision::default();
+            // A storm member has no card of its own (its storm thread summarizes it).
+            if inc.storm_thread.is_none() {
+                coalesce_card(&mut inc, cfg, ctx, &mut d);
             }
             d.incident = Some(inc);
             Ok(d)
@@ -1363,10 +1376,80 @@ fn reopen_on_refire(mut inc: Incident, alert: &Alert, cfg: &Config, ctx: Ctx<'_>
     });
     d.effects
         .push(note(format!("🔁 {} reopened: {reason}.", inc.id)));
+    rerun_auto_fix(&mut inc, cfg, ctx, &mut d);
     arm_deadlines(&inc, cfg, ctx, &mut d);
     push_card(&mut inc, ctx, &mut d);
     d.incident = Some(inc);
     d
+}
+
+/// A re-fire reopened an incident that its automatic fix had fixed (the action ran on its own
+/// and succeeded): the fix runs again, as an on-call would try first, under the same rules as
+/// a new incident's automatic actions (the severity's policy, the storm guard), once per reopen
+/// and at most `max_auto_runs` times per incident in all (each run has its own execution key,
+/// `INC-n:action#2`…, so each still runs exactly once). The thread says why it runs, or why not.
+fn rerun_auto_fix(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) {
+    let fixes: Vec<String> = inc
+        .actions
+        .iter()
+        .filter(|a| {
+            a.auto
+                && a.status == ActionStatus::Succeeded
+                && a.decided_by.as_ref().is_some_and(Actor::is_system)
+        })
+        .map(|a| a.id.clone())
+        .collect();
+    if fixes.is_empty() {
+        return;
+    }
+    let id = inc.id;
+    let named = fixes
+        .iter()
+        .map(|a| format!("`{a}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !auto_allowed(inc, cfg) {
+        d.effects.push(note(format!(
+            "⏸️ The automatic fix {named} is not run again on its own at {} (the policy wants a person): a person decides.",
+            inc.severity
+        )));
+        return;
+    }
+    if let Some(n) = storm(inc, cfg, ctx) {
+        d.events.push(TimelineEvent {
+            at: ctx.now,
+            actor: Actor::system(),
+            kind: EventKind::StormGuard {
+                new_incidents: n,
+                window_seconds: cfg.engine.storm_window_seconds,
+            },
+        });
+        d.effects.push(note(format!(
+            "⏸️ The storm guard holds the automatic fix {named}: {n} incidents opened within {}; it is not run again on its own.",
+            human_seconds(cfg.engine.storm_window_seconds)
+        )));
+        return;
+    }
+    let max = cfg.engine.max_auto_runs.max(1);
+    let system = Actor::system();
+    for action in fixes {
+        let key = |n: u32| match n {
+            1 => format!("{id}:{action}"),
+            n => format!("{id}:{action}#{n}"),
+        };
+        match (1..=max).find(|n| !execution_exists(&key(*n), ctx, d)) {
+            Some(n) => {
+                d.effects.push(note(format!(
+                    "🔁 Running the automatic fix `{action}` again (run {n} of at most {max}): it fixed {id} before the alert fired again."
+                )));
+                approve_keyed(inc, &action, key(n), None, &system, ctx, d);
+            }
+            None => d.effects.push(note(format!(
+                "⚠️ The automatic fix `{action}` already ran {max} {} for {id} (`max_auto_runs` = {max}): it is not run again; a person decides.",
+                if max == 1 { "time" } else { "times" }
+            ))),
+        }
+    }
 }
 
 /// The playbook's actions for a new incident: those whose `when` holds for its labels and
@@ -1626,6 +1709,19 @@ fn approve_fully(
     d: &mut Decision,
 ) {
     let key = format!("{}:{}", inc.id, action);
+    approve_keyed(inc, action, key, rollback_of, by, ctx, d);
+}
+
+/// [`approve_fully`] under a given execution key (a re-run's).
+fn approve_keyed(
+    inc: &mut Incident,
+    action: &str,
+    key: String,
+    rollback_of: Option<&str>,
+    by: &Actor,
+    ctx: Ctx<'_>,
+    d: &mut Decision,
+) {
     if execution_exists(&key, ctx, d) {
         d.reply
             .get_or_insert_with(|| format!("`{action}` already ran or is running"));
@@ -2189,8 +2285,16 @@ fn on_command(
             }));
         }
         Command::Escalate(_) => {
-            d.events
-                .push(transition(&mut inc, Status::Escalated, None)?);
+            // Recorded like an automatic escalation (an `Escalated` event, which the metrics
+            // count, then the status change with the same reason: shown as one line).
+            let reason = "escalated by hand".to_string();
+            let changed = transition(&mut inc, Status::Escalated, Some(reason.clone()))?;
+            d.events.push(TimelineEvent {
+                at: ctx.now,
+                actor: actor.clone(),
+                kind: EventKind::Escalated { reason },
+            });
+            d.events.push(changed);
             d.effects.push(Effect::Chat(ChatBody::Note {
                 mentions: vec![],
                 text: format!("📣 Escalated by {who}."),

@@ -10,7 +10,9 @@
 //! incident supersedes is dropped instead of sent (after an outage, one edit rather than fifty),
 //! and so is an edit queued before its card was posted: the card is built when it is sent, so it
 //! already shows the change (in an alert storm under a platform's rate limit, every new incident
-//! with a repeat would otherwise cost two calls).
+//! with a repeat would otherwise cost two calls). A card shows the chart at hand and never
+//! waits for Prometheus: a chart not at hand is fetched off the delivery path and added by a
+//! later edit (see [`run_chart_edits`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -52,6 +54,9 @@ pub struct OutboxConfig {
     pub metrics: Arc<Metrics>,
     /// Draws the metric on cards as they are rendered for delivery (`None`: no charts).
     pub charts: Option<Arc<dyn crate::ports::ChartSource>>,
+    /// Told the incidents whose card went out without its chart once the chart came (the app
+    /// turns each into a card edit through the engine: see [`run_chart_edits`]).
+    pub chart_ready: Option<mpsc::UnboundedSender<IncidentId>>,
 }
 
 impl Default for OutboxConfig {
@@ -65,6 +70,7 @@ impl Default for OutboxConfig {
             call_timeout: Duration::from_secs(15),
             metrics: Arc::new(Metrics::new()),
             charts: None,
+            chart_ready: None,
         }
     }
 }
@@ -444,13 +450,25 @@ pub async fn run_outbox(
                 if group.len() > 1 {
                     rendered = coalesced(&group);
                 }
-                // The metric on the card, fetched now (bounded; absent when it does not come),
-                // so every post and edit shows the series as it is at delivery.
-                if let (Some(charts), Some(inc)) = (&cfg.charts, &card_of) {
+                // The metric on the card: only what is at hand. Delivery never waits for
+                // Prometheus; a chart not at hand (or a stale one) is fetched off this path,
+                // and a card that went out without it gets an edit when it comes.
+                if let (Some(charts), Some(inc)) = (&cfg.charts, card_of) {
                     if let Delivery::PostCard { card } | Delivery::UpdateCard { card } =
                         &mut rendered
                     {
-                        card.chart = charts.chart(inc).await;
+                        let at_hand = charts.at_hand(&inc);
+                        card.chart = at_hand.chart;
+                        if at_hand.fetch {
+                            let (charts, ready) = (charts.clone(), cfg.chart_ready.clone());
+                            tokio::spawn(async move {
+                                for id in charts.fetch(&inc).await {
+                                    if let Some(ready) = &ready {
+                                        let _ = ready.send(id);
+                                    }
+                                }
+                            });
+                        }
                     }
                 }
                 call_started = Instant::now();
@@ -612,6 +630,30 @@ pub async fn run_outbox(
 fn put_back(q: &mut Queue, group: Vec<OutboxEntry>) {
     for e in group.into_iter().rev() {
         q.entries.push_front(e);
+    }
+}
+
+/// Edits the cards that went out without their chart, once it came: each incident named on
+/// `ready` goes to the engine as [`Input::ChartFetched`], which queues the edit through the
+/// outbox like any other (durable, in the thread's order, coalesced with the card's other
+/// edits).
+pub async fn run_chart_edits(
+    engine: Engine,
+    mut ready: mpsc::UnboundedReceiver<IncidentId>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            id = ready.recv() => match id {
+                Some(incident) => {
+                    if let Err(e) = engine.submit_one(Input::ChartFetched { incident }).await {
+                        debug!(%incident, error = %e, "No card edit for the chart.");
+                    }
+                }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        }
     }
 }
 

@@ -478,6 +478,8 @@ struct Committed {
     queued: Vec<String>,
     gather: Vec<IncidentId>,
     started: std::time::Instant,
+    /// The batch has alerts (webhook intake): its sync decides readiness (see [`StoreHealth`]).
+    intake: bool,
     /// Dropped by the syncer, off the writer's path.
     writes: WriteSet,
 }
@@ -596,6 +598,14 @@ impl Writer {
         };
         let mut replies = Vec::with_capacity(jobs.len());
         let mut failed: Option<StoreError> = None;
+        let intake = jobs.iter().any(|j| {
+            j.inputs
+                .iter()
+                .any(|i| matches!(i, Input::Alert(_) | Input::Triaged(..)))
+        });
+        if intake {
+            self.health.intake_written();
+        }
         for job in jobs {
             let mut results = Vec::with_capacity(job.inputs.len());
             for input in job.inputs {
@@ -692,6 +702,7 @@ impl Writer {
                     queued,
                     gather,
                     started,
+                    intake,
                     writes: w,
                 };
                 if let Err(std::sync::mpsc::SendError(c)) = self.sync_tx.send(committed) {
@@ -706,6 +717,9 @@ impl Writer {
                 }
             }
             Err(e) => {
+                if intake {
+                    self.health.intake_failed();
+                }
                 if !self.health.failing.swap(true, Ordering::SeqCst) {
                     error!(error = %e, "Commit failed; the batch was not acknowledged and incidentd is not ready until a write succeeds.");
                 } else {
@@ -765,6 +779,10 @@ impl Syncer {
                     for c in std::mem::take(&mut self.held) {
                         self.publish(c);
                     }
+                    // An alert stored and acknowledged: webhook writes fit again.
+                    if group.iter().any(|c| c.intake) {
+                        self.health.intake_stored();
+                    }
                     for c in group {
                         self.publish(c);
                     }
@@ -772,6 +790,9 @@ impl Syncer {
                 Err(e) => {
                     if !self.health.failing.swap(true, Ordering::SeqCst) {
                         error!(error = %e, "Sync failed: committed batches were not acknowledged (503) and incidentd is not ready until a sync succeeds.");
+                    }
+                    if group.iter().any(|c| c.intake) {
+                        self.health.intake_failed();
                     }
                     let e = Arc::new(EngineError::Store(e));
                     for mut c in group {
@@ -1051,7 +1072,8 @@ impl Batch<'_> {
             | Input::FollowUpExported { incident, .. }
             | Input::VerificationFinished { incident, .. }
             | Input::VerificationCheck { incident, .. }
-            | Input::Evidence { incident, .. } => Some(*incident),
+            | Input::Evidence { incident, .. }
+            | Input::ChartFetched { incident } => Some(*incident),
             Input::StormJoined { lead, .. } => Some(*lead),
         };
         // An alert always gives its incident back (the core's contract, checked below), so

@@ -13,6 +13,7 @@ mod evidence;
 mod followups;
 mod groups;
 mod previews;
+mod refires;
 mod storms;
 mod writes;
 
@@ -678,6 +679,49 @@ fn escalate() {
     assert!(e.0.contains("cannot become escalated"));
 }
 
+#[test]
+fn a_manual_escalation_is_recorded_and_counted_like_an_automatic_one() {
+    let inc = open("agent deadlock", "critical");
+    let d = cmd(&inc, "U1", Command::Escalate(inc.id), 1).unwrap();
+    // The Escalated event, by the person, with why.
+    let escalated: Vec<&TimelineEvent> = d
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Escalated { .. }))
+        .collect();
+    assert_eq!(escalated.len(), 1, "{:?}", d.events);
+    assert_eq!(escalated[0].actor, user("U1"));
+    assert_eq!(
+        escalated[0].kind,
+        EventKind::Escalated {
+            reason: "escalated by hand".into()
+        }
+    );
+    // Counted where escalations are counted (incidentd_escalations_total).
+    assert_eq!(
+        d.observed
+            .iter()
+            .filter(|o| **o == Observed::Escalated)
+            .count(),
+        1
+    );
+    // Shown once in the timeline: the status change, saying who and why.
+    let lines: Vec<String> = crate::domain::incident::shown_timeline(&d.events)
+        .map(|e| e.describe())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("scalated"))
+            .collect::<Vec<_>>(),
+        [&format!(
+            "Escalated by {}: escalated by hand",
+            user("U1").display()
+        )],
+        "{lines:?}"
+    );
+}
+
 fn timers(d: &Decision) -> Vec<(TimerKind, i64)> {
     d.effects
         .iter()
@@ -977,4 +1021,48 @@ fn an_interrupted_action_shows_as_interrupted_not_failed() {
     let c = card(&after, &cfg());
     let a = c.actions.iter().find(|a| a.id == "restart").unwrap();
     assert_eq!(a.status, ActionStatus::Interrupted);
+}
+
+#[test]
+fn a_chart_that_came_late_edits_the_card_coalesced_like_any_edit() {
+    let inc = open("Payments API rate limit", "warning");
+    let chart = |inc: &Incident, secs: i64| {
+        handle(
+            Some(inc.clone()),
+            Input::ChartFetched { incident: inc.id },
+            &cfg(),
+            ctx(secs),
+        )
+        .unwrap()
+    };
+    // Within the coalescing window of the card's post (5 s): held back for the flush timer.
+    let d = chart(&inc, 1);
+    assert!(chats(&d).is_empty(), "{:?}", d.effects);
+    let held = d.incident.clone().unwrap();
+    assert!(held.card_dirty);
+    assert!(d.effects.iter().any(|e| matches!(
+        e,
+        Effect::ArmTimer(Timer {
+            kind: TimerKind::CardFlush,
+            ..
+        })
+    )));
+    assert!(d.events.is_empty(), "no timeline entry for a chart");
+    // After it: an edit at once.
+    let d = chart(&inc, 6);
+    assert_eq!(chats(&d), [&ChatBody::RenderCard { post: false }]);
+    // An incident summarized in a storm thread has no card of its own to edit.
+    let mut member = inc.clone();
+    member.storm_thread = Some(IncidentId(99));
+    assert!(chats(&chart(&member, 6)).is_empty());
+    // An unknown incident is an error, not a card.
+    assert!(handle(
+        None,
+        Input::ChartFetched {
+            incident: IncidentId(42)
+        },
+        &cfg(),
+        ctx(6)
+    )
+    .is_err());
 }

@@ -17,10 +17,10 @@ use serde::Deserialize;
 use crate::domain::chart::{
     expr_from_url, split_threshold, Chart, CHART_STEP_SECONDS, CHART_WINDOW_SECONDS,
 };
-use crate::domain::incident::Incident;
+use crate::domain::incident::{Incident, IncidentId};
 use crate::domain::playbook::{Threshold, VerifySpec};
 use crate::domain::promql::QueryTemplate;
-use crate::ports::{ChartSource, ExecOutcome};
+use crate::ports::{ChartAtHand, ChartSource, ExecOutcome};
 
 use super::template::{lookup, TemplateContext, TemplateError};
 
@@ -444,34 +444,59 @@ pub async fn verify(
 }
 
 /// Charts for cards, from Prometheus: the playbook's `chart_query` (values quoted like any
-/// playbook query) or else the alert's own expression, over the last 30 minutes. A card is
-/// delivered whether or not its chart comes: a short timeout, failures only at debug level,
-/// and a cache (answers and failures alike) so that a dead Prometheus costs one timeout per
-/// query per [`CHART_CACHE`], not one per card edit.
+/// playbook query) or else the alert's own expression, over the last 30 minutes. A card never
+/// waits for its chart: [`ChartSource::at_hand`] answers from a cache, and a query not in it
+/// (or older than [`CHART_CACHE`]) is fetched off the delivery path, one fetch per query at a
+/// time; the cards that went out without it are named when it comes, for an edit. Failures are
+/// logged at debug level only and cached like answers, so a dead Prometheus costs one request
+/// per query per [`CHART_CACHE`] (while cards are rendered), not one per card edit.
 pub struct PrometheusCharts {
     prometheus: Prometheus,
     playbooks: HashMap<String, (QueryTemplate, Option<f64>)>,
-    cache: Mutex<HashMap<String, (tokio::time::Instant, Option<Chart>)>>,
+    cache: Mutex<ChartCache>,
 }
 
-/// How long a fetched chart (or a failure) is reused.
+#[derive(Default)]
+struct ChartCache {
+    /// Per query: when it was fetched and what came (`None`: no chart — a failure, no data).
+    fetched: HashMap<String, (tokio::time::Instant, Option<Chart>)>,
+    /// Queries being fetched, with the incidents whose card went out without their chart
+    /// meanwhile.
+    fetching: HashMap<String, Vec<IncidentId>>,
+}
+
+/// How long a fetched chart (or a failure) is fresh: a card rendered later shows it still (a
+/// chart, not a failure), and has it fetched again off the delivery path.
 pub const CHART_CACHE: Duration = Duration::from_secs(5);
-/// The longest a card's delivery waits for its chart.
-pub const CHART_TIMEOUT: Duration = Duration::from_secs(2);
 /// Queries remembered at most (the cache starts afresh beyond).
 const CHART_CACHE_ENTRIES: usize = 1024;
 
+/// Forgets a query's fetch under way if the fetch is dropped before it finished.
+struct Fetching<'a> {
+    cache: &'a Mutex<ChartCache>,
+    query: String,
+    done: bool,
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Ok(mut c) = self.cache.lock() {
+                c.fetching.remove(&self.query);
+            }
+        }
+    }
+}
+
 impl PrometheusCharts {
-    /// `prometheus` with its timeout cut to [`CHART_TIMEOUT`]; `playbooks`: (playbook id,
-    /// chart query, threshold).
+    /// `prometheus` as configured (its timeout bounds a fetch, which no delivery waits for);
+    /// `playbooks`: (playbook id, chart query, threshold).
     pub fn new(
         prometheus: &Prometheus,
         playbooks: impl IntoIterator<Item = (String, QueryTemplate, Option<f64>)>,
     ) -> PrometheusCharts {
-        let mut prometheus = prometheus.clone();
-        prometheus.timeout = prometheus.timeout.min(CHART_TIMEOUT);
         PrometheusCharts {
-            prometheus,
+            prometheus: prometheus.clone(),
             playbooks: playbooks
                 .into_iter()
                 .map(|(id, q, t)| (id, (q, t)))
@@ -503,14 +528,45 @@ pub fn chart_query(
 
 #[async_trait::async_trait]
 impl ChartSource for PrometheusCharts {
-    async fn chart(&self, inc: &Incident) -> Option<Chart> {
-        let (query, threshold) = self.query_for(inc)?;
+    fn at_hand(&self, inc: &Incident) -> ChartAtHand {
+        let Some((query, _)) = self.query_for(inc) else {
+            return ChartAtHand::default();
+        };
         let now = tokio::time::Instant::now();
-        if let Some((at, chart)) = self.cache.lock().unwrap().get(&query) {
-            if now.duration_since(*at) < CHART_CACHE {
-                return chart.clone();
-            }
+        let mut cache = self.cache.lock().unwrap();
+        let known = cache.fetched.get(&query).cloned();
+        let fresh = known
+            .as_ref()
+            .is_some_and(|(at, _)| now.duration_since(*at) < CHART_CACHE);
+        let chart = known.and_then(|(_, c)| c);
+        if fresh {
+            return ChartAtHand {
+                chart,
+                fetch: false,
+            };
         }
+        let under_way = cache.fetching.contains_key(&query);
+        let waiting = cache.fetching.entry(query).or_default();
+        // Shown without its chart: edited when the chart comes. (A stale chart is shown as it
+        // is; the card's next edit shows the fresher one.)
+        if chart.is_none() && !waiting.contains(&inc.id) {
+            waiting.push(inc.id);
+        }
+        ChartAtHand {
+            chart,
+            fetch: !under_way,
+        }
+    }
+
+    async fn fetch(&self, inc: &Incident) -> Vec<IncidentId> {
+        let Some((query, threshold)) = self.query_for(inc) else {
+            return vec![];
+        };
+        let mut guard = Fetching {
+            cache: &self.cache,
+            query: query.clone(),
+            done: false,
+        };
         let end = Utc::now();
         let start = end - chrono::Duration::seconds(CHART_WINDOW_SECONDS);
         let step = Duration::from_secs(CHART_STEP_SECONDS);
@@ -537,11 +593,20 @@ impl ChartSource for PrometheusCharts {
             }
         };
         let mut cache = self.cache.lock().unwrap();
-        if cache.len() >= CHART_CACHE_ENTRIES {
-            cache.clear();
+        guard.done = true;
+        let waiting = cache.fetching.remove(&query).unwrap_or_default();
+        if cache.fetched.len() >= CHART_CACHE_ENTRIES {
+            cache.fetched.clear();
         }
-        cache.insert(query, (now, chart.clone()));
-        chart
+        let came = chart.is_some();
+        cache
+            .fetched
+            .insert(query, (tokio::time::Instant::now(), chart));
+        if came {
+            waiting
+        } else {
+            vec![]
+        }
     }
 }
 
@@ -676,6 +741,131 @@ mod tests {
         assert_eq!(chart_query(Some((&missing, None)), &inc), None);
         inc.links.clear();
         assert_eq!(chart_query(None, &inc), None);
+    }
+
+    /// A Prometheus stand-in that counts requests and holds each until `answer` is sent.
+    async fn held_prometheus(
+        answer: tokio::sync::watch::Receiver<Option<String>>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut answer = answer.clone();
+                let n = n.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 8192];
+                    let _ = conn.read(&mut buf).await;
+                    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Ok(body) = answer.wait_for(|a| a.is_some()).await.map(|a| a.clone()) else {
+                        return;
+                    };
+                    let body = body.unwrap_or_default();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(format!("{head}{body}").as_bytes()).await;
+                });
+            }
+        });
+        (url, count)
+    }
+
+    fn with_expr(id: u64, expr: &str) -> Incident {
+        let mut inc = incident();
+        inc.id = IncidentId(id);
+        inc.links.push(crate::domain::alert::Link {
+            title: "Source".into(),
+            url: format!(
+                "http://p:9090/graph?g0.expr={}",
+                form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
+            ),
+        });
+        inc
+    }
+
+    #[tokio::test]
+    async fn a_card_never_waits_one_fetch_per_query_names_every_card_that_went_without() {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let (url, requests) = held_prometheus(rx).await;
+        let prometheus =
+            Prometheus::new(&url, None, Duration::from_secs(30), reqwest::Client::new());
+        let charts = std::sync::Arc::new(PrometheusCharts::new(&prometheus, []));
+        let (a, b) = (with_expr(1, "errors > 1"), with_expr(2, "errors > 1"));
+        // Nothing at hand: the first card asks for a fetch, the second (same query) does not.
+        assert_eq!(
+            charts.at_hand(&a),
+            ChartAtHand {
+                chart: None,
+                fetch: true
+            }
+        );
+        assert_eq!(
+            charts.at_hand(&b),
+            ChartAtHand {
+                chart: None,
+                fetch: false
+            }
+        );
+        // No query: nothing to show, nothing to fetch.
+        assert_eq!(charts.at_hand(&incident()), ChartAtHand::default());
+        let c = charts.clone();
+        let (a2, b2) = (a.clone(), b.clone());
+        let fetch = tokio::spawn(async move { c.fetch(&a2).await });
+        // While the query is held, cards still go out at once, and nothing asks again.
+        assert_eq!(
+            charts.at_hand(&b2),
+            ChartAtHand {
+                chart: None,
+                fetch: false
+            }
+        );
+        tx.send(Some(
+            serde_json::json!({"status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": {}, "values": [[1.0, "2"], [61.0, "3"]]}
+            ]}})
+            .to_string(),
+        ))
+        .unwrap();
+        let mut named = fetch.await.unwrap();
+        named.sort();
+        assert_eq!(named, [a.id, b.id]);
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Now at hand, fresh: shown, not fetched again.
+        let shown = charts.at_hand(&a);
+        assert!(!shown.fetch);
+        let chart = shown.chart.expect("the chart is at hand");
+        assert_eq!(
+            (chart.query.as_str(), chart.threshold, chart.current()),
+            ("errors", Some(1.0), Some(3.0))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_names_no_card_and_is_remembered_for_a_while() {
+        // Nothing listens there.
+        let url = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let prometheus =
+            Prometheus::new(&url, None, Duration::from_secs(5), reqwest::Client::new());
+        let charts = PrometheusCharts::new(&prometheus, []);
+        let a = with_expr(1, "errors > 1");
+        assert!(charts.at_hand(&a).fetch);
+        assert_eq!(charts.fetch(&a).await, Vec::<IncidentId>::new());
+        // The failure is fresh: the next card goes without, and does not ask again.
+        assert_eq!(
+            charts.at_hand(&a),
+            ChartAtHand {
+                chart: None,
+                fetch: false
+            }
+        );
     }
 
     #[test]

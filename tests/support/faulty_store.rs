@@ -14,6 +14,9 @@ pub struct FaultyStore {
     inner: Arc<dyn Store>,
     /// Commits, syncs and outbox writes fail with ENOSPC's words.
     fail_writes: AtomicBool,
+    /// Commits that write an incident fail with ENOSPC's words; smaller ones (an empty group
+    /// commit, outbox deletions) and syncs still fit: a disk with a little room left.
+    fail_incident_writes: AtomicBool,
     /// Syncs block until released.
     hang: Mutex<bool>,
     released: Condvar,
@@ -30,6 +33,7 @@ impl FaultyStore {
         Arc::new(FaultyStore {
             inner,
             fail_writes: AtomicBool::new(false),
+            fail_incident_writes: AtomicBool::new(false),
             hang: Mutex::new(false),
             released: Condvar::new(),
             hung: AtomicUsize::new(0),
@@ -38,6 +42,11 @@ impl FaultyStore {
 
     pub fn fail_writes(&self, on: bool) {
         self.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// See `fail_incident_writes`: webhooks' writes fail, background ones still fit.
+    pub fn fail_incident_writes(&self, on: bool) {
+        self.fail_incident_writes.store(on, Ordering::SeqCst);
     }
 
     pub fn hang_syncs(&self, on: bool) {
@@ -77,6 +86,9 @@ impl Store for FaultyStore {
     }
     fn commit(&self, w: &WriteSet) -> Result<(), StoreError> {
         self.write()?;
+        if !w.incidents.is_empty() && self.fail_incident_writes.load(Ordering::SeqCst) {
+            return Err(enospc());
+        }
         self.inner.commit(w)
     }
     fn flush(&self) -> Result<(), StoreError> {

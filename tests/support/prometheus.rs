@@ -189,3 +189,169 @@ impl Drop for PromServer {
         let _ = self.child.start_kill();
     }
 }
+
+/// What became of one request to a [`HeldPrometheus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Read, not answered, the connection still open.
+    Held,
+    /// Answered with the released body.
+    Answered,
+    /// The client closed the connection before an answer (it gave up: its timeout, a cancel).
+    GaveUp,
+}
+
+/// One request a [`HeldPrometheus`] read.
+#[derive(Debug, Clone)]
+pub struct HeldRequest {
+    /// The request line's path (`/api/v1/query_range`).
+    pub path: String,
+    pub fate: Fate,
+}
+
+#[derive(Default)]
+struct HeldState {
+    log: Mutex<Vec<HeldRequest>>,
+    changed: tokio::sync::Notify,
+}
+
+impl HeldState {
+    fn set(&self, i: usize, fate: Fate) {
+        self.log.lock().unwrap()[i].fate = fate;
+        self.changed.notify_waiters();
+    }
+}
+
+/// A stand-in Prometheus that accepts every connection, reads the request and holds it
+/// unanswered (a Prometheus that hangs) until the test releases an answer; it records what
+/// became of each request, so a test can tell whether something happened while a request was
+/// still held, answered, or given up by the client.
+pub struct HeldPrometheus {
+    pub url: String,
+    state: Arc<HeldState>,
+    release: tokio::sync::watch::Sender<Option<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldPrometheus {
+    pub async fn start() -> HeldPrometheus {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state: Arc<HeldState> = Arc::default();
+        let (release, released) = tokio::sync::watch::channel(None::<String>);
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let st = st.clone();
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    // The request: its head, then as many body bytes as it announces.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let path = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string();
+                    let i = {
+                        let mut log = st.log.lock().unwrap();
+                        log.push(HeldRequest {
+                            path,
+                            fate: Fate::Held,
+                        });
+                        log.len() - 1
+                    };
+                    st.changed.notify_waiters();
+                    // Held until released, unless the client hangs up first.
+                    let body = loop {
+                        tokio::select! {
+                            r = released.wait_for(|b| b.is_some()) => {
+                                match r {
+                                    Ok(b) => break b.clone().unwrap_or_default(),
+                                    Err(_) => return,
+                                }
+                            }
+                            r = conn.read(&mut chunk) => {
+                                if matches!(r, Ok(0) | Err(_)) {
+                                    st.set(i, Fate::GaveUp);
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(answer.as_bytes()).await.is_ok() && conn.flush().await.is_ok()
+                    {
+                        st.set(i, Fate::Answered);
+                    } else {
+                        st.set(i, Fate::GaveUp);
+                    }
+                });
+            }
+        });
+        HeldPrometheus {
+            url,
+            state,
+            release,
+            task,
+        }
+    }
+
+    /// Every request read so far, in arrival order, with what became of it.
+    pub fn requests(&self) -> Vec<HeldRequest> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// From now on every request, held or new, is answered with `body` (JSON).
+    pub fn release(&self, body: &str) {
+        let _ = self.release.send(Some(body.to_string()));
+    }
+
+    /// Waits (bounded) until the requests satisfy `pred`.
+    pub async fn wait(&self, what: &str, pred: impl Fn(&[HeldRequest]) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let changed = self.state.changed.notified();
+            if pred(&self.requests()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                panic!("{what}: not reached: {:?}", self.requests());
+            }
+        }
+    }
+}
+
+impl Drop for HeldPrometheus {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
