@@ -10,6 +10,11 @@
 //! Values are the serde_json documents the sled store writes, in `text` columns; keys are real
 //! columns (`COLLATE "C"` where sled orders by bytes, so both list in the same order).
 //!
+//! A group commit is usually one statement ([`COMMIT_SQL`]: fence, incidents, journal rows, id
+//! counter). Timeline events and fingerprint and timer changes go to a few *journal* rows per
+//! commit, folded into their tables by [`Store::fold`] when the writer is idle; reads merge
+//! both in one statement (docs/replicas.md).
+//!
 //! **Fencing**: a store opened for a leader carries its term. Every write transaction first
 //! takes `FOR KEY SHARE` on the lease row and compares the term: another term means another
 //! replica took over, and the write is refused with [`StoreError::Fenced`] (and the store says
