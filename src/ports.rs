@@ -157,6 +157,9 @@ impl OutboxEntry {
 pub struct OutboundMessage<'a> {
     pub key: String,
     pub incident: IncidentId,
+    /// When its (first) outbox entry was queued: an entry queued before this process started
+    /// may have been sent by an earlier process (a leader killed before recording the result).
+    pub created_at: DateTime<Utc>,
     /// The incident's thread on this sink, once its card has been posted.
     pub thread: Option<ThreadRef>,
     pub body: &'a Delivery,

@@ -956,6 +956,83 @@ async fn a_lost_answer_does_not_double_the_card() {
     rig.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_does_not_double_a_note() {
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    // Slack stores the ack note but its answer is lost: the outbox retries the same entry.
+    rig.fake.lose_answers_of("note", 1);
+    let r = rig.fake.command("UAPPROVER", "ack INC-1").await;
+    assert_eq!(r["text"], "INC-1 acknowledged.");
+    // A later note of the same incident leaves after the retried one (per-incident order).
+    rig.fake.command("UAPPROVER", "note INC-1 later").await;
+    let a = alert.clone();
+    rig.fake
+        .wait("the later note", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.thread_ts.as_deref() == Some(&a) && m.text.contains("later"))
+        })
+        .await;
+    let acks: Vec<_> = rig
+        .fake
+        .messages()
+        .into_iter()
+        .filter(|m| m.thread_ts.as_deref() == Some(&alert) && m.text.contains("Acknowledged by"))
+        .collect();
+    assert_eq!(acks.len(), 1, "the note posted once: {acks:?}");
+    assert_eq!(
+        acks[0].metadata["event_payload"]["kind"], "note",
+        "posted with its idempotency key: {:?}",
+        acks[0].metadata
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_sent_before_a_restart_is_not_posted_again() {
+    // A leader killed after Slack stored its note but before it recorded the result (here: the
+    // answer lost, then a stop before the retry): the next process finds the note by the
+    // idempotency key in its metadata instead of posting it again (as Discord's nonce does).
+    let rig = Rig::start("socket").await;
+    let alert = rig.alert(true);
+    rig.card_under(&alert).await;
+    rig.fake.lose_answers_of("note", 1000);
+    rig.fake.command("UAPPROVER", "ack INC-1").await;
+    let a = alert.clone();
+    let acked = move |f: &FakeSlack| {
+        f.messages()
+            .iter()
+            .filter(|m| m.thread_ts.as_deref() == Some(&a) && m.text.contains("Acknowledged by"))
+            .count()
+    };
+    rig.fake
+        .wait("the ack note stored", |f| acked(f) == 1)
+        .await;
+    let (fake, dir) = rig.stop_keep().await;
+    fake.lose_answers(0);
+    let rig = Rig::launch("socket", fake, dir, POLICY).await;
+    rig.fake.command("UAPPROVER", "note INC-1 later").await;
+    let a = alert.clone();
+    rig.fake
+        .wait("the later note", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.thread_ts.as_deref() == Some(&a) && m.text.contains("later"))
+        })
+        .await;
+    assert_eq!(acked(&rig.fake), 1, "the ack note posted once");
+    assert!(
+        rig.fake
+            .calls_of("conversations.replies")
+            .iter()
+            .any(|c| c.body["include_all_metadata"] == "true"),
+        "looked up with the metadata"
+    );
+    rig.stop().await;
+}
+
 /// Waits until the envelope carrying the message `ts` was acknowledged, that is handled.
 async fn wait_handled(rig: &Rig, ts: &str) {
     rig.fake

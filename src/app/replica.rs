@@ -350,6 +350,7 @@ mod tests {
         OutboundMessage {
             key: "incidentd:test:1".into(),
             incident: IncidentId(1),
+            created_at: chrono::Utc::now(),
             thread: None,
             body,
         }

@@ -475,6 +475,7 @@ pub async fn run_outbox(
                 let msg = OutboundMessage {
                     key: group_key(&group),
                     incident: entry.incident,
+                    created_at: entry.created_at,
                     thread,
                     body: &rendered,
                 };

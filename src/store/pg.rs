@@ -10,6 +10,11 @@
 //! Values are the serde_json documents the sled store writes, in `text` columns; keys are real
 //! columns (`COLLATE "C"` where sled orders by bytes, so both list in the same order).
 //!
+//! A group commit is usually one statement ([`COMMIT_SQL`]: fence, incidents, journal rows, id
+//! counter). Timeline events and fingerprint and timer changes go to a few *journal* rows per
+//! commit, folded into their tables by [`Store::fold`] when the writer is idle; reads merge
+//! both in one statement (docs/replicas.md).
+//!
 //! **Fencing**: a store opened for a leader carries its term. Every write transaction first
 //! takes `FOR KEY SHARE` on the lease row and compares the term: another term means another
 //! replica took over, and the write is refused with [`StoreError::Fenced`] (and the store says
@@ -182,6 +187,8 @@ pub struct PgStore {
     term: Option<i64>,
     deposed: tokio::sync::watch::Sender<bool>,
     outbox_len: AtomicUsize,
+    /// Changes in journal rows, not folded yet.
+    unfolded: AtomicUsize,
     /// The block of outbox sequence numbers reserved: (next, end).
     seq: Mutex<(u64, u64)>,
     /// Transactions commit asynchronously and `flush` makes them durable (see the module doc).
@@ -207,7 +214,12 @@ impl PgStore {
             .query_one("SELECT count(*) FROM outbox", &[])
             .map_err(pg)?
             .get(0);
+        let unfolded: i64 = client
+            .query_one("SELECT coalesce(sum(n), 0)::int8 FROM journal", &[])
+            .map_err(pg)?
+            .get(0);
         let s = PgStore {
+            unfolded: AtomicUsize::new(unfolded as usize),
             url: url.to_owned(),
             idle: Mutex::new(vec![Conn::new(client)]),
             term,
@@ -306,6 +318,63 @@ impl PgStore {
         })
     }
 
+    /// The armed timers (`timers`) and the open fingerprints (`fps`) as their tables hold them
+    /// with the journal's changes applied in commit order, read in one statement (one
+    /// snapshot, so a fold in between changes nothing).
+    #[allow(clippy::type_complexity)]
+    fn replayed(
+        &self,
+        timers: bool,
+        fps: bool,
+    ) -> Result<(BTreeMap<String, IncidentId>, BTreeMap<i64, Vec<Timer>>), StoreError> {
+        self.read(
+            "SELECT 0::int8, 't', incident::text, body FROM timers WHERE $1 \
+             UNION ALL SELECT 0, 'f', fingerprint, incident::text FROM fingerprints WHERE $2 \
+             UNION ALL SELECT seq, 'j', '', deltas FROM journal WHERE deltas IS NOT NULL",
+            &[&timers, &fps],
+            |mut rows| {
+                rows.sort_by_key(|r| r.get::<_, i64>(0));
+                let mut f = BTreeMap::new();
+                let mut t = BTreeMap::new();
+                for r in rows {
+                    let key: &str = r.get(2);
+                    let body: &str = r.get(3);
+                    match r.get::<_, &str>(1) {
+                        "t" => {
+                            let n: i64 = key.parse().unwrap_or_default();
+                            t.insert(n, dec::<Vec<Timer>>("timers", body)?);
+                        }
+                        "f" => {
+                            let n: u64 = body.parse().unwrap_or_default();
+                            f.insert(key.to_owned(), IncidentId(n));
+                        }
+                        _ => {
+                            let (dfps, dtimers): Deltas = dec("journal", body)?;
+                            if fps {
+                                for (k, v) in dfps {
+                                    match v {
+                                        Some(v) => f.insert(k, v),
+                                        None => f.remove(&k),
+                                    };
+                                }
+                            }
+                            if timers {
+                                for (k, v) in dtimers {
+                                    if v.is_empty() {
+                                        t.remove(&k);
+                                    } else {
+                                        t.insert(k, v);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok((f, t))
+            },
+        )
+    }
+
     /// Every incident, oldest first, a page at a time.
     fn incidents_from(
         &self,
@@ -369,6 +438,175 @@ fn last_wins<K: Ord + Clone, V: Clone>(items: impl IntoIterator<Item = (K, V)>) 
     m.into_iter().collect()
 }
 
+/// A group commit in one statement: the fence (the lease row `FOR KEY SHARE`, its term compared
+/// with ours, `$1`; `NULL`: unfenced), the incidents (`$2`, `$3`), the journal rows (`$4`…`$8`,
+/// columns, in commit order) and the id counter (`$9`, unchanged when `NULL`). Every write is
+/// conditional on the fence, so a deposed leader's statement writes nothing and returns the
+/// term that leads now. Data-modifying CTEs run on one snapshot, in one transaction; the lease
+/// row is locked as in a separate `SELECT … FOR KEY SHARE` (a take-over committed meanwhile is
+/// seen: the lock follows the row's update).
+const COMMIT_SQL: &str = "\
+    WITH l AS (SELECT term FROM lease WHERE id = 1 FOR KEY SHARE), \
+    ok AS (SELECT 1 FROM l WHERE $1::int8 IS NULL OR l.term = $1::int8), \
+    i AS (INSERT INTO incidents (id, body) \
+      SELECT * FROM UNNEST($2::int8[], $3::text[]) WHERE EXISTS (SELECT 1 FROM ok) \
+      ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body), \
+    j AS (INSERT INTO journal (lo, hi, n, events, deltas) \
+      SELECT lo, hi, n, e, d \
+      FROM UNNEST($4::int8[], $5::int8[], $6::int4[], $7::text[], $8::text[]) \
+        WITH ORDINALITY AS x(lo, hi, n, e, d, o) \
+      WHERE EXISTS (SELECT 1 FROM ok) ORDER BY o), \
+    m AS (INSERT INTO meta (key, value) \
+      SELECT 'next_id', $9::text WHERE $9::text IS NOT NULL AND EXISTS (SELECT 1 FROM ok) \
+      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) \
+    SELECT (SELECT term FROM l)";
+
+/// Fingerprint and timer changes of one commit, in a journal row:
+/// (fingerprint → open incident or `None`, incident → armed timers or none).
+type Deltas = (Vec<(String, Option<IncidentId>)>, Vec<(i64, Vec<Timer>)>);
+
+/// Changes of one kind in one journal row at most: a fold step moves whole rows, so this bounds
+/// a step's cost (a few milliseconds) while a storm's commit still writes a handful of rows.
+const PIECE: usize = 256;
+
+/// One group commit's timeline events, fingerprint and timer changes, as a few journal rows
+/// (docs/replicas.md) instead of one row per change; [`Store::fold`] moves them into their
+/// tables later, and reads merge both. Columns of the rows, in commit order.
+#[derive(Default)]
+struct Journal {
+    /// Per row, the lowest and highest incident with events in it (`lo > hi`: none).
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+    /// Per row, the changes in it.
+    n: Vec<i32>,
+    /// `[[incident, seq, event], …]` in commit order.
+    events: Vec<Option<String>>,
+    /// [`Deltas`].
+    deltas: Vec<Option<String>>,
+    /// Changes in all rows.
+    total: usize,
+}
+
+impl Journal {
+    fn of(w: &WriteSet) -> Journal {
+        let mut j = Journal::default();
+        for piece in w.events.chunks(PIECE) {
+            let ids = piece.iter().map(|(i, _, _)| id(*i));
+            let events: Vec<(i64, u32, &TimelineEvent)> =
+                piece.iter().map(|(i, s, e)| (id(*i), *s, e)).collect();
+            j.lo.push(ids.clone().min().unwrap_or(1));
+            j.hi.push(ids.max().unwrap_or(0));
+            j.n.push(piece.len() as i32);
+            j.events.push(Some(enc(&events)));
+            j.deltas.push(None);
+        }
+        let mut fps = w.fingerprints.chunks(PIECE);
+        let mut timers = w.timers.chunks(PIECE);
+        loop {
+            let (f, t) = (fps.next().unwrap_or(&[]), timers.next().unwrap_or(&[]));
+            if f.is_empty() && t.is_empty() {
+                break;
+            }
+            let t: Vec<(i64, &Vec<Timer>)> = t.iter().map(|(i, t)| (id(*i), t)).collect();
+            j.lo.push(1);
+            j.hi.push(0);
+            j.n.push((f.len() + t.len()) as i32);
+            j.events.push(None);
+            j.deltas.push(Some(enc(&(f, t))));
+        }
+        j.total = j.n.iter().map(|n| *n as usize).sum();
+        j
+    }
+}
+
+/// Upserts timeline events ((incident, seq) → JSON).
+fn put_events(
+    tx: &mut Transaction<'_>,
+    stmts: &mut HashMap<&'static str, Statement>,
+    events: Vec<((i64, i32), String)>,
+) -> Result<(), postgres::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let st = stmt(
+        tx,
+        stmts,
+        "INSERT INTO events (incident, seq, body) \
+         SELECT * FROM UNNEST($1::int8[], $2::int4[], $3::text[]) \
+         ON CONFLICT (incident, seq) DO UPDATE SET body = EXCLUDED.body",
+    )?;
+    let mut a = (Vec::new(), Vec::new(), Vec::new());
+    for ((i, s), b) in events {
+        a.0.push(i);
+        a.1.push(s);
+        a.2.push(b);
+    }
+    tx.execute(&st, &[&a.0, &a.1, &a.2])?;
+    Ok(())
+}
+
+/// Sets or drops open fingerprints.
+fn put_fingerprints(
+    tx: &mut Transaction<'_>,
+    stmts: &mut HashMap<&'static str, Statement>,
+    fps: Vec<(String, Option<IncidentId>)>,
+) -> Result<(), postgres::Error> {
+    let (set, gone): (Vec<_>, Vec<_>) = fps.into_iter().partition(|(_, v)| v.is_some());
+    if !set.is_empty() {
+        let st = stmt(
+            tx,
+            stmts,
+            "INSERT INTO fingerprints (fingerprint, incident) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+             ON CONFLICT (fingerprint) DO UPDATE SET incident = EXCLUDED.incident",
+        )?;
+        let (k, v): (Vec<String>, Vec<i64>) = set
+            .into_iter()
+            .map(|(k, v)| (k, v.map(id).unwrap_or_default()))
+            .unzip();
+        tx.execute(&st, &[&k, &v])?;
+    }
+    if !gone.is_empty() {
+        let st = stmt(
+            tx,
+            stmts,
+            "DELETE FROM fingerprints WHERE fingerprint = ANY($1::text[])",
+        )?;
+        let k: Vec<String> = gone.into_iter().map(|(k, _)| k).collect();
+        tx.execute(&st, &[&k])?;
+    }
+    Ok(())
+}
+
+/// Sets each incident's armed timers (none: its row goes).
+fn put_timers(
+    tx: &mut Transaction<'_>,
+    stmts: &mut HashMap<&'static str, Statement>,
+    timers: Vec<(i64, Vec<Timer>)>,
+) -> Result<(), postgres::Error> {
+    let (armed, disarmed): (Vec<_>, Vec<_>) = timers.into_iter().partition(|(_, t)| !t.is_empty());
+    if !armed.is_empty() {
+        let st = stmt(
+            tx,
+            stmts,
+            "INSERT INTO timers (incident, body) SELECT * FROM UNNEST($1::int8[], $2::text[]) \
+             ON CONFLICT (incident) DO UPDATE SET body = EXCLUDED.body",
+        )?;
+        let (k, v): (Vec<i64>, Vec<String>) = armed.into_iter().map(|(k, t)| (k, enc(&t))).unzip();
+        tx.execute(&st, &[&k, &v])?;
+    }
+    if !disarmed.is_empty() {
+        let st = stmt(
+            tx,
+            stmts,
+            "DELETE FROM timers WHERE incident = ANY($1::int8[])",
+        )?;
+        let k: Vec<i64> = disarmed.into_iter().map(|(k, _)| k).collect();
+        tx.execute(&st, &[&k])?;
+    }
+    Ok(())
+}
+
 impl Store for PgStore {
     fn get_incident(&self, inc: IncidentId) -> Result<Option<Incident>, StoreError> {
         self.read(
@@ -419,10 +657,30 @@ impl Store for PgStore {
     }
 
     fn timeline(&self, inc: IncidentId) -> Result<Vec<TimelineEvent>, StoreError> {
+        // One statement (one snapshot), so that a fold in between cannot hide or repeat an
+        // event: the folded events (journal seq 0), then the journal rows that may hold some.
         self.read(
-            "SELECT body FROM events WHERE incident = $1 ORDER BY seq",
+            "SELECT 0::int8, seq, body FROM events WHERE incident = $1 \
+             UNION ALL SELECT seq, 0, events FROM journal \
+               WHERE lo <= $1 AND hi >= $1 AND events IS NOT NULL",
             &[&id(inc)],
-            |rows| rows.iter().map(|r| dec("events", r.get(0))).collect(),
+            |mut rows| {
+                rows.sort_by_key(|r| r.get::<_, i64>(0));
+                let mut out: BTreeMap<i32, TimelineEvent> = BTreeMap::new();
+                for r in rows {
+                    if r.get::<_, i64>(0) == 0 {
+                        out.insert(r.get(1), dec("events", r.get(2))?);
+                        continue;
+                    }
+                    let events: Vec<(i64, i32, TimelineEvent)> = dec("journal", r.get(2))?;
+                    for (i, seq, e) in events {
+                        if i == id(inc) {
+                            out.insert(seq, e);
+                        }
+                    }
+                }
+                Ok(out.into_values().collect())
+            },
         )
     }
 
@@ -455,18 +713,13 @@ impl Store for PgStore {
 
     fn commit(&self, w: &WriteSet) -> Result<(), StoreError> {
         let incidents = last_wins(w.incidents.iter().map(|i| (id(i.id), enc(i))));
-        let events = last_wins(
-            w.events
-                .iter()
-                .map(|(i, seq, e)| ((id(*i), *seq as i32), enc(e))),
-        );
-        let fps = last_wins(w.fingerprints.iter().cloned());
+        let (ids, bodies): (Vec<i64>, Vec<String>) = incidents.into_iter().unzip();
+        let journal = Journal::of(w);
         let outbox = last_wins(
             w.outbox
                 .iter()
                 .map(|e| ((e.sink.clone(), e.seq as i64), (id(e.incident), enc(e)))),
         );
-        let timers = last_wins(w.timers.iter().map(|(i, t)| (id(*i), t.clone())));
         let executions = last_wins(w.executions.iter().map(|x| (x.key.clone(), x.clone())));
         let history = last_wins(
             w.history
@@ -474,61 +727,42 @@ impl Store for PgStore {
                 .map(|(fp, p)| ((fp.clone(), id(p.id)), enc(p))),
         );
         let term = self.term.unwrap_or(0);
-        let inserted = self.write(|tx, stmts| {
-            if !incidents.is_empty() {
-                let st = stmt(
-                    tx,
-                    stmts,
-                    "INSERT INTO incidents (id, body) SELECT * FROM UNNEST($1::int8[], $2::text[]) \
-                     ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
-                )?;
-                let (ids, bodies): (Vec<i64>, Vec<String>) = incidents.into_iter().unzip();
-                tx.execute(&st, &[&ids, &bodies])?;
+        let next_id = w.next_id.map(|n| n.to_string());
+        let j = &journal;
+        let params: [&(dyn postgres::types::ToSql + Sync); 9] = [
+            &self.term, &ids, &bodies, &j.lo, &j.hi, &j.n, &j.events, &j.deltas, &next_id,
+        ];
+        let check = |row: postgres::Row| -> Result<(), Refused> {
+            let now: Option<i64> = row.get(0);
+            match (self.term, now) {
+                (Some(t), now) if now != Some(t) => Err(Refused::Fenced(now.unwrap_or(0))),
+                _ => Ok(()),
             }
-            if !events.is_empty() {
-                let st = stmt(
-                    tx,
-                    stmts,
-                    "INSERT INTO events (incident, seq, body) \
-                     SELECT * FROM UNNEST($1::int8[], $2::int4[], $3::text[]) \
-                     ON CONFLICT (incident, seq) DO UPDATE SET body = EXCLUDED.body",
-                )?;
-                let mut a = (Vec::new(), Vec::new(), Vec::new());
-                for ((i, s), b) in events {
-                    a.0.push(i);
-                    a.1.push(s);
-                    a.2.push(b);
-                }
-                tx.execute(&st, &[&a.0, &a.1, &a.2])?;
+        };
+        let rest = !outbox.is_empty() || !executions.is_empty() || !history.is_empty();
+        let inserted = self.with(|c| {
+            let (client, stmts) = c.parts();
+            if !rest {
+                // The common case (a storm: new incidents, their events, fingerprints and
+                // timers): one statement, its own transaction, one round trip.
+                let st = match stmts.get(COMMIT_SQL) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = client.prepare(COMMIT_SQL)?;
+                        stmts.insert(COMMIT_SQL, s.clone());
+                        s
+                    }
+                };
+                check(client.query_one(&st, &params)?)?;
+                return Ok(0);
             }
-            let (set, gone): (Vec<_>, Vec<_>) = fps.into_iter().partition(|(_, v)| v.is_some());
-            if !set.is_empty() {
-                let st = stmt(
-                    tx,
-                    stmts,
-                    "INSERT INTO fingerprints (fingerprint, incident) \
-                     SELECT * FROM UNNEST($1::text[], $2::int8[]) \
-                     ON CONFLICT (fingerprint) DO UPDATE SET incident = EXCLUDED.incident",
-                )?;
-                let (k, v): (Vec<String>, Vec<i64>) = set
-                    .into_iter()
-                    .map(|(k, v)| (k, v.map(id).unwrap_or_default()))
-                    .unzip();
-                tx.execute(&st, &[&k, &v])?;
-            }
-            if !gone.is_empty() {
-                let st = stmt(
-                    tx,
-                    stmts,
-                    "DELETE FROM fingerprints WHERE fingerprint = ANY($1::text[])",
-                )?;
-                let k: Vec<String> = gone.into_iter().map(|(k, _)| k).collect();
-                tx.execute(&st, &[&k])?;
-            }
+            let mut tx = client.transaction()?;
+            let st = stmt(&mut tx, stmts, COMMIT_SQL)?;
+            check(tx.query_one(&st, &params)?)?;
             let mut inserted = 0;
             if !outbox.is_empty() {
                 let st = stmt(
-                    tx,
+                    &mut tx,
                     stmts,
                     "INSERT INTO outbox (sink, seq, incident, body) \
                      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[]) \
@@ -543,27 +777,9 @@ impl Store for PgStore {
                 }
                 inserted = tx.execute(&st, &[&a.0, &a.1, &a.2, &a.3])? as usize;
             }
-            let (armed, disarmed): (Vec<_>, Vec<_>) =
-                timers.into_iter().partition(|(_, t)| !t.is_empty());
-            if !armed.is_empty() {
-                let st = stmt(
-                    tx,
-                    stmts,
-                    "INSERT INTO timers (incident, body) SELECT * FROM UNNEST($1::int8[], $2::text[]) \
-                     ON CONFLICT (incident) DO UPDATE SET body = EXCLUDED.body",
-                )?;
-                let (k, v): (Vec<i64>, Vec<String>) =
-                    armed.into_iter().map(|(k, t)| (k, enc(&t))).unzip();
-                tx.execute(&st, &[&k, &v])?;
-            }
-            if !disarmed.is_empty() {
-                let st = stmt(tx, stmts, "DELETE FROM timers WHERE incident = ANY($1::int8[])")?;
-                let k: Vec<i64> = disarmed.into_iter().map(|(k, _)| k).collect();
-                tx.execute(&st, &[&k])?;
-            }
             if !executions.is_empty() {
                 let st = stmt(
-                    tx,
+                    &mut tx,
                     stmts,
                     "INSERT INTO executions (key, incident, status, term, body) \
                      SELECT k, i, s, $4, b FROM UNNEST($1::text[], $2::int8[], $3::text[], $5::text[]) \
@@ -582,7 +798,7 @@ impl Store for PgStore {
             }
             if !history.is_empty() {
                 let st = stmt(
-                    tx,
+                    &mut tx,
                     stmts,
                     "INSERT INTO history (fingerprint, id, body) \
                      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[]) \
@@ -596,19 +812,65 @@ impl Store for PgStore {
                 }
                 tx.execute(&st, &[&a.0, &a.1, &a.2])?;
             }
-            if let Some(n) = w.next_id {
-                let st = stmt(
-                    tx,
-                    stmts,
-                    "INSERT INTO meta (key, value) VALUES ('next_id', $1) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                )?;
-                tx.execute(&st, &[&n.to_string()])?;
-            }
+            tx.commit()?;
             Ok(inserted)
         })?;
         self.outbox_len.fetch_add(inserted, Ordering::SeqCst);
+        self.unfolded.fetch_add(journal.total, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn fold(&self, max: usize) -> Result<usize, StoreError> {
+        if self.unfolded.load(Ordering::SeqCst) == 0 {
+            return Ok(0);
+        }
+        let moved = self.write(|tx, stmts| {
+            let st = stmt(
+                tx,
+                stmts,
+                "SELECT seq, n, events, deltas FROM journal ORDER BY seq LIMIT 64",
+            )?;
+            let rows = tx.query(&st, &[])?;
+            let mut moved = 0;
+            let mut seqs = Vec::new();
+            let mut events = BTreeMap::new();
+            let mut fps = BTreeMap::new();
+            let mut timers = BTreeMap::new();
+            for r in rows {
+                if moved >= max.max(1) {
+                    break;
+                }
+                seqs.push(r.get::<_, i64>(0));
+                moved += r.get::<_, i32>(1) as usize;
+                if let Some(e) = r.get::<_, Option<&str>>(2) {
+                    let e: Vec<(i64, i32, TimelineEvent)> = dec("journal", e)?;
+                    for (i, s, ev) in e {
+                        events.insert((i, s), enc(&ev));
+                    }
+                }
+                if let Some(d) = r.get::<_, Option<&str>>(3) {
+                    let d: Deltas = dec("journal", d)?;
+                    fps.extend(d.0);
+                    timers.extend(d.1);
+                }
+            }
+            put_events(tx, stmts, events.into_iter().collect())?;
+            put_fingerprints(tx, stmts, fps.into_iter().collect())?;
+            put_timers(tx, stmts, timers.into_iter().collect())?;
+            let st = stmt(tx, stmts, "DELETE FROM journal WHERE seq = ANY($1::int8[])")?;
+            tx.execute(&st, &[&seqs])?;
+            Ok(moved)
+        })?;
+        let _ = self
+            .unfolded
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(moved))
+            });
+        Ok(moved)
+    }
+
+    fn unfolded(&self) -> usize {
+        self.unfolded.load(Ordering::SeqCst)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -714,27 +976,13 @@ impl Store for PgStore {
     }
 
     fn timers(&self) -> Result<Vec<Timer>, StoreError> {
-        self.read("SELECT body FROM timers ORDER BY incident", &[], |rows| {
-            let mut out = Vec::new();
-            for r in rows {
-                let t: Vec<Timer> = dec("timers", r.get(0))?;
-                out.extend(t);
-            }
-            Ok(out)
-        })
+        let (_, timers) = self.replayed(true, false)?;
+        Ok(timers.into_values().flatten().collect())
     }
 
     fn open_fingerprints(&self) -> Result<Vec<(String, IncidentId)>, StoreError> {
-        self.read(
-            "SELECT fingerprint, incident FROM fingerprints ORDER BY fingerprint",
-            &[],
-            |rows| {
-                Ok(rows
-                    .iter()
-                    .map(|r| (r.get(0), IncidentId(r.get::<_, i64>(1) as u64)))
-                    .collect())
-            },
-        )
+        let (fps, _) = self.replayed(false, true)?;
+        Ok(fps.into_iter().collect())
     }
 
     fn history_fingerprints(&self) -> Result<Vec<String>, StoreError> {

@@ -566,6 +566,7 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
             }
         }
         "conversations.replies" => {
+            let all_metadata = include_all_metadata(a);
             let channel = str_of("channel").unwrap_or_default();
             let ts = str_of("ts").unwrap_or_default();
             let i = s.inner.lock().unwrap();
@@ -576,7 +577,7 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                 .messages
                 .iter()
                 .filter(|m| m.channel == channel && (m.ts == ts || m.thread_ts.as_deref() == Some(&ts)))
-                .map(|m| json!({ "type": "message", "ts": m.ts, "thread_ts": m.thread_ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks }))
+                .map(|m| with_metadata(json!({ "type": "message", "ts": m.ts, "thread_ts": m.thread_ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks }), m, all_metadata))
                 .collect();
             if msgs.is_empty() {
                 return err("thread_not_found");
@@ -586,6 +587,7 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
         // Newest first, top-level messages only; `oldest`/`latest` exclusive unless
         // `inclusive`; `limit` (default 100, at most 999) a page, `cursor` for the next.
         "conversations.history" => {
+            let all_metadata = include_all_metadata(a);
             let channel = str_of("channel").unwrap_or_default();
             let ts_of = |k: &str| str_of(k).map(|t| order(&t));
             let (oldest, latest) = (ts_of("oldest"), ts_of("latest"));
@@ -620,11 +622,12 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                         && latest.is_none_or(|l| if inclusive { t <= l } else { t < l })
                 })
                 .map(|m| {
-                    if m.raw.is_null() {
+                    let v = if m.raw.is_null() {
                         json!({ "type": "message", "ts": m.ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks })
                     } else {
                         m.raw.clone()
-                    }
+                    };
+                    with_metadata(v, m, all_metadata)
                 })
                 .collect();
             let page: Vec<Value> = all.iter().skip(from).take(limit).cloned().collect();
@@ -1308,4 +1311,20 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// `include_all_metadata` as a form field ("true"/"1") or a JSON boolean.
+fn include_all_metadata(a: &Value) -> bool {
+    matches!(&a["include_all_metadata"], Value::Bool(true))
+        || matches!(a["include_all_metadata"].as_str(), Some("true" | "1"))
+}
+
+/// Slack returns a message's `metadata` (as posted: `event_type`, `event_payload`) from
+/// conversations.history and conversations.replies only when asked with
+/// `include_all_metadata`.
+fn with_metadata(mut v: Value, m: &FakeMessage, all: bool) -> Value {
+    if all && !m.metadata.is_null() {
+        v["metadata"] = m.metadata.clone();
+    }
+    v
 }

@@ -465,6 +465,7 @@ mod tests {
         let msg = OutboundMessage {
             key: "k1".into(),
             incident: IncidentId(1),
+            created_at: chrono::Utc::now(),
             thread: None,
             body: &body,
         };
@@ -484,6 +485,7 @@ mod tests {
         port.deliver(OutboundMessage {
             key: "k2".into(),
             incident: IncidentId(1),
+            created_at: chrono::Utc::now(),
             thread: None,
             body: &note,
         })
@@ -505,6 +507,7 @@ mod tests {
         let msg = OutboundMessage {
             key: "k3".into(),
             incident: IncidentId(1),
+            created_at: chrono::Utc::now(),
             thread: None,
             body: &report,
         };

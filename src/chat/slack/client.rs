@@ -221,11 +221,24 @@ impl SlackApi {
         if let Some(c) = cursor {
             form.push(("cursor", c.to_string()));
         }
+        let v = self.raw("conversations.history", &form).await?;
+        let messages = v["messages"].as_array().cloned().unwrap_or_default();
+        let next = v["response_metadata"]["next_cursor"]
+            .as_str()
+            .filter(|c| !c.is_empty() && v["has_more"] == true)
+            .map(str::to_string);
+        Ok((messages, next))
+    }
+
+    /// Look up user-group membership for approvals (needs the `usergroups:read` scope).
+    /// One Web API call by form, answered as raw JSON (`ok` checked; 429 and 5xx mapped to what
+    /// the outbox does next).
+    async fn raw(&self, method: &str, form: &[(&str, String)]) -> Result<Value, ChatError> {
         let r = self
             .http
-            .post(format!("{}/conversations.history", self.api_url))
+            .post(format!("{}/{method}", self.api_url))
             .bearer_auth(self.bot.token_value.0.as_str())
-            .form(&form)
+            .form(form)
             .send()
             .await
             .map_err(|e| ChatError::Transient(e.without_url().to_string()))?;
@@ -252,15 +265,46 @@ impl SlackApi {
                 v["error"].as_str().unwrap_or("not ok").to_string(),
             ));
         }
-        let messages = v["messages"].as_array().cloned().unwrap_or_default();
-        let next = v["response_metadata"]["next_cursor"]
-            .as_str()
-            .filter(|c| !c.is_empty() && v["has_more"] == true)
-            .map(str::to_string);
-        Ok((messages, next))
+        Ok(v)
     }
 
-    /// Look up user-group membership for approvals (needs the `usergroups:read` scope).
+    /// Whether the bot already posted outbox entry `key` (its message `metadata` carries the
+    /// key): in the thread under `root`, or among the channel's top-level messages since
+    /// `since` (a minute of clock skew allowed). Asked with `include_all_metadata`, without
+    /// which Slack leaves metadata out.
+    pub async fn posted_with_key(
+        &self,
+        channel: &str,
+        root: Option<&str>,
+        since: chrono::DateTime<chrono::Utc>,
+        key: &str,
+    ) -> Result<bool, ChatError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("channel", channel.to_string()),
+            ("include_all_metadata", "true".into()),
+            ("limit", "999".into()),
+        ];
+        let method = match root {
+            Some(r) => {
+                form.push(("ts", r.to_string()));
+                "conversations.replies"
+            }
+            None => {
+                form.push(("oldest", format!("{}.000000", since.timestamp() - 60)));
+                "conversations.history"
+            }
+        };
+        let v = match self.raw(method, &form).await {
+            Ok(v) => v,
+            Err(ChatError::Permanent(e)) if e == "thread_not_found" => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(v["messages"].as_array().into_iter().flatten().any(|m| {
+            m["metadata"]["event_type"] == "incidentd"
+                && m["metadata"]["event_payload"]["key"] == key
+        }))
+    }
+
     pub fn with_user_groups(mut self, on: bool) -> Self {
         self.user_groups = on;
         self
@@ -725,11 +769,25 @@ impl SlackPort {
                 let content = SlackMessageContent::new()
                     .with_text(truncate_chars(&text, MAX_TEXT))
                     .with_metadata(metadata(msg, "note"));
-                match &msg.thread {
-                    Some(t) => self.post(&t.channel, Some(&t.message_id), content).await?,
+                let (channel, root) = match &msg.thread {
+                    Some(t) => (t.channel.as_str(), Some(t.message_id.as_str())),
                     // The card never made it (dead-lettered): say it in the incident channel.
-                    None => self.post(self.incident_channel()?, None, content).await?,
+                    None => (self.incident_channel()?, None),
                 };
+                // A retry, or an entry queued before this process started (a leader killed
+                // after Slack stored the note but before the result was recorded): the note
+                // may be there already, under its key.
+                let retried = !self.attempted.lock().unwrap().insert(msg.key.clone());
+                if (retried || msg.created_at < self.started)
+                    && self
+                        .api
+                        .posted_with_key(channel, root, msg.created_at, &msg.key)
+                        .await?
+                {
+                    info!(incident = %msg.incident, "The note was already posted; not posting it again.");
+                    return Ok(Delivered::default());
+                }
+                self.post(channel, root, content).await?;
                 Ok(Delivered::default())
             }
             Delivery::Report { report } => {

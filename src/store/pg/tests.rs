@@ -48,9 +48,46 @@ fn migrations_apply_once_and_a_newer_schema_is_refused() {
     .unwrap();
     let e = PgStore::open(&url, None).err().unwrap().to_string();
     assert!(
-        e.contains("schema version 2; this build knows up to 1"),
+        e.contains(&format!(
+            "schema version {}; this build knows up to {}",
+            schema::VERSION + 1,
+            schema::VERSION
+        )),
         "{e}"
     );
+}
+
+#[test]
+fn a_version_1_database_gets_the_journal_and_keeps_its_rows() {
+    let Some(url) = db() else { return };
+    {
+        let s = PgStore::open(&url, None).unwrap();
+        s.commit(&WriteSet {
+            incidents: vec![note_incident(1)],
+            fingerprints: vec![("fp1".into(), Some(IncidentId(1)))],
+            next_id: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+        while s.fold(100).unwrap() > 0 {}
+    }
+    // Back to what version 1 had: no journal.
+    let mut c = connect(&url).unwrap();
+    c.batch_execute("DROP TABLE journal; UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        .unwrap();
+    assert_eq!(schema::migrate(&mut c).unwrap(), 1, "found version 1");
+    let s = PgStore::open(&url, None).unwrap();
+    assert_eq!(
+        s.open_fingerprints().unwrap(),
+        [("fp1".into(), IncidentId(1))]
+    );
+    assert!(s.get_incident(IncidentId(1)).unwrap().is_some());
+    s.commit(&WriteSet {
+        fingerprints: vec![("fp1".into(), None)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.open_fingerprints().unwrap(), []);
 }
 
 #[test]
@@ -218,4 +255,64 @@ fn what_flush_made_durable_survives_a_server_crash() {
     drop(s);
     c.stop();
     assert_eq!(found, (2, true), "acknowledged after flush, then lost");
+}
+
+#[test]
+fn a_group_commit_keeps_events_and_deltas_in_one_journal_row_until_folded() {
+    // A storm's group commit writes one row per incident and a few journal rows, not a row per
+    // event, fingerprint and timer as well (the write path's cost: BENCHMARKS.md).
+    let Some(url) = db() else { return };
+    let s = PgStore::open(&url, None).unwrap();
+    let at = Utc::now();
+    let note = |n: u64| TimelineEvent {
+        at,
+        actor: crate::domain::policy::Actor::system(),
+        kind: crate::domain::incident::EventKind::Note {
+            text: format!("opened {n}"),
+        },
+    };
+    let timer = |n: u64| Timer {
+        incident: IncidentId(n),
+        kind: crate::ports::TimerKind::AckDeadline,
+        at: Utc::now(),
+    };
+    let ids = 1..=50u64;
+    s.commit(&WriteSet {
+        incidents: ids.clone().map(note_incident).collect(),
+        events: ids.clone().map(|n| (IncidentId(n), 0, note(n))).collect(),
+        fingerprints: ids
+            .clone()
+            .map(|n| (format!("fp{n}"), Some(IncidentId(n))))
+            .collect(),
+        timers: ids
+            .clone()
+            .map(|n| (IncidentId(n), vec![timer(n)]))
+            .collect(),
+        next_id: Some(51),
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    let mut c = connect(&url).unwrap();
+    let mut count = |table: &str| -> i64 {
+        c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0)
+    };
+    let counts = |count: &mut dyn FnMut(&str) -> i64| {
+        ["incidents", "events", "fingerprints", "timers", "journal"].map(count)
+    };
+    assert_eq!(
+        counts(&mut count),
+        [50, 0, 0, 0, 2],
+        "events in one row, deltas in one"
+    );
+    assert_eq!(s.unfolded(), 150);
+    assert_eq!(s.timeline(IncidentId(7)).unwrap(), [note(7)]);
+    assert_eq!(s.open_fingerprints().unwrap().len(), 50);
+    assert_eq!(s.timers().unwrap().len(), 50);
+    while s.fold(64).unwrap() > 0 {}
+    assert_eq!(s.unfolded(), 0);
+    assert_eq!(counts(&mut count), [50, 50, 50, 50, 0]);
+    assert_eq!(s.timeline(IncidentId(7)).unwrap(), [note(7)]);
 }

@@ -66,7 +66,131 @@ contract!(
     open_and_history_fingerprints_list_what_the_writer_caches,
     the_outbox_length_follows_commits_completions_and_dead_letters,
     the_quiet_period_timer_is_stored_under_a_stable_name_and_survives_a_reopen,
+    timelines_fingerprints_and_timers_read_the_same_folded_or_not_and_after_a_reopen,
 );
+
+/// What the reads return: every timeline of incidents 1..=5, the open fingerprints, the timers.
+type View = (Vec<Vec<String>>, Vec<(String, IncidentId)>, Vec<Timer>);
+
+fn view(s: &dyn Portable) -> View {
+    (
+        (1..=5)
+            .map(|i| texts(&s.timeline(IncidentId(i)).unwrap()))
+            .collect(),
+        s.open_fingerprints().unwrap(),
+        s.timers().unwrap(),
+    )
+}
+
+/// A backend may keep a commit's events, fingerprint and timer changes in per-commit records
+/// first and fold them later (`Store::fold`): every read is the same before, during and after
+/// the fold, and after a reopen, and later writes of the same keys win.
+fn timelines_fingerprints_and_timers_read_the_same_folded_or_not_and_after_a_reopen(
+    b: &dyn Backend,
+) {
+    let ack = |i, s| timer(i, TimerKind::AckDeadline, s);
+    let first = WriteSet {
+        incidents: (1..=3).map(|i| incident(i, &format!("fp{i}"))).collect(),
+        events: vec![
+            (IncidentId(1), 0, note("1/0")),
+            (IncidentId(2), 0, note("2/0")),
+            (IncidentId(1), 1, note("1/1")),
+        ],
+        fingerprints: vec![
+            ("fp1".into(), Some(IncidentId(1))),
+            ("fp2".into(), Some(IncidentId(2))),
+            ("fp3".into(), Some(IncidentId(3))),
+        ],
+        timers: vec![
+            (IncidentId(1), vec![ack(1, 60)]),
+            (IncidentId(2), vec![ack(2, 60)]),
+        ],
+        next_id: Some(4),
+        ..Default::default()
+    };
+    let second = WriteSet {
+        events: vec![
+            (IncidentId(3), 0, note("3/0")),
+            (IncidentId(1), 2, note("1/2")),
+            (IncidentId(2), 1, note("2/1")),
+        ],
+        fingerprints: vec![("fp2".into(), None), ("fp9".into(), Some(IncidentId(3)))],
+        timers: vec![
+            (IncidentId(2), vec![]),
+            (IncidentId(3), vec![ack(3, 30), ack(3, 90)]),
+        ],
+        ..Default::default()
+    };
+    let expected: View = (
+        vec![
+            vec!["1/0".into(), "1/1".into(), "1/2".into()],
+            vec!["2/0".into(), "2/1".into()],
+            vec!["3/0".into()],
+            vec![],
+            vec![],
+        ],
+        vec![
+            ("fp1".into(), IncidentId(1)),
+            ("fp3".into(), IncidentId(3)),
+            ("fp9".into(), IncidentId(3)),
+        ],
+        vec![ack(1, 60), ack(3, 30), ack(3, 90)],
+    );
+    {
+        let s = b.open();
+        s.commit(&first).unwrap();
+        s.commit(&second).unwrap();
+        s.flush().unwrap();
+        assert_eq!(view(&*s), expected, "as committed");
+    }
+    let s = b.open();
+    assert_eq!(view(&*s), expected, "reopened");
+    let before = s.unfolded();
+    let mut steps = 0;
+    loop {
+        let moved = s.fold(2).unwrap();
+        if moved == 0 {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 100, "the fold ends");
+        assert_eq!(view(&*s), expected, "after fold step {steps}");
+    }
+    assert_eq!(s.unfolded(), 0, "all folded ({before} before)");
+    // Later writes go after the folded state.
+    s.commit(&WriteSet {
+        events: vec![
+            (IncidentId(2), 2, note("2/2")),
+            (IncidentId(4), 0, note("4/0")),
+        ],
+        fingerprints: vec![("fp2".into(), Some(IncidentId(4))), ("fp1".into(), None)],
+        timers: vec![(IncidentId(1), vec![]), (IncidentId(4), vec![ack(4, 10)])],
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    let later: View = (
+        vec![
+            vec!["1/0".into(), "1/1".into(), "1/2".into()],
+            vec!["2/0".into(), "2/1".into(), "2/2".into()],
+            vec!["3/0".into()],
+            vec!["4/0".into()],
+            vec![],
+        ],
+        vec![
+            ("fp2".into(), IncidentId(4)),
+            ("fp3".into(), IncidentId(3)),
+            ("fp9".into(), IncidentId(3)),
+        ],
+        vec![ack(3, 30), ack(3, 90), ack(4, 10)],
+    );
+    assert_eq!(view(&*s), later, "after later writes");
+    drop(s);
+    let s = b.open();
+    assert_eq!(view(&*s), later, "reopened at the end");
+    while s.fold(1000).unwrap() > 0 {}
+    assert_eq!(view(&*s), later, "folded at the end");
+}
 
 fn commit_is_atomic_across_trees_and_survives_reopen(b: &dyn Backend) {
     {
