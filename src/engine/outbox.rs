@@ -12,7 +12,7 @@
 //! already shows the change (in an alert storm under a platform's rate limit, every new incident
 //! with a repeat would otherwise cost two calls).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use crate::domain::severity::Severity;
 use crate::ports::blocking;
 use crate::ports::{
     ChatBody, ChatError, ChatPort, Clock, Delivery, OutboundMessage, OutboxEntry, Pending, Store,
-    StoreError, Timer, TimerKind,
+    StoreError, Timer,
 };
 use crate::telemetry::metrics::{DeliveryResult, Metrics};
 
@@ -623,23 +623,18 @@ pub async fn run_timers(
     mut armed: mpsc::UnboundedReceiver<Timer>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut due: BTreeSet<(chrono::DateTime<chrono::Utc>, IncidentId, TimerKind)> =
-        initial.iter().map(|t| (t.at, t.incident, t.kind)).collect();
+    let mut due = super::due::DueTimers::new(initial);
     loop {
         let now = clock.now();
-        while let Some(&(at, incident, kind)) = due.first() {
-            if at > now {
-                break;
-            }
-            due.pop_first();
-            let t = Timer { incident, kind, at };
+        while let Some(t) = due.pop_due(now) {
             if let Err(e) = engine.submit_one(Input::Timer(t)).await {
-                warn!(%incident, error = %e, "Timer input failed.");
+                warn!(incident = %t.incident, error = %e, "Timer input failed.");
             }
         }
+        let next = due.first().map(|t| t.at);
         let sleep = async {
-            match due.first() {
-                Some(&(at, _, _)) => {
+            match next {
+                Some(at) => {
                     let wait = (at - clock.now()).to_std().unwrap_or(Duration::ZERO);
                     tokio::time::sleep(wait).await
                 }
@@ -648,7 +643,7 @@ pub async fn run_timers(
         };
         tokio::select! {
             t = armed.recv() => match t {
-                Some(t) => { due.insert((t.at, t.incident, t.kind)); }
+                Some(t) => due.insert(t),
                 None => break,
             },
             _ = sleep => {}
