@@ -643,7 +643,14 @@ pub async fn run_timers(
         };
         tokio::select! {
             t = armed.recv() => match t {
-                Some(t) => due.insert(t),
+                Some(t) => {
+                    // Everything armed meanwhile at once: during a storm the writer arms
+                    // thousands a second, and a backlog here costs memory in the channel.
+                    due.insert(t);
+                    while let Ok(t) = armed.try_recv() {
+                        due.insert(t);
+                    }
+                }
                 None => break,
             },
             _ = sleep => {}

@@ -469,14 +469,53 @@ impl HotIncidents {
 /// When incidents opened recently, per source: the storm guard's rate. Kept for one storm
 /// window; empty after a restart (the guard then counts from the restart).
 #[derive(Default)]
-struct Openings(HashMap<&'static str, std::collections::VecDeque<chrono::DateTime<chrono::Utc>>>);
+struct Openings(HashMap<&'static str, Window>);
+
+/// One source's openings in time order, run-length encoded: the incidents of one commit share
+/// its time, so a storm of 25 000 new incidents a second costs an entry per commit, not per
+/// incident. Each entry holds its time and the running count up to it, so a count since any
+/// time is one binary search.
+#[derive(Default)]
+struct Window {
+    runs: std::collections::VecDeque<(chrono::DateTime<chrono::Utc>, u64)>,
+    /// Openings ever added, and those of the runs already forgotten.
+    total: u64,
+    forgotten: u64,
+}
+
+impl Window {
+    fn push(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        self.total += 1;
+        match self.runs.back_mut() {
+            Some(run) if run.0 == at => run.1 = self.total,
+            _ => self.runs.push_back((at, self.total)),
+        }
+    }
+
+    fn since(&self, since: chrono::DateTime<chrono::Utc>) -> usize {
+        // In time order (the writer's clock), newest last.
+        let i = self.runs.partition_point(|(at, _)| *at < since);
+        let before = match i {
+            0 => self.forgotten,
+            i => self.runs[i - 1].1,
+        };
+        (self.total - before) as usize
+    }
+
+    fn forget_before(&mut self, keep_since: chrono::DateTime<chrono::Utc>) {
+        while let Some(&(at, upto)) = self.runs.front() {
+            if at >= keep_since {
+                break;
+            }
+            self.forgotten = upto;
+            self.runs.pop_front();
+        }
+    }
+}
 
 impl Openings {
     fn since(&self, source: &str, since: chrono::DateTime<chrono::Utc>) -> usize {
-        self.0.get(source).map_or(0, |q| {
-            // In time order (the writer's clock), newest last.
-            q.len() - q.partition_point(|at| *at < since)
-        })
+        self.0.get(source).map_or(0, |w| w.since(since))
     }
 
     /// Adds a commit's openings and forgets those before `keep_since`.
@@ -486,11 +525,49 @@ impl Openings {
         keep_since: chrono::DateTime<chrono::Utc>,
     ) {
         for (source, at) in new {
-            self.0.entry(source).or_default().push_back(at);
+            self.0.entry(source).or_default().push(at);
         }
-        for q in self.0.values_mut() {
-            while q.front().is_some_and(|at| *at < keep_since) {
-                q.pop_front();
+        for w in self.0.values_mut() {
+            w.forget_before(keep_since);
+        }
+    }
+}
+
+#[cfg(test)]
+mod openings_tests {
+    use super::Openings;
+    use chrono::{DateTime, TimeZone, Utc};
+    use proptest::prelude::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    proptest! {
+        /// Against every opening's time kept in a list, as the reference.
+        #[test]
+        fn counts_like_a_list_of_times(
+            commits in proptest::collection::vec(
+                (0i64..4, proptest::collection::vec(0usize..2, 0..6), 0i64..30, 0i64..30),
+                0..60,
+            )
+        ) {
+            const SOURCES: [&str; 2] = ["alertmanager", "grafana"];
+            let mut ours = Openings::default();
+            let mut reference: Vec<(&str, DateTime<Utc>)> = Vec::new();
+            let mut now = 0i64;
+            for (step, sources, keep, ask) in commits {
+                now += step;
+                let new: Vec<_> = sources.iter().map(|&s| (SOURCES[s], t(now))).collect();
+                reference.extend(new.iter().copied());
+                let keep_since = t(now - keep);
+                ours.record(new, keep_since);
+                reference.retain(|(_, at)| *at >= keep_since);
+                for s in SOURCES {
+                    let since = t(now - ask);
+                    let want = reference.iter().filter(|(x, at)| *x == s && *at >= since).count();
+                    prop_assert_eq!(ours.since(s, since), want);
+                }
             }
         }
     }

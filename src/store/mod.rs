@@ -463,10 +463,12 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
 }
 
 /// sled's page cache unless `[store] cache_mb` says otherwise. sled counts less than it
-/// keeps: with 128 a storm of 370 000 new alerts peaked at 512 MB, with 16 at 348 MB, at the
-/// same intake speed (the writer reads little: repeats of large groups come from its own
-/// cache). 32 keeps recent incidents' records for the API and chat without that cost.
-pub const DEFAULT_CACHE_MB: u64 = 32;
+/// keeps: with 128 a storm of 370 000 new alerts peaked at 512 MB, with 16 at 348 MB (before
+/// the per-incident tables were compacted); a storm of 400 000 peaks at 247–253 MB with 8
+/// against 278–279 MB with 32, at 0.91–0.99× the intake speed (BENCHMARKS.md). The writer reads
+/// little (repeats of large groups come from its own cache), and what sled does not keep the
+/// operating system's page cache does, outside the process.
+pub const DEFAULT_CACHE_MB: u64 = 8;
 
 /// Another handle (or its background flusher) holds the store's file lock. sled reports that as
 /// an `Other` error wrapping the `WouldBlock` one.
