@@ -11,7 +11,9 @@ use incidentd::simulate::{self, Format};
 use incidentd::telemetry::LogFormat;
 
 /// The bot's allocator (see Cargo.toml): glibc malloc's arena locks cost the writer thread
-/// and sled's I/O threads about a quarter of their time under load.
+/// and sled's I/O threads about a quarter of their time under load. The `system-alloc` feature
+/// leaves it out, for heap profilers that hook the system allocator (heaptrack; BENCHMARKS.md).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -6,11 +6,14 @@
 -- WRK_ALERTS is the number of alerts per request (default 100). Every alert has a name of
 -- its own (thread, request, index, in letters so that no digits read as status words), so
 -- each opens an incident: the storm that costs the most. WRK_GROUPS=N spreads the alerts over
--- N groups instead (one incident per group).
+-- N groups instead (one incident per group). WRK_STOP_AFTER=N stops each thread after N
+-- answered requests (so a storm has a fixed size: threads × N × WRK_ALERTS alerts, plus those
+-- in flight on the thread's connections when it stops).
 
 per = tonumber(os.getenv("WRK_ALERTS") or "100")
 groups = tonumber(os.getenv("WRK_GROUPS") or "0")
 if groups == 0 then groups = nil end
+stop_after = tonumber(os.getenv("WRK_STOP_AFTER") or "0")
 
 local counter = 0
 local threads = {}
@@ -57,6 +60,21 @@ function request()
     '"groupLabels":{},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://alertmanager:9093","alerts":[' ..
     table.concat(alerts, ",") .. ']}'
   return wrk.format(nil, "/api/v1/alerts/alertmanager", nil, body)
+end
+
+answered = 0
+
+function response(status, headers, body)
+  answered = answered + 1
+  if stop_after > 0 and answered >= stop_after then
+    local dir = os.getenv("WRK_DONE_DIR")
+    if dir and not reported then
+      reported = true
+      local f = io.open(dir .. "/" .. id, "w")
+      if f then f:close() end
+    end
+    wrk.thread:stop()
+  end
 end
 
 function done(summary, latency, requests)

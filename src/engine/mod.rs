@@ -3,7 +3,9 @@
 
 pub mod book;
 pub mod dispatch;
+pub mod due;
 pub mod health;
+pub mod keys;
 pub mod outbox;
 pub mod runner;
 

@@ -14,7 +14,7 @@
 //! waits for Prometheus: a chart not at hand is fetched off the delivery path and added by a
 //! later edit (see [`run_chart_edits`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use crate::domain::severity::Severity;
 use crate::ports::blocking;
 use crate::ports::{
     ChatBody, ChatError, ChatPort, Clock, Delivery, OutboundMessage, OutboxEntry, Pending, Store,
-    StoreError, Timer, TimerKind,
+    StoreError, Timer,
 };
 use crate::telemetry::metrics::{DeliveryResult, Metrics};
 
@@ -666,23 +666,18 @@ pub async fn run_timers(
     mut armed: mpsc::UnboundedReceiver<Timer>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut due: BTreeSet<(chrono::DateTime<chrono::Utc>, IncidentId, TimerKind)> =
-        initial.iter().map(|t| (t.at, t.incident, t.kind)).collect();
+    let mut due = super::due::DueTimers::new(initial);
     loop {
         let now = clock.now();
-        while let Some(&(at, incident, kind)) = due.first() {
-            if at > now {
-                break;
-            }
-            due.pop_first();
-            let t = Timer { incident, kind, at };
+        while let Some(t) = due.pop_due(now) {
             if let Err(e) = engine.submit_one(Input::Timer(t)).await {
-                warn!(%incident, error = %e, "Timer input failed.");
+                warn!(incident = %t.incident, error = %e, "Timer input failed.");
             }
         }
+        let next = due.first().map(|t| t.at);
         let sleep = async {
-            match due.first() {
-                Some(&(at, _, _)) => {
+            match next {
+                Some(at) => {
                     let wait = (at - clock.now()).to_std().unwrap_or(Duration::ZERO);
                     tokio::time::sleep(wait).await
                 }
@@ -691,7 +686,14 @@ pub async fn run_timers(
         };
         tokio::select! {
             t = armed.recv() => match t {
-                Some(t) => { due.insert((t.at, t.incident, t.kind)); }
+                Some(t) => {
+                    // Everything armed meanwhile at once: during a storm the writer arms
+                    // thousands a second, and a backlog here costs memory in the channel.
+                    due.insert(t);
+                    while let Ok(t) = armed.try_recv() {
+                        due.insert(t);
+                    }
+                }
                 None => break,
             },
             _ = sleep => {}

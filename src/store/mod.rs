@@ -84,8 +84,69 @@ struct EventChunk {
     e: Vec<(IncidentId, u32, TimelineEvent)>,
 }
 
-/// Which event chunks hold events of each incident (chunk keys, ascending).
-type EventIndex = std::collections::HashMap<IncidentId, Vec<u64>>;
+/// Which event chunks hold events of each incident (chunk keys, ascending). During a storm there
+/// is an entry per new incident, and nearly all have their events in one chunk: that first key
+/// sits alone in a 16-byte slot, and only incidents with events in several chunks have a list.
+#[derive(Default)]
+struct EventIndex {
+    first: std::collections::HashMap<IncidentId, u64>,
+    more: std::collections::HashMap<IncidentId, Vec<u64>>,
+}
+
+impl EventIndex {
+    /// Notes that chunk `key` holds events of incident `id` (keys come in ascending order).
+    fn add(&mut self, id: IncidentId, key: u64) {
+        match self.first.get(&id) {
+            None => {
+                self.first.insert(id, key);
+            }
+            Some(&k) if k == key => {}
+            Some(_) => {
+                let more = self.more.entry(id).or_default();
+                if more.last() != Some(&key) {
+                    more.push(key);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+
+    /// The chunks holding events of `id`, ascending.
+    fn keys(&self, id: IncidentId) -> impl Iterator<Item = u64> + '_ {
+        self.first
+            .get(&id)
+            .copied()
+            .into_iter()
+            .chain(self.more.get(&id).into_iter().flatten().copied())
+    }
+
+    /// Chunk `key` holds no more events of `id`.
+    fn remove(&mut self, id: IncidentId, key: u64) {
+        if self.first.get(&id) == Some(&key) {
+            match self.more.get_mut(&id) {
+                Some(more) if !more.is_empty() => {
+                    self.first.insert(id, more.remove(0));
+                    if more.is_empty() {
+                        self.more.remove(&id);
+                    }
+                }
+                _ => {
+                    self.first.remove(&id);
+                    self.more.remove(&id);
+                }
+            }
+        } else if let Some(more) = self.more.get_mut(&id) {
+            more.retain(|k| *k != key);
+            if more.is_empty() {
+                self.more.remove(&id);
+            }
+        }
+    }
+}
 
 /// Writes items as JSON records `{"<field>":[item,…],…}` (the shape of [`Delta`] and [`Chunk`]),
 /// starting a new record once one reaches [`RECORD_BYTES`]. Items are serialized once, straight
@@ -254,16 +315,6 @@ impl Journal {
     }
 }
 
-/// Notes that chunk `key` holds events of incident `id` (keys come in ascending order).
-fn index_event(index: &mut EventIndex, id: IncidentId, key: u64) {
-    // Most incidents' events sit in one chunk: room for one key (8 bytes instead of the 32 a
-    // first push reserves), since during a storm there is an entry per new incident.
-    let keys = index.entry(id).or_insert_with(|| Vec::with_capacity(1));
-    if keys.last() != Some(&key) {
-        keys.push(key);
-    }
-}
-
 /// The key spaces of the `state` tree, and the trees of schema 1 they replace.
 const SPACES: [(u8, &str); 8] = [
     (b'i', "incidents"),
@@ -412,10 +463,12 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
 }
 
 /// sled's page cache unless `[store] cache_mb` says otherwise. sled counts less than it
-/// keeps: with 128 a storm of 370 000 new alerts peaked at 512 MB, with 16 at 348 MB, at the
-/// same intake speed (the writer reads little: repeats of large groups come from its own
-/// cache). 32 keeps recent incidents' records for the API and chat without that cost.
-pub const DEFAULT_CACHE_MB: u64 = 32;
+/// keeps: with 128 a storm of 370 000 new alerts peaked at 512 MB, with 16 at 348 MB (before
+/// the per-incident tables were compacted); a storm of 400 000 peaks at 247–253 MB with 8
+/// against 278–279 MB with 32, at 0.91–0.99× the intake speed (BENCHMARKS.md). The writer reads
+/// little (repeats of large groups come from its own cache), and what sled does not keep the
+/// operating system's page cache does, outside the process.
+pub const DEFAULT_CACHE_MB: u64 = 8;
 
 /// Another handle (or its background flusher) holds the store's file lock. sled reports that as
 /// an `Other` error wrapping the `WouldBlock` one.
@@ -573,11 +626,11 @@ impl SledStore {
             Ok(())
         })?;
         s.outbox_len.store(queued, Ordering::SeqCst);
-        let mut index = EventIndex::new();
+        let mut index = EventIndex::default();
         s.event_chunks.replay("events", |key, chunk: EventChunk| {
             unfolded += chunk.e.len();
             for (id, _, _) in &chunk.e {
-                index_event(&mut index, *id, key);
+                index.add(*id, key);
             }
             Ok(())
         })?;
@@ -843,12 +896,7 @@ impl SledStore {
         self.state.apply_batch(b).map_err(storage)?;
         for (key, ids) in emptied {
             for id in ids {
-                if let Some(keys) = index.get_mut(&id) {
-                    keys.retain(|k| *k != key);
-                    if keys.is_empty() {
-                        index.remove(&id);
-                    }
-                }
+                index.remove(id, key);
             }
         }
         self.unfolded.fetch_sub(moved, Ordering::SeqCst);
@@ -912,7 +960,7 @@ impl Store for SledStore {
             })
             .collect::<Result<Vec<TimelineEvent>, StoreError>>()?;
         let mut unfolded: Vec<(u32, TimelineEvent)> = Vec::new();
-        for key in index.get(&id).into_iter().flatten() {
+        for key in index.keys(id) {
             // A chunk the index names before its commit is applied is not there yet.
             let Some(v) = self.event_chunks.get(key.to_be_bytes()).map_err(storage)? else {
                 continue;
@@ -964,7 +1012,7 @@ impl Store for SledStore {
             let first = self.event_chunks.append(&mut b, records);
             let mut index = self.event_index.lock().unwrap_or_else(|e| e.into_inner());
             for (id, at) in placed {
-                index_event(&mut index, id, first + at as u64);
+                index.add(id, first + at as u64);
             }
         }
         // Outbox entries, fingerprints and timers: per-commit records (see the module doc).
@@ -1360,3 +1408,47 @@ impl Store for SledStore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod event_index_tests {
+    use super::{EventIndex, IncidentId};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        /// Against the list-per-incident index it replaced, as the reference.
+        #[test]
+        fn agrees_with_a_list_per_incident(
+            ops in proptest::collection::vec((0u64..6, any::<bool>(), 0u64..4), 0..120)
+        ) {
+            let mut ours = EventIndex::default();
+            let mut reference: HashMap<IncidentId, Vec<u64>> = HashMap::new();
+            let mut next_key = 0u64;
+            for (id, add, pick) in ops {
+                let id = IncidentId(id);
+                if add {
+                    // Keys come in ascending order; the same chunk may name an incident twice.
+                    next_key += pick.min(1);
+                    ours.add(id, next_key);
+                    let keys = reference.entry(id).or_default();
+                    if keys.last() != Some(&next_key) {
+                        keys.push(next_key);
+                    }
+                } else if let Some(keys) = reference.get_mut(&id) {
+                    let key = keys[(pick as usize) % keys.len()];
+                    ours.remove(id, key);
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        reference.remove(&id);
+                    }
+                }
+            }
+            for id in 0..6 {
+                let id = IncidentId(id);
+                let got: Vec<u64> = ours.keys(id).collect();
+                prop_assert_eq!(got, reference.get(&id).cloned().unwrap_or_default());
+            }
+            prop_assert_eq!(ours.first.len(), reference.len());
+        }
+    }
+}
