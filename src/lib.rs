@@ -24,6 +24,7 @@ pub mod app;
 pub mod chat;
 pub mod config;
 pub mod demo;
+pub mod dense;
 pub mod domain;
 pub mod engine;
 pub mod fuzzing;

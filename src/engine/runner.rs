@@ -27,6 +27,7 @@ use super::{
     PreTriage, UserError, View,
 };
 use crate::config::Config;
+use crate::dense::DenseMap;
 use crate::domain::incident::{Incident, IncidentId, PastIncident};
 use crate::domain::stats::Stats;
 use crate::ports::{Clock, Execution, OutboxEntry, Store, StoreError, Timer, TimerKind, WriteSet};
@@ -363,23 +364,25 @@ struct Writer {
 }
 
 /// Every armed timer per open incident, as committed. One entry per open incident, so during
-/// a storm as many as the storm's alerts: the deadlines sit inline in the table (16 bytes
-/// each, two without a heap block: 56 bytes per incident, not 80 with a `Vec<Timer>`).
+/// a storm as many as the storm's alerts: the deadlines sit inline (16 bytes each, two without
+/// a heap block), in place by incident id ([`DenseMap`]): 40 bytes per open incident.
 #[derive(Default)]
-struct Armed(HashMap<IncidentId, TimerSet>);
+struct Armed(DenseMap<TimerSet>);
 
 /// One incident's armed timers: (due, kind), two inline.
 type TimerSet = smallvec::SmallVec<[(chrono::DateTime<chrono::Utc>, TimerKind); 2]>;
 
 impl Armed {
     fn push(&mut self, t: Timer) {
-        self.0.entry(t.incident).or_default().push((t.at, t.kind));
+        let mut set = self.0.remove(t.incident.0).unwrap_or_default();
+        set.push((t.at, t.kind));
+        self.0.set(t.incident.0, set);
     }
 
     /// The incident's whole set.
     fn of(&self, id: IncidentId) -> Vec<Timer> {
         self.0
-            .get(&id)
+            .get(id.0)
             .map(|set| {
                 set.iter()
                     .map(|&(at, kind)| Timer {
@@ -394,19 +397,15 @@ impl Armed {
 
     fn contains(&self, t: &Timer) -> bool {
         self.0
-            .get(&t.incident)
+            .get(t.incident.0)
             .is_some_and(|set| set.contains(&(t.at, t.kind)))
     }
 
     /// Replaces the incident's whole set (empty: forgets the incident).
     fn set(&mut self, id: IncidentId, timers: &[Timer]) {
-        if timers.is_empty() {
-            self.0.remove(&id);
-        } else {
-            let mut set: smallvec::SmallVec<_> = timers.iter().map(|t| (t.at, t.kind)).collect();
-            set.shrink_to_fit();
-            self.0.insert(id, set);
-        }
+        let mut set: TimerSet = timers.iter().map(|t| (t.at, t.kind)).collect();
+        set.shrink_to_fit();
+        self.0.set(id.0, set);
     }
 }
 

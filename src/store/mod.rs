@@ -50,6 +50,7 @@ pub mod pgtest;
 
 use manifest::{Manifest, Marks};
 
+use crate::dense::DenseMap;
 use crate::domain::incident::{Incident, IncidentId, PastIncident, TimelineEvent};
 use crate::ports::{
     Execution, ExecutionStatus, IncidentFilter, OutboxEntry, Recovery, Store, StoreError,
@@ -86,21 +87,21 @@ struct EventChunk {
 
 /// Which event chunks hold events of each incident (chunk keys, ascending). During a storm there
 /// is an entry per new incident, and nearly all have their events in one chunk: that first key
-/// sits alone in a 16-byte slot, and only incidents with events in several chunks have a list.
+/// sits in place by incident id (8 bytes, see [`DenseMap`]), and only incidents with events in
+/// several chunks have a list.
 #[derive(Default)]
 struct EventIndex {
-    first: std::collections::HashMap<IncidentId, u64>,
+    /// The first chunk's key + 1 (so that it is never zero).
+    first: DenseMap<Option<std::num::NonZeroU64>>,
     more: std::collections::HashMap<IncidentId, Vec<u64>>,
 }
 
 impl EventIndex {
     /// Notes that chunk `key` holds events of incident `id` (keys come in ascending order).
     fn add(&mut self, id: IncidentId, key: u64) {
-        match self.first.get(&id) {
-            None => {
-                self.first.insert(id, key);
-            }
-            Some(&k) if k == key => {}
+        match self.first_key(id) {
+            None => self.set_first(id, key),
+            Some(k) if k == key => {}
             Some(_) => {
                 let more = self.more.entry(id).or_default();
                 if more.last() != Some(&key) {
@@ -110,6 +111,15 @@ impl EventIndex {
         }
     }
 
+    fn first_key(&self, id: IncidentId) -> Option<u64> {
+        self.first.get(id.0).copied().flatten().map(|k| k.get() - 1)
+    }
+
+    fn set_first(&mut self, id: IncidentId, key: u64) {
+        self.first
+            .set(id.0, std::num::NonZeroU64::new(key.wrapping_add(1)));
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.first.is_empty()
@@ -117,25 +127,24 @@ impl EventIndex {
 
     /// The chunks holding events of `id`, ascending.
     fn keys(&self, id: IncidentId) -> impl Iterator<Item = u64> + '_ {
-        self.first
-            .get(&id)
-            .copied()
+        self.first_key(id)
             .into_iter()
             .chain(self.more.get(&id).into_iter().flatten().copied())
     }
 
     /// Chunk `key` holds no more events of `id`.
     fn remove(&mut self, id: IncidentId, key: u64) {
-        if self.first.get(&id) == Some(&key) {
+        if self.first_key(id) == Some(key) {
             match self.more.get_mut(&id) {
                 Some(more) if !more.is_empty() => {
-                    self.first.insert(id, more.remove(0));
+                    let next = more.remove(0);
                     if more.is_empty() {
                         self.more.remove(&id);
                     }
+                    self.set_first(id, next);
                 }
                 _ => {
-                    self.first.remove(&id);
+                    self.first.remove(id.0);
                     self.more.remove(&id);
                 }
             }
