@@ -9,19 +9,10 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{Duration, TimeZone, Utc};
 use incidentd::domain::incident::IncidentId;
-use incidentd::ports::{Clock, Delivery};
-use support::{alertmanager, TestApp};
-
-/// A clock that only moves when the test moves it.
-struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+use incidentd::ports::Delivery;
+use support::{alertmanager, ManualClock, TestApp};
 
 const CONFIG: &str = r#"
 [engine]

@@ -275,3 +275,12 @@ pub fn alertmanager(status: &str, alerts: &[(&str, &str, &str, &str)]) -> String
     })
     .to_string()
 }
+
+/// A clock that only moves when the test moves it.
+pub struct ManualClock(pub std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl incidentd::ports::Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
