@@ -32,6 +32,32 @@ impl Drop for Replica {
     }
 }
 
+/// Bumped whenever any replica writes a log line: waits for a replica's state re-check on it
+/// instead of sleeping (a replica logs when it leads, listens, loses the lease or steps down).
+fn log_lines() -> &'static tokio::sync::watch::Sender<u64> {
+    static LINES: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
+    LINES.get_or_init(|| tokio::sync::watch::channel(0).0)
+}
+
+/// Re-checks `done` whenever a replica logs, until it holds or `deadline` passes (`false`).
+async fn on_log_until<F, Fut>(deadline: Instant, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut lines = log_lines().subscribe();
+    loop {
+        lines.mark_unchanged();
+        if done().await {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, lines.changed()).await.is_err() {
+            return done().await;
+        }
+    }
+}
+
 fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on our own child's pid; no memory is shared.
     unsafe {
@@ -73,6 +99,7 @@ impl Replica {
                     }
                 }
                 l.lock().unwrap().push(line);
+                log_lines().send_modify(|n| *n += 1);
             }
         });
         let addr = rx
@@ -106,26 +133,31 @@ async fn leader(
     skip: Option<usize>,
     within: Duration,
 ) -> usize {
-    let deadline = Instant::now() + within;
-    loop {
+    let found = std::cell::Cell::new(None);
+    // A new leader logs "incidentd listening." once it serves (ready from then on).
+    let led = on_log_until(Instant::now() + within, || async {
         for (i, r) in replicas.iter().enumerate() {
             if Some(i) == skip {
                 continue;
             }
             if status(http, format!("{}/readyz", r.base)).await == Some(200) {
-                return i;
+                found.set(Some(i));
+                return true;
             }
         }
-        assert!(
-            Instant::now() < deadline,
+        false
+    })
+    .await;
+    match found.get() {
+        Some(i) if led => i,
+        _ => panic!(
             "no replica became leader within {within:?}; logs:\n{}",
             replicas
                 .iter()
                 .map(|r| r.log.lock().unwrap().join("\n"))
                 .collect::<Vec<_>>()
                 .join("\n-----\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ),
     }
 }
 
@@ -400,14 +432,15 @@ async fn the_leader_dies_or_pauses_and_a_replica_takes_over_losing_and_repeating
     if let Ok(r) = r {
         assert_ne!(r.status(), 200, "the deposed leader acknowledged a write");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&http, format!("{}/readyz", replicas[paused].base)).await != Some(503) {
-        assert!(
-            Instant::now() < deadline,
-            "the deposed leader did not step down"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // It logs why it stops, then that it listens as a standby (503 from then on).
+    let base = replicas[paused].base.clone();
+    assert!(
+        on_log_until(Instant::now() + Duration::from_secs(10), || async {
+            status(&http, format!("{base}/readyz")).await == Some(503)
+        })
+        .await,
+        "the deposed leader did not step down"
+    );
     assert!(
         replicas[paused].said("lost the lease")
             || replicas[paused].said("fenced")
@@ -450,11 +483,11 @@ async fn the_leader_dies_or_pauses_and_a_replica_takes_over_losing_and_repeating
     }
     assert!(!by_title.contains_key("to the deposed leader"));
 
-    // Every incident's card is posted once (after the outbox drains).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let cards = loop {
+    // Every incident's card is posted once (after the outbox drains): counted again at every
+    // change of the fake's state.
+    let count_cards = |d: &FakeDiscord| {
         let mut cards: HashMap<String, usize> = HashMap::new();
-        for m in discord.messages_in(fake_discord::INCIDENTS) {
+        for m in d.messages_in(fake_discord::INCIDENTS) {
             let text = format!("{} {}", m.content, m.embeds);
             if let Some(id) = incidents
                 .iter()
@@ -468,11 +501,13 @@ async fn the_leader_dies_or_pauses_and_a_replica_takes_over_losing_and_repeating
                 *cards.entry(id.to_string()).or_default() += 1;
             }
         }
-        if cards.len() >= incidents.len() || Instant::now() > deadline {
-            break cards;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        cards
     };
+    let cards = discord
+        .wait_within("every incident's card", Duration::from_secs(30), |d| {
+            Some(count_cards(d)).filter(|c| c.len() >= incidents.len())
+        })
+        .await;
     assert_eq!(cards.len(), incidents.len(), "every incident has its card");
     for (id, n) in &cards {
         assert_eq!(*n, 1, "{id}'s card was posted {n} times");

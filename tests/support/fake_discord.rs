@@ -613,7 +613,17 @@ impl FakeDiscord {
 
     /// Waits (bounded) until `pred` holds over the fake's state, re-checking on every change.
     pub async fn wait<T>(&self, what: &str, pred: impl Fn(&FakeDiscord) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        self.wait_within(what, Duration::from_secs(20), pred).await
+    }
+
+    /// As [`FakeDiscord::wait`], for at most `within`.
+    pub async fn wait_within<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&FakeDiscord) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.shared.changed.notified();
             if let Some(v) = pred(self) {
