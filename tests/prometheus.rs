@@ -182,9 +182,9 @@ async fn a_verification_that_does_not_hold_rolls_the_action_back() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prometheus_that_never_answers_fails_the_check_in_bounded_time() {
-    // Accepts connections and never says a word.
+/// A "Prometheus" that accepts connections and never says a word: its URL, and the task holding
+/// the connections (abort it at the end).
+async fn silent_prometheus() -> (String, tokio::task::JoinHandle<()>) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
     let held = tokio::spawn(async move {
@@ -193,6 +193,12 @@ async fn a_prometheus_that_never_answers_fails_the_check_in_bounded_time() {
             conns.push(c);
         }
     });
+    (url, held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_that_never_answers_fails_the_check_in_bounded_time() {
+    let (url, held) = silent_prometheus().await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start_with(dir.path(), &config(&url, 1, 3), &|_| None).await;
     let started = std::time::Instant::now();
@@ -424,14 +430,7 @@ async fn cards_chart_the_alert_metric_and_refresh_it_when_edited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_comes_without_its_chart_when_prometheus_does_not_answer() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = silent.accept().await {
-            conns.push(c);
-        }
-    });
+    let (url, held) = silent_prometheus().await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start_with(dir.path(), &chart_config(&url), &|_| None).await;
     let started = std::time::Instant::now();
