@@ -827,60 +827,19 @@ fn sled_baseline(
             return report;
         }
     };
-    let requests = alerts.div_ceil(per_request);
-    let next = AtomicUsize::new(0);
     let value = vec![0x5a_u8; value_bytes];
-    let start = Instant::now();
-    let deadline = start + cap;
-    let per_thread: Vec<SenderStats> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut st = SenderStats::default();
-                    while Instant::now() < deadline {
-                        let r = next.fetch_add(1, Ordering::Relaxed);
-                        if r >= requests {
-                            break;
-                        }
-                        let keys = r * per_request..((r + 1) * per_request).min(alerts);
-                        let n = keys.len();
-                        let t = Instant::now();
-                        let result = keys
-                            .map(|k| db.insert((k as u64).to_be_bytes(), value.as_slice()))
-                            .collect::<Result<Vec<_>, _>>()
-                            .and_then(|_| db.flush());
-                        match result {
-                            Ok(_) => {
-                                st.latencies.push(t.elapsed());
-                                st.alerts += n;
-                                st.requests += 1;
-                            }
-                            Err(e) => st.errors.push(format!("request {r}: {e}")),
-                        }
-                    }
-                    st
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("sled worker"))
-            .collect()
-    });
-    report.elapsed = start.elapsed();
-    for st in per_thread {
-        report.alerts += st.alerts;
-        report.requests += st.requests;
-        report.latencies.extend(st.latencies);
-        for e in st.errors {
-            report.error(e);
-        }
-    }
-    report.latencies.sort_unstable();
-    if next.load(Ordering::Relaxed) < requests {
-        report.capped = true;
-        report.notes.push(format!("capped at {}s", cap.as_secs()));
-    }
+    drive_baseline(
+        &mut report,
+        (alerts, per_request, threads, cap),
+        || Ok(()),
+        |_, keys| {
+            keys.map(|k| db.insert((k as u64).to_be_bytes(), value.as_slice()))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|_| db.flush())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
     drop(db);
     let bytes = dir_bytes(dir.path());
     report.notes.push(format!(
@@ -913,9 +872,45 @@ fn pg_baseline(
         report.error(format!("PostgreSQL: {e}"));
         return report;
     }
+    let value = "Z".repeat(value_bytes);
+    drive_baseline(
+        &mut report,
+        (alerts, per_request, threads, cap),
+        || {
+            let mut c = incidentd::store::pg::connect(url).map_err(|e| e.to_string())?;
+            let stmt = c
+                .prepare("INSERT INTO raw (id, body) SELECT * FROM UNNEST($1::int8[], $2::text[])")
+                .map_err(|e| e.to_string())?;
+            Ok((c, stmt))
+        },
+        |(c, stmt), keys| {
+            let ids: Vec<i64> = keys.map(|k| k as i64).collect();
+            let bodies = vec![value.clone(); ids.len()];
+            c.transaction()
+                .and_then(|mut tx| {
+                    tx.execute(&*stmt, &[&ids, &bodies])?;
+                    tx.commit()
+                })
+                .map_err(|e| e.to_string())
+        },
+    );
+    report.notes.push(format!(
+        "{value_bytes} B values, synchronous_commit on, fsync on"
+    ));
+    report
+}
+
+/// Runs a raw baseline: `threads` workers, each with its own state from `open`, take requests
+/// of `per_request` keys in turn (`send` writes them durably) until `alerts` keys or `cap`;
+/// latencies, counts and errors go into `report`.
+fn drive_baseline<C>(
+    report: &mut Report,
+    (alerts, per_request, threads, cap): (usize, usize, usize, Duration),
+    open: impl Fn() -> Result<C, String> + Sync,
+    send: impl Fn(&mut C, std::ops::Range<usize>) -> Result<(), String> + Sync,
+) {
     let requests = alerts.div_ceil(per_request);
     let next = AtomicUsize::new(0);
-    let value = "Z".repeat(value_bytes);
     let start = Instant::now();
     let deadline = start + cap;
     let per_thread: Vec<SenderStats> = std::thread::scope(|s| {
@@ -923,19 +918,10 @@ fn pg_baseline(
             .map(|_| {
                 s.spawn(|| {
                     let mut st = SenderStats::default();
-                    let mut c = match incidentd::store::pg::connect(url) {
+                    let mut state = match open() {
                         Ok(c) => c,
                         Err(e) => {
-                            st.errors.push(e.to_string());
-                            return st;
-                        }
-                    };
-                    let stmt = match c.prepare(
-                        "INSERT INTO raw (id, body) SELECT * FROM UNNEST($1::int8[], $2::text[])",
-                    ) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            st.errors.push(e.to_string());
+                            st.errors.push(e);
                             return st;
                         }
                     };
@@ -944,17 +930,10 @@ fn pg_baseline(
                         if r >= requests {
                             break;
                         }
-                        let ids: Vec<i64> = (r * per_request..((r + 1) * per_request).min(alerts))
-                            .map(|k| k as i64)
-                            .collect();
-                        let bodies = vec![value.clone(); ids.len()];
-                        let n = ids.len();
+                        let keys = r * per_request..((r + 1) * per_request).min(alerts);
+                        let n = keys.len();
                         let t = Instant::now();
-                        let result = c.transaction().and_then(|mut tx| {
-                            tx.execute(&stmt, &[&ids, &bodies])?;
-                            tx.commit()
-                        });
-                        match result {
+                        match send(&mut state, keys) {
                             Ok(()) => {
                                 st.latencies.push(t.elapsed());
                                 st.alerts += n;
@@ -969,7 +948,7 @@ fn pg_baseline(
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().expect("pg worker"))
+            .map(|w| w.join().expect("baseline worker"))
             .collect()
     });
     report.elapsed = start.elapsed();
@@ -986,10 +965,6 @@ fn pg_baseline(
         report.capped = true;
         report.notes.push(format!("capped at {}s", cap.as_secs()));
     }
-    report.notes.push(format!(
-        "{value_bytes} B values, synchronous_commit on, fsync on"
-    ));
-    report
 }
 
 fn ms(d: Duration) -> String {
