@@ -22,7 +22,9 @@
 //!
 //! `--store postgres` runs the app on the PostgreSQL store instead of sled: a throw-away
 //! cluster (Debian's `initdb`/`pg_ctl`, `fsync = on`) on loopback, a fresh database per
-//! scenario, stopped at the end.
+//! scenario, stopped at the end. With `--takeover` each HTTP scenario is followed by two timed
+//! restarts on its database: as it was left (the storm's journal unfolded, what a new leader
+//! replays after taking over from a leader killed in a storm) and once everything is folded.
 //!
 //! For each it prints alerts, requests, errors, seconds, alerts/s, requests/s and per-request
 //! latency percentiles, then the ratio of incidentd's batched throughput to the sled baseline
@@ -152,6 +154,11 @@ struct Args {
     /// Hard cap per scenario: no new request starts after this many seconds.
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
+    /// With `--store postgres`: after each HTTP scenario, time a restart on the same database
+    /// as it was left (the storm's journal unfolded, as a new leader finds it after a take-over),
+    /// then again once everything is folded.
+    #[arg(long)]
+    takeover: bool,
 }
 
 /// The shape of one HTTP scenario.
@@ -756,10 +763,11 @@ async fn http_scenario(
     pg: Option<String>,
     tag: &str,
     cap: Duration,
+    takeover: bool,
 ) -> Report {
     let local = match url {
         Some(_) => None,
-        None => match LocalApp::start(chat, pg).await {
+        None => match LocalApp::start(chat, pg.clone()).await {
             Ok(app) => Some(app),
             Err(e) => {
                 let mut r = Report {
@@ -792,7 +800,54 @@ async fn http_scenario(
     if let Some(app) = local {
         app.stop(&mut report).await;
     }
+    if let (true, Some(db)) = (takeover, pg) {
+        if let Err(e) = restarts(&db, chat, &mut report).await {
+            report.error(format!("restart on the same database: {e:#}"));
+        }
+    }
     report
+}
+
+/// Times a restart on the database `db` as the scenario left it (its journal unfolded, as a
+/// new leader finds it after taking over from one killed in a storm), then folds everything
+/// and times a restart again: from the start (store opened, state replayed, engine started)
+/// to `/readyz` answering 200.
+async fn restarts(db: &str, chat: Chat, report: &mut Report) -> anyhow::Result<()> {
+    use incidentd::ports::Store;
+    let open = |db: String| {
+        tokio::task::spawn_blocking(move || incidentd::store::pg::PgStore::open(&db, None))
+    };
+    let unfolded = open(db.to_string()).await??.unfolded();
+    let timed = |what: &'static str| async move {
+        let t = Instant::now();
+        let app = LocalApp::start(chat, Some(db.to_string())).await?;
+        let took = t.elapsed();
+        let mut scratch = Report::default();
+        app.stop(&mut scratch).await;
+        anyhow::ensure!(scratch.errors == 0, "{what}: {:?}", scratch.notes);
+        Ok::<_, anyhow::Error>(took)
+    };
+    let unfolded_took = timed("restart with the journal").await?;
+    let store = open(db.to_string()).await??;
+    let t = Instant::now();
+    let folded = tokio::task::spawn_blocking(move || {
+        let mut n = 0;
+        while store.unfolded() > 0 {
+            n += store.fold(100_000)?;
+        }
+        Ok::<_, incidentd::ports::StoreError>(n)
+    })
+    .await??;
+    let fold_took = t.elapsed();
+    let folded_took = timed("restart after folding").await?;
+    report.notes.push(format!(
+        "restart on the same database: ready in {:.2} s with {unfolded} unfolded journal changes, \
+         {:.2} s once folded ({folded} changes folded in {:.2} s)",
+        unfolded_took.as_secs_f64(),
+        folded_took.as_secs_f64(),
+        fold_took.as_secs_f64(),
+    ));
+    Ok(())
 }
 
 /// Raw sled with the batched shape: per request, `per_request` inserts of `value_bytes` and
@@ -1164,6 +1219,7 @@ fn main() -> ExitCode {
             pg,
             &tag,
             cap,
+            args.takeover,
         )));
     }
     match &url {

@@ -957,6 +957,45 @@ async fn a_lost_answer_does_not_double_the_card() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_posted_before_a_restart_is_found_in_a_busy_channel() {
+    // The first process posts a webhook incident's card in the incident channel, Slack stores
+    // it but the answer is lost, and the process stops. 1 500 messages follow in the channel
+    // (a storm of alert posts): the new process must find the card beyond the first pages of
+    // conversations.history (newest first) instead of posting a second one.
+    let rig = Rig::start("socket").await;
+    rig.fake.lose_answers_of("card", 1000);
+    let body = support::alertmanager("firing", &[("HighErrorRate", "api", "critical", "firing")]);
+    let post = |rig: &Rig| {
+        rig.http
+            .post(format!("{}/api/v1/alerts/alertmanager", rig.base))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(post(&rig).await.unwrap().status(), 200);
+    rig.fake
+        .wait("the card stored", |f| {
+            f.cards().iter().any(|c| c.channel == INCIDENTS)
+        })
+        .await;
+    let card = rig.fake.cards().remove(0);
+    let (fake, dir) = rig.stop_keep().await;
+    fake.lose_answers(0);
+    fake.add_messages(INCIDENTS, None, 1500);
+    let rig = Rig::launch("socket", fake, dir, POLICY).await;
+    assert_eq!(post(&rig).await.unwrap().status(), 200);
+    rig.fake
+        .wait("a card edited with the repeat", |f| {
+            f.cards().iter().any(|m| card_text(m).contains("seen 2×"))
+        })
+        .await;
+    let cards = rig.fake.cards();
+    assert_eq!(cards.len(), 1, "the card posted once");
+    assert_eq!(cards[0].ts, card.ts, "the first card edited");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_does_not_double_a_note() {
     let rig = Rig::start("socket").await;
     let alert = rig.alert(true);
@@ -992,12 +1031,24 @@ async fn a_lost_answer_does_not_double_a_note() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_note_sent_before_a_restart_is_not_posted_again() {
+    note_sent_before_a_restart_is_posted_once(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_sent_before_a_restart_is_not_posted_again_in_a_long_thread() {
+    // 1 200 replies before the note: Slack pages `conversations.replies` (at most 1 000 a
+    // page), so the note is on the second page.
+    note_sent_before_a_restart_is_posted_once(1200).await;
+}
+
+async fn note_sent_before_a_restart_is_posted_once(chatter: usize) {
     // A leader killed after Slack stored its note but before it recorded the result (here: the
     // answer lost, then a stop before the retry): the next process finds the note by the
     // idempotency key in its metadata instead of posting it again (as Discord's nonce does).
     let rig = Rig::start("socket").await;
     let alert = rig.alert(true);
     rig.card_under(&alert).await;
+    rig.fake.add_messages(ALERTS, Some(&alert), chatter);
     rig.fake.lose_answers_of("note", 1000);
     rig.fake.command("UAPPROVER", "ack INC-1").await;
     let a = alert.clone();

@@ -565,24 +565,56 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                 }
             }
         }
+        // Oldest first: the parent, then its replies; `oldest`/`latest` (exclusive unless
+        // `inclusive`) filter the replies (the parent always leads the first page); `limit`
+        // (default and at most 1000) a page, `cursor` for the next, as Slack pages them.
         "conversations.replies" => {
             let all_metadata = include_all_metadata(a);
             let channel = str_of("channel").unwrap_or_default();
             let ts = str_of("ts").unwrap_or_default();
+            let ts_of = |k: &str| str_of(k).map(|t| order(&t));
+            let (oldest, latest) = (ts_of("oldest"), ts_of("latest"));
+            let inclusive = matches!(str_of("inclusive").as_deref(), Some("true" | "1"));
+            let limit = match str_of("limit").map(|l| l.parse::<usize>()) {
+                None => 1000,
+                Some(Ok(n)) if n >= 1 => n.min(1000),
+                _ => return err("invalid_limit"),
+            };
+            let from = match str_of("cursor").filter(|c| !c.is_empty()) {
+                None => 0,
+                Some(c) => match c
+                    .strip_prefix("next_reply:")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) => n,
+                    None => return err("invalid_cursor"),
+                },
+            };
             let i = s.inner.lock().unwrap();
             if !i.channels.contains(&channel) {
                 return err("channel_not_found");
             }
-            let msgs: Vec<Value> = i
+            let all: Vec<Value> = i
                 .messages
                 .iter()
                 .filter(|m| m.channel == channel && (m.ts == ts || m.thread_ts.as_deref() == Some(&ts)))
+                .filter(|m| {
+                    let t = order(&m.ts);
+                    m.ts == ts
+                        || (oldest.is_none_or(|o| if inclusive { t >= o } else { t > o })
+                            && latest.is_none_or(|l| if inclusive { t <= l } else { t < l }))
+                })
                 .map(|m| with_metadata(json!({ "type": "message", "ts": m.ts, "thread_ts": m.thread_ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks }), m, all_metadata))
                 .collect();
-            if msgs.is_empty() {
+            if all.is_empty() {
                 return err("thread_not_found");
             }
-            Ok(json!({ "messages": msgs, "has_more": false }))
+            let page: Vec<Value> = all.iter().skip(from).take(limit).cloned().collect();
+            let more = all.len() > from + limit;
+            Ok(json!({
+                "messages": page, "has_more": more,
+                "response_metadata": { "next_cursor": if more { format!("next_reply:{}", from + limit) } else { String::new() } },
+            }))
         }
         // Newest first, top-level messages only; `oldest`/`latest` exclusive unless
         // `inclusive`; `limit` (default 100, at most 999) a page, `cursor` for the next.
@@ -1080,6 +1112,30 @@ impl FakeSlack {
                 .tx
                 .send(json!({ "type": "disconnect", "reason": "refresh_requested" }).to_string());
         }
+    }
+
+    /// `n` people's messages in `channel` (replies in the thread `thread_ts` when set), stored
+    /// without events (a busy channel or war-room thread as history shows it); returns their ts.
+    pub fn add_messages(&self, channel: &str, thread_ts: Option<&str>, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|k| {
+                let ts = self.ts();
+                let text = format!("looking at it ({k})");
+                self.add_message(FakeMessage {
+                    channel: channel.into(),
+                    ts: ts.clone(),
+                    thread_ts: thread_ts.map(String::from),
+                    user: Some("UBOB".into()),
+                    bot_id: None,
+                    text: text.clone(),
+                    blocks: vec![],
+                    metadata: Value::Null,
+                    edits: 0,
+                    raw: json!({ "type": "message", "user": "UBOB", "text": text, "ts": ts, "thread_ts": thread_ts }),
+                });
+                ts
+            })
+            .collect()
     }
 
     fn add_message(&self, m: FakeMessage) {

@@ -76,6 +76,10 @@ async fn timed<T>(
         .unwrap_or_else(|_| Err(ChatError::Transient("Slack did not answer in time".into())))
 }
 
+/// Most pages of up to 999 messages read when looking for an earlier post of an outbox entry
+/// (100 000 messages since its first attempt, in one thread or one channel).
+const LOOKUP_PAGES: usize = 100;
+
 /// How long the user-group membership list is trusted before it is fetched again.
 const GROUPS_TTL: Duration = Duration::from_secs(300);
 /// A click must be acked within 3 s: the membership lookup may not eat that budget.
@@ -269,9 +273,10 @@ impl SlackApi {
     }
 
     /// Whether the bot already posted outbox entry `key` (its message `metadata` carries the
-    /// key): in the thread under `root`, or among the channel's top-level messages since
+    /// key): in the thread under `root`, or among the channel's top-level messages, since
     /// `since` (a minute of clock skew allowed). Asked with `include_all_metadata`, without
-    /// which Slack leaves metadata out.
+    /// which Slack leaves metadata out, page by page (a busy thread holds more than one page)
+    /// up to [`LOOKUP_PAGES`] pages; past that the entry counts as not posted (logged).
     pub async fn posted_with_key(
         &self,
         channel: &str,
@@ -283,26 +288,42 @@ impl SlackApi {
             ("channel", channel.to_string()),
             ("include_all_metadata", "true".into()),
             ("limit", "999".into()),
+            ("oldest", format!("{}.000000", since.timestamp() - 60)),
         ];
         let method = match root {
             Some(r) => {
                 form.push(("ts", r.to_string()));
                 "conversations.replies"
             }
-            None => {
-                form.push(("oldest", format!("{}.000000", since.timestamp() - 60)));
-                "conversations.history"
+            None => "conversations.history",
+        };
+        for _ in 0..LOOKUP_PAGES {
+            let v = match self.raw(method, &form).await {
+                Ok(v) => v,
+                Err(ChatError::Permanent(e)) if e == "thread_not_found" => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let found = v["messages"].as_array().into_iter().flatten().any(|m| {
+                m["metadata"]["event_type"] == "incidentd"
+                    && m["metadata"]["event_payload"]["key"] == key
+            });
+            if found {
+                return Ok(true);
             }
-        };
-        let v = match self.raw(method, &form).await {
-            Ok(v) => v,
-            Err(ChatError::Permanent(e)) if e == "thread_not_found" => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        Ok(v["messages"].as_array().into_iter().flatten().any(|m| {
-            m["metadata"]["event_type"] == "incidentd"
-                && m["metadata"]["event_payload"]["key"] == key
-        }))
+            match v["response_metadata"]["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() && v["has_more"] != false => {
+                    form.retain(|(k, _)| *k != "cursor");
+                    form.push(("cursor", c.to_string()));
+                }
+                _ => return Ok(false),
+            }
+        }
+        warn!(
+            method,
+            pages = LOOKUP_PAGES,
+            "Gave up looking for an earlier post of this message after {LOOKUP_PAGES} pages; posting it."
+        );
+        Ok(false)
     }
 
     pub fn with_user_groups(mut self, on: bool) -> Self {
@@ -469,72 +490,105 @@ impl SlackApi {
         card: &IncidentCard,
     ) -> Result<Option<String>, ChatError> {
         let want = card_block_id(card);
-        let session = self.client.open_session(&self.bot);
-        let messages = match root {
-            Some(root) => {
-                let req = SlackApiConversationsRepliesRequest::new(channel.into(), root.into())
-                    .with_limit(200);
-                match session.conversations_replies(&req).await {
-                    Ok(r) => r.messages,
-                    Err(SlackClientError::ApiError(a)) if a.code == "thread_not_found" => vec![],
-                    Err(e) => return Err(map_error(e)),
+        let mut found = None;
+        self.scan(channel, root, card.opened_at, |m| {
+            let is_card = m.content.blocks.iter().flatten().any(|b| match b {
+                SlackBlock::Header(h) => {
+                    h.block_id.as_ref().map(|i| i.to_string()).as_deref() == Some(want.as_str())
                 }
+                _ => false,
+            });
+            if is_card {
+                found = Some(m.origin.ts.to_string());
             }
-            None => {
-                let oldest = format!("{}.000000", card.opened_at.timestamp() - 60);
-                let req = SlackApiConversationsHistoryRequest::new()
-                    .with_channel(channel.into())
-                    .with_oldest(oldest.into())
-                    .with_limit(200);
-                session
-                    .conversations_history(&req)
-                    .await
-                    .map_err(map_error)?
-                    .messages
-            }
-        };
-        Ok(messages
-            .iter()
-            .find(|m| {
-                m.content.blocks.iter().flatten().any(|b| match b {
-                    SlackBlock::Header(h) => {
-                        h.block_id.as_ref().map(|i| i.to_string()).as_deref() == Some(want.as_str())
+            is_card
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Reads the messages of the thread under `root` (the parent first, then its replies,
+    /// oldest first), or the channel's top-level messages (newest first), from `since` on (a
+    /// minute of clock skew allowed), page by page until `stop` holds for one of them or they
+    /// are all read. At most [`LOOKUP_PAGES`] pages: a busy thread or channel (a war room, a
+    /// storm of alert posts) holds more than one page, and what the bot looks for may be on
+    /// any of them.
+    async fn scan(
+        &self,
+        channel: &str,
+        root: Option<&str>,
+        since: chrono::DateTime<chrono::Utc>,
+        mut stop: impl FnMut(&SlackHistoryMessage) -> bool,
+    ) -> Result<(), ChatError> {
+        let session = self.client.open_session(&self.bot);
+        let oldest: SlackTs = format!("{}.000000", since.timestamp() - 60).into();
+        let mut cursor: Option<SlackCursorId> = None;
+        for _ in 0..LOOKUP_PAGES {
+            let (messages, next) = match root {
+                Some(root) => {
+                    let mut req =
+                        SlackApiConversationsRepliesRequest::new(channel.into(), root.into())
+                            .with_oldest(oldest.clone())
+                            .with_limit(999);
+                    req.cursor = cursor.take();
+                    match session.conversations_replies(&req).await {
+                        Ok(r) => (r.messages, r.response_metadata.and_then(|m| m.next_cursor)),
+                        Err(SlackClientError::ApiError(a)) if a.code == "thread_not_found" => {
+                            return Ok(())
+                        }
+                        Err(e) => return Err(map_error(e)),
                     }
-                    _ => false,
-                })
-            })
-            .map(|m| m.origin.ts.to_string()))
+                }
+                None => {
+                    let mut req = SlackApiConversationsHistoryRequest::new()
+                        .with_channel(channel.into())
+                        .with_oldest(oldest.clone())
+                        .with_limit(999);
+                    req.cursor = cursor.take();
+                    let r = session
+                        .conversations_history(&req)
+                        .await
+                        .map_err(map_error)?;
+                    (r.messages, r.response_metadata.and_then(|m| m.next_cursor))
+                }
+            };
+            if messages.iter().any(&mut stop) {
+                return Ok(());
+            }
+            match next {
+                Some(c) if !c.0.is_empty() => cursor = Some(c),
+                _ => return Ok(()),
+            }
+        }
+        warn!(
+            channel,
+            pages = LOOKUP_PAGES,
+            "Stopped reading the channel's history after {LOOKUP_PAGES} pages."
+        );
+        Ok(())
     }
 }
 
 impl SlackApi {
-    /// The parts of outbox entry `key`'s report already in the thread under `root`.
+    /// The parts of outbox entry `key`'s report already in the thread under `root`, posted
+    /// since `since` (when the report was first attempted).
     async fn find_report_parts(
         &self,
         channel: &str,
         root: &str,
+        since: chrono::DateTime<chrono::Utc>,
         key: &str,
     ) -> Result<HashSet<usize>, ChatError> {
-        let req =
-            SlackApiConversationsRepliesRequest::new(channel.into(), root.into()).with_limit(1000);
-        let messages = match self
-            .client
-            .open_session(&self.bot)
-            .conversations_replies(&req)
-            .await
-        {
-            Ok(r) => r.messages,
-            Err(SlackClientError::ApiError(a)) if a.code == "thread_not_found" => vec![],
-            Err(e) => return Err(map_error(e)),
-        };
-        Ok(messages
-            .iter()
-            .flat_map(|m| m.content.blocks.iter().flatten())
-            .filter_map(|b| {
+        let mut parts = HashSet::new();
+        self.scan(channel, Some(root), since, |m| {
+            parts.extend(m.content.blocks.iter().flatten().filter_map(|b| {
                 let v = serde_json::to_value(b).ok()?;
                 report_part_of(v.get("block_id")?.as_str()?, key)
-            })
-            .collect())
+            }));
+            false
+        })
+        .await?;
+        Ok(parts)
     }
 }
 
@@ -822,7 +876,10 @@ impl SlackPort {
             .cloned()
             .unwrap_or_default();
         if let (true, Some(root)) = (retried || from_before, root.as_deref()) {
-            let found = self.api.find_report_parts(&channel, root, &msg.key).await?;
+            let found = self
+                .api
+                .find_report_parts(&channel, root, msg.created_at, &msg.key)
+                .await?;
             if !found.is_empty() {
                 info!(incident = %msg.incident, parts = found.len(), "Report parts already in the thread; not posting them again.");
             }
