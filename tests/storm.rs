@@ -169,56 +169,15 @@ async fn with_the_shipped_config_a_storm_posts_a_bounded_number_of_slack_message
     use fake_slack::*;
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeSlack::start().await;
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/incidentd.toml"
-    ))
-    .unwrap();
-    let config = format!(
-        "{shipped}\n[slack]\nmode = \"socket\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
-        fake.api_url
-    );
-    let env = |k: &str| match k {
-        "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_string()),
-        "SLACK_APP_TOKEN" => Some(APP_TOKEN.to_string()),
-        _ => None,
-    };
-    let bound = incidentd::config::Config::from_toml(&config, &env)
-        .unwrap()
-        .engine
-        .storm_new_incidents as usize;
+    let (config, bound) = shipped_on_slack(&fake);
     assert_eq!(bound, 20, "the shipped bound");
-    let app = TestApp::start_with_chat(dir.path(), &config, &env).await;
+    let app = TestApp::start_with_chat(dir.path(), &config, &slack_env).await;
     fake.wait_connected(1).await;
 
     const N: usize = 45;
-    let storm = |from: usize, to: usize| {
-        let alerts: Vec<serde_json::Value> = (from..to)
-            .map(|i| {
-                serde_json::json!({
-                    "title": format!("Payments API rate limit on shard {i}"),
-                    "severity": "warning",
-                    "labels": { "alertname": format!("RateLimited{i}") }
-                })
-            })
-            .collect();
-        serde_json::Value::Array(alerts).to_string()
-    };
-    let incident_of = |m: &FakeMessage| {
-        m.metadata["event_payload"]["incident"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let storm = storm_of;
     let lead = format!("INC-{}", bound + 1);
-    let summary_says = |f: &FakeSlack, n: usize| {
-        f.cards().iter().any(|c| {
-            incident_of(c) == lead
-                && mrkdwn_texts(&serde_json::Value::Array(c.blocks.clone()))
-                    .iter()
-                    .any(|t| t.contains(&format!("{n} new incidents from generic")))
-        })
-    };
+    let summary_says = |f: &FakeSlack, n: usize| summary_counts(f, &lead, n);
     // 30 first: the storm summary's card (INC-21) counts the 10 from the 21st on.
     let (s, v) = app.post_json("/api/v1/alerts", &storm(0, 30)).await;
     assert_eq!(s, 200, "{v}");
@@ -281,4 +240,112 @@ async fn with_the_shipped_config_a_storm_posts_a_bounded_number_of_slack_message
     })
     .await;
     app.stop().await;
+}
+
+/// A storm of one source across a restart: the new process goes on with the same storm (its
+/// summary, and the storm guard's count of recent openings), so the incidents after the
+/// restart join the summary card instead of each getting a card until a second summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_that_spans_a_restart_keeps_one_summary() {
+    use fake_slack::*;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSlack::start().await;
+    let (config, bound) = shipped_on_slack(&fake);
+    let lead = format!("INC-{}", bound + 1);
+    let app = TestApp::start_with_chat(dir.path(), &config, &slack_env).await;
+    fake.wait_connected(1).await;
+    let (s, v) = app.post_json("/api/v1/alerts", &storm_of(0, 30)).await;
+    assert_eq!(s, 200, "{v}");
+    fake.wait("the storm summary's card", |f| {
+        summary_counts(f, &lead, 30 - bound)
+    })
+    .await;
+    app.stop().await;
+
+    let app = TestApp::start_with_chat(dir.path(), &config, &slack_env).await;
+    fake.wait_connected(2).await;
+    let (s, v) = app.post_json("/api/v1/alerts", &storm_of(30, 45)).await;
+    assert_eq!(s, 200, "{v}");
+    fake.wait("the same summary counts the storm", |f| {
+        summary_counts(f, &lead, 45 - bound)
+    })
+    .await;
+    let carded: Vec<String> = fake.cards().iter().map(incident_of).collect();
+    assert_eq!(
+        carded.len(),
+        bound + 1,
+        "no new cards after the restart: {carded:?}"
+    );
+    let (_, l) = app.get(&format!("/api/v1/incidents/{lead}")).await;
+    assert!(
+        l["incident"]["storm_summary"]["lifted_at"].is_null(),
+        "the storm goes on: {l}"
+    );
+    assert!(
+        !fake
+            .messages()
+            .iter()
+            .any(|m| m.text.contains("Storm over")),
+        "no end note while the storm goes on"
+    );
+    app.stop().await;
+}
+
+/// The shipped config (`config/incidentd.toml`) with Slack on the fake in socket mode, and its
+/// storm bound (`storm_new_incidents`).
+fn shipped_on_slack(fake: &fake_slack::FakeSlack) -> (String, usize) {
+    use fake_slack::*;
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/incidentd.toml"
+    ))
+    .unwrap();
+    let config = format!(
+        "{shipped}\n[slack]\nmode = \"socket\"\napi_url = \"{}\"\nalert_channels = [\"{ALERTS}\"]\nincident_channel = \"{INCIDENTS}\"\n",
+        fake.api_url
+    );
+    let bound = incidentd::config::Config::from_toml(&config, &slack_env)
+        .unwrap()
+        .engine
+        .storm_new_incidents as usize;
+    (config, bound)
+}
+
+fn slack_env(k: &str) -> Option<String> {
+    match k {
+        "SLACK_BOT_TOKEN" => Some(fake_slack::BOT_TOKEN.to_string()),
+        "SLACK_APP_TOKEN" => Some(fake_slack::APP_TOKEN.to_string()),
+        _ => None,
+    }
+}
+
+/// Generic alerts `from..to` of one source, each its own incident.
+fn storm_of(from: usize, to: usize) -> String {
+    let alerts: Vec<serde_json::Value> = (from..to)
+        .map(|i| {
+            serde_json::json!({
+                "title": format!("Payments API rate limit on shard {i}"),
+                "severity": "warning",
+                "labels": { "alertname": format!("RateLimited{i}") }
+            })
+        })
+        .collect();
+    serde_json::Value::Array(alerts).to_string()
+}
+
+fn incident_of(m: &fake_slack::FakeMessage) -> String {
+    m.metadata["event_payload"]["incident"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether `lead`'s card (the storm summary) counts `n` new incidents.
+fn summary_counts(f: &fake_slack::FakeSlack, lead: &str, n: usize) -> bool {
+    f.cards().iter().any(|c| {
+        incident_of(c) == lead
+            && fake_slack::mrkdwn_texts(&serde_json::Value::Array(c.blocks.clone()))
+                .iter()
+                .any(|t| t.contains(&format!("{n} new incidents from generic")))
+    })
 }

@@ -145,6 +145,7 @@ impl Engine {
         for t in &stored_timers {
             armed.push(*t);
         }
+        let (openings, storm_threads) = recover_storms(&*store, &cfg, &stored_timers, clock.now())?;
         // Everything stored so far is durable; new entries get higher sequence numbers.
         let durable = store.next_seq()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -184,8 +185,8 @@ impl Engine {
             open: open.clone(),
             with_history,
             armed,
-            openings: Openings::default(),
-            storm_threads: HashMap::new(),
+            openings,
+            storm_threads,
             hot: HotIncidents::default(),
             health: health.clone(),
             sync_tx,
@@ -353,7 +354,7 @@ struct Writer {
     /// When recent incidents opened, per source (the storm guard's rate).
     openings: Openings,
     /// The incident whose card summarizes each source's storm, while one does (the core says;
-    /// empty after a restart, like `openings`).
+    /// read back at start-up with `openings`).
     storm_threads: HashMap<String, IncidentId>,
     /// Committed versions of recently written large incidents.
     hot: HotIncidents,
@@ -465,8 +466,45 @@ impl HotIncidents {
     }
 }
 
+/// Most incidents read back at start-up to count the storm guard's recent openings.
+const RECOVER_OPENINGS: usize = 4096;
+
+/// A storm that was going on when the process stopped goes on after the restart: the storm
+/// guard's recent openings (the newest incidents opened within a storm window, at most
+/// [`RECOVER_OPENINGS`]: enough to tell a storm, whose bound is far lower) and each source's
+/// storm summary still open (an incident with an armed storm check and a summary not lifted).
+fn recover_storms(
+    store: &dyn Store,
+    cfg: &Config,
+    timers: &[Timer],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Openings, HashMap<String, IncidentId>), StoreError> {
+    let since = now - chrono::Duration::seconds(cfg.engine.storm_window_seconds as i64);
+    let recent = store.list_incidents(&crate::ports::IncidentFilter {
+        limit: RECOVER_OPENINGS,
+        ..Default::default()
+    })?;
+    let mut opened: Vec<(&'static str, chrono::DateTime<chrono::Utc>)> = recent
+        .iter()
+        .filter(|i| i.opened_at >= since)
+        .map(|i| (i.source.as_str(), i.opened_at))
+        .collect();
+    opened.sort_by_key(|(_, at)| *at);
+    let mut openings = Openings::default();
+    openings.record(opened, since);
+    let mut threads = HashMap::new();
+    for t in timers.iter().filter(|t| t.kind == TimerKind::StormLift) {
+        if let Some(inc) = store.get_incident(t.incident)? {
+            if let Some(s) = inc.storm_summary.as_ref().filter(|s| s.lifted_at.is_none()) {
+                threads.insert(s.source.clone(), inc.id);
+            }
+        }
+    }
+    Ok((openings, threads))
+}
+
 /// When incidents opened recently, per source: the storm guard's rate. Kept for one storm
-/// window; empty after a restart (the guard then counts from the restart).
+/// window, and read back at start-up ([`recover_storms`]).
 #[derive(Default)]
 struct Openings(HashMap<&'static str, Window>);
 
