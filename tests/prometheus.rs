@@ -59,9 +59,18 @@ async fn wait_incident(
     app: &TestApp,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    wait_for(app, "INC-1", pred).await
+}
+
+/// Waits (bounded) until incident `id` satisfies `pred`; returns its detail.
+async fn wait_for(
+    app: &TestApp,
+    id: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
-        let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+        let (_, v) = app.get(&format!("/api/v1/incidents/{id}")).await;
         if pred(&v) {
             return v;
         }
@@ -545,33 +554,7 @@ async fn conclusive_evidence_names_the_root_cause_in_the_timeline_and_the_report
         .await;
     prom.wait_values(r#"cpu_saturation{service="api"}"#, &[0.4])
         .await;
-    let config = format!(
-        r#"
-[prometheus]
-url = "{}"
-
-[[playbooks]]
-id = "api"
-title = "API"
-kinds = ["tool_api_failure"]
-[[playbooks.evidence]]
-name = "CPU saturation"
-query = 'max(cpu_saturation{{service="{{labels.service}}"}})'
-above = 0.9
-root_cause = "resource_limits"
-reason = "CPU saturation"
-[[playbooks.evidence]]
-name = "429 rate"
-query = 'sum(upstream_429_per_second{{service="{{labels.service}}"}})'
-above = 5
-root_cause = "external_dependency"
-reason = "rate limit"
-
-[policy.P2]
-approvers = ["slack:U1"]
-"#,
-        prom.url
-    );
+    let config = evidence_config(&prom.url, 5);
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start_with(dir.path(), &config, &|_| None).await;
     fire(&app, "api").await;
@@ -670,4 +653,87 @@ async fn the_bearer_token_is_sent_and_never_shown_and_a_refused_query_is_final()
         "Prometheus refused the query: bad_data: parse error"
     );
     server.abort();
+}
+
+/// A playbook with two evidence queries (CPU saturation, the 429 rate), on Prometheus `url`.
+fn evidence_config(url: &str, timeout_seconds: u64) -> String {
+    format!(
+        r#"
+[prometheus]
+url = "{url}"
+timeout_seconds = {timeout_seconds}
+
+[[playbooks]]
+id = "api"
+title = "API"
+kinds = ["tool_api_failure"]
+[[playbooks.evidence]]
+name = "CPU saturation"
+query = 'max(cpu_saturation{{service="{{labels.service}}"}})'
+above = 0.9
+root_cause = "resource_limits"
+reason = "CPU saturation"
+[[playbooks.evidence]]
+name = "429 rate"
+query = 'sum(upstream_429_per_second{{service="{{labels.service}}"}})'
+above = 5
+root_cause = "external_dependency"
+reason = "rate limit"
+
+[policy.P2]
+approvers = ["slack:U1"]
+"#
+    )
+}
+
+/// Evidence asked for just before a restart (its Prometheus never answered) is gathered after
+/// it; evidence already recorded is not gathered again by a later restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_cut_short_by_a_restart_is_gathered_after_it_once() {
+    let target = Target::start().await;
+    let Some(prom) = PromServer::start(&target).await else {
+        return;
+    };
+    for service in ["api", "web"] {
+        target.set(
+            &format!(r#"upstream_429_per_second{{service="{service}"}}"#),
+            37.0,
+        );
+        target.set(&format!(r#"cpu_saturation{{service="{service}"}}"#), 0.4);
+    }
+    prom.wait_values(r#"upstream_429_per_second{service="web"}"#, &[37.0])
+        .await;
+    prom.wait_values(r#"cpu_saturation{service="web"}"#, &[0.4])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    // The first process: its Prometheus never answers, so the evidence is still being gathered
+    // when it stops.
+    let (silent, held) = silent_prometheus().await;
+    let app = TestApp::start_with(dir.path(), &evidence_config(&silent, 60), &|_| None).await;
+    fire(&app, "api").await;
+    wait_incident(&app, |v| v["incident"]["playbook"] == "api").await;
+    app.stop().await;
+    held.abort();
+
+    let config = evidence_config(&prom.url, 5);
+    let app = TestApp::start_with(dir.path(), &config, &|_| None).await;
+    let v = wait_incident(&app, |v| !timeline(v, "evidence").is_empty()).await;
+    assert_eq!(timeline(&v, "evidence").len(), 2, "{v:#}");
+    assert_eq!(
+        v["incident"]["root_cause"]["category"], "external_dependency",
+        "{v:#}"
+    );
+    app.stop().await;
+
+    // Another restart, then a new incident: evidence runs in order, the recovered first, so once
+    // INC-2 has its evidence INC-1 would have had a second set if it were gathered again.
+    let app = TestApp::start_with(dir.path(), &config, &|_| None).await;
+    fire(&app, "web").await;
+    wait_for(&app, "INC-2", |v| {
+        v["timeline"].is_array() && !timeline(v, "evidence").is_empty()
+    })
+    .await;
+    let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+    assert_eq!(timeline(&v, "evidence").len(), 2, "gathered once: {v:#}");
+    app.stop().await;
 }

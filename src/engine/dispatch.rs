@@ -290,9 +290,17 @@ pub async fn run_dispatcher(
     while running.join_next().await.is_some() {}
 }
 
+/// How far back start-up looks for incidents whose evidence was asked for but never gathered.
+const EVIDENCE_RECOVERY_MINUTES: i64 = 15;
+/// Most incidents (the newest) read back at start-up for that.
+const EVIDENCE_RECOVERY_MAX: usize = 1024;
+
 /// Runs the evidence queries the engine asked for, one incident at a time (each query is
-/// bounded by the Prometheus timeout), and reports what they found, until shutdown. Evidence
-/// only reads: an incident whose queries were lost to a restart simply has none.
+/// bounded by the Prometheus timeout), and reports what they found, until shutdown. Queries cut
+/// short by a restart are run again after it: start-up first gathers the evidence of the active
+/// incidents opened in the last [`EVIDENCE_RECOVERY_MINUTES`] whose playbook has evidence and
+/// whose timeline has none yet (gathering always records one event per query, even a failed
+/// one, so none means it never finished).
 pub async fn run_evidence(
     engine: Engine,
     store: Arc<dyn Store>,
@@ -301,13 +309,32 @@ pub async fn run_evidence(
     mut asked: mpsc::UnboundedReceiver<crate::domain::incident::IncidentId>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let since = engine.now() - chrono::Duration::minutes(EVIDENCE_RECOVERY_MINUTES);
+    let (s, c) = (store.clone(), cfg.clone());
+    let mut unfinished: std::collections::VecDeque<_> =
+        blocking(move || evidence_never_gathered(&*s, &c, since))
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "Cannot read which incidents still wait for their evidence.");
+                Vec::new()
+            })
+            .into();
+    if !unfinished.is_empty() {
+        info!(
+            incidents = unfinished.len(),
+            "Gathering the evidence a restart cut short."
+        );
+    }
     loop {
-        let id = tokio::select! {
-            id = asked.recv() => match id {
-                Some(id) => id,
-                None => return,
+        let id = match unfinished.pop_front() {
+            Some(id) => id,
+            None => tokio::select! {
+                id = asked.recv() => match id {
+                    Some(id) => id,
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
             },
-            _ = shutdown.changed() => return,
         };
         let s = store.clone();
         let Ok(Some(inc)) = blocking(move || s.get_incident(id)).await else {
@@ -333,4 +360,38 @@ pub async fn run_evidence(
             warn!(incident = %id, error = %e, "Cannot record the evidence.");
         }
     }
+}
+
+/// The active incidents opened since `since` (among the newest [`EVIDENCE_RECOVERY_MAX`]) whose
+/// evidence was asked for (their playbook has evidence queries) and never recorded, oldest
+/// first.
+fn evidence_never_gathered(
+    store: &dyn Store,
+    cfg: &Config,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<crate::domain::incident::IncidentId>, crate::ports::StoreError> {
+    let newest = store.list_incidents(&IncidentFilter {
+        limit: EVIDENCE_RECOVERY_MAX,
+        ..Default::default()
+    })?;
+    let mut ids = Vec::new();
+    let recent = newest
+        .iter()
+        .filter(|i| i.status.is_active() && i.opened_at >= since);
+    for inc in recent.rev() {
+        let asks = inc
+            .playbook
+            .as_deref()
+            .and_then(|p| cfg.playbook(p))
+            .is_some_and(|p| !p.evidence.is_empty());
+        if asks
+            && !store
+                .timeline(inc.id)?
+                .iter()
+                .any(|e| matches!(e.kind, crate::domain::incident::EventKind::Evidence { .. }))
+        {
+            ids.push(inc.id);
+        }
+    }
+    Ok(ids)
 }
