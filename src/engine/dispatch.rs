@@ -325,11 +325,14 @@ pub async fn run_evidence(
             "Gathering the evidence a restart cut short."
         );
     }
+    // An incident opened while that was read may be both read back and asked for: once.
+    let recovered: std::collections::HashSet<_> = unfinished.iter().copied().collect();
     loop {
         let id = match unfinished.pop_front() {
             Some(id) => id,
             None => tokio::select! {
                 id = asked.recv() => match id {
+                    Some(id) if recovered.contains(&id) => continue,
                     Some(id) => id,
                     None => return,
                 },
