@@ -535,7 +535,15 @@ fn reference_row(w: &World, id: u64) -> Ref {
         if human(ev) || action == "pager" {
             continue;
         }
+        // This run's own events: up to the next run of the same action.
         let later = &tl[i + 1..];
+        let span = later
+            .iter()
+            .position(
+                |e| matches!(&e.kind, EventKind::ExecutionQueued { action: a, .. } if a == action),
+            )
+            .unwrap_or(later.len());
+        let later = &later[..span];
         let end = later.iter().find_map(|e| match &e.kind {
             EventKind::ExecutionFinished {
                 action: a, success, ..

@@ -112,15 +112,27 @@ impl Status {
                 to,
                 Acknowledged | AwaitingApproval | Remediating | Escalated | Resolved
             ),
-            Acknowledged => matches!(to, AwaitingApproval | Remediating | Escalated | Resolved),
-            AwaitingApproval => matches!(to, Acknowledged | Remediating | Escalated | Resolved),
+            // To verifying from any state an action may finish in (it runs on while the
+            // incident is acknowledged, escalated, or waits for another action's approval): a
+            // fix that finished is verified whatever happened meanwhile.
+            Acknowledged => matches!(
+                to,
+                AwaitingApproval | Remediating | Verifying | Escalated | Resolved
+            ),
+            AwaitingApproval => matches!(
+                to,
+                Acknowledged | Remediating | Verifying | Escalated | Resolved
+            ),
             Remediating => matches!(to, Verifying | RolledBack | Escalated | Resolved),
             // Back to remediating when a failed verification triggers the rollback.
             Verifying => matches!(to, Resolved | RolledBack | Escalated | Remediating),
-            Escalated => matches!(to, Acknowledged | AwaitingApproval | Remediating | Resolved),
+            Escalated => matches!(
+                to,
+                Acknowledged | AwaitingApproval | Remediating | Verifying | Resolved
+            ),
             RolledBack => matches!(
                 to,
-                Acknowledged | AwaitingApproval | Remediating | Escalated | Resolved
+                Acknowledged | AwaitingApproval | Remediating | Verifying | Escalated | Resolved
             ),
             // Reopen goes back to open; closing is final.
             Resolved => matches!(to, Open | Closed),
@@ -978,17 +990,29 @@ mod tests {
             ),
             (
                 Acknowledged,
-                &[AwaitingApproval, Remediating, Escalated, Resolved],
+                &[
+                    AwaitingApproval,
+                    Remediating,
+                    Verifying,
+                    Escalated,
+                    Resolved,
+                ],
             ),
             (
                 AwaitingApproval,
-                &[Acknowledged, Remediating, Escalated, Resolved],
+                &[Acknowledged, Remediating, Verifying, Escalated, Resolved],
             ),
             (Remediating, &[Verifying, RolledBack, Escalated, Resolved]),
             (Verifying, &[Resolved, RolledBack, Escalated, Remediating]),
             (
                 Escalated,
-                &[Acknowledged, AwaitingApproval, Remediating, Resolved],
+                &[
+                    Acknowledged,
+                    AwaitingApproval,
+                    Remediating,
+                    Verifying,
+                    Resolved,
+                ],
             ),
             (
                 RolledBack,
@@ -996,6 +1020,7 @@ mod tests {
                     Acknowledged,
                     AwaitingApproval,
                     Remediating,
+                    Verifying,
                     Escalated,
                     Resolved,
                 ],

@@ -50,7 +50,8 @@ pub struct AutoRun {
     /// Exited successfully; waiting to see whether a verification follows.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     ran_ok: bool,
-    /// The incident went to verifying after it ran (what a folded timeline can tell).
+    /// Its verification started: the incident went to verifying after it ran (what a folded
+    /// timeline can tell), or was verifying it when the run's decision was settled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     verifying: bool,
 }
@@ -184,18 +185,22 @@ impl Tally {
     /// After the events of one decision: an action that exited successfully and is not being
     /// verified (`verifying`: the incident's action under verification) has no verification
     /// step, so it succeeded. For a whole timeline (`None`), the move to verifying that followed
-    /// the run tells. A run whose verification never finished (a person resolved the incident
-    /// first) stays pending: it has no outcome.
+    /// the run tells. A run whose verification started and never finished (a person resolved
+    /// or escalated the incident first) stays pending: it has no outcome.
     pub fn settle(&mut self, verifying: Option<Option<&str>>) {
         for r in &mut self.auto {
-            if !r.ran_ok || r.outcome != AutoOutcome::Pending {
+            if !r.ran_ok || r.outcome != AutoOutcome::Pending || r.verifying {
                 continue;
             }
             let waiting = match verifying {
                 Some(v) => v == Some(r.action.as_str()),
                 None => r.verifying,
             };
-            if !waiting {
+            if waiting {
+                // Decided once, right after the run: it has a verification step, so only its
+                // verification gives it an outcome, whatever clears the wait later.
+                r.verifying = true;
+            } else {
                 r.ran_ok = false;
                 r.outcome = AutoOutcome::Succeeded;
             }

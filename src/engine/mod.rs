@@ -1984,7 +1984,11 @@ fn escalate(
             reason: reason.clone(),
         },
     });
-    if inc.status.can_become(Status::Escalated) {
+    // A verification under way goes on: the incident stays verifying (the verification's
+    // outcome resolves it or escalates it), while people are paged. Moving it to escalated
+    // would drop the verification, and with it the fix's outcome.
+    let verifying = inc.status == Status::Verifying && inc.verifying.is_some();
+    if !verifying && inc.status.can_become(Status::Escalated) {
         if let Ok(ev) = inc.transition(Status::Escalated, &system, ctx.now, Some(reason.clone())) {
             d.events.push(ev);
         }
@@ -2290,7 +2294,15 @@ fn on_command(
             // Recorded like an automatic escalation (an `Escalated` event, which the metrics
             // count, then the status change with the same reason: shown as one line).
             let reason = "escalated by hand".to_string();
+            let was_verifying = inc.status == Status::Verifying;
             let changed = transition(&mut inc, Status::Escalated, Some(reason.clone()))?;
+            // A person took over from a verification under way: it ends unfinished (its
+            // action gets no outcome; docs/metrics.md).
+            if was_verifying {
+                inc.verifying = None;
+                d.effects
+                    .push(Effect::DisarmTimer(TimerKind::VerifyDeadline));
+            }
             d.events.push(TimelineEvent {
                 at: ctx.now,
                 actor: actor.clone(),

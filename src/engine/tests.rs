@@ -12,6 +12,7 @@ mod conditions;
 mod evidence;
 mod followups;
 mod groups;
+mod late_fixes;
 mod previews;
 mod refires;
 mod storms;
