@@ -366,8 +366,8 @@ pub async fn run_evidence(
 }
 
 /// The active incidents opened since `since` (among the newest [`EVIDENCE_RECOVERY_MAX`]) whose
-/// evidence was asked for (their playbook has evidence queries) and never recorded, oldest
-/// first.
+/// evidence was asked for (their playbook has evidence queries, and they were not summarized in
+/// a storm) and never recorded, oldest first.
 fn evidence_never_gathered(
     store: &dyn Store,
     cfg: &Config,
@@ -378,16 +378,12 @@ fn evidence_never_gathered(
         ..Default::default()
     })?;
     let mut ids = Vec::new();
+    // As the engine asks: not for incidents summarized in a storm.
     let recent = newest
         .iter()
-        .filter(|i| i.status.is_active() && i.opened_at >= since);
+        .filter(|i| i.status.is_active() && i.opened_at >= since && i.storm_thread.is_none());
     for inc in recent.rev() {
-        let asks = inc
-            .playbook
-            .as_deref()
-            .and_then(|p| cfg.playbook(p))
-            .is_some_and(|p| !p.evidence.is_empty());
-        if asks
+        if super::asks_evidence(inc, cfg)
             && !store
                 .timeline(inc.id)?
                 .iter()

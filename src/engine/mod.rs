@@ -340,6 +340,10 @@ pub fn handle(
     }
     if inc.storm_thread.is_some() {
         storm_member_chat(inc, by_person, ctx, &mut d.effects, &mut d.events);
+        // Out of the storm's summary, with a thread of its own: now it gathers its evidence.
+        if inc.storm_thread.is_none() && asks_evidence(inc, cfg) {
+            d.effects.push(Effect::GatherEvidence);
+        }
     }
     let tally = inc.tally.get_or_insert_with(Default::default);
     for ev in &d.events {
@@ -1199,18 +1203,16 @@ fn on_alert(
                 _ => start_auto_actions(&mut inc, cfg, ctx, &mut d),
             }
             arm_deadlines(&inc, cfg, ctx, &mut d);
-            let evidence = inc
-                .playbook
-                .as_deref()
-                .and_then(|p| cfg.playbook(p))
-                .is_some_and(|p| !p.evidence.is_empty());
-            if evidence && cfg.prometheus.is_some() {
-                d.effects.push(Effect::GatherEvidence);
-            }
             d.effects
                 .insert(0, Effect::Chat(ChatBody::RenderCard { post: true }));
             if storming.is_some() && inc.severity > Severity::P1 {
                 summarize_in_storm(&mut inc, cfg, ctx, &mut d);
+            }
+            // Evidence: not for an incident that joined a storm's summary (the summary's own
+            // incident asks), so a storm of thousands does not send thousands of query sets
+            // to a Prometheus likely under the same load.
+            if asks_evidence(&inc, cfg) && inc.storm_thread.is_none() {
+                d.effects.push(Effect::GatherEvidence);
             }
             d.created = true;
             d.incident = Some(inc);
@@ -1668,6 +1670,16 @@ fn storm_lift(inc: &mut Incident, cfg: &Config, ctx: Ctx<'_>, d: &mut Decision) 
     )));
     d.storm_threads.push((source, None));
     push_card(inc, ctx, d);
+}
+
+/// Whether the incident's playbook has evidence queries to run (with a Prometheus to ask).
+pub(crate) fn asks_evidence(inc: &Incident, cfg: &Config) -> bool {
+    cfg.prometheus.is_some()
+        && inc
+            .playbook
+            .as_deref()
+            .and_then(|p| cfg.playbook(p))
+            .is_some_and(|p| !p.evidence.is_empty())
 }
 
 /// Whether [`start_auto_actions`] would start anything.

@@ -303,3 +303,65 @@ fn the_storm_ends_by_itself_with_one_note() {
     let d = handle(Some(inc), Input::Timer(due(700)), &cfg(), with(&view, 700)).unwrap();
     assert!(chats(&d).is_empty() && timers(&d).is_empty());
 }
+
+/// Evidence during a storm: the storm's summary incident asks Prometheus; the incidents that
+/// join it do not (a storm of thousands would otherwise send thousands of query sets, one
+/// incident at a time, to a Prometheus that is likely under the same load). A P1 in the storm
+/// is not summarized and asks as usual, and so does a summarized one once it gets its own
+/// thread.
+#[test]
+fn in_a_storm_only_the_summary_and_unsummarized_incidents_gather_evidence() {
+    let text = format!(
+        "[prometheus]\nurl = \"http://127.0.0.1:9\"\n{}",
+        CFG.replace(
+            "auto_resolve = true\n",
+            "auto_resolve = true\n[[playbooks.evidence]]\nname = \"429 rate\"\nquery = 'sum(rate_429{service=\"{labels.service}\"})'\nabove = 5\n",
+        )
+    );
+    let cfg = Config::from_toml(&text, &|_| None).unwrap();
+    let asks = |d: &Decision| {
+        d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::GatherEvidence))
+    };
+    let open = |thread: Option<IncidentId>, sev: &str, fp: &str, id: u64| {
+        let view = storm_view(thread);
+        let ctx = Ctx {
+            next_id: IncidentId(id),
+            ..with(&view, 600)
+        };
+        handle(
+            None,
+            storm_alert("Payments API rate limit", sev, fp),
+            &cfg,
+            ctx,
+        )
+        .unwrap()
+    };
+    let lead = open(None, "warning", "a", 1);
+    assert!(lead.incident.as_ref().unwrap().storm_summary.is_some());
+    assert!(asks(&lead), "the storm's summary gathers evidence");
+    let member = open(Some(IncidentId(1)), "warning", "b", 2);
+    assert_eq!(
+        member.incident.as_ref().unwrap().storm_thread,
+        Some(IncidentId(1))
+    );
+    assert!(!asks(&member), "a summarized incident does not");
+    // ...until it gets a card and thread of its own: a person acts on it.
+    let member = member.incident.unwrap();
+    let acked = handle(
+        Some(member.clone()),
+        Input::Command {
+            actor: user("U1"),
+            command: Command::Ack(member.id),
+        },
+        &cfg,
+        ctx(650),
+    )
+    .unwrap();
+    assert!(acked.incident.as_ref().unwrap().storm_thread.is_none());
+    assert!(asks(&acked), "with its own thread, it gathers its evidence");
+    let p1 = open(Some(IncidentId(1)), "critical", "c", 3);
+    assert!(p1.incident.as_ref().unwrap().storm_thread.is_none());
+    assert!(asks(&p1), "an incident with its own card does");
+}
