@@ -116,6 +116,49 @@ fn cmd(inc: &Incident, actor: &str, c: Command, secs: i64) -> Result<Decision, U
     )
 }
 
+/// Runs execution `x` of `inc` to success as the executor would (started at `secs - 1`,
+/// finished at `secs`), recording the execution in `view` as the writer would; returns the
+/// incident after it finished.
+fn run_to_success(
+    view: &writes::TestView,
+    inc: Incident,
+    x: &crate::ports::Execution,
+    secs: i64,
+    cfg: &Config,
+) -> Incident {
+    let mut inc = inc;
+    for (at, input) in [
+        (
+            secs - 1,
+            Input::ExecutionStarted {
+                incident: inc.id,
+                action: x.action.clone(),
+                key: x.key.clone(),
+                preview: "POST http://127.0.0.1:1/x".into(),
+            },
+        ),
+        (
+            secs,
+            Input::ExecutionFinished {
+                incident: inc.id,
+                action: x.action.clone(),
+                key: x.key.clone(),
+                success: true,
+                summary: "200".into(),
+            },
+        ),
+    ] {
+        let d = handle(Some(inc), input, cfg, writes::with(view, at)).unwrap();
+        for e in &d.executions {
+            view.executions
+                .borrow_mut()
+                .insert(e.key.clone(), e.clone());
+        }
+        inc = d.incident.unwrap();
+    }
+    inc
+}
+
 /// Opens an incident from a firing alert and returns it.
 fn open(title: &str, sev: &str) -> Incident {
     let d = handle(

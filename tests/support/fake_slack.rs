@@ -572,24 +572,7 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
             let all_metadata = include_all_metadata(a);
             let channel = str_of("channel").unwrap_or_default();
             let ts = str_of("ts").unwrap_or_default();
-            let ts_of = |k: &str| str_of(k).map(|t| order(&t));
-            let (oldest, latest) = (ts_of("oldest"), ts_of("latest"));
-            let inclusive = matches!(str_of("inclusive").as_deref(), Some("true" | "1"));
-            let limit = match str_of("limit").map(|l| l.parse::<usize>()) {
-                None => 1000,
-                Some(Ok(n)) if n >= 1 => n.min(1000),
-                _ => return err("invalid_limit"),
-            };
-            let from = match str_of("cursor").filter(|c| !c.is_empty()) {
-                None => 0,
-                Some(c) => match c
-                    .strip_prefix("next_reply:")
-                    .and_then(|n| n.parse::<usize>().ok())
-                {
-                    Some(n) => n,
-                    None => return err("invalid_cursor"),
-                },
-            };
+            let page = page_of(a, 1000, 1000, "next_reply:")?;
             let i = s.inner.lock().unwrap();
             if !i.channels.contains(&channel) {
                 return err("channel_not_found");
@@ -598,47 +581,20 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                 .messages
                 .iter()
                 .filter(|m| m.channel == channel && (m.ts == ts || m.thread_ts.as_deref() == Some(&ts)))
-                .filter(|m| {
-                    let t = order(&m.ts);
-                    m.ts == ts
-                        || (oldest.is_none_or(|o| if inclusive { t >= o } else { t > o })
-                            && latest.is_none_or(|l| if inclusive { t <= l } else { t < l }))
-                })
+                .filter(|m| m.ts == ts || page.within(&m.ts))
                 .map(|m| with_metadata(json!({ "type": "message", "ts": m.ts, "thread_ts": m.thread_ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks }), m, all_metadata))
                 .collect();
             if all.is_empty() {
                 return err("thread_not_found");
             }
-            let page: Vec<Value> = all.iter().skip(from).take(limit).cloned().collect();
-            let more = all.len() > from + limit;
-            Ok(json!({
-                "messages": page, "has_more": more,
-                "response_metadata": { "next_cursor": if more { format!("next_reply:{}", from + limit) } else { String::new() } },
-            }))
+            Ok(page.answer(&all))
         }
         // Newest first, top-level messages only; `oldest`/`latest` exclusive unless
         // `inclusive`; `limit` (default 100, at most 999) a page, `cursor` for the next.
         "conversations.history" => {
             let all_metadata = include_all_metadata(a);
             let channel = str_of("channel").unwrap_or_default();
-            let ts_of = |k: &str| str_of(k).map(|t| order(&t));
-            let (oldest, latest) = (ts_of("oldest"), ts_of("latest"));
-            let inclusive = matches!(str_of("inclusive").as_deref(), Some("true" | "1"));
-            let limit = match str_of("limit").map(|l| l.parse::<usize>()) {
-                None => 100,
-                Some(Ok(n)) if n >= 1 => n.min(999),
-                _ => return err("invalid_limit"),
-            };
-            let from = match str_of("cursor").filter(|c| !c.is_empty()) {
-                None => 0,
-                Some(c) => match c
-                    .strip_prefix("next_ts:")
-                    .and_then(|n| n.parse::<usize>().ok())
-                {
-                    Some(n) => n,
-                    None => return err("invalid_cursor"),
-                },
-            };
+            let page = page_of(a, 100, 999, "next_ts:")?;
             let i = s.inner.lock().unwrap();
             if !i.channels.contains(&channel) {
                 return err("channel_not_found");
@@ -648,11 +604,7 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                 .iter()
                 .rev()
                 .filter(|m| m.channel == channel && m.thread_ts.as_ref().is_none_or(|t| *t == m.ts))
-                .filter(|m| {
-                    let t = order(&m.ts);
-                    oldest.is_none_or(|o| if inclusive { t >= o } else { t > o })
-                        && latest.is_none_or(|l| if inclusive { t <= l } else { t < l })
-                })
+                .filter(|m| page.within(&m.ts))
                 .map(|m| {
                     let v = if m.raw.is_null() {
                         json!({ "type": "message", "ts": m.ts, "user": m.user, "bot_id": m.bot_id, "text": m.text, "blocks": m.blocks })
@@ -662,12 +614,7 @@ fn call(s: &Shared, method: &str, a: &Value) -> Result<Value, Reject> {
                     with_metadata(v, m, all_metadata)
                 })
                 .collect();
-            let page: Vec<Value> = all.iter().skip(from).take(limit).cloned().collect();
-            let more = all.len() > from + limit;
-            Ok(json!({
-                "messages": page, "has_more": more,
-                "response_metadata": { "next_cursor": if more { format!("next_ts:{}", from + limit) } else { String::new() } },
-            }))
+            Ok(page.answer(&all))
         }
         "usergroups.list" => {
             let i = s.inner.lock().unwrap();
@@ -1367,6 +1314,66 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The paging arguments of conversations.history/replies: `oldest`/`latest` (exclusive unless
+/// `inclusive`), `limit` (`default` when absent, at most `max`), and the offset a `cursor`
+/// made by this fake (`prefix` + offset) stands for.
+struct Page {
+    oldest: Option<(u64, u64)>,
+    latest: Option<(u64, u64)>,
+    inclusive: bool,
+    limit: usize,
+    from: usize,
+    prefix: &'static str,
+}
+
+impl Page {
+    /// Whether a message at `ts` is within `oldest`/`latest`.
+    fn within(&self, ts: &str) -> bool {
+        let t = order(ts);
+        let inc = self.inclusive;
+        self.oldest.is_none_or(|o| if inc { t >= o } else { t > o })
+            && self.latest.is_none_or(|l| if inc { t <= l } else { t < l })
+    }
+
+    /// This page of `all`, with `has_more` and the cursor of the next.
+    fn answer(&self, all: &[Value]) -> Value {
+        let (from, limit) = (self.from, self.limit);
+        let page: Vec<Value> = all.iter().skip(from).take(limit).cloned().collect();
+        let more = all.len() > from + limit;
+        let next = if more {
+            format!("{}{}", self.prefix, from + limit)
+        } else {
+            String::new()
+        };
+        json!({ "messages": page, "has_more": more, "response_metadata": { "next_cursor": next } })
+    }
+}
+
+fn page_of(a: &Value, default: usize, max: usize, prefix: &'static str) -> Result<Page, Reject> {
+    let str_of = |k: &str| a[k].as_str().map(str::to_string);
+    let ts_of = |k: &str| str_of(k).map(|t| order(&t));
+    let limit = match str_of("limit").map(|l| l.parse::<usize>()) {
+        None => default,
+        Some(Ok(n)) if n >= 1 => n.min(max),
+        _ => return err("invalid_limit"),
+    };
+    let from = match str_of("cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match c.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return err("invalid_cursor"),
+        },
+    };
+    Ok(Page {
+        oldest: ts_of("oldest"),
+        latest: ts_of("latest"),
+        inclusive: matches!(str_of("inclusive").as_deref(), Some("true" | "1")),
+        limit,
+        from,
+        prefix,
+    })
 }
 
 /// `include_all_metadata` as a form field ("true"/"1") or a JSON boolean.

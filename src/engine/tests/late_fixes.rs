@@ -45,21 +45,7 @@ fn fixed_after_escalation(view: &TestView, secs: i64, cfg: &Config) -> Incident 
         .incident
         .unwrap();
     assert_eq!(inc.status, Status::Escalated);
-    let started = Input::ExecutionStarted {
-        incident: inc.id,
-        action: x.action.clone(),
-        key: x.key.clone(),
-        preview: "POST http://127.0.0.1:1/x".into(),
-    };
-    let inc = step(view, inc, started, secs - 1, cfg);
-    let finished = Input::ExecutionFinished {
-        incident: inc.id,
-        action: x.action.clone(),
-        key: x.key.clone(),
-        success: true,
-        summary: "200".into(),
-    };
-    let inc = step(view, inc, finished, secs, cfg);
+    let inc = run_to_success(view, inc, &x, secs, cfg);
     assert_eq!(inc.status, Status::Verifying, "the late fix is verified");
     assert_eq!(inc.verifying.as_deref(), Some("fallback"));
     inc
@@ -107,22 +93,7 @@ fn an_escalation_during_verification_pages_and_lets_the_verification_decide() {
     view.executions
         .borrow_mut()
         .insert(x.key.clone(), x.clone());
-    let inc = d.incident.unwrap();
-    let started = Input::ExecutionStarted {
-        incident: inc.id,
-        action: x.action.clone(),
-        key: x.key.clone(),
-        preview: "POST http://127.0.0.1:1/x".into(),
-    };
-    let inc = step(&view, inc, started, 10, &cfg);
-    let finished = Input::ExecutionFinished {
-        incident: inc.id,
-        action: x.action.clone(),
-        key: x.key.clone(),
-        success: true,
-        summary: "200".into(),
-    };
-    let inc = step(&view, inc, finished, 11, &cfg);
+    let inc = run_to_success(&view, d.incident.unwrap(), &x, 11, &cfg);
     assert_eq!(inc.status, Status::Verifying);
     let d = fire(inc, TimerKind::AckDeadline, 60, &cfg);
     assert!(

@@ -35,24 +35,7 @@ fn notes(d: &Decision) -> Vec<String> {
 /// resolves on the clear. Returns the resolved incident.
 fn fix_and_clear(view: &TestView, d: Decision, secs: i64, cfg: &Config) -> Incident {
     let x = d.executions.last().expect("an execution queued").clone();
-    let inc = d.incident.unwrap();
-    let started = Input::ExecutionStarted {
-        incident: inc.id,
-        action: x.action.clone(),
-        key: x.key.clone(),
-        preview: "POST http://127.0.0.1:1/x".into(),
-    };
-    let inc = step(view, Some(inc), started, secs, cfg).incident.unwrap();
-    let finished = Input::ExecutionFinished {
-        incident: inc.id,
-        action: x.action.clone(),
-        key: x.key.clone(),
-        success: true,
-        summary: "200".into(),
-    };
-    let inc = step(view, Some(inc), finished, secs + 1, cfg)
-        .incident
-        .unwrap();
+    let inc = run_to_success(view, d.incident.unwrap(), &x, secs + 1, cfg);
     let clear = Input::Alert(alert(TITLE, "warning", AlertStatus::Resolved));
     let inc = step(view, Some(inc), clear, secs + 2, cfg)
         .incident
