@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::Value;
 use support::{alertmanager, TestApp};
 
@@ -58,22 +56,6 @@ async fn call(app: &TestApp, token: Option<&str>, path: &str, body: Option<&str>
     let r = r.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls (bounded) until `f` gives a value.
-async fn until<T, F, Fut>(what: &str, f: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn timeline_text(v: &Value) -> String {
@@ -138,7 +120,7 @@ async fn automation_acts_on_incidents_under_the_same_policy_as_chat() {
     let (s, v) = call(&app, Some(ONCALL), approve, None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["by"], "U1");
-    let inc = until("the approved action ran", || async {
+    let inc = support::eventually("the approved action ran", || async {
         let (_, inc) = app.get("/api/v1/incidents/INC-1").await;
         let ran = inc["executions"]
             .as_array()

@@ -177,20 +177,11 @@ async fn sigterm_ends_the_real_binary_on_a_full_disk() {
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bot did not get ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually("the bot to get ready", || async {
+        let r = client.get(format!("{base}/readyz")).send().await;
+        r.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
     let filler = "y".repeat(8 * 1024);
     let mut full = false;
     for n in 0..20_000 {

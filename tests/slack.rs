@@ -1005,15 +1005,7 @@ async fn a_lost_answer_does_not_double_a_note() {
     let r = rig.fake.command("UAPPROVER", "ack INC-1").await;
     assert_eq!(r["text"], "INC-1 acknowledged.");
     // A later note of the same incident leaves after the retried one (per-incident order).
-    rig.fake.command("UAPPROVER", "note INC-1 later").await;
-    let a = alert.clone();
-    rig.fake
-        .wait("the later note", |f| {
-            f.messages()
-                .iter()
-                .any(|m| m.thread_ts.as_deref() == Some(&a) && m.text.contains("later"))
-        })
-        .await;
+    later_note(&rig, &alert).await;
     let acks: Vec<_> = rig
         .fake
         .messages()
@@ -1064,15 +1056,7 @@ async fn note_sent_before_a_restart_is_posted_once(chatter: usize) {
     let (fake, dir) = rig.stop_keep().await;
     fake.lose_answers(0);
     let rig = Rig::launch("socket", fake, dir, POLICY).await;
-    rig.fake.command("UAPPROVER", "note INC-1 later").await;
-    let a = alert.clone();
-    rig.fake
-        .wait("the later note", |f| {
-            f.messages()
-                .iter()
-                .any(|m| m.thread_ts.as_deref() == Some(&a) && m.text.contains("later"))
-        })
-        .await;
+    later_note(&rig, &alert).await;
     assert_eq!(acked(&rig.fake), 1, "the ack note posted once");
     assert!(
         rig.fake
@@ -1082,6 +1066,19 @@ async fn note_sent_before_a_restart_is_posted_once(chatter: usize) {
         "looked up with the metadata"
     );
     rig.stop().await;
+}
+
+/// A note ("later") on INC-1, waited for in the thread under `alert`: notes of one incident
+/// leave in order, so every earlier note of it has been delivered (or given up) by then.
+async fn later_note(rig: &Rig, alert: &str) {
+    rig.fake.command("UAPPROVER", "note INC-1 later").await;
+    rig.fake
+        .wait("the later note", |f| {
+            f.messages()
+                .iter()
+                .any(|m| m.thread_ts.as_deref() == Some(alert) && m.text.contains("later"))
+        })
+        .await;
 }
 
 /// Waits until the envelope carrying the message `ts` was acknowledged, that is handled.

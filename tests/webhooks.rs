@@ -858,18 +858,11 @@ approvers = ["slack:U1"]
             .collect()
     };
     let wait_runs = |n: usize| {
-        let app = &app;
-        async move {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-            loop {
-                let (_, v) = app.get("/api/v1/incidents/INC-1").await;
-                if runs(&v).len() >= n {
-                    return v;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "{v:#}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+        let (app, runs) = (&app, &runs);
+        support::eventually("the fix's runs", move || async move {
+            let (_, v) = app.get("/api/v1/incidents/INC-1").await;
+            (runs(&v).len() >= n).then_some(v)
+        })
     };
     for (round, want) in [(1, "INC-1:fallback"), (2, "INC-1:fallback#2")] {
         // The second time it fires again after incidentd resolved it: reopened, and the fix

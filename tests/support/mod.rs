@@ -284,3 +284,24 @@ impl incidentd::ports::Clock for ManualClock {
         *self.0.lock().unwrap()
     }
 }
+
+/// Polls `check` until it yields a value, for state with nothing to wait on (the app's HTTP
+/// API, an external process): short pauses between tries, panics after 30 s. The one place
+/// the harness polls; everything the fakes see is waited on by condition instead.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
